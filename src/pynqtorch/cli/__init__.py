@@ -1,0 +1,10 @@
+"""The `pynqtorch` command: one typer app; each module of this package adds its subcommands."""
+
+from __future__ import annotations
+
+from ._app import app
+
+# Importing a module registers its subcommands on `app`.
+from . import info  # noqa: E402,F401
+
+__all__ = ["app"]

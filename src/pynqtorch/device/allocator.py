@@ -1,0 +1,79 @@
+"""Host memory behind zynq tensors, behind one small interface the board target can replace with CMA buffers.
+
+Every zynq storage owns one flat `uint8` CPU tensor (its *host buffer*). The default allocator takes it
+from the CPU allocator; the board target installs one that returns views of `pynq.allocate` buffers, so a
+compute unit can read tensors by physical address without copies. Statistics (bytes live, peak, count) are
+kept here for `torch.zynq.memory_allocated()` and friends.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+
+import torch
+
+
+class HostAllocator:
+    """Allocate host buffers for zynq storages (plain CPU memory; subclass for device-visible memory)."""
+
+    name = "cpu"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.allocated = 0
+        self.peak = 0
+        self.count = 0
+
+    def _new(self, nbytes: int) -> torch.Tensor:
+        """A fresh uint8 CPU tensor of `nbytes` bytes; override to use device-visible memory."""
+        return torch.empty(nbytes, dtype=torch.uint8)
+
+    def accepts(self, buf: torch.Tensor) -> bool:
+        """Whether an existing CPU buffer may become a host buffer without a copy."""
+        return True
+
+    def allocate(self, nbytes: int) -> torch.Tensor:
+        """A host buffer of `nbytes` bytes, accounted until it is garbage collected."""
+        return self._account(self._new(nbytes))
+
+    def adopt(self, buf: torch.Tensor) -> torch.Tensor:
+        """Turn a flat uint8 CPU tensor into a host buffer: reused if `accepts` it, copied otherwise."""
+        if not self.accepts(buf):
+            fresh = self._new(buf.numel())
+            fresh.copy_(buf)
+            buf = fresh
+        return self._account(buf)
+
+    def _account(self, buf: torch.Tensor) -> torch.Tensor:
+        n = buf.numel()
+        with self._lock:
+            self.allocated += n
+            self.count += 1
+            self.peak = max(self.peak, self.allocated)
+        weakref.finalize(buf, self._release, n)
+        return buf
+
+    def _release(self, n: int) -> None:
+        with self._lock:
+            self.allocated -= n
+            self.count -= 1
+
+    def reset_peak(self) -> None:
+        with self._lock:
+            self.peak = self.allocated
+
+
+_allocator: HostAllocator = HostAllocator()
+
+
+def get_allocator() -> HostAllocator:
+    """The allocator new zynq storages draw from."""
+    return _allocator
+
+
+def set_allocator(allocator: HostAllocator) -> HostAllocator:
+    """Install `allocator` for new storages (existing tensors keep their buffers); returns the previous one."""
+    global _allocator
+    previous, _allocator = _allocator, allocator
+    return previous

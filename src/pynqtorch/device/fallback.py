@@ -1,0 +1,154 @@
+"""The boxed CPU fallback: any aten op without a zynq kernel runs on CPU views of the zynq tensors.
+
+Inputs are replaced by CPU views aliasing their host memory, so in-place ops and `out=` arguments write
+the zynq data directly. Results that alias an input's memory (views) become zynq views of that input's
+storage; fresh results become new zynq tensors that take over the CPU memory. Every call is counted for
+`pynqtorch.report()`; strict mode turns compute ops into errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from . import report
+from .storage import adopt_result, alias, cpu_view, host_buffer, is_zynq, set_metadata
+
+log = logging.getLogger("pynqtorch.ops")
+
+_CPU = torch.device("cpu")
+# Ops that only move or reshape memory: allowed in strict mode (they compute nothing).
+_MEMORY_OPS = {"aten::_to_copy", "aten::clone", "aten::copy_", "aten::empty_like", "aten::zero_", "aten::fill_",
+               "aten::_local_scalar_dense", "aten::resize_", "aten::contiguous", "aten::lift_fresh",
+               "aten::stack", "aten::cat", "aten::new_empty_strided", "aten::new_empty"}
+# Ops that may take CPU index tensors with zynq data, as PyTorch allows for other accelerators.
+_MIXED_DEVICE_OK = {"aten::index", "aten::index_put_", "aten::_index_put_impl_", "aten::index_put"}
+
+
+class StrictModeError(RuntimeError):
+    """Raised in strict mode when an op would run on the CPU fallback."""
+
+
+_strict = os.environ.get("PYNQTORCH_STRICT", "") not in ("", "0")
+_debug = os.environ.get("PYNQTORCH_DEBUG", "") not in ("", "0")
+
+
+def strict(enabled: bool | None = None) -> bool:
+    """Get, or set, strict mode: when on, ops without a zynq kernel raise instead of running on CPU."""
+    global _strict
+    if enabled is not None:
+        _strict = bool(enabled)
+    return _strict
+
+
+@dataclass(frozen=True)
+class _Plan:
+    name: str
+    memory_only: bool
+    mixed_ok: bool
+
+
+_plans: dict[Any, _Plan] = {}
+
+
+def _plan(op: Any) -> _Plan:
+    plan = _plans.get(op)
+    if plan is None:
+        schema = op._schema
+        name = schema.name
+        full = name + (f".{schema.overload_name}" if schema.overload_name else "")
+        views = any(r.alias_info is not None and not r.alias_info.is_write for r in schema.returns)
+        plan = _plans[op] = _Plan(full, views or name in _MEMORY_OPS, name in _MIXED_DEVICE_OK)
+    return plan
+
+
+def _device_error(plan: _Plan, other: torch.device) -> RuntimeError:
+    return RuntimeError(f"Expected all tensors to be on the same device, but found at least two devices, "
+                        f"zynq:0 and {other}! (in {plan.name})")
+
+
+class _Unwrapper:
+    """Replaces zynq tensors by CPU views, remembering them to map results back."""
+
+    __slots__ = ("pairs", "plan", "wrap")
+
+    def __init__(self, plan: _Plan) -> None:
+        self.pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.plan = plan
+        self.wrap = True
+
+    def arg(self, a: Any) -> Any:
+        if isinstance(a, torch.Tensor):
+            if a.device.type == "zynq":
+                c = cpu_view(a)
+                self.pairs.append((a, c))
+                return c
+            if a.dim() > 0 and not self.plan.mixed_ok:
+                raise _device_error(self.plan, a.device)
+            return a
+        if isinstance(a, (list, tuple)) and a and any(isinstance(x, torch.Tensor) for x in a):
+            return type(a)(self.arg(x) for x in a)
+        if isinstance(a, torch.device):
+            if a.type == "zynq":
+                return _CPU
+            self.wrap = False
+        return a
+
+    def result(self, r: Any) -> Any:
+        if isinstance(r, torch.Tensor):
+            if not self.wrap or r.device.type != "cpu":
+                return r
+            for t, c in self.pairs:
+                if r is c:
+                    return t
+            sid = r.untyped_storage()._cdata
+            for t, c in self.pairs:
+                if c.untyped_storage()._cdata == sid:
+                    return alias(t, r)
+            return adopt_result(r)
+        if isinstance(r, (list, tuple)):
+            return type(r)(self.result(x) for x in r)
+        return r
+
+    def sync_mutated(self) -> None:
+        """Carry `out=`/in-place geometry changes made on CPU views back to the zynq tensors."""
+        for t, c in self.pairs:
+            if c.size() != t.size() or c.stride() != t.stride() or c.storage_offset() != t.storage_offset():
+                if c.untyped_storage().nbytes() > host_buffer(t).numel():
+                    setattr(t.untyped_storage(), "_zynq_host",
+                            torch.empty(0, dtype=torch.uint8).set_(c.untyped_storage(), 0,
+                                                                   (c.untyped_storage().nbytes(),), (1,)))
+                set_metadata(t, t.untyped_storage(), c.storage_offset(), c.size(), c.stride())
+
+
+def run_on_cpu(op: Any, args: tuple, kwargs: dict) -> Any:
+    """Run `op` with zynq tensors replaced by CPU views and map the results back to zynq tensors."""
+    plan = _plan(op)
+    if _strict and not plan.memory_only:
+        raise StrictModeError(
+            f"{plan.name} has no zynq kernel and strict mode forbids the CPU fallback "
+            "(pynqtorch.strict(False) or PYNQTORCH_STRICT=0 allows it)")
+    if _debug:
+        log.warning("zynq: %s -> cpu fallback", plan.name)
+    t0 = time.perf_counter()
+    u = _Unwrapper(plan)
+    cargs = tuple(u.arg(a) for a in args)
+    ckwargs = {k: u.arg(v) for k, v in kwargs.items()}
+    if torch.autograd.profiler._is_profiler_enabled:
+        with torch.profiler.record_function(f"zynq::cpu_fallback::{plan.name}"):
+            out = op(*cargs, **ckwargs)
+    else:
+        out = op(*cargs, **ckwargs)
+    u.sync_mutated()
+    res = u.result(out)
+    report.record(plan.name, time.perf_counter() - t0, accelerated=False)
+    return res
+
+
+def _boxed_fallback(op: Any, *args: Any, **kwargs: Any) -> Any:
+    return run_on_cpu(op, args, kwargs)

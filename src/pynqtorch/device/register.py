@@ -1,0 +1,57 @@
+"""Registering the `zynq` device with PyTorch (once per process, on `import pynqtorch`)."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import torch
+from torch.utils.backend_registration import _setup_privateuseone_for_python_backend
+
+from . import fallback, kernels, module
+
+_libs: list[torch.library.Library] = []
+
+
+class _Hooks(torch._C._acc.PrivateUse1Hooks):
+    def is_available(self) -> bool:
+        return True
+
+    def has_primary_context(self, device_index: int) -> bool:
+        return True
+
+    def is_built(self) -> bool:
+        return True
+
+
+class _Guard(torch._C._acc.DeviceGuard):
+    def type_(self):
+        return torch._C._autograd.DeviceType.PrivateUse1
+
+
+def _backend_module() -> types.ModuleType:
+    mod = types.ModuleType("torch.zynq", "The zynq device: device queries, memory statistics, RNG.")
+    for name in dir(module):
+        obj = getattr(module, name)
+        if callable(obj) and not name.startswith("__") and getattr(obj, "__module__", "") == module.__name__:
+            setattr(mod, name, obj)
+    return mod
+
+
+def register() -> None:
+    """Rename PrivateUse1 to `zynq` and install the backend module, kernels and the CPU fallback. Idempotent."""
+    if _libs:
+        return
+    current = torch._C._get_privateuse1_backend_name()
+    if current not in ("privateuseone", "zynq"):
+        raise RuntimeError(f"PrivateUse1 is already taken by backend {current!r}; pynqtorch needs it for 'zynq'")
+    if current == "privateuseone":
+        mod = _backend_module()
+        _setup_privateuseone_for_python_backend("zynq", backend_module=mod, hook=_Hooks(), device_guard=_Guard())
+        sys.modules.setdefault("torch.zynq", mod)
+    impl = torch.library.Library("aten", "IMPL")
+    for name, fn in kernels.KERNELS.items():
+        impl.impl(name, fn, "PrivateUse1")
+    fb = torch.library.Library("_", "IMPL")
+    fb.fallback(fallback._boxed_fallback, "PrivateUse1")
+    _libs.extend([impl, fb])

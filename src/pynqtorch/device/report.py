@@ -1,0 +1,90 @@
+"""Per-op accounting: which aten ops ran accelerated and which on CPU, how often and for how long."""
+
+from __future__ import annotations
+
+import io
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+@dataclass
+class OpStat:
+    calls: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class Report:
+    """A snapshot of the counters; prints as a table, `to_dict()` for machine use."""
+
+    accelerated: dict[str, OpStat] = field(default_factory=dict)
+    cpu: dict[str, OpStat] = field(default_factory=dict)
+    engine: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        def ops(d: dict[str, OpStat]) -> dict[str, dict[str, float]]:
+            return {k: {"calls": v.calls, "seconds": v.seconds} for k, v in sorted(d.items())}
+
+        return {"accelerated": ops(self.accelerated), "cpu": ops(self.cpu), "engine": self.engine}
+
+    def __rich__(self) -> Table:
+        table = Table(title="pynqtorch report", show_lines=False)
+        for col, justify in (("op", "left"), ("ran on", "left"), ("calls", "right"), ("total ms", "right"),
+                             ("µs/call", "right")):
+            table.add_column(col, justify=justify)
+        for where, ops in (("zynq", self.accelerated), ("cpu fallback", self.cpu)):
+            for name, s in sorted(ops.items(), key=lambda kv: -kv[1].seconds):
+                table.add_row(name, where, str(s.calls), f"{s.seconds * 1e3:.3f}",
+                              f"{s.seconds * 1e6 / max(s.calls, 1):.1f}")
+        units = self.engine.get("tiles_per_unit", {})
+        if units:
+            table.caption = "tiles per compute unit: " + ", ".join(f"{u}={n}" for u, n in sorted(units.items()))
+        return table
+
+    def __str__(self) -> str:
+        console = Console(width=110, file=io.StringIO())
+        console.print(self)
+        return console.file.getvalue()
+
+    __repr__ = __str__
+
+
+_lock = threading.Lock()
+_accelerated: dict[str, OpStat] = {}
+_cpu: dict[str, OpStat] = {}
+
+
+def record(name: str, seconds: float, accelerated: bool) -> None:
+    """Count one call of aten op `name`."""
+    table = _accelerated if accelerated else _cpu
+    with _lock:
+        s = table.get(name)
+        if s is None:
+            s = table[name] = OpStat()
+        s.calls += 1
+        s.seconds += seconds
+
+
+def report() -> Report:
+    """Which ops ran where since the last `reset_report()`, with engine statistics (tiles per unit)."""
+    from ..engine import stats as engine_stats
+
+    with _lock:
+        snap = Report({k: OpStat(v.calls, v.seconds) for k, v in _accelerated.items()},
+                      {k: OpStat(v.calls, v.seconds) for k, v in _cpu.items()})
+    snap.engine = engine_stats()
+    return snap
+
+
+def reset_report() -> None:
+    """Zero all counters (ops and engine)."""
+    from ..engine import reset_stats
+
+    with _lock:
+        _accelerated.clear()
+        _cpu.clear()
+    reset_stats()

@@ -1,0 +1,196 @@
+"""The kernel description (`description.json`): one validated source for binding, C-sim, registers and perf.
+
+Every kernel folder holds a `description.json`. It says which torch op family the kernel serves, the
+arithmetic it implements (operand and accumulator widths, wrap or saturate), the tile it computes, the
+C signature of its top function (argument order, roles, pointer types, packing) and the AXI-lite register
+offsets the board target programs, plus a cycle model. Errors name the file and the offending field.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Role = Literal["a", "b", "c", "m", "n", "k"]
+DIM_ROLES = ("m", "n", "k")
+DATA_ROLES = ("a", "b", "c")
+
+
+class DescriptionError(ValueError):
+    """A `description.json` that is missing, malformed or inconsistent; the message names file and field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Arith(_Strict):
+    """What the hardware computes: operands of `operand_bits` signed bits, a `acc_bits` accumulator."""
+
+    operand_bits: int = Field(8, ge=2, le=16)
+    acc_bits: int = Field(32, ge=8, le=64)
+    overflow: Literal["wrap", "saturate"] = "wrap"
+
+
+class Tile(_Strict):
+    """Tile granularity. Fixed kernels compute exactly m×k by k×n; runtime dims are multiples up to `max`."""
+
+    m: int = Field(gt=0)
+    n: int = Field(gt=0)
+    k: int = Field(gt=0)
+
+
+class Arg(_Strict):
+    """One argument of the top function, in C order."""
+
+    name: str
+    role: Role
+    interface: Literal["m_axi", "s_axilite"]
+    ctype: str
+    offset: str = Field(description="AXI-lite register offset (hex string) of this argument")
+    # Operand packing: how many int8 operands one word of `ctype` holds (1: low bits of each word).
+    pack: int = Field(1, ge=1, le=8)
+    # Memory layout of a/b/c: a is MxK row-major; b is KxN row-major ("kn") or NxK ("nk", i.e. B^T).
+    layout: Literal["mk", "kn", "nk", "mn", "scalar"] = "scalar"
+    bundle: str | None = None
+
+    @field_validator("offset")
+    @classmethod
+    def _hex(cls, v: str) -> str:
+        try:
+            int(v, 16)
+        except ValueError as e:
+            raise ValueError(f"offset {v!r} is not a hex number such as '0x10'") from e
+        return v
+
+    @property
+    def offset_int(self) -> int:
+        return int(self.offset, 16)
+
+
+class Control(_Strict):
+    interface: Literal["s_axilite"] = "s_axilite"
+    bundle: str = "CTRL"
+    ap_ctrl: str = "0x00"
+
+
+class Hls(_Strict):
+    part: str = "xc7z020clg400-1"
+    clock_ns: float = Field(10.0, gt=0)
+    config: str = "hls_config.cfg"
+
+
+_PERF_NAMES = {"m", "n", "k"}
+_PERF_NODES = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Name, ast.Constant, ast.Load, ast.Add, ast.Sub,
+               ast.Mult, ast.FloorDiv, ast.Div, ast.Mod, ast.Pow, ast.USub, ast.Call)
+_PERF_FUNCS = {"ceil": lambda x: -(-x // 1), "max": max, "min": min}
+
+
+class Perf(_Strict):
+    """Cycle model: an arithmetic expression in m, n, k (one kernel call), e.g. ``k*n + m*(k + n)``."""
+
+    cycles: str
+    ii: int = Field(1, ge=1)
+
+    @field_validator("cycles")
+    @classmethod
+    def _safe(cls, v: str) -> str:
+        tree = ast.parse(v, mode="eval")
+        for node in ast.walk(tree):
+            if not isinstance(node, _PERF_NODES):
+                raise ValueError(f"cycle model {v!r}: {type(node).__name__} is not allowed")
+            if isinstance(node, ast.Name) and node.id not in _PERF_NAMES | set(_PERF_FUNCS):
+                raise ValueError(f"cycle model {v!r}: unknown name {node.id!r} (use m, n, k)")
+            if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name) and node.func.id in _PERF_FUNCS):
+                raise ValueError(f"cycle model {v!r}: only {sorted(_PERF_FUNCS)} may be called")
+        return v
+
+    def predict(self, m: int, n: int, k: int) -> int:
+        """Predicted cycles for one kernel call on an m×k by k×n problem."""
+        code = compile(ast.parse(self.cycles, mode="eval"), "<perf>", "eval")
+        return int(eval(code, {"__builtins__": {}}, {"m": m, "n": n, "k": k, **_PERF_FUNCS}))  # noqa: S307
+
+
+class Description(_Strict):
+    """A validated `description.json`."""
+
+    name: str
+    top: str
+    op: Literal["gemm"]
+    sources: list[str] = Field(min_length=1)
+    testbench: str | None = None
+    dtypes: dict[str, str]
+    arith: Arith = Arith()
+    tile: Tile
+    # Dims the kernel takes at run time (as s_axilite scalars): multiples of `tile`, at most `max`.
+    runtime_dims: list[Literal["m", "n", "k"]] = []
+    max: Tile | None = None
+    # Engines prefer kernels with higher priority when several are available.
+    priority: int = 0
+    args: list[Arg]
+    control: Control = Control()
+    hls: Hls = Hls()
+    perf: Perf
+
+    @field_validator("name", "top")
+    @classmethod
+    def _ident(cls, v: str) -> str:
+        if not v.isidentifier():
+            raise ValueError(f"{v!r} is not a C identifier")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Description:
+        roles = [a.role for a in self.args]
+        for r in DATA_ROLES:
+            if roles.count(r) != 1:
+                raise ValueError(f"args: need exactly one argument with role {r!r}, found {roles.count(r)}")
+        for r in DIM_ROLES:
+            want = 1 if r in self.runtime_dims else 0
+            if roles.count(r) != want:
+                raise ValueError(
+                    f"args: role {r!r} appears {roles.count(r)} times but runtime_dims is {self.runtime_dims}"
+                )
+        if self.runtime_dims and self.max is None:
+            raise ValueError("max: required when runtime_dims is not empty")
+        names = [a.name for a in self.args]
+        if len(set(names)) != len(names):
+            raise ValueError(f"args: duplicate argument names in {names}")
+        offsets = [a.offset_int for a in self.args]
+        if len(set(offsets)) != len(offsets):
+            raise ValueError(f"args: duplicate register offsets in {[a.offset for a in self.args]}")
+        return self
+
+    def arg(self, role: str) -> Arg:
+        return next(a for a in self.args if a.role == role)
+
+    def dim_limit(self, dim: str) -> int:
+        """Largest value of `dim` one call takes (the tile for fixed dims)."""
+        if dim in self.runtime_dims:
+            assert self.max is not None
+            return getattr(self.max, dim)
+        return getattr(self.tile, dim)
+
+
+def _field_path(loc: tuple) -> str:
+    return ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[")
+
+
+def load_description(path: str | Path) -> Description:
+    """Read and validate a `description.json`, raising `DescriptionError` naming file and field."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise DescriptionError(f"{path}: no such file") from e
+    except json.JSONDecodeError as e:
+        raise DescriptionError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
+    try:
+        return Description.model_validate(raw)
+    except ValidationError as e:
+        lines = [f"{path}: field '{_field_path(err['loc']) or '<root>'}': {err['msg']}" for err in e.errors()]
+        raise DescriptionError("\n".join(lines)) from None

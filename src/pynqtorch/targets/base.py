@@ -1,0 +1,110 @@
+"""What every target offers the engine: compute units that run one kernel call, golden arithmetic in the base.
+
+A *target* (`ref`, `csim`, `board`, `null`) binds one kernel description and exposes one or more
+*compute units*. A compute unit runs exactly one kernel call: an ``m×k`` int8 tile of A times a ``k×n``
+int8 tile of B, giving the ``m×n`` accumulator the hardware would produce. Tile shapes passed in always
+satisfy the description (fixed dims equal the tile, runtime dims are multiples of it up to ``max``); the
+engine pads edge tiles. Targets differ only in *how* that call is run; *what* it computes is defined once
+here by `golden_gemm`, the bit-exact model of the kernel's arithmetic.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+
+import numpy as np
+
+from ..hw.description import Arith, Description
+
+# int8 products are at most 2**14 in magnitude; float32 holds every integer below 2**24 exactly, so a
+# float32 dot product of int8 vectors is exact when K <= 2**24 / 2**14 = 1024.
+EXACT_F32_K = 1024
+
+
+class TargetUnavailable(RuntimeError):
+    """The target cannot run here; the message says why and what to install or set."""
+
+
+def wrap_signed(x: np.ndarray, bits: int) -> np.ndarray:
+    """Two's-complement wrap of int64 values to `bits` bits (the hardware accumulator)."""
+    if bits >= 64:
+        return x
+    mod = np.int64(1) << bits
+    half = np.int64(1) << (bits - 1)
+    return ((x + half) & (mod - 1)) - half
+
+
+def _exact_int_gemm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Exact int64 product of small signed integer matrices, via float32 BLAS in K chunks where exact."""
+    m, k = a.shape
+    n = b.shape[1]
+    amax = int(np.abs(a).max(initial=0))
+    bmax = int(np.abs(b).max(initial=0))
+    bound = max(amax * bmax, 1)
+    chunk = max(1, (1 << 24) // bound)
+    if chunk >= k:
+        return (a.astype(np.float32) @ b.astype(np.float32)).astype(np.int64)
+    if bound <= (1 << 53) // max(k, 1):
+        return (a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64)
+    out = np.zeros((m, n), np.int64)
+    for k0 in range(0, k, chunk):
+        out += (a[:, k0:k0 + chunk].astype(np.float32) @ b[k0:k0 + chunk].astype(np.float32)).astype(np.int64)
+    return out
+
+
+def golden_gemm(a: np.ndarray, b: np.ndarray, arith: Arith) -> np.ndarray:
+    """Bit-exact model of one kernel call: ``a @ b`` with the kernel's accumulator width and overflow rule.
+
+    Returns int64 holding the accumulator value (already wrapped or saturated to ``arith.acc_bits``).
+    Saturation is applied after every multiply-accumulate in increasing k, as a sequential HLS loop does.
+    """
+    if arith.overflow == "wrap":
+        return wrap_signed(_exact_int_gemm(a, b), arith.acc_bits)
+    hi = (1 << (arith.acc_bits - 1)) - 1
+    lo = -(1 << (arith.acc_bits - 1))
+    acc = np.zeros((a.shape[0], b.shape[1]), np.int64)
+    a64, b64 = a.astype(np.int64), b.astype(np.int64)
+    for kk in range(a.shape[1]):
+        acc = np.clip(acc + np.outer(a64[:, kk], b64[kk]), lo, hi)
+    return acc
+
+
+class ComputeUnit(abc.ABC):
+    """One place a kernel call can run; several units of a target run concurrently."""
+
+    def __init__(self, name: str, desc: Description) -> None:
+        self.name = name
+        self.desc = desc
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def run(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Run one call on C-contiguous int8 `a` (m×k) and `b` (k×n); returns the int64 accumulator m×n."""
+        with self._lock:
+            self.calls += 1
+            return self._run(a, b)
+
+    @abc.abstractmethod
+    def _run(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Target-specific execution of one call (inputs already validated and shaped)."""
+
+    def close(self) -> None:
+        """Release resources held by the unit (buffers, libraries)."""
+
+
+class Target(abc.ABC):
+    """A way to run kernel calls: declares its availability probe and priority, and builds compute units."""
+
+    name: str = ""
+    # Larger runs first when no target is named (pynq's `_probe_priority_` idea).
+    priority: int = 0
+
+    @classmethod
+    @abc.abstractmethod
+    def probe(cls) -> str | None:
+        """None when usable here, otherwise the reason it is not."""
+
+    @abc.abstractmethod
+    def compute_units(self, desc: Description) -> list[ComputeUnit]:
+        """Compute units running kernel `desc` on this target."""
