@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from . import report
-from .storage import adopt_result, alias, cpu_view, host_buffer, is_zynq, set_metadata
+from .storage import adopt_result, alias, cpu_view, host_buffer, is_zynq, mark_written, set_metadata
 
 log = logging.getLogger("pynqtorch.ops")
 
@@ -51,6 +51,7 @@ class _Plan:
     name: str
     memory_only: bool
     mixed_ok: bool
+    written: tuple[int | str, ...]  # positions / names of arguments the op writes to
 
 
 _plans: dict[Any, _Plan] = {}
@@ -63,7 +64,9 @@ def _plan(op: Any) -> _Plan:
         name = schema.name
         full = name + (f".{schema.overload_name}" if schema.overload_name else "")
         views = any(r.alias_info is not None and not r.alias_info.is_write for r in schema.returns)
-        plan = _plans[op] = _Plan(full, views or name in _MEMORY_OPS, name in _MIXED_DEVICE_OK)
+        written = tuple(a.name if a.kwarg_only else i for i, a in enumerate(schema.arguments)
+                        if a.alias_info is not None and a.alias_info.is_write)
+        plan = _plans[op] = _Plan(full, views or name in _MEMORY_OPS, name in _MIXED_DEVICE_OK, written)
     return plan
 
 
@@ -145,6 +148,10 @@ def run_on_cpu(op: Any, args: tuple, kwargs: dict) -> Any:
     else:
         out = op(*cargs, **ckwargs)
     u.sync_mutated()
+    for w in plan.written:
+        t = args[w] if isinstance(w, int) and w < len(args) else kwargs.get(w) if isinstance(w, str) else None
+        if is_zynq(t):
+            mark_written(t)
     res = u.result(out)
     report.record(plan.name, time.perf_counter() - t0, accelerated=False)
     return res

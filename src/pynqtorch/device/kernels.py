@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 
 from . import report
-from .storage import cpu_view, is_zynq, new_tensor, resize
+from .storage import cpu_view, is_zynq, mark_written, new_tensor, resize
 
 
 def _check_device(device: torch.device | None) -> None:
@@ -54,6 +54,8 @@ def _as_cpu(t: torch.Tensor) -> torch.Tensor:
 def copy_from(self: torch.Tensor, dst: torch.Tensor, non_blocking: bool = False) -> torch.Tensor:
     t0 = time.perf_counter()
     _as_cpu(dst).copy_(_as_cpu(self))
+    if is_zynq(dst):
+        mark_written(dst)
     report.record("aten::_copy_from", time.perf_counter() - t0, accelerated=False)
     return dst
 

@@ -16,6 +16,7 @@ import torch
 from .allocator import get_allocator
 
 HOST_ATTR = "_zynq_host"
+GEN_ATTR = "_zynq_gen"
 _META = torch._C.DispatchKeySet(torch._C.DispatchKey.Meta)
 _set_meta = torch.ops.aten.set_.source_Storage_storage_offset.redispatch
 
@@ -30,6 +31,17 @@ def host_buffer(t: torch.Tensor) -> torch.Tensor:
         return getattr(t.untyped_storage(), HOST_ATTR)
     except AttributeError:
         raise RuntimeError("zynq tensor has no host memory (was it created outside pynqtorch?)") from None
+
+
+def mark_written(t: torch.Tensor) -> None:
+    """Record that `t`'s memory was written (invalidates caches derived from it, e.g. quantized weights)."""
+    st = t.untyped_storage()
+    setattr(st, GEN_ATTR, getattr(st, GEN_ATTR, 0) + 1)
+
+
+def write_generation(t: torch.Tensor) -> int:
+    """A counter that changes whenever memory of `t`'s storage is written through the device."""
+    return getattr(t.untyped_storage(), GEN_ATTR, 0)
 
 
 def _needed_bytes(size: Sequence[int], stride: Sequence[int], offset: int, itemsize: int) -> int:
