@@ -1,0 +1,235 @@
+"""Overlay descriptions (`overlay.json`): which kernel IPs a bitstream holds, where their registers live.
+
+An overlay folder `hw/overlay/<name>/` holds `overlay.json`, `block_design.tcl` and `run_vivado.tcl` (the
+two Tcl files are rendered from templates by `render_overlay`, from the same `overlay.json`), and after a
+Vivado build `<name>.bit` / `<name>.hwh`. Errors name the file and the field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..hw.kernels import hw_root
+
+# The PS7 M_AXI_GP0 window in which AXI-lite control registers of PL IPs are mapped.
+GP0_LOW, GP0_HIGH = 0x4000_0000, 0x7FFF_FFFF
+HP_PORTS = ("HP0", "HP1", "HP2", "HP3")
+DEFAULT_BASE, DEFAULT_RANGE = 0x4000_0000, 0x1_0000
+
+
+class OverlayError(ValueError):
+    """An `overlay.json` that is missing, malformed or inconsistent; the message names file and field."""
+
+
+def _hex(v: str, what: str) -> int:
+    try:
+        return int(v, 16)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} {v!r} is not a hex number such as '0x40000000'") from None
+
+
+class OverlayIP(BaseModel):
+    """One kernel IP instance in the block design."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    instance: str
+    kernel: str
+    base: str = Field(description="AXI-lite base address (hex) in the GP0 window")
+    range: str = Field(description="size of the AXI-lite address window (hex, a power of two >= 4 KiB)")
+    hp_port: Literal["HP0", "HP1", "HP2", "HP3"]
+
+    @field_validator("instance", "kernel")
+    @classmethod
+    def _ident(cls, v: str) -> str:
+        if not v.isidentifier():
+            raise ValueError(f"{v!r} is not a C identifier")
+        return v
+
+    @field_validator("base")
+    @classmethod
+    def _base(cls, v: str) -> str:
+        b = _hex(v, "base")
+        if not GP0_LOW <= b <= GP0_HIGH:
+            raise ValueError(f"base {v} is outside the M_AXI_GP0 window 0x40000000-0x7FFFFFFF")
+        return v
+
+    @field_validator("range")
+    @classmethod
+    def _range(cls, v: str) -> str:
+        r = _hex(v, "range")
+        if r < 0x1000 or r & (r - 1):
+            raise ValueError(f"range {v} is not a power of two of at least 0x1000")
+        return v
+
+    @model_validator(mode="after")
+    def _aligned(self) -> OverlayIP:
+        if self.base_int % self.range_int:
+            raise ValueError(f"base {self.base} is not aligned to its range {self.range}")
+        if self.base_int + self.range_int - 1 > GP0_HIGH:
+            raise ValueError(f"base {self.base} + range {self.range} runs past the M_AXI_GP0 window")
+        return self
+
+    @property
+    def base_int(self) -> int:
+        return int(self.base, 16)
+
+    @property
+    def range_int(self) -> int:
+        return int(self.range, 16)
+
+
+class Overlay(BaseModel):
+    """A validated `overlay.json`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    board: Literal["pynq-z2"] = "pynq-z2"
+    part: Literal["xc7z020clg400-1"] = "xc7z020clg400-1"
+    bitstream: str
+    clock_mhz: int = Field(100, gt=0, le=250)
+    ips: list[OverlayIP] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _ident(cls, v: str) -> str:
+        if not v.isidentifier():
+            raise ValueError(f"{v!r} is not a C identifier")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Overlay:
+        if self.bitstream != f"{self.name}.bit":
+            raise ValueError(f"bitstream must be '{self.name}.bit' (what run_vivado.tcl writes), got {self.bitstream!r}")
+        insts = [ip.instance for ip in self.ips]
+        if len(set(insts)) != len(insts):
+            raise ValueError(f"ips: duplicate instance names in {insts}")
+        spans = sorted((ip.base_int, ip.base_int + ip.range_int, ip.instance) for ip in self.ips)
+        for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
+            if start < end:
+                raise ValueError(f"ips: address windows of {a} and {b} overlap")
+        return self
+
+    def ip(self, instance: str) -> OverlayIP:
+        for ip in self.ips:
+            if ip.instance == instance:
+                return ip
+        raise KeyError(f"overlay {self.name} has no IP instance {instance!r}; it has {[i.instance for i in self.ips]}")
+
+
+@dataclass(frozen=True)
+class OverlayInfo:
+    """An overlay folder with its validated `overlay.json`."""
+
+    spec: Overlay
+    folder: Path
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def bitstream(self) -> Path:
+        """Where the bitstream is (or will be, after `pynqtorch vivado`)."""
+        return self.folder / self.spec.bitstream
+
+    @property
+    def hwh(self) -> Path:
+        return self.bitstream.with_suffix(".hwh")
+
+
+def _field_path(loc: tuple) -> str:
+    return ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[")
+
+
+def load_overlay(path: str | os.PathLike) -> Overlay:
+    """Read and validate an `overlay.json` (or an overlay folder), raising `OverlayError` naming file and field."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "overlay.json"
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise OverlayError(f"{path}: no such file") from None
+    except json.JSONDecodeError as e:
+        raise OverlayError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    try:
+        spec = Overlay.model_validate(raw)
+    except ValidationError as e:
+        lines = [f"{path}: field '{_field_path(err['loc']) or '<root>'}': {err['msg']}" for err in e.errors()]
+        raise OverlayError("\n".join(lines)) from None
+    if path.parent.name != spec.name:
+        raise OverlayError(f"{path}: field 'name': {spec.name!r} differs from its folder name {path.parent.name!r}")
+    return spec
+
+
+def overlays(root: str | os.PathLike | None = None) -> dict[str, OverlayInfo]:
+    """Overlay folders under `root` (default: the bundled `hw/overlay`) by name; invalid ones raise."""
+    base = Path(root) if root is not None else hw_root() / "overlay"
+    found: dict[str, OverlayInfo] = {}
+    if base.is_dir():
+        for folder in sorted(p for p in base.iterdir() if (p / "overlay.json").is_file()):
+            spec = load_overlay(folder / "overlay.json")
+            found[spec.name] = OverlayInfo(spec, folder.resolve())
+    return found
+
+
+def find_overlay(name_or_folder: str | os.PathLike) -> OverlayInfo:
+    """A bundled overlay by name, or any overlay folder by path."""
+    p = Path(name_or_folder)
+    if (p / "overlay.json").is_file():
+        return OverlayInfo(load_overlay(p / "overlay.json"), p.resolve())
+    found = overlays()
+    if str(name_or_folder) not in found:
+        raise OverlayError(f"unknown overlay {str(name_or_folder)!r} (not a folder with overlay.json, "
+                           f"nor a bundled overlay; bundled: {sorted(found)})")
+    return found[str(name_or_folder)]
+
+
+def default_overlay(name: str, kernels: list[str], clock_mhz: int = 100) -> Overlay:
+    """An overlay with one IP per kernel: 64 KiB register windows from 0x40000000, HP ports round robin."""
+    ips = []
+    seen: dict[str, int] = {}
+    for i, kernel in enumerate(kernels):
+        idx = seen.get(kernel, 0)
+        seen[kernel] = idx + 1
+        ips.append(OverlayIP(instance=f"{kernel}_{idx}", kernel=kernel,
+                             base=f"0x{DEFAULT_BASE + i * DEFAULT_RANGE:08X}", range=f"0x{DEFAULT_RANGE:X}",
+                             hp_port=HP_PORTS[i % len(HP_PORTS)]))
+    return Overlay(name=name, bitstream=f"{name}.bit", clock_mhz=clock_mhz, ips=ips)
+
+
+def overlay_json(spec: Overlay) -> str:
+    """The `overlay.json` text of `spec`."""
+    return json.dumps(spec.model_dump(mode="json"), indent=2) + "\n"
+
+
+def _template(name: str) -> str:
+    return resources.files("pynqtorch.flows").joinpath("templates", "overlay", name).read_text()
+
+
+def _fill(text: str, values: dict[str, str]) -> str:
+    for key, value in values.items():
+        text = text.replace(f"@{key}@", value)
+    return text
+
+
+def render_overlay(spec: Overlay) -> dict[str, str]:
+    """The files of an overlay folder (`overlay.json`, `block_design.tcl`, `run_vivado.tcl`) for `spec`."""
+    rows = "\n".join(f"    {{{ip.instance} {ip.kernel} {ip.base} {ip.range} {ip.hp_port}}}" for ip in spec.ips)
+    clock = str(spec.clock_mhz)
+    kernels = " ".join(dict.fromkeys(ip.kernel for ip in spec.ips))
+    values = {"NAME": spec.name, "CLOCK_MHZ": clock, "IPS": rows, "PART": spec.part, "KERNELS": kernels}
+    return {
+        "overlay.json": overlay_json(spec),
+        "block_design.tcl": _fill(_template("block_design.tcl"), values),
+        "run_vivado.tcl": _fill(_template("run_vivado.tcl"), values),
+    }
