@@ -1,0 +1,157 @@
+"""`VirtualBoard`: a PYNQ.remote-compatible gRPC server whose programmable logic runs C-simulated kernels.
+
+    with VirtualBoard("gemm_single") as vb:          # binds 127.0.0.1 on a free port
+        os.environ["PYNQ_REMOTE_DEVICES"] = vb.address
+        ...                                          # the unmodified pynq client talks to it
+
+The board boots with `overlay` already loaded (or none); a bitstream download from the client programs the
+fabric with the known overlay whose bitstream has the same stem. `live_buffers` counts buffers the client
+allocated and has not freed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+from pynq.remote import buffer_pb2_grpc, mmio_pb2_grpc, remote_device_pb2_grpc
+
+from ..hw.kernels import KernelInfo
+from ..targets.board_overlay import OverlaySpec, find_overlay, known_overlays
+from .fabric import Fabric, Faults, IPSpec
+from .files import BoardFiles
+from .memory import BufferMemory
+from .services import BoardDied, BufferService, DeviceService, MmioService
+
+log = logging.getLogger(__name__)
+
+
+def _csim_library(kernel: KernelInfo) -> Any:
+    from ..targets.csim import CsimLibrary
+
+    return CsimLibrary(kernel)
+
+
+class VirtualBoard:
+    """A virtual PYNQ-Z2 served over gRPC; see the module docstring."""
+
+    def __init__(self, overlay: str | os.PathLike | OverlaySpec | None = None, *, host: str = "127.0.0.1",
+                 port: int = 0, faults: Faults | None = None, exit_on_die: bool = False,
+                 library: Callable[[KernelInfo], Any] | None = None, board_name: str = "Pynq-Z2",
+                 memory_bytes: int | None = None, workers: int = 16) -> None:
+        self.host = host
+        self.port = port
+        self.faults = faults or Faults()
+        self.memory = BufferMemory(size=memory_bytes) if memory_bytes else BufferMemory()
+        self._libraries: dict[Path, Any] = {}
+        self._library_factory = library or _csim_library
+        self._lib_lock = threading.Lock()
+        self._exit_on_die = exit_on_die
+        self.fabric = Fabric(self.memory, self.faults, self._library, self._die)
+        self.files = BoardFiles(board_name, self.program_firmware)
+        self.bitstream_attrs: tuple[str, bool] = ("", False)
+        self.pl_clocks: dict[int, int] = {}
+        self._workers = workers
+        self._server: grpc.Server | None = None
+        self._extra: list[OverlaySpec] = []
+        if overlay is not None:
+            self.load(overlay)
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def start(self) -> VirtualBoard:
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="vb-rpc"),
+                             options=[("grpc.max_receive_message_length", 64 << 20),
+                                      ("grpc.max_send_message_length", 64 << 20),
+                                      ("grpc.so_reuseport", 0)])
+        remote_device_pb2_grpc.add_RemoteDeviceServicer_to_server(DeviceService(self), server)
+        mmio_pb2_grpc.add_MmioServicer_to_server(MmioService(self), server)
+        buffer_pb2_grpc.add_RemoteBufferServicer_to_server(BufferService(self), server)
+        bound = server.add_insecure_port(f"{self.host}:{self.port}")
+        if bound == 0:
+            raise OSError(f"virtual board: cannot bind {self.host}:{self.port}")
+        self.port = bound
+        server.start()
+        self._server = server
+        log.info("virtual board listening on %s (design %s)", self.address, self.fabric.design)
+        return self
+
+    def stop(self, grace: float | None = None) -> None:
+        if self._server is not None:
+            self._server.stop(grace).wait()
+            self._server = None
+        self.fabric.program(None, [])
+
+    def wait(self) -> None:
+        """Block until the server stops."""
+        if self._server is not None:
+            self._server.wait_for_termination()
+
+    def __enter__(self) -> VirtualBoard:
+        return self.start() if self._server is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def address(self) -> str:
+        """``host:port`` as `PYNQ_REMOTE_DEVICES` entries name this board."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    @property
+    def live_buffers(self) -> int:
+        """Buffers allocated by clients and not freed."""
+        return self.memory.live
+
+    @property
+    def design(self) -> str | None:
+        """Name of the overlay the fabric is programmed with."""
+        return self.fabric.design
+
+    # -- programmable logic ----------------------------------------------------------------------------
+    def load(self, overlay: str | os.PathLike | OverlaySpec) -> None:
+        """Program the fabric with `overlay` (a name, an overlay folder/overlay.json, or a spec)."""
+        spec = overlay if isinstance(overlay, OverlaySpec) else find_overlay(overlay)
+        if spec not in self._extra:
+            self._extra.append(spec)
+        self.fabric.program(spec.name, [IPSpec(ip.instance, ip.kernel, ip.base, ip.range) for ip in spec.ips])
+
+    def program_firmware(self, binfile: str) -> None:
+        """What writing the FPGA manager's firmware node does: load the design of that bitstream."""
+        if not binfile:
+            return
+        if self.files.firmware(binfile) is None:
+            log.error("firmware %s was never written to /lib/firmware; PL left unprogrammed", binfile)
+            self.fabric.program(None, [])
+            return
+        stem = Path(binfile).stem
+        for spec in self._extra + list(known_overlays().values()):
+            if Path(spec.bitstream).stem == stem:
+                self.load(spec)
+                return
+        log.error("bitstream %s matches no known overlay; the PL now holds no IPs", binfile)
+        self.fabric.program(None, [])
+
+    def _library(self, kernel: KernelInfo) -> Any:
+        with self._lib_lock:
+            if kernel.folder not in self._libraries:
+                self._libraries[kernel.folder] = self._library_factory(kernel)
+            return self._libraries[kernel.folder]
+
+    def _die(self) -> None:
+        if self._exit_on_die:
+            os._exit(70)
+        server = self._server
+        self._server = None
+        if server is not None:
+            threading.Thread(target=lambda: server.stop(0), daemon=True).start()
+        raise BoardDied()
