@@ -16,7 +16,7 @@ STAGES = ["host", "chroot", "mounts", "deps", "python", "source", "build", "whee
 
 def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
         preexec: list[str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*(preexec or []), "bash", str(SCRIPT), *args], capture_output=True, text=True,
+    return subprocess.run([*(preexec or []), "bash", str(SCRIPT), *args], check=False, capture_output=True, text=True,
                           timeout=timeout, env=env)
 
 
@@ -131,12 +131,13 @@ def test_missing_host_tools_are_named_with_the_install_command(tmp_path: Path) -
 @pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0, reason="needs root and unshare")
 def test_unavailable_binfmt_misc_is_a_clear_error(tmp_path: Path) -> None:
     # In a private mount namespace, hide /proc/sys/fs under an empty tmpfs: binfmt_misc cannot be mounted.
-    probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], capture_output=True)
+    probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], check=False,
+                           capture_output=True)
     if probe.returncode != 0:
         pytest.skip(f"no mount namespaces here: {probe.stderr.decode().strip()}")
     hide = f"mount -t tmpfs none /proc/sys/fs && exec bash {SCRIPT} --stage host --chroot {tmp_path / 'c'}"
     r = subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c", hide],
-                       capture_output=True, text=True, timeout=60)
+                       check=False, capture_output=True, text=True, timeout=60)
     if "qemu-user-static" in r.stderr:
         pytest.skip("host tools are not installed")
     assert r.returncode == 2

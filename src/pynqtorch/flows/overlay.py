@@ -7,6 +7,7 @@ Vivado build `<name>.bit` / `<name>.hwh`. Errors name the file and the field.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from dataclasses import dataclass
@@ -113,7 +114,7 @@ class Overlay(BaseModel):
         if len(set(insts)) != len(insts):
             raise ValueError(f"ips: duplicate instance names in {insts}")
         spans = sorted((ip.base_int, ip.base_int + ip.range_int, ip.instance) for ip in self.ips)
-        for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
+        for (_, end, a), (start, _, b) in itertools.pairwise(spans):
             if start < end:
                 raise ValueError(f"ips: address windows of {a} and {b} overlap")
         return self
