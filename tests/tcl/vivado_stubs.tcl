@@ -1,12 +1,14 @@
 # Recording stand-ins for the Vivado Tcl commands our overlay scripts use, so they run under plain tclsh.
 #
-# Every call is appended to $::stub::log as one JSON line {"cmd": NAME, "args": [...]}. Queries return
+# Every call is echoed as Vivado's batch mode does ("# cmd args") and appended to $::stub::log as one JSON
+# line {"cmd": NAME, "args": [...]}. Queries return
 # plausible objects (names), configured by the test through these variables, set before sourcing a script:
 #   ::stub::log          path of the JSON-lines log (required)
 #   ::stub::ipdefs       kernel names present in the IP catalog
 #   ::stub::masters      dict: kernel name -> list of its m_axi bundle names
 #   ::stub::board_files  1 when the PYNQ-Z2 board files are "installed"
 #   ::stub::run_status   STATUS of impl_1 after wait_on_run
+#   ::stub::samples      folder with sample utilization.rpt / timing_summary.rpt the report_* commands copy
 # launch_runs writes a fake bitstream and .hwh where Vivado would, so the copy step of run_vivado.tcl runs.
 
 namespace eval ::stub {
@@ -17,6 +19,7 @@ namespace eval ::stub {
     variable project_dir ""
     variable project_name ""
     variable cells {}
+    variable samples ""
 }
 
 proc ::stub::json_str {s} {
@@ -25,6 +28,7 @@ proc ::stub::json_str {s} {
 }
 
 proc ::stub::record {cmd arglist} {
+    puts "# $cmd $arglist"
     set items {}
     foreach a $arglist { lappend items [::stub::json_str $a] }
     set fh [open $::stub::log a]
@@ -46,7 +50,7 @@ proc ::stub::kernel_of {cell} {
 foreach cmd {
     apply_bd_automation connect_bd_net connect_bd_intf_net current_bd_design create_bd_design set_property
     validate_bd_design save_bd_design update_ip_catalog generate_target add_files update_compile_order
-    wait_on_run open_run report_utilization report_timing_summary assign_bd_address
+    open_run assign_bd_address
 } {
     proc $cmd {args} [format {::stub::record %s $args; return ""} $cmd]
 }
@@ -140,4 +144,17 @@ proc get_property {args} {
         DIRECTORY { return [file join $::stub::project_dir $::stub::project_name.runs impl_1] }
     }
     error "get_property: no stub for [lindex $args 0]"
+}
+
+foreach {cmd sample} {report_utilization utilization.rpt report_timing_summary timing_summary.rpt} {
+    proc $cmd {args} [format {
+        ::stub::record %s $args
+        if {$::stub::samples ne ""} { file copy -force [file join $::stub::samples %s] [::stub::opt $args -file] }
+        return ""
+    } $cmd $sample]
+}
+
+proc wait_on_run {args} {
+    ::stub::record wait_on_run $args
+    puts "\[[clock format [clock seconds]]\] [lindex $args end] finished"
 }

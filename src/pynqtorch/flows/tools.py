@@ -27,8 +27,8 @@ HLS_MARKERS = {step: re.compile(rf"Finished Command {step}_design\b") for step i
 VIVADO_PHASES = {
     "project": re.compile(r"create_project\b"),
     "block design": re.compile(r"save_bd_design\b"),
-    "synthesis": re.compile(r"synth_1 finished|Launched .*impl_1"),
-    "implementation": re.compile(r"impl_1 finished|write_bitstream Complete"),
+    "synthesis": re.compile(r"launch_runs impl_1|Launched impl_1"),
+    "implementation": re.compile(r"impl_1 finished"),
     "bitstream": re.compile(r"run_vivado\.tcl: wrote "),
 }
 INSTALL_HLS = ("install AMD Vitis (2023.2 or newer; or Vitis HLS 2020.2-2023.1) and put it on PATH with "
@@ -133,7 +133,7 @@ def vivado_command(folder: Path, jobs: int, ip_repos: Sequence[Path]) -> list[st
     """The batch command building overlay `folder` (`vivado` must be on PATH)."""
     if not shutil.which("vivado"):
         raise ToolMissing(f"vivado is not on PATH: {INSTALL_VIVADO}")
-    return ["vivado", "-mode", "batch", "-notrace", "-source", str(folder / "run_vivado.tcl"),
+    return ["vivado", "-mode", "batch", "-source", str(folder / "run_vivado.tcl"),
             "-tclargs", f"jobs={jobs}", *(f"ip_repo={p}" for p in ip_repos)]
 
 
