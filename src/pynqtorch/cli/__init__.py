@@ -7,5 +7,6 @@ from ._app import app
 # Importing a module registers its subcommands on `app`.
 from . import info  # noqa: E402,F401
 from . import flows  # noqa: E402,F401
+from . import kernels  # noqa: E402,F401
 
 __all__ = ["app"]

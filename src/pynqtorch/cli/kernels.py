@@ -1,0 +1,152 @@
+"""`pynqtorch kernels | csim | verify | perf`: list kernels, run a testbench, check C simulation, predict time."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from dataclasses import asdict
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ..hw.description import DescriptionError
+from ..hw.kernels import KernelInfo, find_kernel, kernel_errors, kernels
+from ._app import app, console, emit_json, fail
+
+
+def _kernel(name_or_folder: str) -> KernelInfo:
+    try:
+        return find_kernel(name_or_folder)
+    except KeyError as e:
+        fail(e.args[0])
+    except DescriptionError as e:
+        fail(str(e))
+
+
+def _tile(info: KernelInfo) -> str:
+    t = info.desc.tile
+    return f"{t.m}x{t.n}x{t.k}"
+
+
+def _max(info: KernelInfo) -> str:
+    d = info.desc
+    return "x".join(str(d.dim_limit(x)) for x in ("m", "n", "k"))
+
+
+@app.command("kernels")
+def list_kernels(json_out: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+    """Every kernel found (bundled, PYNQTORCH_KERNEL_PATH, add_kernel_path) with op, tile and folder."""
+    found = sorted(kernels().values(), key=lambda k: (-k.desc.priority, k.name))
+    if json_out:
+        emit_json({"kernels": [{"name": k.name, "op": k.desc.op, "tile": k.desc.tile.model_dump(),
+                                "runtime_dims": k.desc.runtime_dims, "max": {d: k.desc.dim_limit(d) for d in "mnk"},
+                                "priority": k.desc.priority, "origin": k.origin, "folder": str(k.folder)}
+                               for k in found],
+                   "errors": list(kernel_errors())})
+        return
+    t = Table("kernel", "op", "tile m×n×k", "runtime dims", "max m×n×k", "priority", "origin", "folder")
+    for k in found:
+        t.add_row(k.name, k.desc.op, _tile(k), ",".join(k.desc.runtime_dims) or "-", _max(k),
+                  str(k.desc.priority), k.origin, str(k.folder))
+    console.print(t)
+    for err in kernel_errors():
+        console.print(f"[yellow]invalid kernel description:[/] {err}")
+
+
+@app.command("csim")
+def csim(kernel: str = typer.Argument(..., help="Kernel name or folder."),
+         timeout: float = typer.Option(600.0, help="Seconds before the testbench is stopped.")) -> None:
+    """Compile the kernel's own testbench with g++ and run it; exits with the testbench's exit code."""
+    from ..targets.base import TargetUnavailable
+    from ..targets.csim_build import CsimError, build_testbench
+
+    info = _kernel(kernel)
+    try:
+        exe = build_testbench(info)
+    except (CsimError, TargetUnavailable) as e:
+        fail(str(e))
+    console.print(f"[dim]running {exe}[/]")
+    try:
+        proc = subprocess.run([str(exe)], check=False, cwd=info.folder, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        fail(f"testbench of {info.name} did not finish within {timeout:g} s", code=124)
+    typer.echo(proc.stdout, nl=False)
+    typer.echo(proc.stderr, nl=False, err=True)
+    code = proc.returncode
+    if code < 0:
+        console.print(f"[bold red]testbench of {info.name} was killed by {signal.Signals(-code).name}[/]")
+        code = 128 - code
+    elif code:
+        console.print(f"[bold red]testbench of {info.name} failed with exit code {code}[/]")
+    raise typer.Exit(code)
+
+
+@app.command("verify")
+def verify(kernel: str = typer.Argument(..., help="Kernel name or folder."),
+           trials: int = typer.Option(8, min=0, help="Random trials besides the edge cases."),
+           seed: int = typer.Option(0, help="Seed of the random trials."),
+           json_out: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+    """Validate the description, build the C simulation and compare it with the golden model."""
+    from ..targets.base import TargetUnavailable
+    from ..targets.csim_build import CsimError
+    from ..targets.csim_verify import folder_warnings, run_trials
+
+    info = _kernel(kernel)
+    try:
+        results = run_trials(info, trials=trials, seed=seed)
+    except (CsimError, TargetUnavailable) as e:
+        fail(str(e))
+    warnings = folder_warnings(info)
+    bad = [r for r in results if not r.ok]
+    if json_out:
+        emit_json({"kernel": info.name, "folder": str(info.folder), "ok": not bad, "warnings": warnings,
+                   "trials": [asdict(r) for r in results]})
+    else:
+        for w in warnings:
+            console.print(f"[yellow]warning:[/] {w}")
+        t = Table("case", "m×n×k", "mismatches", "max |diff|", "first mismatch \\[i, j]: kernel vs golden",
+                  title=f"{info.name}: C simulation vs golden model ({info.folder})")
+        for r in results:
+            first = "" if r.first is None else escape(f"[{r.first[0]}, {r.first[1]}]: {r.first[2]} vs {r.first[3]}")
+            t.add_row(r.case, f"{r.m}x{r.n}x{r.k}", f"[red]{r.mismatches}[/]" if r.mismatches else "0",
+                      str(r.max_diff), first)
+        console.print(t)
+        verdict = (f"[bold red]FAIL[/]: {len(bad)} of {len(results)} trials mismatch" if bad
+                   else f"[bold green]PASS[/]: {len(results)} trials bit-exact")
+        console.print(verdict)
+    if bad:
+        raise typer.Exit(1)
+
+
+@app.command("perf")
+def perf(kernel: str = typer.Argument(..., help="Kernel name or folder."),
+         m: int = typer.Option(..., "--m", min=1, help="Rows of A (whole GEMM)."),
+         n: int = typer.Option(..., "--n", min=1, help="Columns of B (whole GEMM)."),
+         k: int = typer.Option(..., "--k", min=1, help="Inner dimension (whole GEMM)."),
+         clock_mhz: float | None = typer.Option(None, "--clock-mhz", help="Kernel clock (default: hls.clock_ns)."),
+         host_us: float = typer.Option(0.0, "--host-us", min=0.0, help="Host overhead per kernel call, µs."),
+         json_out: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+    """Predicted cycles and latency per call, and calls and board time for a whole m×k by k×n GEMM."""
+    from ..hw.perf import gemm_perf
+
+    info = _kernel(kernel)
+    try:
+        p = gemm_perf(info.desc, m, n, k, clock_mhz=clock_mhz, host_us=host_us)
+    except ValueError as e:
+        fail(str(e))
+    mhz = p.clock_mhz
+    if json_out:
+        emit_json({"kernel": info.name, "cycles_model": info.desc.perf.cycles, "clock_mhz": mhz, "m": m, "n": n,
+                   "k": k, "calls": p.calls, "cycles": p.cycles, "kernel_s": p.kernel_s, "host_us": host_us,
+                   "host_s": p.host_s, "total_s": p.total_s, "shapes": [asdict(s) for s in p.shapes]})
+        return
+    console.print(f"{info.name}: cycles per call = {info.desc.perf.cycles}  at {mhz:g} MHz")
+    t = Table("call m×n×k", "calls", "cycles / call", "latency / call")
+    for s in p.shapes:
+        t.add_row(f"{s.m}x{s.n}x{s.k}", f"{s.count:,}", f"{s.cycles:,}", f"{s.cycles / mhz:,.1f} µs")
+    console.print(t)
+    console.print(f"GEMM {m}x{k} by {k}x{n}: {p.calls:,} kernel calls, {p.cycles:,} cycles = "
+                  f"{p.kernel_s * 1e3:,.3f} ms kernel + {p.calls:,} x {host_us:g} µs host = "
+                  f"[bold]{p.total_s * 1e3:,.3f} ms[/] predicted board time")

@@ -1,0 +1,401 @@
+"""Building a kernel's own HLS C++ with g++ for C simulation: toolchain, signature check, C ABI shim, cache.
+
+A kernel folder is compiled into a shared library exporting one C function, ``pynqtorch_csim_call``,
+generated from `description.json`: each pointer argument becomes ``(word_t *ptr, size_t words)``, each
+scalar a plain integer, in the description's order. Libraries are cached under
+``$PYNQTORCH_CACHE/csim`` (default ``~/.cache/pynqtorch/csim``) in a folder named by a hash of the
+sources, headers, shim, flags, compiler and AP headers; a build happens in a temporary folder renamed into
+place atomically, under a file lock, so concurrent processes build once and never see a partial library.
+Every fresh library gets its first call in a subprocess: a kernel that crashes raises `KernelCrash` there
+instead of killing the caller.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib.metadata
+import importlib.resources
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+
+from ..hw.description import Description
+from ..hw.kernels import KernelInfo
+from ..hw.packing import call_dims, parse_ctype, words_for
+from .base import TargetUnavailable
+
+CXXFLAGS = ("-O2", "-std=c++14")
+SHARED_FLAGS = ("-fPIC", "-shared")
+ENTRY = "pynqtorch_csim_call"
+_SOURCE_EXT = (".cpp", ".cc", ".cxx", ".c")
+_HEADER_EXT = (".h", ".hh", ".hpp", ".hxx", ".inc")
+# First call of a fresh library: a bound on the work (MACs) so the check stays quick.
+_SMOKE_MACS = 1 << 24
+SMOKE_TIMEOUT_S = 300
+
+
+class CsimError(RuntimeError):
+    """A kernel that cannot be built or run in C simulation; the message says which and why."""
+
+
+class CompileError(CsimError):
+    """g++ rejected the kernel; the message holds the compiler's error lines."""
+
+
+class SignatureError(CsimError):
+    """The sources' top function does not match the description (missing, argument count or names)."""
+
+
+class KernelCrash(CsimError):
+    """The compiled kernel crashed (signal) or did not finish on its first call."""
+
+
+# -- toolchain --------------------------------------------------------------------------------------------
+
+def compiler() -> str:
+    """Path of the C++ compiler (``$CXX`` or ``g++``); `TargetUnavailable` when missing."""
+    name = os.environ.get("CXX", "g++")
+    path = shutil.which(name)
+    if path is None:
+        raise TargetUnavailable(f"C++ compiler {name!r} not found on PATH (install g++, or set CXX)")
+    return path
+
+
+@cache
+def compiler_version(cxx: str) -> str:
+    """The compiler's identity for cache keys (version line and target triple)."""
+    out = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=True).stdout
+    machine = subprocess.run([cxx, "-dumpmachine"], capture_output=True, text=True, check=True).stdout
+    return out.splitlines()[0].strip() + " " + machine.strip()
+
+
+@cache
+def ap_types_dir() -> Path:
+    """Xilinx AP types headers (``ap_int.h``) shipped in the hls4ml wheel; `TargetUnavailable` when absent."""
+    try:
+        root = importlib.resources.files("hls4ml")
+    except ModuleNotFoundError:
+        raise TargetUnavailable("the AP types headers come from hls4ml, which is not installed "
+                                "(pip install hls4ml==1.3.0)") from None
+    path = Path(str(root)) / "templates" / "vivado" / "ap_types"
+    if not (path / "ap_int.h").is_file():
+        raise TargetUnavailable(f"hls4ml is installed but {path / 'ap_int.h'} is missing; "
+                                "reinstall hls4ml==1.3.0")
+    return path
+
+
+def cache_root() -> Path:
+    """Cache folder: ``$PYNQTORCH_CACHE``, else ``$XDG_CACHE_HOME/pynqtorch``, else ``~/.cache/pynqtorch``."""
+    env = os.environ.get("PYNQTORCH_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "pynqtorch"
+
+
+# -- signature check --------------------------------------------------------------------------------------
+
+_COMMENTS = re.compile(r"//[^\n]*|/\*.*?\*/", re.DOTALL)
+
+
+def _split_params(text: str) -> list[str]:
+    params, depth, cur = [], 0, ""
+    for ch in text:
+        if ch in "<([":
+            depth += 1
+        elif ch in ">)]":
+            depth -= 1
+        if ch == "," and depth == 0:
+            params.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip() and cur.strip() != "void":
+        params.append(cur.strip())
+    return params
+
+
+_TYPE_WORDS = {"const", "volatile", "unsigned", "signed", "char", "short", "int", "long", "float", "double",
+               "bool", "void", "struct"}
+
+
+def _param_name(param: str) -> str | None:
+    """The parameter's name, or None when the declaration has none (``int*``, ``unsigned int``)."""
+    prev = None
+    while prev != param:  # drop template arguments (innermost first) and array bounds
+        prev, param = param, re.sub(r"<[^<>]*>|\[[^\]]*\]", " ", param)
+    words = re.findall(r"[A-Za-z_]\w*", param.replace("::", " "))
+    if len(words) < 2 or words[-1] in _TYPE_WORDS:
+        return None
+    return words[-1]
+
+
+def _definitions(text: str, top: str) -> Iterator[list[str]]:
+    """Parameter lists of every definition ``top(...) {`` in `text` (comments already removed)."""
+    for match in re.finditer(rf"\b{re.escape(top)}\s*\(", text):
+        depth, i = 1, match.end()
+        while i < len(text) and depth:
+            depth += {"(": 1, ")": -1}.get(text[i], 0)
+            i += 1
+        rest = text[i:].lstrip()
+        before = text[:match.start()].rstrip()
+        if rest.startswith("{") and before and (before[-1].isalnum() or before[-1] in "_>*&"):
+            yield _split_params(text[match.end():i - 1])
+
+
+def check_signature(folder: Path, desc: Description) -> None:
+    """Reject, before compiling, sources whose top function is missing or disagrees with the description."""
+    found: list[tuple[str, list[str]]] = []
+    for rel in desc.sources:
+        path = folder / rel
+        if not path.is_file():
+            raise SignatureError(f"{folder / 'description.json'}: field 'sources': {path} does not exist")
+        text = _COMMENTS.sub(" ", path.read_text(errors="replace"))
+        found += [(rel, params) for params in _definitions(text, desc.top)]
+    if not found:
+        raise SignatureError(f"{folder / 'description.json'}: field 'top': no definition of function "
+                             f"{desc.top!r} in sources {desc.sources}")
+    rel, params = found[0]
+    want = [a.name for a in desc.args]
+    if len(params) != len(want):
+        raise SignatureError(f"{folder / rel}: {desc.top}() takes {len(params)} arguments ({', '.join(params)}) "
+                             f"but {folder / 'description.json'} field 'args' lists {len(want)} ({', '.join(want)})")
+    for i, (param, arg) in enumerate(zip(params, desc.args)):
+        name = _param_name(param)
+        if name is not None and name != arg.name:
+            raise SignatureError(f"{folder / rel}: argument {i} of {desc.top}() is {name!r} but "
+                                 f"{folder / 'description.json'} field 'args[{i}].name' is {arg.name!r}")
+        is_ptr = "*" in param or "[" in param
+        if is_ptr != parse_ctype(arg.ctype).pointer:
+            raise SignatureError(f"{folder / rel}: argument {i} of {desc.top}() is {param!r} but "
+                                 f"{folder / 'description.json'} field 'args[{i}].ctype' is {arg.ctype!r}")
+
+
+# -- shim -------------------------------------------------------------------------------------------------
+
+def _raw_type(base: str, dtype_char: str, size: int) -> str:
+    return base if not base.startswith("ap_") else f"{'u' if dtype_char == 'u' else ''}int{size * 8}_t"
+
+
+def generate_shim(folder: Path, desc: Description) -> str:
+    """C++ source of the extern "C" bridge: includes the kernel's sources and forwards raw buffers to the top.
+
+    Plain integer pointers are passed through; AP-typed buffers are copied element by element into arrays
+    of the AP type (and results copied back), so no layout assumption about AP classes is made.
+    """
+    params, before, call, after = [], [], [], []
+    for arg in desc.args:
+        ct = parse_ctype(arg.ctype)
+        raw = _raw_type(ct.base, ct.dtype.kind, ct.dtype.itemsize)
+        if not ct.pointer:
+            params.append(f"{raw} {arg.name}")
+            call.append(f"({ct.base}){arg.name}" if not ct.native else arg.name)
+            continue
+        params += [f"{raw} *{arg.name}", f"size_t {arg.name}_words"]
+        if ct.native:
+            call.append(arg.name)
+            continue
+        buf = f"{arg.name}_ap"
+        before.append(f"    std::vector<{ct.base}> {buf}({arg.name}_words);")
+        if arg.role != "c":
+            before.append(f"    for (size_t pt_i = 0; pt_i < {arg.name}_words; pt_i++) {buf}[pt_i] = {arg.name}[pt_i];")
+        else:
+            conv = "to_uint64" if ct.dtype.kind == "u" else "to_int64"
+            after.append(f"    for (size_t pt_i = 0; pt_i < {arg.name}_words; pt_i++) "
+                         f"{arg.name}[pt_i] = ({raw}){buf}[pt_i].{conv}();")
+        call.append(f"{buf}.data()")
+    includes = [f'#include "{s}"' for s in desc.sources if s.endswith(_SOURCE_EXT)]
+    return "\n".join([
+        f"// Generated from {desc.name}/description.json: C ABI bridge for C simulation of {desc.top}().",
+        "#include <cstddef>", "#include <cstdint>", "#include <vector>", *includes, "",
+        f'extern "C" void {ENTRY}({", ".join(params)}) {{',
+        *before, f"    {desc.top}({', '.join(call)});", *after, "}", "",
+    ])
+
+
+# -- build and cache --------------------------------------------------------------------------------------
+
+def _kernel_files(folder: Path, desc: Description) -> list[Path]:
+    """Files whose content decides the library: listed sources plus every header in the kernel folder."""
+    files = {folder / s for s in desc.sources}
+    files |= {p for p in folder.rglob("*") if p.suffix in _HEADER_EXT and p.is_file()}
+    return sorted(files)
+
+
+def _digest(parts: list[bytes]) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(len(p).to_bytes(8, "little"))
+        h.update(p)
+    return h.hexdigest()[:20]
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _compile(cmd: list[str], what: str, folder: Path, cwd: Path) -> None:
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=cwd)
+    if proc.returncode == 0:
+        return
+    log = (proc.stderr or proc.stdout).splitlines()
+    errors = [line for line in log if re.search(r"\berror\b|undefined reference", line)]
+    shown = "\n".join((errors or log)[:30])
+    raise CompileError(f"{what} of kernel folder {folder} failed (exit {proc.returncode}):\n{shown}\n"
+                       f"command: {' '.join(cmd)}")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _cached_build(info: KernelInfo, kind: str, key_parts: list[bytes], write_sources, cmd_for) -> Path:
+    """Build once per key: `write_sources(tmpdir)` then `cmd_for(tmpdir, out)`; returns the build folder."""
+    cxx = compiler()
+    key = _digest(key_parts + [compiler_version(cxx).encode(), str(ap_types_dir()).encode(),
+                               importlib.metadata.version("hls4ml").encode()])
+    root = cache_root() / "csim"
+    final = root / f"{info.name}-{kind}-{key}"
+    if (final / "done").is_file():
+        return final
+    with _locked(root / f".{info.name}-{kind}-{key}.lock"):
+        if (final / "done").is_file():
+            return final
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".build-{info.name}-"))
+        try:
+            write_sources(tmp)
+            _compile(cmd_for(tmp, cxx), f"{kind} build", info.folder, tmp)
+            (tmp / "done").write_text("ok\n")
+            tmp.chmod(0o755)
+            if final.exists():
+                shutil.rmtree(final)  # an interrupted earlier build without its "done" marker
+            os.rename(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def build_library(info: KernelInfo) -> Path:
+    """Path of the kernel's C-simulation shared library, compiled if needed and checked by a first call."""
+    desc, folder = info.desc, info.folder
+    check_signature(folder, desc)
+    shim = generate_shim(folder, desc)
+    flags = [*CXXFLAGS, *SHARED_FLAGS]
+    parts = [shim.encode(), " ".join(flags).encode()]
+    parts += [p.relative_to(folder).as_posix().encode() + b"\0" + p.read_bytes() for p in _kernel_files(folder, desc)]
+
+    def cmd(tmp: Path, cxx: str) -> list[str]:
+        return [cxx, *flags, "-I", str(folder), "-I", str(ap_types_dir()), "-o", str(tmp / "kernel.so"),
+                str(tmp / "shim.cpp")]
+
+    out = _cached_build(info, "lib", parts, lambda tmp: (tmp / "shim.cpp").write_text(shim), cmd)
+    _first_call(out, desc)
+    return out / "kernel.so"
+
+
+def build_testbench(info: KernelInfo) -> Path:
+    """Path of the kernel's testbench executable (sources + `testbench` from the description)."""
+    desc, folder = info.desc, info.folder
+    if not desc.testbench:
+        raise CsimError(f"{folder / 'description.json'}: field 'testbench' is not set")
+    tb = folder / desc.testbench
+    if not tb.is_file():
+        raise CsimError(f"{folder / 'description.json'}: field 'testbench': {tb} does not exist")
+    sources = [folder / s for s in desc.sources if s.endswith(_SOURCE_EXT)] + [tb]
+    parts = [" ".join(CXXFLAGS).encode()]
+    parts += [p.relative_to(folder).as_posix().encode() + b"\0" + p.read_bytes()
+              for p in sorted(set(_kernel_files(folder, desc)) | {tb})]
+
+    def cmd(tmp: Path, cxx: str) -> list[str]:
+        return [cxx, *CXXFLAGS, "-I", str(folder), "-I", str(ap_types_dir()), "-o", str(tmp / "testbench"),
+                *map(str, sources)]
+
+    return _cached_build(info, "tb", parts, lambda tmp: None, cmd) / "testbench"
+
+
+# -- first call in a subprocess ---------------------------------------------------------------------------
+
+def smoke_dims(desc: Description) -> dict[str, int]:
+    """Dims of the first (checking) call: runtime dims at their maximum, m cut to its tile if that is big."""
+    dims = {d: desc.dim_limit(d) for d in ("m", "n", "k")}
+    if "m" in desc.runtime_dims and dims["m"] * dims["n"] * dims["k"] > _SMOKE_MACS:
+        dims["m"] = desc.tile.m
+    return call_dims(desc, **dims)
+
+
+def call_spec(desc: Description, dims: dict[str, int]) -> list[dict]:
+    """Per argument: pointer (dtype, words) or scalar (dtype, value) for a call of `dims`."""
+    spec = []
+    for arg in desc.args:
+        ct = parse_ctype(arg.ctype)
+        if ct.pointer:
+            spec.append({"dtype": ct.dtype.str, "words": words_for(arg, dims["m"], dims["n"], dims["k"])})
+        else:
+            spec.append({"dtype": ct.dtype.str, "value": dims[arg.role]})
+    return spec
+
+
+_SMOKE = f"""
+import ctypes, json, sys
+import numpy as np
+lib = ctypes.CDLL(sys.argv[1])
+rng = np.random.default_rng(0)
+args, keep = [], []
+for s in json.loads(sys.argv[2]):
+    dt = np.dtype(s["dtype"])
+    if "words" in s:
+        buf = rng.integers(0, 256, s["words"] * dt.itemsize, dtype=np.uint8).view(dt)
+        keep.append(buf)
+        args += [ctypes.c_void_p(buf.ctypes.data), ctypes.c_size_t(buf.size)]
+    else:
+        args.append(np.ctypeslib.as_ctypes_type(dt)(s["value"]))
+lib.{ENTRY}.restype = None
+lib.{ENTRY}(*args)
+"""
+
+
+def _first_call(build: Path, desc: Description) -> None:
+    ok, crash = build / "first_call.ok", build / "first_call.crash"
+    if ok.is_file():
+        return
+    if crash.is_file():
+        raise KernelCrash(crash.read_text().strip())
+    dims = smoke_dims(desc)
+    cmd = [sys.executable, "-c", _SMOKE, str(build / "kernel.so"), json.dumps(call_spec(desc, dims))]
+    shape = f"m={dims['m']} n={dims['n']} k={dims['k']}"
+    try:
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=SMOKE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise KernelCrash(f"kernel {desc.name} ({build / 'kernel.so'}): the first call ({shape}, random data, "
+                          f"run in a subprocess) did not finish within {SMOKE_TIMEOUT_S} s") from None
+    if proc.returncode == 0:
+        _atomic_write(ok, "ok\n")
+        return
+    how = (f"was killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
+           else f"exited with status {proc.returncode}")
+    tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+    msg = (f"kernel {desc.name} crashed: its first call ({shape}, random data, run in a subprocess from "
+           f"{build / 'kernel.so'}) {how}" + (f"\n{tail}" if tail else ""))
+    if proc.returncode < 0:
+        _atomic_write(crash, msg + "\n")
+    raise KernelCrash(msg)
