@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -167,3 +168,16 @@ def test_real_armhf_chroot_runs_python_as_armv7l(tmp_path: Path) -> None:
     assert mounts_under(chroot) == []
     print(f"armhf chroot built and checked in {time.monotonic() - start:.0f} s")
     shutil.rmtree(chroot)
+
+
+def test_cli_forwards_to_the_script(tmp_path: Path) -> None:
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-c", "from pynqtorch.cli import app; app()", "build-torch"]
+    r = subprocess.run([*cmd, "--dry-run", "--stage", "source", "--chroot", str(tmp_path / "c"), "--torch-tag",
+                        "v2.8.0", "--vision"], capture_output=True, text=True, timeout=120, env=env, check=False)
+    assert r.returncode == 0, r.stderr
+    assert "stage source: PyTorch v2.8.0, vision v0.23.0" in r.stdout
+    bad = subprocess.run([*cmd, "--stage", "nope"], capture_output=True, text=True, timeout=120, env=env,
+                         check=False)
+    assert bad.returncode == 2 and "unknown stage 'nope'" in bad.stderr
