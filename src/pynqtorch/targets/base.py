@@ -14,8 +14,9 @@ import abc
 import threading
 
 import numpy as np
+import torch
 
-from ..hw.description import Arith, Description
+from ..hw.description import Arith, Description, Tile
 
 # int8 products are at most 2**14 in magnitude; float32 holds every integer below 2**24 exactly, so a
 # float32 dot product of int8 vectors is exact when K <= 2**24 / 2**14 = 1024.
@@ -35,22 +36,43 @@ def wrap_signed(x: np.ndarray, bits: int) -> np.ndarray:
     return ((x + half) & (mod - 1)) - half
 
 
+def _abs_bound(x: np.ndarray) -> int:
+    """An upper bound on |x| (exact for small integer dtypes without a data pass)."""
+    if x.size == 0:
+        return 0
+    if x.dtype == np.int8:
+        return 128
+    return max(-int(x.min()), int(x.max()))
+
+
+def _blas(a: np.ndarray, b: np.ndarray, dtype: torch.dtype) -> np.ndarray:
+    """``a @ b`` in float `dtype` through torch's BLAS, returned as int64 (callers prove it is exact)."""
+    ta = torch.from_numpy(np.ascontiguousarray(a)).to(dtype)
+    tb = torch.from_numpy(np.ascontiguousarray(b)).to(dtype)
+    return torch.mm(ta, tb).to(torch.int64).numpy()
+
+
 def _exact_int_gemm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Exact int64 product of small signed integer matrices, via float32 BLAS in K chunks where exact."""
+    """Exact int64 product of signed integer matrices (modulo 2**64 if it does not fit).
+
+    A float dot product of integers is exact while every partial sum is an integer the float format holds:
+    |partial sum| <= k * max|a| * max|b| <= 2**24 (float32) or 2**53 (float64). K is cut into chunks meeting
+    that bound (at most 1024 for int8 operands in float32); chunk results are summed in int64. Operands too
+    wide for float64 go through numpy's integer matmul (exact modulo 2**64).
+    """
     m, k = a.shape
     n = b.shape[1]
-    amax = int(np.abs(a).max(initial=0))
-    bmax = int(np.abs(b).max(initial=0))
-    bound = max(amax * bmax, 1)
-    chunk = max(1, (1 << 24) // bound)
-    if chunk >= k:
-        return (a.astype(np.float32) @ b.astype(np.float32)).astype(np.int64)
-    if bound <= (1 << 53) // max(k, 1):
-        return (a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64)
-    out = np.zeros((m, n), np.int64)
-    for k0 in range(0, k, chunk):
-        out += (a[:, k0:k0 + chunk].astype(np.float32) @ b[k0:k0 + chunk].astype(np.float32)).astype(np.int64)
-    return out
+    bound = max(_abs_bound(a) * _abs_bound(b), 1)
+    for dtype, limit in ((torch.float32, 1 << 24), (torch.float64, 1 << 53)):
+        chunk = limit // bound
+        if chunk >= k:
+            return _blas(a, b, dtype)
+        if chunk >= 64:
+            out = np.zeros((m, n), np.int64)
+            for k0 in range(0, k, chunk):
+                out += _blas(a[:, k0:k0 + chunk], b[k0:k0 + chunk], dtype)
+            return out
+    return a.astype(np.int64) @ b.astype(np.int64)
 
 
 def golden_gemm(a: np.ndarray, b: np.ndarray, arith: Arith) -> np.ndarray:
@@ -58,11 +80,15 @@ def golden_gemm(a: np.ndarray, b: np.ndarray, arith: Arith) -> np.ndarray:
 
     Returns int64 holding the accumulator value (already wrapped or saturated to ``arith.acc_bits``).
     Saturation is applied after every multiply-accumulate in increasing k, as a sequential HLS loop does.
+    When ``k * max|a| * max|b|`` fits the accumulator neither rule can trigger and the exact product is
+    returned as is.
     """
-    if arith.overflow == "wrap":
-        return wrap_signed(_exact_int_gemm(a, b), arith.acc_bits)
     hi = (1 << (arith.acc_bits - 1)) - 1
     lo = -(1 << (arith.acc_bits - 1))
+    if a.shape[1] * _abs_bound(a) * _abs_bound(b) <= hi:
+        return _exact_int_gemm(a, b)
+    if arith.overflow == "wrap":
+        return wrap_signed(_exact_int_gemm(a, b), arith.acc_bits)
     acc = np.zeros((a.shape[0], b.shape[1]), np.int64)
     a64, b64 = a.astype(np.int64), b.astype(np.int64)
     for kk in range(a.shape[1]):
@@ -108,3 +134,8 @@ class Target(abc.ABC):
     @abc.abstractmethod
     def compute_units(self, desc: Description) -> list[ComputeUnit]:
         """Compute units running kernel `desc` on this target."""
+
+    def call_limits(self, desc: Description) -> Tile:
+        """Largest m, n, k one call of this target's units takes: the description's, unless the target
+        can do more (the golden model takes any multiple of the tile, see `targets.ref`)."""
+        return Tile(m=desc.dim_limit("m"), n=desc.dim_limit("n"), k=desc.dim_limit("k"))

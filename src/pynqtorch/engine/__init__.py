@@ -1,0 +1,41 @@
+"""The GEMM engine: quantize (weights once), split integers into exact limbs, tile, schedule, accumulate.
+
+Public API for the ops layer and users:
+- `gemm(a, b, weight=..., config=..., out_dtype=...)`: ``a @ b`` on the active target (2-D or batched b).
+- `QuantConfig`, `set_quant_config`, `get_quant_config`, `quant_config` (context), `resolve_config`.
+- `prepare_weight`, `QuantizedWeight`, `invalidate_weights`: the weight cache.
+- `stats()` / `reset_stats()`: plain-dict statistics (tiles per unit, time per phase, counters).
+- `use`, `active`, `available_targets`: target selection (re-exported from `pynqtorch.targets.registry`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..targets.registry import active, available_targets, current, use
+from .gemm import FLOAT_DTYPES, INT_DTYPES, SUPPORTED_DTYPES, gemm, prepare_weight
+from .quant import QuantConfig, get_quant_config, quant_config, resolve_config, set_quant_config
+from .stats import STATS
+from .weights import QuantizedWeight, cached_entries, invalidate_weights
+
+
+def stats() -> dict[str, Any]:
+    """Engine statistics since the last `reset_stats()`: target, kernel, per-unit calls/tiles, phases."""
+    snap = STATS.snapshot()
+    cur = current()
+    snap["target"] = cur.name if cur is not None else None
+    snap["kernel"] = cur.desc.name if cur is not None else None
+    snap["weight_cache_entries"] = cached_entries()
+    return snap
+
+
+def reset_stats() -> None:
+    """Zero all engine counters and timers."""
+    STATS.reset()
+
+
+__all__ = [
+    "FLOAT_DTYPES", "INT_DTYPES", "SUPPORTED_DTYPES", "QuantConfig", "QuantizedWeight", "active",
+    "available_targets", "gemm", "get_quant_config", "invalidate_weights", "prepare_weight", "quant_config",
+    "reset_stats", "resolve_config", "set_quant_config", "stats", "use",
+]

@@ -1,0 +1,217 @@
+"""The engine's public GEMM: ``a @ b`` on CPU tensors, computed by the active target's kernel.
+
+Float operands are quantized (`quant`), integer operands split into exact limbs (`limbs`), the int8
+products tiled over the compute units (`scheduler`), and the int64 result dequantized or range-checked.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Hashable
+
+import torch
+
+from ..targets import registry
+from .limbs import Operand, call_k, check_host_sum, combine, digit_bits, split
+from .quant import QuantConfig, quantize, resolve_config
+from .scheduler import scheduler
+from .stats import STATS
+from .weights import QuantizedWeight, cached, geometry
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+SUPPORTED_DTYPES = FLOAT_DTYPES + INT_DTYPES
+
+
+def _dtype_name(dt: torch.dtype) -> str:
+    return {torch.float32: "float", torch.float64: "double", torch.float16: "c10::Half",
+            torch.bfloat16: "c10::BFloat16", torch.int8: "signed char", torch.uint8: "unsigned char",
+            torch.int16: "short int", torch.int32: "int", torch.int64: "long int"}.get(dt, str(dt))
+
+
+def _check(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Validate like torch.mm / torch.bmm; True for the batched form."""
+    for t in (a, b):
+        if t.device.type != "cpu":
+            raise ValueError(f"engine.gemm takes CPU tensors, got one on {t.device}")
+    if b.dim() == 3:
+        if a.dim() != 3:
+            raise RuntimeError("batch1 must be a 3D tensor")
+        if b.shape[0] != a.shape[0] or b.shape[1] != a.shape[2]:
+            raise RuntimeError(f"Expected size for first two dimensions of batch2 tensor to be: "
+                               f"[{a.shape[0]}, {a.shape[2]}] but got: [{b.shape[0]}, {b.shape[1]}].")
+    elif b.dim() == 2:
+        if a.dim() < 2:
+            raise RuntimeError("self must be a matrix")
+        if a.shape[-1] != b.shape[0]:
+            rows = a.numel() // a.shape[-1] if a.shape[-1] else a.shape[:-1].numel()
+            raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied ({rows}x{a.shape[-1]} and "
+                               f"{b.shape[0]}x{b.shape[1]})")
+    else:
+        raise RuntimeError("mat2 must be a matrix")
+    if a.dtype != b.dtype:
+        raise RuntimeError(f"expected m1 and m2 to have the same dtype, but got: "
+                           f"{_dtype_name(a.dtype)} != {_dtype_name(b.dtype)}")
+    if a.dtype not in SUPPORTED_DTYPES:
+        raise NotImplementedError(f"engine.gemm does not support {a.dtype} (supported: "
+                                  f"{', '.join(str(d).removeprefix('torch.') for d in SUPPORTED_DTYPES)})")
+    return b.dim() == 3
+
+
+@torch.no_grad()
+def gemm(a: torch.Tensor, b: torch.Tensor, *, weight: bool | QuantizedWeight = False, owner: object = None,
+         version: Hashable | None = None, config: QuantConfig | None = None,
+         out_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``a @ b`` for CPU tensors on the active target's kernel.
+
+    Forms: `a` ``[..., M, K]`` with `b` ``[K, N]`` gives ``[..., M, N]``; `a` ``[B, M, K]`` with `b`
+    ``[B, K, N]`` gives ``[B, M, N]`` (bmm). Both operands share one dtype (float16/bfloat16/float32/float64
+    or uint8/int8/int16/int32/int64); the result has it too, or `out_dtype` for integer inputs.
+
+    Floats are quantized per `config` (default: the current `QuantConfig`); NaN/Inf lines are recomputed
+    on CPU so non-finite results sit exactly where torch puts them. Integers are exact: a result that does
+    not fit the result dtype raises OverflowError (nothing is truncated).
+
+    `weight=True` marks `b` as a weight: its quantization (or limb split) is cached on `owner` (default:
+    b's storage) and reused while `version` (default ``b._version``) is unchanged. A `QuantizedWeight`
+    from `prepare_weight` may be passed instead (used if still current).
+    """
+    batched = _check(a, b)
+    k, n = b.shape[-2], b.shape[-1]
+    if batched:
+        a3, b3, shape = a, b, (a.shape[0], a.shape[1], n)
+    else:
+        a3, b3, shape = a.reshape(1, -1, k), b.unsqueeze(0), (*a.shape[:-1], n)
+    if a.dtype.is_floating_point:
+        if out_dtype is not None and out_dtype != a.dtype:
+            raise ValueError(f"out_dtype={out_dtype} is only for integer inputs (float results keep {a.dtype})")
+        STATS.count("gemm_float")
+        out = _float_gemm(a3, b3, b if weight is not False else None, weight, owner, version,
+                          resolve_config(config))
+    else:
+        if out_dtype is not None and (out_dtype.is_floating_point or out_dtype.is_complex
+                                      or out_dtype == torch.bool):
+            raise ValueError(f"out_dtype must be an integer dtype, got {out_dtype}")
+        STATS.count("gemm_int")
+        out = _int_gemm(a3, b3, b if weight is not False else None, weight, owner, version,
+                        out_dtype or a.dtype)
+    return out.reshape(shape)
+
+
+def prepare_weight(b: torch.Tensor, config: QuantConfig | None = None, *, owner: object = None,
+                   version: Hashable | None = None) -> QuantizedWeight:
+    """The cached prepared form of weight `b` (``[K, N]`` or ``[B, K, N]``) for the active kernel."""
+    if b.dim() not in (2, 3):
+        raise RuntimeError("mat2 must be a matrix")
+    if b.dtype not in SUPPORTED_DTYPES:
+        raise NotImplementedError(f"engine.gemm does not support {b.dtype}")
+    b3 = b if b.dim() == 3 else b.unsqueeze(0)
+    return _weight(b3, b, True, owner, version, resolve_config(config) if b.dtype.is_floating_point else None)
+
+
+def _kernel() -> tuple[registry.ActiveTarget, int, int]:
+    active = registry.active()
+    d = digit_bits(active.desc.arith, active.desc.tile.k)
+    return active, d, (1 << (min(active.desc.arith.operand_bits, 8) - 1)) - 1
+
+
+def _weight(b3: torch.Tensor, src: torch.Tensor, handle: bool | QuantizedWeight, owner: object,
+            version: Hashable | None, cfg: QuantConfig | None) -> QuantizedWeight:
+    _, d, qmax = _kernel()
+    params = (d, qmax, cfg.weights) if cfg is not None else (d,)
+    if isinstance(handle, QuantizedWeight) and handle.key == (geometry(src), params):
+        current = version if version is not None else src._version
+        if handle.version == current:
+            return handle
+
+    def build() -> QuantizedWeight:
+        t0 = time.perf_counter()
+        if cfg is None:
+            op = split(b3, d, "b")
+            qw = QuantizedWeight(Operand(op.stacked.contiguous(), op.count, op.bound, d), None, None, (), None)
+        else:
+            qb = quantize(b3, -2, cfg.weights == "per_channel", qmax)
+            op = split(qb.q.contiguous(), d, "b", (-qmax, qmax))
+            qw = QuantizedWeight(op, qb.scale, qb.bad, (), None)
+        STATS.phase("weight_prepare", time.perf_counter() - t0)
+        return qw
+
+    return cached(src, params, build, owner, version)
+
+
+def _product(active: registry.ActiveTarget, ao: Operand, bo: Operand, m: int, n: int, k: int) -> torch.Tensor:
+    """Exact int64 ``A @ B`` from limb operands (``[B, La*M, K]`` and ``[B, K, Lb*N]``)."""
+    desc = active.desc
+    kc = call_k(desc.arith, desc.tile.k, active.limits.k, ao, bo)
+    check_host_sum(k, ao, bo)
+    STATS.count("limb_products", ao.count * bo.count)
+    p = scheduler(active).gemm(ao.stacked, bo.stacked, kc)
+    t0 = time.perf_counter()
+    out = combine(p, ao.count, bo.count, m, n, ao.digit_bits)
+    if ao.count * bo.count > 1:
+        STATS.phase("combine", time.perf_counter() - t0)
+    return out
+
+
+def _float_gemm(a3: torch.Tensor, b3: torch.Tensor, weight_src: torch.Tensor | None,
+                handle: bool | QuantizedWeight, owner: object, version: Hashable | None,
+                cfg: QuantConfig) -> torch.Tensor:
+    active, d, qmax = _kernel()
+    t0 = time.perf_counter()
+    qa = quantize(a3, -1, cfg.activations == "per_row", qmax)
+    ao = split(qa.q, d, "a", (-qmax, qmax))
+    if weight_src is not None:
+        qw = _weight(b3, weight_src, handle, owner, version, cfg)
+        bo, sb, bad_b = qw.operand, qw.scale, qw.bad
+    else:
+        qb = quantize(b3, -2, cfg.activations == "per_row", qmax)
+        bo, sb, bad_b = split(qb.q, d, "b", (-qmax, qmax)), qb.scale, qb.bad
+    STATS.phase("quantize", time.perf_counter() - t0)
+    acc = _product(active, ao, bo, a3.shape[1], b3.shape[2], a3.shape[2])
+    t0 = time.perf_counter()
+    cd = torch.promote_types(qa.scale.dtype, sb.dtype)
+    c = acc.to(cd).mul_(qa.scale).mul_(sb)
+    STATS.phase("dequantize", time.perf_counter() - t0)
+    if qa.bad is not None or bad_b is not None:
+        t0 = time.perf_counter()
+        _patch_nonfinite(c, a3, b3, qa.bad, bad_b)
+        STATS.count("nonfinite_patches")
+        STATS.phase("nonfinite", time.perf_counter() - t0)
+    return c if c.dtype == a3.dtype else c.to(a3.dtype)
+
+
+def _patch_nonfinite(c: torch.Tensor, a3: torch.Tensor, b3: torch.Tensor, bad_a: torch.Tensor | None,
+                     bad_b: torch.Tensor | None) -> None:
+    """Recompute with torch on CPU every output entry whose A row or B column holds NaN/Inf."""
+    for bi in range(c.shape[0]):
+        bb = b3[bi if b3.shape[0] > 1 else 0]
+        ab = a3[bi if a3.shape[0] > 1 else 0]
+        if bad_a is not None and bad_a.numel():
+            rows = bad_a[bi if bad_a.shape[0] > 1 else 0, :, 0].nonzero().flatten()
+            if rows.numel():
+                c[bi, rows] = (ab[rows] @ bb).to(c.dtype)
+        if bad_b is not None and bad_b.numel():
+            cols = bad_b[bi if bad_b.shape[0] > 1 else 0, 0, :].nonzero().flatten()
+            if cols.numel():
+                c[bi][:, cols] = (ab @ bb[:, cols]).to(c.dtype)
+
+
+def _int_gemm(a3: torch.Tensor, b3: torch.Tensor, weight_src: torch.Tensor | None,
+              handle: bool | QuantizedWeight, owner: object, version: Hashable | None,
+              out_dtype: torch.dtype) -> torch.Tensor:
+    active, d, _ = _kernel()
+    t0 = time.perf_counter()
+    ao = split(a3, d, "a")
+    bo = _weight(b3, weight_src, handle, owner, version, None).operand if weight_src is not None \
+        else split(b3, d, "b")
+    STATS.phase("limbs", time.perf_counter() - t0)
+    acc = _product(active, ao, bo, a3.shape[1], b3.shape[2], a3.shape[2])
+    if out_dtype != torch.int64 and acc.numel():
+        info = torch.iinfo(out_dtype)
+        lo, hi = (int(v) for v in torch.aminmax(acc))
+        if lo < info.min or hi > info.max:
+            raise OverflowError(
+                f"exact result of the {a3.dtype} GEMM spans [{lo}, {hi}], outside {out_dtype} "
+                f"[{info.min}, {info.max}]; pass out_dtype=torch.int64 (or a wider type) — the engine "
+                "never truncates")
+    return acc if out_dtype == torch.int64 else acc.to(out_dtype)

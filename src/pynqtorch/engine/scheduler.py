@@ -1,0 +1,173 @@
+"""Tiling and scheduling of int8 GEMMs over the compute units of the active target.
+
+A GEMM ``[B, M, K] @ [B, K, N]`` is cut into calls: each dimension into blocks of the largest multiple of
+the kernel tile the target takes per call (K further limited so the accumulator cannot overflow). Only
+blocks at the far edge of a dimension are shorter than the call and get zero padding (output cropped).
+Calls are spread over all units by a persistent pool with two workers per unit: while one holds the unit,
+the other prepares its next call (slice, pad, make contiguous) and collects its previous result (add into
+the int64 output) — double buffering without hand-off queues.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..targets.base import ComputeUnit
+from ..targets.registry import ActiveTarget
+from .stats import STATS
+
+_SLOTS = 2  # pipeline depth per unit
+
+
+def blocks(total: int, tile: int, limit: int) -> list[tuple[int, int, int]]:
+    """(start, size, call size) of the blocks covering `total`; call sizes are tile multiples <= limit."""
+    step = min(-(-total // tile) * tile, max(limit // tile, 1) * tile)
+    return [(s, min(step, total - s), -(-min(step, total - s) // tile) * tile) for s in range(0, total, step)]
+
+
+@dataclass(frozen=True)
+class Task:
+    batch: int
+    m: tuple[int, int, int]
+    n: tuple[int, int, int]
+    k: tuple[int, int, int]
+    out_block: int
+
+
+def _block(src: np.ndarray, r: tuple[int, int, int], c: tuple[int, int, int]) -> np.ndarray:
+    view = src[r[0]:r[0] + r[1], c[0]:c[0] + c[1]]
+    if r[1] == r[2] and c[1] == c[2]:
+        return np.ascontiguousarray(view)
+    buf = np.zeros((r[2], c[2]), np.int8)
+    buf[:r[1], :c[1]] = view
+    return buf
+
+
+class _Job:
+    """One GEMM being executed: its tasks, a shared cursor, output and per-block locks."""
+
+    def __init__(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, tasks: list[Task], n_blocks: int,
+                 tile: tuple[int, int, int]) -> None:
+        self.a, self.b, self.out, self.tasks, self.tile = a, b, out, tasks, tile
+        self._cursor = itertools.count()
+        self._locks = [threading.Lock() for _ in range(min(n_blocks, 64))]
+        self._written = bytearray(n_blocks)
+        self.failed = False
+
+    def take(self) -> Task | None:
+        i = next(self._cursor)
+        return None if self.failed or i >= len(self.tasks) else self.tasks[i]
+
+    def prepare(self, t: Task) -> tuple[np.ndarray, np.ndarray]:
+        return _block(self.a[t.batch], t.m, t.k), _block(self.b[t.batch], t.k, t.n)
+
+    def collect(self, t: Task, res: np.ndarray) -> None:
+        src = res[:t.m[1], :t.n[1]]
+        dst = self.out[t.batch, t.m[0]:t.m[0] + t.m[1], t.n[0]:t.n[0] + t.n[1]]
+        with self._locks[t.out_block % len(self._locks)]:
+            if self._written[t.out_block]:
+                dst += src
+            else:
+                dst[...] = src
+                self._written[t.out_block] = 1
+
+    def tiles(self, t: Task) -> int:
+        return (t.m[2] // self.tile[0]) * (t.n[2] // self.tile[1]) * (t.k[2] // self.tile[2])
+
+
+class Scheduler:
+    """Persistent workers for one active target (two per compute unit)."""
+
+    def __init__(self, active: ActiveTarget) -> None:
+        self.active = active
+        self.units = active.units
+        self._unit_locks = [threading.Lock() for _ in self.units]
+        self._pool = ThreadPoolExecutor(_SLOTS * len(self.units), thread_name_prefix=f"pynqtorch-{active.name}")
+        self._next_unit = itertools.count()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def gemm(self, a: torch.Tensor, b: torch.Tensor, k_call: int) -> torch.Tensor:
+        """Exact int64 ``a @ b`` for int8 ``a`` ``[B, M, K]`` and ``b`` ``[B, K, N]``; `k_call` caps K per call."""
+        bt, m, k = a.shape
+        n = b.shape[2]
+        if k == 0 or m == 0 or n == 0 or bt == 0:
+            return torch.zeros((bt, m, n), dtype=torch.int64)
+        desc, lim = self.active.desc, self.active.limits
+        tile = (desc.tile.m, desc.tile.n, desc.tile.k)
+        mb, nb = blocks(m, tile[0], lim.m), blocks(n, tile[1], lim.n)
+        kb = blocks(k, tile[2], min(lim.k, k_call))
+        tasks = [Task(i, bm, bn, bk, (i * len(mb) + x) * len(nb) + y)
+                 for i in range(bt) for x, bm in enumerate(mb) for y, bn in enumerate(nb) for bk in kb]
+        out = torch.empty((bt, m, n), dtype=torch.int64)
+        job = _Job(a.numpy(), b.numpy(), out.numpy(), tasks, bt * len(mb) * len(nb), tile)
+        t0 = time.perf_counter()
+        if len(tasks) == 1:
+            self._work(job, next(self._next_unit) % len(self.units))
+        else:
+            futures = [self._pool.submit(self._work, job, u)
+                       for u in range(len(self.units)) for _ in range(_SLOTS)]
+            errors = [f.exception() for f in futures]
+            first = next((e for e in errors if e is not None), None)
+            if first is not None:
+                raise first
+        STATS.phase("schedule_wall", time.perf_counter() - t0)
+        STATS.count("kernel_calls", len(tasks))
+        return out
+
+    def _work(self, job: _Job, u: int) -> None:
+        unit: ComputeUnit = self.units[u]
+        lock = self._unit_locks[u]
+        prep = run = coll = 0.0
+        try:
+            while (task := job.take()) is not None:
+                t0 = time.perf_counter()
+                a_blk, b_blk = job.prepare(task)
+                tp = time.perf_counter()
+                with lock:
+                    t1 = time.perf_counter()
+                    res = unit.run(a_blk, b_blk)
+                    t2 = time.perf_counter()
+                padded = (task.m[1], task.n[1], task.k[1]) != (task.m[2], task.n[2], task.k[2])
+                STATS.unit_call(unit.name, job.tiles(task), padded, t2 - t1)
+                job.collect(task, res)
+                t3 = time.perf_counter()
+                prep, run, coll = prep + tp - t0, run + t2 - t1, coll + t3 - t2
+        except BaseException:
+            job.failed = True
+            raise
+        finally:
+            STATS.phase("prepare", prep)
+            STATS.phase("run", run)
+            STATS.phase("collect", coll)
+
+
+_schedulers: dict[ActiveTarget, Scheduler] = {}
+_lock = threading.Lock()
+
+
+def scheduler(active: ActiveTarget) -> Scheduler:
+    """The persistent scheduler of `active` (created on first use, stopped when the target closes)."""
+    with _lock:
+        s = _schedulers.get(active)
+        if s is None:
+            if active.closed:
+                raise RuntimeError(f"target {active.name!r} was closed")
+            s = _schedulers[active] = Scheduler(active)
+            active.on_close(lambda: _drop(active))
+        return s
+
+
+def _drop(active: ActiveTarget) -> None:
+    with _lock:
+        s = _schedulers.pop(active, None)
+    if s is not None:
+        s.close()

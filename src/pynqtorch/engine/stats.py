@@ -1,0 +1,51 @@
+"""Engine statistics: calls and tiles per compute unit, time per phase, counters. Plain dicts out."""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from typing import Any
+
+
+class Stats:
+    """Thread-safe accumulators; `snapshot()` returns plain data for reports."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._units: dict[str, dict[str, int | float]] = defaultdict(
+                lambda: {"calls": 0, "tiles": 0, "padded_calls": 0, "busy_s": 0.0})
+            self._phases: dict[str, float] = defaultdict(float)
+            self._counters: dict[str, int] = defaultdict(int)
+
+    def unit_call(self, unit: str, tiles: int, padded: bool, seconds: float) -> None:
+        with self._lock:
+            u = self._units[unit]
+            u["calls"] += 1
+            u["tiles"] += tiles
+            u["padded_calls"] += int(padded)
+            u["busy_s"] += seconds
+
+    def phase(self, name: str, seconds: float) -> None:
+        with self._lock:
+            self._phases[name] += seconds
+
+    def count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._counters[name] += n
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            units = {k: dict(v) for k, v in sorted(self._units.items())}
+            return {
+                "units": units,
+                "tiles_per_unit": {k: int(v["tiles"]) for k, v in units.items()},
+                "phases_s": dict(sorted(self._phases.items())),
+                "counters": dict(sorted(self._counters.items())),
+            }
+
+
+STATS = Stats()

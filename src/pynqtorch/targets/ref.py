@@ -1,0 +1,58 @@
+"""The `ref` target: compute units running the golden model (`golden_gemm`) on the host.
+
+The golden model is exact for any call shape, so besides the description's own calls the ref units take
+*large calls*: any multiple of the kernel tile up to `LARGE_CALL` per dimension (K still limited by the
+engine's no-overflow bound). The engine then sends a whole GEMM in a few calls and the float32 BLAS inside
+`golden_gemm` runs at full speed; results equal the sum of the description-sized calls bit for bit because
+the engine only issues K chunks whose accumulator provably cannot overflow.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..hw.description import Description, Tile
+from .base import ComputeUnit, Target, golden_gemm
+
+# Per-dimension call limit of ref units in large-call mode (rounded up to a tile multiple).
+LARGE_CALL = {"m": 1 << 16, "n": 1 << 13, "k": 1 << 13}
+
+
+class RefUnit(ComputeUnit):
+    """Runs one call with the golden model of the kernel's arithmetic."""
+
+    def _run(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return golden_gemm(a, b, self.desc.arith)
+
+
+class RefTarget(Target):
+    """Golden-model target: always available, the default.
+
+    `units` compute units (concurrent calls); `large_calls=False` restricts calls to the description's
+    limits, as the hardware would see them.
+    """
+
+    name = "ref"
+    priority = 10
+
+    def __init__(self, units: int = 2, large_calls: bool = True) -> None:
+        if units < 1:
+            raise ValueError(f"ref target: units must be >= 1, got {units}")
+        self.units = units
+        self.large_calls = large_calls
+
+    @classmethod
+    def probe(cls) -> str | None:
+        return None
+
+    def compute_units(self, desc: Description) -> list[ComputeUnit]:
+        return [RefUnit(f"ref{i}", desc) for i in range(self.units)]
+
+    def call_limits(self, desc: Description) -> Tile:
+        if not self.large_calls:
+            return super().call_limits(desc)
+        dims = {}
+        for d, big in LARGE_CALL.items():
+            t = getattr(desc.tile, d)
+            dims[d] = max(desc.dim_limit(d), -(-big // t) * t)
+        return Tile(**dims)
