@@ -98,6 +98,11 @@ class CsimLibrary:
             if value.dtype != word_dtype(arg):
                 raise TypeError(f"kernel {self.name}: buffer {arg.name!r} has dtype {value.dtype}, "
                                 f"expected {word_dtype(arg)} for C type {arg.ctype!r}")
+            if not value.flags.c_contiguous:
+                raise TypeError(f"kernel {self.name}: buffer {arg.name!r} is not C-contiguous "
+                                "(pass np.ascontiguousarray(...))")
+            if arg.role == "c" and not value.flags.writeable:
+                raise TypeError(f"kernel {self.name}: result buffer {arg.name!r} is read-only")
             if value.size < need:
                 raise ValueError(f"kernel {self.name}: buffer {arg.name!r} has {value.size} words, "
                                  f"needs {need} for m={dims['m']} n={dims['n']} k={dims['k']}")
