@@ -12,7 +12,7 @@ from collections.abc import Hashable
 import torch
 
 from ..targets import registry
-from .limbs import Operand, call_k, check_host_sum, combine, digit_bits, split
+from .limbs import Operand, call_k, check_host_sum, combine, split
 from .quant import QuantConfig, quantize, resolve_config
 from .scheduler import scheduler
 from .stats import STATS
@@ -81,7 +81,7 @@ def gemm(a: torch.Tensor, b: torch.Tensor, *, weight: bool | QuantizedWeight = F
     if batched:
         a3, b3, shape = a, b, (a.shape[0], a.shape[1], n)
     else:
-        a3, b3, shape = a.reshape(1, -1, k), b.unsqueeze(0), (*a.shape[:-1], n)
+        a3, b3, shape = a.reshape(1, a.shape[:-1].numel(), k), b.unsqueeze(0), (*a.shape[:-1], n)
     if a.dtype.is_floating_point:
         if out_dtype is not None and out_dtype != a.dtype:
             raise ValueError(f"out_dtype={out_dtype} is only for integer inputs (float results keep {a.dtype})")
@@ -111,8 +111,8 @@ def prepare_weight(b: torch.Tensor, config: QuantConfig | None = None, *, owner:
 
 def _kernel() -> tuple[registry.ActiveTarget, int, int]:
     active = registry.active()
-    d = digit_bits(active.desc.arith, active.desc.tile.k)
-    return active, d, (1 << (min(active.desc.arith.operand_bits, 8) - 1)) - 1
+    s = scheduler(active)
+    return active, s.digit_bits, s.qmax
 
 
 def _weight(b3: torch.Tensor, src: torch.Tensor, handle: bool | QuantizedWeight, owner: object,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -110,28 +111,40 @@ def quantize(x: torch.Tensor, dim: int, per_line: bool, qmax: int) -> Quantized:
     cd = compute_dtype(x.dtype)
     xc = x if x.dtype == cd else x.to(cd)
     amax = _amax(xc, dim)
+    lo, hi = _range(amax)
     bad = None
-    if not bool(torch.isfinite(amax).all()):
+    if not math.isfinite(hi):
         bad = ~torch.isfinite(amax)
         xc = xc.nan_to_num(0.0, 0.0, 0.0)
         amax = _amax(xc, dim)
+        lo, hi = _range(amax)
     if not per_line:
-        amax = amax.amax() if amax.numel() else amax.new_zeros(())
-    if cd == torch.float32:
-        nonzero = amax[amax > 0]
-        if nonzero.numel() and float(nonzero.min()) < _TINY_F32:
+        amax = amax.new_full((), hi)
+        lo = hi
+    if lo >= _TINY_F32:  # common case: every line has a normal, non-zero amax
+        scale, inv = amax / qmax, qmax / amax
+    else:
+        if cd == torch.float32 and 0 < float(torch.where(amax > 0, amax, math.inf).min()) < _TINY_F32:
             cd = torch.float64
             xc, amax = x.to(cd).nan_to_num(0.0, 0.0, 0.0), amax.to(cd)
-    scale = torch.where(amax > 0, amax / qmax, 1.0)
-    inv = torch.where(amax > 0, qmax / amax, 1.0)
+        scale = torch.where(amax > 0, amax / qmax, 1.0)
+        inv = torch.where(amax > 0, qmax / amax, 1.0)
     # |x * qmax / amax| <= qmax (1 + 2 eps) rounds to at most qmax: no clamp needed.
     q = torch.mul(xc, inv).round_().to(torch.int8)
     return Quantized(q, scale, bad, qmax)
 
 
 def _amax(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """max |x| along `dim` (kept), NaN where a line holds NaN; zeros when `dim` is empty."""
     if x.shape[dim] == 0:
         shape = list(x.shape)
         shape[dim] = 1
         return x.new_zeros(shape)
-    return x.abs().amax(dim=dim, keepdim=True)
+    return torch.maximum(x.amax(dim=dim, keepdim=True), x.amin(dim=dim, keepdim=True).neg_())
+
+
+def _range(amax: torch.Tensor) -> tuple[float, float]:
+    if amax.numel() == 0:
+        return math.inf, 0.0
+    lo, hi = torch.aminmax(amax)
+    return float(lo), float(hi)

@@ -3,7 +3,7 @@
 A GEMM ``[B, M, K] @ [B, K, N]`` is cut into calls: each dimension into blocks of the largest multiple of
 the kernel tile the target takes per call (K further limited so the accumulator cannot overflow). Only
 blocks at the far edge of a dimension are shorter than the call and get zero padding (output cropped).
-Calls are spread over all units by a persistent pool with two workers per unit: while one holds the unit,
+Calls are spread round-robin over all units by a persistent pool with two workers per unit: while one holds the unit,
 the other prepares its next call (slice, pad, make contiguous) and collects its previous result (add into
 the int64 output) — double buffering without hand-off queues.
 """
@@ -21,6 +21,7 @@ import torch
 
 from ..targets.base import ComputeUnit
 from ..targets.registry import ActiveTarget
+from .limbs import digit_bits
 from .stats import STATS
 
 _SLOTS = 2  # pipeline depth per unit
@@ -54,15 +55,17 @@ class _Job:
     """One GEMM being executed: its tasks, a shared cursor, output and per-block locks."""
 
     def __init__(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, tasks: list[Task], n_blocks: int,
-                 tile: tuple[int, int, int]) -> None:
+                 tile: tuple[int, int, int], units: int, first: int) -> None:
         self.a, self.b, self.out, self.tasks, self.tile = a, b, out, tasks, tile
-        self._cursor = itertools.count()
+        # Task i goes to unit (first + i) % units: a deterministic spread over identical units, rotated from
+        # call to call; the two slots of a unit share its cursor.
+        self._cursors = [itertools.count((u - first) % units, units) for u in range(units)]
         self._locks = [threading.Lock() for _ in range(min(n_blocks, 64))]
         self._written = bytearray(n_blocks)
         self.failed = False
 
-    def take(self) -> Task | None:
-        i = next(self._cursor)
+    def take(self, unit: int) -> Task | None:
+        i = next(self._cursors[unit])
         return None if self.failed or i >= len(self.tasks) else self.tasks[i]
 
     def prepare(self, t: Task) -> tuple[np.ndarray, np.ndarray]:
@@ -91,6 +94,10 @@ class Scheduler:
         self._unit_locks = [threading.Lock() for _ in self.units]
         self._pool = ThreadPoolExecutor(_SLOTS * len(self.units), thread_name_prefix=f"pynqtorch-{active.name}")
         self._next_unit = itertools.count()
+        arith = active.desc.arith
+        # Digit width for exact limbs and the symmetric quantization range of this kernel.
+        self.digit_bits = digit_bits(arith, active.desc.tile.k)
+        self.qmax = (1 << (min(arith.operand_bits, 8) - 1)) - 1
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -107,20 +114,43 @@ class Scheduler:
         kb = blocks(k, tile[2], min(lim.k, k_call))
         tasks = [Task(i, bm, bn, bk, (i * len(mb) + x) * len(nb) + y)
                  for i in range(bt) for x, bm in enumerate(mb) for y, bn in enumerate(nb) for bk in kb]
-        out = torch.empty((bt, m, n), dtype=torch.int64)
-        job = _Job(a.numpy(), b.numpy(), out.numpy(), tasks, bt * len(mb) * len(nb), tile)
         t0 = time.perf_counter()
+        if len(tasks) == 1 and (m, n, k) == (tasks[0].m[2], tasks[0].n[2], tasks[0].k[2]):
+            out = self._single(a[0].numpy(), b[0].numpy(), tasks[0], tile)
+            STATS.phase("schedule_wall", time.perf_counter() - t0)
+            STATS.count("kernel_calls")
+            return out.unsqueeze(0)
+        out = torch.empty((bt, m, n), dtype=torch.int64)
+        first = next(self._next_unit) % len(self.units)
+        job = _Job(a.numpy(), b.numpy(), out.numpy(), tasks, bt * len(mb) * len(nb), tile, len(self.units), first)
         if len(tasks) == 1:
-            self._work(job, next(self._next_unit) % len(self.units))
+            self._work(job, first)
         else:
-            futures = [self._pool.submit(self._work, job, u)
-                       for u in range(len(self.units)) for _ in range(_SLOTS)]
+            busy = [(first + i) % len(self.units) for i in range(min(len(self.units), len(tasks)))]
+            futures = [self._pool.submit(self._work, job, u) for u in busy for _ in range(_SLOTS)]
             errors = [f.exception() for f in futures]
-            first = next((e for e in errors if e is not None), None)
-            if first is not None:
-                raise first
+            err = next((e for e in errors if e is not None), None)
+            if err is not None:
+                raise err
         STATS.phase("schedule_wall", time.perf_counter() - t0)
         STATS.count("kernel_calls", len(tasks))
+        return out
+
+    def _single(self, a: np.ndarray, b: np.ndarray, task: Task, tile: tuple[int, int, int]) -> torch.Tensor:
+        """One unpadded call covering the whole GEMM, run in the caller's thread; no output copy."""
+        u = next(self._next_unit) % len(self.units)
+        t0 = time.perf_counter()
+        a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+        with self._unit_locks[u]:
+            t1 = time.perf_counter()
+            res = self.units[u].run(a, b)
+            t2 = time.perf_counter()
+        tiles = (task.m[2] // tile[0]) * (task.n[2] // tile[1]) * (task.k[2] // tile[2])
+        STATS.unit_call(self.units[u].name, tiles, False, t2 - t1)
+        out = torch.from_numpy(res) if res.flags.writeable else torch.from_numpy(res.copy())
+        STATS.phase("prepare", t1 - t0)
+        STATS.phase("run", t2 - t1)
+        STATS.phase("collect", time.perf_counter() - t2)
         return out
 
     def _work(self, job: _Job, u: int) -> None:
@@ -128,7 +158,7 @@ class Scheduler:
         lock = self._unit_locks[u]
         prep = run = coll = 0.0
         try:
-            while (task := job.take()) is not None:
+            while (task := job.take(u)) is not None:
                 t0 = time.perf_counter()
                 a_blk, b_blk = job.prepare(task)
                 tp = time.perf_counter()

@@ -1,0 +1,341 @@
+"""Engine GEMM on the ref/null targets: exact integers, quantized floats, edge cases, tiling and scheduling."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+import torch
+
+from pynqtorch import engine
+from pynqtorch.hw.description import Description
+from pynqtorch.targets import registry
+
+
+def make_desc(name: str, tile: dict[str, int], runtime: dict[str, int] | None = None, *, acc_bits: int = 32,
+              operand_bits: int = 8, overflow: str = "wrap") -> Description:
+    """A kernel description built in the test: fixed (runtime=None) or with runtime m/n/k up to `runtime`."""
+    args: list[dict[str, Any]] = [
+        {"name": "in1", "role": "a", "interface": "m_axi", "ctype": "int*", "offset": "0x10", "layout": "mk"},
+        {"name": "in2", "role": "b", "interface": "m_axi", "ctype": "int*", "offset": "0x1c",
+         "layout": "kn" if runtime is None else "nk", "pack": 1 if runtime is None else 8},
+        {"name": "out", "role": "c", "interface": "m_axi", "ctype": "int*", "offset": "0x28", "layout": "mn"},
+    ]
+    extra: dict[str, Any] = {}
+    if runtime is not None:
+        args += [{"name": d, "role": d, "interface": "s_axilite", "ctype": "int", "offset": hex(0x34 + 8 * i)}
+                 for i, d in enumerate("mnk")]
+        extra = {"runtime_dims": ["m", "n", "k"], "max": runtime}
+    return Description.model_validate({
+        "name": name, "top": name, "op": "gemm", "sources": [f"{name}.cpp"],
+        "dtypes": {"a": "int8", "b": "int8", "acc": f"int{acc_bits}", "c": f"int{acc_bits}"},
+        "arith": {"operand_bits": operand_bits, "acc_bits": acc_bits, "overflow": overflow},
+        "tile": tile, "args": args, "perf": {"cycles": "k*n + m*(k + n)"}, **extra})
+
+
+FIXED = make_desc("fixed256", {"m": 256, "n": 256, "k": 256})
+RUNTIME = make_desc("runtime64", {"m": 1, "n": 64, "k": 64}, {"m": 65536, "n": 256, "k": 1024})
+
+
+@pytest.fixture(autouse=True)
+def _fresh_target():
+    registry.reset()
+    engine.reset_stats()
+    yield
+    registry.reset()
+
+
+def strict(desc: Description = FIXED, units: int = 2) -> None:
+    """The ref target with calls limited to what the hardware takes (tiling visible in the stats)."""
+    engine.use("ref", kernel=desc, units=units, large_calls=False)
+
+
+def f64_bound(a: torch.Tensor, b: torch.Tensor, sa: torch.Tensor, sb: torch.Tensor) -> torch.Tensor:
+    """Elementwise bound on |quantized - exact| (docs/engine.md): sa/2 Σ|b| + sb/2 Σ|a| + K sa sb/4."""
+    a, b = a.double(), b.double()
+    k = a.shape[-1]
+    return (sa / 2 * b.abs().sum(-2, keepdim=True) + sb / 2 * a.abs().sum(-1, keepdim=True)
+            + k * sa * sb / 4) * 1.001 + 1e-6 * (a.abs() @ b.abs())
+
+
+def row_scales(a: torch.Tensor, b: torch.Tensor, qmax: int = 127) -> tuple[torch.Tensor, torch.Tensor]:
+    return (a.double().abs().amax(-1, keepdim=True) / qmax, b.double().abs().amax(-2, keepdim=True) / qmax)
+
+
+# ---------------------------------------------------------------- integers
+
+
+@pytest.mark.parametrize("desc", [FIXED, RUNTIME], ids=["fixed", "runtime"])
+def test_int8_extremes_exact_over_several_k_calls(desc: Description) -> None:
+    strict(desc)
+    a = torch.full((37, 4096), -128, dtype=torch.int8)
+    b = torch.full((4096, 29), -128, dtype=torch.int8)
+    out = engine.gemm(a, b, out_dtype=torch.int32)
+    assert out.dtype == torch.int32
+    assert torch.equal(out, torch.full((37, 29), 4096 * 128 * 128, dtype=torch.int32))
+    k_calls = 4096 // desc.dim_limit("k")
+    assert engine.stats()["counters"]["kernel_calls"] >= k_calls >= 4
+
+
+def test_int8_random_exact_and_result_dtype() -> None:
+    strict()
+    g = torch.Generator().manual_seed(0)
+    a = torch.randint(-128, 128, (300, 700), dtype=torch.int8, generator=g)
+    b = torch.randint(-128, 128, (700, 90), dtype=torch.int8, generator=g)
+    assert torch.equal(engine.gemm(a, b, out_dtype=torch.int64), a.long() @ b.long())
+    with pytest.raises(OverflowError, match="outside torch.int8"):
+        engine.gemm(a, b)  # torch's result dtype is int8: the exact values do not fit
+    small = torch.tensor([[1, 2], [3, 4]], dtype=torch.int8)
+    assert torch.equal(engine.gemm(small, small), small @ small)
+
+
+@pytest.mark.parametrize("dtype,lo,hi", [(torch.uint8, 0, 255), (torch.int16, -2**15, 2**15 - 1),
+                                         (torch.int32, -2**27, 2**27), (torch.int64, -2**27, 2**27)])
+def test_wide_integers_exact_through_limbs(dtype: torch.dtype, lo: int, hi: int) -> None:
+    strict(RUNTIME)
+    g = torch.Generator().manual_seed(1)
+    a = torch.randint(lo, hi, (45, 130), generator=g).to(dtype)
+    b = torch.randint(lo, hi, (130, 70), generator=g).to(dtype)
+    a[0, :] = lo
+    b[:, 0] = lo
+    exact = a.long() @ b.long()
+    out = engine.gemm(a, b, out_dtype=torch.int64)
+    assert torch.equal(out, exact)
+    assert engine.stats()["counters"]["limb_products"] > 1
+
+
+def test_int64_limits_exact_and_overflow_raises() -> None:
+    strict()
+    one = torch.ones(2, 1, dtype=torch.int64)
+    for row, want in (([2**62, 2**62 - 1], 2**63 - 1), ([-2**62, -2**62], -2**63), ([-2**63, 2**63 - 1], -1)):
+        assert engine.gemm(torch.tensor([row]), one).item() == want
+    with pytest.raises(OverflowError, match="does not fit in int64"):
+        engine.gemm(torch.tensor([[2**62, 2**62]]), one)
+    with pytest.raises(OverflowError, match="does not fit in int64"):
+        engine.gemm(torch.tensor([[-2**63, -1]]), one)
+    # int32 inputs near the limit: exact in int64, error in torch's int32 result dtype.
+    a = torch.full((3, 2), 2**31 - 1, dtype=torch.int32)  # 2 (2**31 - 1)**2 = 2**63 - 2**33 + 2
+    assert torch.equal(engine.gemm(a, a.t().contiguous(), out_dtype=torch.int64),
+                       torch.full((3, 3), 2 * (2**31 - 1) ** 2, dtype=torch.int64))
+    with pytest.raises(OverflowError, match="does not fit in int64"):
+        engine.gemm(torch.full((1, 3), -2**31, dtype=torch.int32), torch.full((3, 1), -2**31, dtype=torch.int32))
+    with pytest.raises(OverflowError, match="never truncates"):
+        engine.gemm(a, a.t())
+
+
+def test_narrow_accumulator_kernel_still_exact() -> None:
+    """A 16-bit accumulator forces narrower digits (more limbs) and short K calls; results stay exact."""
+    narrow = make_desc("narrow", {"m": 4, "n": 4, "k": 8}, acc_bits=16)
+    engine.use("ref", kernel=narrow, large_calls=False)
+    g = torch.Generator().manual_seed(2)
+    a = torch.randint(-128, 128, (9, 50), dtype=torch.int8, generator=g)
+    b = torch.randint(-128, 128, (50, 7), dtype=torch.int8, generator=g)
+    assert torch.equal(engine.gemm(a, b, out_dtype=torch.int32), (a.int() @ b.int()))
+    assert engine.stats()["counters"]["limb_products"] == 4  # int8 split into two 6-bit-digit limbs
+
+
+# ---------------------------------------------------------------- floats
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_float_dtypes_within_bound(dtype: torch.dtype) -> None:
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(70, 300, generator=g).to(dtype)
+    b = torch.randn(300, 50, generator=g).to(dtype)
+    out = engine.gemm(a, b)
+    assert out.dtype == dtype and out.shape == (70, 50)
+    exact = a.double() @ b.double()
+    sa, sb = row_scales(a, b)
+    out_err = 2.0 ** -8 if dtype in (torch.float16, torch.bfloat16) else 0.0  # rounding of the result
+    assert ((out.double() - exact).abs() <= f64_bound(a, b, sa, sb) + out_err * exact.abs()).all()
+
+
+def test_nonfinite_positions_match_torch() -> None:
+    strict()
+    g = torch.Generator().manual_seed(4)
+    a = torch.randn(300, 280, generator=g)
+    b = torch.randn(280, 270, generator=g)
+    a[3, 7] = float("nan")
+    a[260, 0] = float("inf")
+    a[261, 5] = -float("inf")
+    b[9, 100] = float("inf")
+    b[:, 200] = 0.0
+    b[2, 201] = float("-inf")
+    a[261, 2] = 0.0  # Inf * 0 -> NaN in torch
+    for dtype in (torch.float32, torch.float16, torch.float64):
+        ad, bd = a.to(dtype), b.to(dtype)
+        want = ad @ bd
+        got = engine.gemm(ad, bd)
+        assert torch.equal(torch.isnan(got), torch.isnan(want))
+        assert torch.equal(torch.isposinf(got), torch.isposinf(want))
+        assert torch.equal(torch.isneginf(got), torch.isneginf(want))
+    assert engine.stats()["counters"]["nonfinite_patches"] == 3
+
+
+@pytest.mark.parametrize("m,k,n", [(0, 5, 3), (4, 0, 3), (4, 5, 0), (0, 0, 0)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int16])
+def test_empty_dims(m: int, k: int, n: int, dtype: torch.dtype) -> None:
+    a, b = torch.ones(m, k, dtype=dtype), torch.ones(k, n, dtype=dtype)
+    out = engine.gemm(a, b)
+    assert out.shape == (m, n) and out.dtype == dtype
+    assert torch.equal(out, torch.zeros(m, n, dtype=dtype))
+    assert engine.gemm(torch.ones(2, m, k, dtype=dtype), torch.ones(2, k, n, dtype=dtype)).shape == (2, m, n)
+
+
+def test_layouts_give_identical_results() -> None:
+    """Transposed, sliced, expanded and batched-leading inputs equal the contiguous computation bit for bit."""
+    strict(RUNTIME)
+    g = torch.Generator().manual_seed(5)
+    base_a = torch.randn(100, 400, generator=g)
+    base_b = torch.randn(130, 300, generator=g)
+    a = base_a.t()[::2, 10:100]            # 200 x 90, non-contiguous
+    b = base_b[:, ::3][:90, :]             # 90 x 100, strided
+    assert torch.equal(engine.gemm(a, b), engine.gemm(a.contiguous(), b.contiguous()))
+    row = torch.randn(1, 90, generator=g).expand(33, 90)  # stride-0 rows
+    assert torch.equal(engine.gemm(row, b), engine.gemm(row.contiguous(), b))
+    a3 = torch.randn(3, 5, 90, generator=g)
+    assert torch.equal(engine.gemm(a3, b), engine.gemm(a3.reshape(15, 90), b).reshape(3, 5, 100))
+    ai = torch.randint(-100, 100, (64, 90), dtype=torch.int16, generator=g)
+    assert torch.equal(engine.gemm(ai.t().contiguous().t(), b.t().round().to(torch.int16).t(),
+                                   out_dtype=torch.int64),
+                       ai.long() @ b.round().long())
+
+
+def test_batched_matches_per_batch_and_torch() -> None:
+    strict()
+    g = torch.Generator().manual_seed(6)
+    a = torch.randn(4, 60, 300, generator=g)
+    b = torch.randn(4, 300, 20, generator=g)
+    out = engine.gemm(a, b)
+    assert out.shape == (4, 60, 20)
+    for i in range(4):
+        assert torch.equal(out[i], engine.gemm(a[i], b[i]))
+    shared = torch.randn(1, 300, 20, generator=g).expand(4, 300, 20)
+    assert torch.equal(engine.gemm(a, shared)[2], engine.gemm(a[2], shared[0]))
+    ai = torch.randint(-128, 128, (3, 17, 500), dtype=torch.int8, generator=g)
+    bi = torch.randint(-128, 128, (3, 500, 9), dtype=torch.int8, generator=g)
+    assert torch.equal(engine.gemm(ai, bi, out_dtype=torch.int32), torch.bmm(ai.int(), bi.int()))
+
+
+def _torch_error(fn) -> str:
+    with pytest.raises((RuntimeError, NotImplementedError)) as e:
+        fn()
+    return str(e.value)
+
+
+@pytest.mark.parametrize("a,b", [
+    (torch.ones(2, 3), torch.ones(4, 5)),
+    (torch.ones(2, 3), torch.ones(3, 2, dtype=torch.float64)),
+    (torch.ones(3), torch.ones(3, 2)),
+    (torch.ones(2, 3), torch.ones(3)),
+    (torch.ones(2, 3, 4), torch.ones(3, 4, 5)),
+    (torch.ones(2, 3, 4), torch.ones(2, 5, 5)),
+    (torch.ones(2, 3), torch.ones(2, 3, 4)),
+    (torch.ones(2, 2, dtype=torch.int8), torch.ones(2, 2, dtype=torch.int16)),
+])
+def test_shape_and_dtype_errors_like_torch(a: torch.Tensor, b: torch.Tensor) -> None:
+    ref = torch.bmm if b.dim() == 3 else torch.mm
+    want = _torch_error(lambda: ref(a, b))
+    got = _torch_error(lambda: engine.gemm(a, b))
+    assert got == want
+
+
+def test_unsupported_dtypes_raise() -> None:
+    with pytest.raises(NotImplementedError, match="does not support torch.bool"):
+        engine.gemm(torch.ones(2, 2, dtype=torch.bool), torch.ones(2, 2, dtype=torch.bool))
+    with pytest.raises(NotImplementedError, match="complex64"):
+        engine.gemm(torch.ones(2, 2, dtype=torch.complex64), torch.ones(2, 2, dtype=torch.complex64))
+    with pytest.raises(ValueError, match="only for integer inputs"):
+        engine.gemm(torch.ones(2, 2), torch.ones(2, 2), out_dtype=torch.float64)
+    with pytest.raises(ValueError, match="CPU tensors"):
+        engine.gemm(torch.ones(2, 2, device="meta"), torch.ones(2, 2, device="meta"))
+
+
+# ---------------------------------------------------------------- tiling and scheduling
+
+
+def test_only_edge_tiles_are_padded_fixed_kernel() -> None:
+    strict(FIXED)
+    a, b = torch.ones(300, 700, dtype=torch.int8), torch.ones(700, 520, dtype=torch.int8)
+    assert torch.equal(engine.gemm(a, b, out_dtype=torch.int32), torch.full((300, 520), 700, dtype=torch.int32))
+    units = engine.stats()["units"]
+    calls = sum(u["calls"] for u in units.values())
+    padded = sum(u["padded_calls"] for u in units.values())
+    assert calls == 2 * 3 * 3            # blocks of 256: m 256+44, n 256+256+8, k 256+256+188
+    assert padded == calls - 1 * 2 * 2   # only calls touching an edge block are padded
+    assert sum(u["tiles"] for u in units.values()) == calls
+
+
+def test_runtime_kernel_uses_large_calls_and_pads_to_tile_multiples() -> None:
+    strict(RUNTIME)
+    a, b = torch.ones(300, 1152, dtype=torch.int8), torch.ones(1152, 520, dtype=torch.int8)
+    engine.gemm(a, b, out_dtype=torch.int32)
+    units = engine.stats()["units"]
+    assert sum(u["calls"] for u in units.values()) == 3 * 2   # n: 256+256+8(->64), k: 1024+128; m in one
+    assert sum(u["padded_calls"] for u in units.values()) == 2  # the n edge only (m tile 1, k multiple of 64)
+    tiles = sum(u["tiles"] for u in units.values())
+    assert tiles == 300 * (4 + 4 + 1) * (16 + 2)
+
+
+def test_every_unit_receives_tiles() -> None:
+    strict(FIXED, units=3)
+    g = torch.Generator().manual_seed(7)
+    a = torch.randint(-128, 128, (512, 1024), dtype=torch.int8, generator=g)
+    b = torch.randint(-128, 128, (1024, 512), dtype=torch.int8, generator=g)
+    assert torch.equal(engine.gemm(a, b, out_dtype=torch.int32), a.int() @ b.int())
+    tiles = engine.stats()["tiles_per_unit"]
+    assert sorted(tiles) == ["ref0", "ref1", "ref2"]
+    assert sum(tiles.values()) == 2 * 2 * 4 and min(tiles.values()) >= 5
+
+
+def test_concurrent_threads_give_correct_results() -> None:
+    strict(FIXED, units=2)
+    g = torch.Generator().manual_seed(8)
+    jobs = [(torch.randint(-128, 128, (260 + 7 * i, 300), dtype=torch.int8, generator=g),
+             torch.randint(-128, 128, (300, 270 - 5 * i), dtype=torch.int8, generator=g)) for i in range(6)]
+    floats = [(torch.randn(100 + i, 300, generator=g), torch.randn(300, 40, generator=g)) for i in range(6)]
+    want_f = [engine.gemm(a, b) for a, b in floats]
+    errors: list[BaseException] = []
+
+    def worker(i: int) -> None:
+        try:
+            for _ in range(3):
+                a, b = jobs[i]
+                assert torch.equal(engine.gemm(a, b, out_dtype=torch.int32), a.int() @ b.int())
+                fa, fb = floats[i]
+                assert torch.equal(engine.gemm(fa, fb), want_f[i])
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
+def test_unit_failure_propagates() -> None:
+    strict(FIXED)
+    unit = registry.active().units[1]
+
+    def boom(a, b):
+        raise RuntimeError("unit exploded")
+
+    unit._run = boom
+    with pytest.raises(RuntimeError, match="unit exploded"):
+        engine.gemm(torch.ones(600, 300, dtype=torch.int8), torch.ones(300, 600, dtype=torch.int8),
+                    out_dtype=torch.int32)
+
+
+def test_stats_report_phases_and_reset() -> None:
+    strict(FIXED)
+    engine.gemm(torch.randn(300, 300), torch.randn(300, 300))
+    s = engine.stats()
+    assert s["target"] == "ref" and s["kernel"] == "fixed256"
+    for phase in ("quantize", "prepare", "run", "collect", "dequantize"):
+        assert s["phases_s"][phase] > 0
+    assert s["counters"]["gemm_float"] == 1 and s["counters"]["kernel_calls"] == 8
+    engine.reset_stats()
+    assert engine.stats()["units"] == {} and engine.stats()["counters"] == {}
