@@ -3,16 +3,15 @@
 
 typedef gemm_i8_packed_word_t word_t;
 
-// Dot product of the eight int8 lanes of two words.
-static gemm_i8_packed_sum8_t dot8(word_t x, word_t y) {
+// Dot product of eight int8 operands `x` (one beat of A, already split) with the eight lanes of word `y`.
+static gemm_i8_packed_sum8_t dot8(const gemm_i8_packed_op_t x[GEMM_I8_PACKED_LANES], word_t y) {
 #pragma HLS INLINE
     gemm_i8_packed_sum8_t s = 0;
 lanes:
     for (int l = 0; l < GEMM_I8_PACKED_LANES; l++) {
 #pragma HLS UNROLL
-        gemm_i8_packed_op_t xa = x.range(8 * l + 7, 8 * l);
         gemm_i8_packed_op_t yb = y.range(8 * l + 7, 8 * l);
-        gemm_i8_packed_prod_t p = xa * yb;
+        gemm_i8_packed_prod_t p = x[l] * yb;
 #pragma HLS BIND_OP variable=p op=mul impl=dsp
         s += p;
     }
@@ -73,7 +72,13 @@ rows:
             for (int t = 0; t < kw; t++) {
 #pragma HLS LOOP_TRIPCOUNT max=128
 #pragma HLS PIPELINE II=1
-                word_t av = a_buf[t];
+                gemm_i8_packed_op_t av[GEMM_I8_PACKED_LANES];
+#pragma HLS ARRAY_PARTITION variable=av type=complete
+            split_a:
+                for (int l = 0; l < GEMM_I8_PACKED_LANES; l++) {
+#pragma HLS UNROLL
+                    av[l] = a_buf[t].range(8 * l + 7, 8 * l);
+                }
             columns:
                 for (int p = 0; p < P; p++) {
 #pragma HLS UNROLL
