@@ -8,5 +8,6 @@ from ._app import app
 from . import info  # noqa: E402,F401
 from . import flows  # noqa: E402,F401
 from . import kernels  # noqa: E402,F401
+from . import board  # noqa: E402,F401
 
 __all__ = ["app"]

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from ..hw.kernels import KernelInfo
-from ..hw.packing import words_for
-from ..targets.board_regs import AP_DONE, AP_IDLE, AP_READY, AP_START, decode_registers, pointer_args, word_dtype
+from ..hw.packing import word_dtype, words_for
+from ..targets.board_regs import AP_DONE, AP_IDLE, AP_READY, AP_START, decode_registers
 from .memory import BufferMemory
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ class KernelIP:
             words = words_for(arg, shape["m"], shape["n"], shape["k"])
             views[arg.role] = self._fabric.memory.view(addresses[arg.name], words * dt.itemsize).view(dt)
             kwargs[arg.name] = views[arg.role]
-        self._fabric.library(self.spec.kernel).call(**kwargs)
+        self._fabric.library(self.spec.kernel, self.spec.instance).call(**kwargs)
         if self._fabric.faults.corrupt and views["c"].size:
             out = views["c"]
             out[random.randrange(out.size)] ^= 1
@@ -150,7 +150,7 @@ class KernelIP:
 class Fabric:
     """The IPs of the currently loaded overlay, addressed by physical address."""
 
-    def __init__(self, memory: BufferMemory, faults: Faults, library: Callable[[KernelInfo], Any],
+    def __init__(self, memory: BufferMemory, faults: Faults, library: Callable[[KernelInfo, str], Any],
                  on_die: Callable[[], None]) -> None:
         self.memory = memory
         self.faults = faults
@@ -184,11 +184,6 @@ class Fabric:
                 log.error("fault injection: dying at ap_start of %s", ip.spec.instance)
                 self._on_die()
 
-    def kernel_ips(self) -> list[str]:
-        return [ip.spec.instance for ip in self.ips]
-
     def busy(self) -> list[str]:
         return [ip.spec.instance for ip in self.ips if ip._busy]
 
-
-__all__ = ["Fabric", "Faults", "IPSpec", "KernelIP", "pointer_args"]

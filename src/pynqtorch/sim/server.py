@@ -21,6 +21,7 @@ from typing import Any
 
 import grpc
 from pynq.remote import buffer_pb2_grpc, mmio_pb2_grpc, remote_device_pb2_grpc
+from typing_extensions import Self
 
 from ..hw.kernels import KernelInfo
 from ..targets.board_overlay import OverlaySpec, find_overlay, known_overlays
@@ -32,10 +33,10 @@ from .services import BoardDied, BufferService, DeviceService, MmioService
 log = logging.getLogger(__name__)
 
 
-def _csim_library(kernel: KernelInfo) -> Any:
+def _csim_library(kernel: KernelInfo, copy: int) -> Any:
     from ..targets.csim import CsimLibrary
 
-    return CsimLibrary(kernel)
+    return CsimLibrary(kernel, copy=copy)
 
 
 class VirtualBoard:
@@ -43,13 +44,13 @@ class VirtualBoard:
 
     def __init__(self, overlay: str | os.PathLike | OverlaySpec | None = None, *, host: str = "127.0.0.1",
                  port: int = 0, faults: Faults | None = None, exit_on_die: bool = False,
-                 library: Callable[[KernelInfo], Any] | None = None, board_name: str = "Pynq-Z2",
+                 library: Callable[[KernelInfo, int], Any] | None = None, board_name: str = "Pynq-Z2",
                  memory_bytes: int | None = None, workers: int = 16) -> None:
         self.host = host
         self.port = port
         self.faults = faults or Faults()
         self.memory = BufferMemory(size=memory_bytes) if memory_bytes else BufferMemory()
-        self._libraries: dict[Path, Any] = {}
+        self._libraries: dict[tuple[Path, str], Any] = {}
         self._library_factory = library or _csim_library
         self._lib_lock = threading.Lock()
         self._exit_on_die = exit_on_die
@@ -92,7 +93,7 @@ class VirtualBoard:
         if self._server is not None:
             self._server.wait_for_termination()
 
-    def __enter__(self) -> VirtualBoard:
+    def __enter__(self) -> Self:
         return self.start() if self._server is None else self
 
     def __exit__(self, *exc: object) -> None:
@@ -141,11 +142,13 @@ class VirtualBoard:
         log.error("bitstream %s matches no known overlay; the PL now holds no IPs", binfile)
         self.fabric.program(None, [])
 
-    def _library(self, kernel: KernelInfo) -> Any:
+    def _library(self, kernel: KernelInfo, instance: str) -> Any:
+        """The C-sim library of `kernel` for IP `instance` (a private copy per IP: no shared static state)."""
+        key = (kernel.folder, instance)
         with self._lib_lock:
-            if kernel.folder not in self._libraries:
-                self._libraries[kernel.folder] = self._library_factory(kernel)
-            return self._libraries[kernel.folder]
+            if key not in self._libraries:
+                self._libraries[key] = self._library_factory(kernel, len(self._libraries))
+            return self._libraries[key]
 
     def _die(self) -> None:
         if self._exit_on_die:

@@ -14,10 +14,14 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import grpc
-from pynq.remote import buffer_pb2, buffer_pb2_grpc, mmio_pb2, mmio_pb2_grpc, remote_device_pb2
-from pynq.remote import remote_device_pb2_grpc
-
-from .memory import MemoryFault
+from pynq.remote import (
+    buffer_pb2,
+    buffer_pb2_grpc,
+    mmio_pb2,
+    mmio_pb2_grpc,
+    remote_device_pb2,
+    remote_device_pb2_grpc,
+)
 
 if TYPE_CHECKING:
     from .server import VirtualBoard
@@ -199,6 +203,3 @@ class BufferService(buffer_pb2_grpc.RemoteBufferServicer):
     def cacheable(self, request, context):
         msg = self._known(request.buffer_id)
         return buffer_pb2.CacheableResponse(msg=msg, cacheable=not msg)
-
-
-__all__ = ["BoardDied", "BufferService", "DeviceService", "MemoryFault", "MmioService"]

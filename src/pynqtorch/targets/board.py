@@ -18,13 +18,19 @@ from typing import Any
 import numpy as np
 
 from ..hw.description import Description
-from ..hw.packing import pack_operand, unpack_result, words_for
+from ..hw.packing import pack_operand, unpack_result, word_dtype, words_for
 from .base import ComputeUnit, Target, TargetUnavailable, golden_gemm
 from .board_device import (
-    REMOTE_ENV, BoardAddress, BoardError, BufferPool, board_addresses, on_board, open_pynq_device,
+    REMOTE_ENV,
+    BoardAddress,
+    BoardError,
+    BufferPool,
+    board_addresses,
+    on_board,
+    open_pynq_device,
 )
 from .board_overlay import OverlayError, OverlaySpec, check_against_hwh, find_overlay, known_overlays
-from .board_regs import AP_DONE, AP_IDLE, AP_START, pointer_args, register_values, word_dtype
+from .board_regs import AP_DONE, AP_IDLE, AP_START, pointer_args, register_values
 
 OVERLAY_ENV = "PYNQTORCH_OVERLAY"
 PHASES = ("prepare", "transfer", "wait", "collect")
@@ -209,7 +215,7 @@ class BoardUnit(ComputeUnit):
             raise
         except BoardError:
             raise
-        except Exception as e:  # noqa: BLE001 -- pynq reports board failures as RuntimeError or gRPC errors
+        except Exception as e:  # pynq reports board failures as RuntimeError or gRPC errors
             raise BoardError(f"{self.name}: board {self.board.address} failed: {_error_text(e)}") from e
         finally:
             for buf in bufs.values():
@@ -287,15 +293,28 @@ def _error_text(e: Exception) -> str:
     return f"{type(e).__name__}: {e}"
 
 
+def interchangeable(x: Description, y: Description) -> bool:
+    """True when kernels `x` and `y` take the same calls, packed the same way, with the same arithmetic.
+
+    Such IPs (e.g. a DSP and a LUT-fabric build of one GEMM) serve as compute units of one engine; each
+    keeps its own register offsets.
+    """
+    def packing(d: Description) -> list[tuple]:
+        return [(r, d.arg(r).layout, d.arg(r).pack, word_dtype(d.arg(r))) for r in ("a", "b", "c")]
+
+    return (x.arith == y.arith and x.tile == y.tile and x.runtime_dims == y.runtime_dims and x.max == y.max
+            and packing(x) == packing(y))
+
+
 def _default_overlay(desc: Description) -> OverlaySpec:
     env = os.environ.get(OVERLAY_ENV)
     if env:
         return find_overlay(env)
-    fits = [s for s in known_overlays().values() if any(ip.kernel.name == desc.name for ip in s.ips)]
+    fits = [s for s in known_overlays().values() if any(interchangeable(ip.kernel.desc, desc) for ip in s.ips)]
     if not fits:
         raise TargetUnavailable(f"no bundled overlay has an IP running kernel {desc.name!r}; "
                                 f"set {OVERLAY_ENV} or pass overlay=")
-    return max(fits, key=lambda s: (sum(ip.kernel.name == desc.name for ip in s.ips), s.name))
+    return max(fits, key=lambda s: (sum(interchangeable(ip.kernel.desc, desc) for ip in s.ips), s.name))
 
 
 class BoardTarget(Target):
@@ -338,15 +357,13 @@ class BoardTarget(Target):
     def compute_units(self, desc: Description) -> list[ComputeUnit]:
         spec = find_overlay(self.overlay) if self.overlay is not None else _default_overlay(desc)
         self.board.load(spec, self.download)
-        ips = [ip for ip in spec.ips if ip.kernel.name == desc.name]
+        ips = [ip for ip in spec.ips if interchangeable(ip.kernel.desc, desc)]
         if not ips:
-            raise TargetUnavailable(f"overlay {spec.name} has no IP running kernel {desc.name!r} (IPs: "
+            raise TargetUnavailable(f"overlay {spec.name} has no IP running kernel {desc.name!r} or one computing "
+                                    "the same tiles the same way (IPs: "
                                     + ", ".join(f"{ip.instance}={ip.kernel.name}" for ip in spec.ips) + ")")
-        if any(ip.kernel.desc != desc for ip in ips):
-            raise OverlayError(f"overlay {spec.name}: kernel {desc.name!r} description differs from the one the "
-                               "target was asked to run")
-        units = [BoardUnit(self.board, ip.instance, ip.base, ip.range, desc, self.timeout_s, self.verify_every)
-                 for ip in ips]
+        units = [BoardUnit(self.board, ip.instance, ip.base, ip.range, ip.kernel.desc, self.timeout_s,
+                           self.verify_every) for ip in ips]
         self.units.extend(units)
         return list(units)
 

@@ -181,5 +181,5 @@ class BufferPool:
         for b in bufs:
             try:
                 b.freebuffer()
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:  # noqa: BLE001 -- any failure here means the buffer is gone
                 log.warning("freeing a board buffer failed (board gone?): %s", e)

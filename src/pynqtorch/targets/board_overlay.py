@@ -7,18 +7,18 @@ disagreement is an error, since programming the wrong offsets would silently com
 
 from __future__ import annotations
 
-import json
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..hw.kernels import KernelInfo, find_kernel, hw_root
+from ..flows.overlay import OverlayError, OverlayInfo, overlays
+from ..flows.overlay import find_overlay as flows_find_overlay
+from ..hw.kernels import KernelInfo, find_kernel
 from .board_regs import register_span
 
-
-class OverlayError(ValueError):
-    """An overlay that is missing, malformed, or disagrees with its kernels' descriptions."""
+__all__ = ["OverlayError", "OverlayIP", "OverlaySpec", "check_against_hwh", "find_overlay", "hwh_registers",
+           "known_overlays"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,8 @@ class OverlayIP:
 
 @dataclass(frozen=True)
 class OverlaySpec:
+    """An overlay with each IP's kernel description resolved."""
+
     name: str
     folder: Path
     bitstream: str
@@ -46,71 +48,35 @@ class OverlaySpec:
         return self.bit_path.with_suffix(".hwh")
 
 
-def _int(value: object, where: str) -> int:
-    try:
-        return int(value, 0) if isinstance(value, str) else int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise OverlayError(f"{where}: {value!r} is not an integer or hex string") from None
-
-
-def load_overlay_spec(path: str | os.PathLike) -> OverlaySpec:
-    """Read `overlay.json` (or the folder holding it), resolving each IP's kernel description."""
-    path = Path(path)
-    file = path / "overlay.json" if path.is_dir() else path
-    try:
-        raw = json.loads(file.read_text())
-    except FileNotFoundError:
-        raise OverlayError(f"{file}: no such file") from None
-    except json.JSONDecodeError as e:
-        raise OverlayError(f"{file}: invalid JSON at line {e.lineno}: {e.msg}") from None
-    for key in ("name", "bitstream", "ips"):
-        if key not in raw:
-            raise OverlayError(f"{file}: field '{key}' is missing")
+def _resolve(info: OverlayInfo) -> OverlaySpec:
     ips = []
-    for i, ip in enumerate(raw["ips"]):
-        where = f"{file}: ips[{i}]"
-        for key in ("instance", "kernel", "base"):
-            if key not in ip:
-                raise OverlayError(f"{where}: field '{key}' is missing")
+    for i, ip in enumerate(info.spec.ips):
+        where = f"{info.folder / 'overlay.json'}: field 'ips[{i}].kernel'"
         try:
-            kernel = find_kernel(ip["kernel"])
+            kernel = find_kernel(ip.kernel)
         except KeyError as e:
-            raise OverlayError(f"{where}.kernel: {e.args[0]}") from None
-        span = _int(ip.get("range", register_span(kernel.desc)), f"{where}.range")
-        if span < register_span(kernel.desc):
-            raise OverlayError(f"{where}.range: 0x{span:x} bytes cannot hold the registers of {kernel.name} "
-                               f"(needs 0x{register_span(kernel.desc):x})")
-        ips.append(OverlayIP(ip["instance"], kernel, _int(ip["base"], f"{where}.base"), span))
-    if not ips:
-        raise OverlayError(f"{file}: field 'ips' lists no kernel IPs")
-    return OverlaySpec(raw["name"], file.parent.resolve(), raw["bitstream"], float(raw.get("clock_mhz", 100)),
-                       tuple(ips))
+            raise OverlayError(f"{where}: {e.args[0]}") from None
+        if ip.range_int < register_span(kernel.desc):
+            raise OverlayError(f"{where}: range {ip.range} cannot hold the registers of {kernel.name}")
+        ips.append(OverlayIP(ip.instance, kernel, ip.base_int, ip.range_int))
+    return OverlaySpec(info.name, info.folder, info.spec.bitstream, float(info.spec.clock_mhz), tuple(ips))
 
 
 def known_overlays() -> dict[str, OverlaySpec]:
     """Bundled overlays (`hw/overlay/<name>/overlay.json`) by name."""
-    root = hw_root() / "overlay"
-    if not root.is_dir():
-        return {}
-    return {s.name: s for s in (load_overlay_spec(p) for p in sorted(root.glob("*/overlay.json")))}
+    return {name: _resolve(info) for name, info in overlays().items()}
 
 
 def find_overlay(name_or_path: str | os.PathLike) -> OverlaySpec:
     """An overlay by bundled name, by folder, by overlay.json, or by its .bit/.hwh (overlay.json beside it)."""
     p = Path(name_or_path)
-    if p.suffix in (".bit", ".hwh"):
+    if p.suffix in (".bit", ".hwh", ".json"):
         p = p.parent
-    if p.is_dir() or p.suffix == ".json":
-        return load_overlay_spec(p)
-    known = known_overlays()
-    if str(name_or_path) not in known:
-        raise OverlayError(f"unknown overlay {str(name_or_path)!r}; bundled: {sorted(known)} "
-                           "(or give a folder holding overlay.json)")
-    return known[str(name_or_path)]
+    return _resolve(flows_find_overlay(p if p.is_dir() else name_or_path))
 
 
 def hwh_registers(hwh: str | os.PathLike) -> dict[str, dict[str, int]]:
-    """Register offsets by name for each IP instance in a Vivado `.hwh` (from its MEMORYMAP-less REGISTERS)."""
+    """Register offsets by name for each IP instance in a Vivado `.hwh` (the REGISTER elements of each MODULE)."""
     try:
         root = ET.parse(hwh).getroot()
     except (OSError, ET.ParseError) as e:

@@ -6,10 +6,7 @@ both sides read one definition of where each argument lives.
 
 from __future__ import annotations
 
-import re
 import struct
-
-import numpy as np
 
 from ..hw.description import Arg, Description
 
@@ -20,28 +17,6 @@ AP_IDLE = 0x4
 AP_READY = 0x8
 # The AXI-lite window of an HLS IP is at least this large.
 MIN_REG_SPACE = 0x40
-
-_C_INTS = {
-    "char": "i1", "signed char": "i1", "int8_t": "i1", "unsigned char": "u1", "uint8_t": "u1",
-    "short": "i2", "int16_t": "i2", "unsigned short": "u2", "uint16_t": "u2",
-    "int": "i4", "int32_t": "i4", "unsigned": "u4", "unsigned int": "u4", "uint32_t": "u4",
-    "long long": "i8", "int64_t": "i8", "unsigned long long": "u8", "uint64_t": "u8",
-}
-_AP_INT = re.compile(r"ap_(u?)int<\s*(\d+)\s*>")
-
-
-def word_dtype(arg: Arg) -> np.dtype:
-    """The little-endian numpy dtype of one memory word of pointer argument `arg` (from its C type)."""
-    base = arg.ctype.replace("const", " ").replace("*", " ").replace("volatile", " ")
-    base = " ".join(base.split())
-    if base in _C_INTS:
-        return np.dtype("<" + _C_INTS[base])
-    ap = _AP_INT.fullmatch(base)
-    if ap and int(ap.group(2)) in (8, 16, 32, 64):
-        return np.dtype(f"<{'u' if ap.group(1) else 'i'}{int(ap.group(2)) // 8}")
-    raise ValueError(f"argument {arg.name!r}: C type {arg.ctype!r} is not a memory word type the board supports "
-                     f"(use one of {sorted(_C_INTS)} or ap_[u]int<8|16|32|64>, as a pointer)")
-
 
 def pointer_args(desc: Description) -> list[Arg]:
     """The m_axi arguments (each takes a 64-bit buffer address in two AXI-lite words)."""
