@@ -46,6 +46,10 @@ class HostAllocator:
         return self._account(buf)
 
     def _account(self, buf: torch.Tensor) -> torch.Tensor:
+        if buf.dtype != torch.uint8 or buf.dim() != 1 or buf.storage_offset() != 0 or not buf.is_contiguous():
+            raise ValueError(f"{type(self).__name__}: a host buffer must be a flat contiguous uint8 CPU tensor "
+                             f"starting at its storage's first byte, got {buf.dtype} {tuple(buf.shape)} "
+                             f"at offset {buf.storage_offset()}")
         n = buf.numel()
         with self._lock:
             self.allocated += n

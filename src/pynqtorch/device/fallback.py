@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from . import report
-from .storage import adopt_result, alias, cpu_view, host_buffer, is_zynq, mark_written, set_metadata
+from .storage import adopt_result, alias, cpu_view, is_zynq, mark_written, sync_from_cpu
 
 log = logging.getLogger("pynqtorch.ops")
 
@@ -52,12 +52,14 @@ class _Plan:
     memory_only: bool
     mixed_ok: bool
     written: tuple[int | str, ...]  # positions / names of arguments the op writes to
+    record_name: str
 
 
 _plans: dict[Any, _Plan] = {}
 
 
 def _plan(op: Any) -> _Plan:
+    """What the fallback needs to know about `op`, parsed from its schema once and cached."""
     plan = _plans.get(op)
     if plan is None:
         schema = op._schema
@@ -66,7 +68,8 @@ def _plan(op: Any) -> _Plan:
         views = any(r.alias_info is not None and not r.alias_info.is_write for r in schema.returns)
         written = tuple(a.name if a.kwarg_only else i for i, a in enumerate(schema.arguments)
                         if a.alias_info is not None and a.alias_info.is_write)
-        plan = _plans[op] = _Plan(full, views or name in _MEMORY_OPS, name in _MIXED_DEVICE_OK, written)
+        plan = _plans[op] = _Plan(full, views or name in _MEMORY_OPS, name in _MIXED_DEVICE_OK, written,
+                                  f"zynq::cpu_fallback::{full}")
     return plan
 
 
@@ -118,15 +121,16 @@ class _Unwrapper:
             return type(r)(self.result(x) for x in r)
         return r
 
-    def sync_mutated(self) -> None:
-        """Carry `out=`/in-place geometry changes made on CPU views back to the zynq tensors."""
-        for t, c in self.pairs:
-            if c.size() != t.size() or c.stride() != t.stride() or c.storage_offset() != t.storage_offset():
-                if c.untyped_storage().nbytes() > host_buffer(t).numel():
-                    setattr(t.untyped_storage(), "_zynq_host",
-                            torch.empty(0, dtype=torch.uint8).set_(c.untyped_storage(), 0,
-                                                                   (c.untyped_storage().nbytes(),), (1,)))
-                set_metadata(t, t.untyped_storage(), c.storage_offset(), c.size(), c.stride())
+    def sync_written(self, args: tuple, kwargs: dict) -> None:
+        """Carry `out=`/in-place geometry changes made on CPU views back to the zynq tensors written."""
+        for w in self.plan.written:
+            t = args[w] if isinstance(w, int) and w < len(args) else kwargs.get(w) if isinstance(w, str) else None
+            if is_zynq(t):
+                for z, c in self.pairs:
+                    if z is t:
+                        sync_from_cpu(t, c)
+                        break
+                mark_written(t)
 
 
 def run_on_cpu(op: Any, args: tuple, kwargs: dict) -> Any:
@@ -141,17 +145,14 @@ def run_on_cpu(op: Any, args: tuple, kwargs: dict) -> Any:
     t0 = time.perf_counter()
     u = _Unwrapper(plan)
     cargs = tuple(u.arg(a) for a in args)
-    ckwargs = {k: u.arg(v) for k, v in kwargs.items()}
+    ckwargs = {k: u.arg(v) for k, v in kwargs.items()} if kwargs else kwargs
     if torch.autograd.profiler._is_profiler_enabled:
-        with torch.profiler.record_function(f"zynq::cpu_fallback::{plan.name}"):
+        with torch.profiler.record_function(plan.record_name):
             out = op(*cargs, **ckwargs)
     else:
         out = op(*cargs, **ckwargs)
-    u.sync_mutated()
-    for w in plan.written:
-        t = args[w] if isinstance(w, int) and w < len(args) else kwargs.get(w) if isinstance(w, str) else None
-        if is_zynq(t):
-            mark_written(t)
+    if plan.written:
+        u.sync_written(args, kwargs)
     res = u.result(out)
     report.record(plan.name, time.perf_counter() - t0, accelerated=False)
     return res

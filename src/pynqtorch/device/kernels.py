@@ -12,7 +12,17 @@ from collections.abc import Sequence
 import torch
 
 from . import report
-from .storage import cpu_view, is_zynq, mark_written, new_tensor, resize
+from .allocator import get_allocator
+from .storage import (
+    cpu_view,
+    is_zynq,
+    make_storage,
+    mark_written,
+    new_tensor,
+    resize,
+    set_metadata,
+    storage_host,
+)
 
 
 def _check_device(device: torch.device | None) -> None:
@@ -73,11 +83,45 @@ def copy_from_and_resize(self: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
 def resize_(self: torch.Tensor, size: Sequence[int], memory_format=None) -> torch.Tensor:
     resize(self, size)
     if memory_format not in (None, torch.contiguous_format, torch.preserve_format):
-        from .storage import set_metadata
-
         stride = torch.empty(tuple(size), device="meta", memory_format=memory_format).stride()
         set_metadata(self, self.untyped_storage(), self.storage_offset(), size, stride)
     return self
+
+
+def _zynq_storage(self: torch.Tensor, source: torch.UntypedStorage) -> torch.UntypedStorage:
+    if source.device.type != "zynq":
+        raise RuntimeError(f"Attempted to set the storage of a tensor on device \"{self.device}\" to a storage "
+                           f"on different device \"{source.device}\".  This is no longer allowed; the devices "
+                           "must match.")
+    storage_host(source)
+    return source
+
+
+# aten::set_.source_Storage_storage_offset(Tensor(a!) self, Storage source, SymInt storage_offset,
+#                                          SymInt[] size, SymInt[] stride=[]) -> Tensor(a!)
+def set_storage_offset(self: torch.Tensor, source: torch.UntypedStorage, storage_offset: int,
+                       size: Sequence[int], stride: Sequence[int] = ()) -> torch.Tensor:
+    if not stride:
+        stride = torch.empty(tuple(size), device="meta").stride() if size else ()
+    return set_metadata(self, _zynq_storage(self, source), storage_offset, size, stride)
+
+
+# aten::set_.source_Storage(Tensor(a!) self, Storage source) -> Tensor(a!)
+def set_storage(self: torch.Tensor, source: torch.UntypedStorage) -> torch.Tensor:
+    return set_metadata(self, _zynq_storage(self, source), 0, (source.nbytes() // self.element_size(),), (1,))
+
+
+# aten::set_.source_Tensor(Tensor(a!) self, Tensor source) -> Tensor(a!)
+def set_tensor(self: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    if source.dtype != self.dtype:
+        raise RuntimeError(f"Could not set tensor of type {source.dtype} to a tensor of type {self.dtype}")
+    return set_metadata(self, _zynq_storage(self, source.untyped_storage()), source.storage_offset(),
+                        source.size(), source.stride())
+
+
+# aten::set_(Tensor(a!) self) -> Tensor(a!)
+def set_empty(self: torch.Tensor) -> torch.Tensor:
+    return set_metadata(self, make_storage(get_allocator().allocate(0), self.device), 0, (0,), (1,))
 
 
 KERNELS = {
@@ -86,4 +130,12 @@ KERNELS = {
     "_copy_from": copy_from,
     "_copy_from_and_resize": copy_from_and_resize,
     "resize_": resize_,
+    "set_.source_Storage_storage_offset": set_storage_offset,
+    "set_.source_Storage": set_storage,
+    "set_.source_Tensor": set_tensor,
+    "set_": set_empty,
 }
+
+# `_copy_from` must also be caught above the Conjugate and Negative fallbacks: they would resolve the bit
+# with `clone`, whose `copy_` calls `_copy_from` again, forever. The CPU view carries the bits instead.
+MATH_BIT_KERNELS = {"_copy_from": copy_from}

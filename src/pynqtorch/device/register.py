@@ -8,7 +8,7 @@ import types
 import torch
 from torch.utils.backend_registration import _setup_privateuseone_for_python_backend
 
-from . import fallback, kernels, module
+from . import fallback, kernels, module, serialization
 
 _libs: list[torch.library.Library] = []
 
@@ -52,6 +52,10 @@ def register() -> None:
     impl = torch.library.Library("aten", "IMPL")
     for name, fn in kernels.KERNELS.items():
         impl.impl(name, fn, "PrivateUse1")
+    for key in ("Conjugate", "Negative"):
+        for name, fn in kernels.MATH_BIT_KERNELS.items():
+            impl.impl(name, fn, key)
+    serialization.register_location()
     fb = torch.library.Library("_", "IMPL")
     fb.fallback(fallback._boxed_fallback, "PrivateUse1")
     _libs.extend([impl, fb])

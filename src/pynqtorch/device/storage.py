@@ -1,10 +1,12 @@
 """Zynq tensors as PrivateUse1 wrappers whose storage carries a host buffer.
 
-A zynq tensor is a PrivateUse1 tensor whose storage holds no bytes of its own; the storage's Python object
-carries the host buffer (a flat uint8 CPU tensor from the allocator). Every alias PyTorch makes (views,
-`detach`, Parameters, gradients) shares the storage, so it shares the data. The CPU view of a zynq tensor
-is rebuilt from the tensor's *own* sizes, strides and offset on every use, so metadata changed in C++
-(views, `t_`, `as_strided_`, `out=` resizes) can never drift from the data.
+A zynq tensor is a PrivateUse1 tensor whose storage points (without owning it) at a host buffer: a flat
+uint8 CPU tensor from the allocator, kept alive by the storage's Python object. Every alias PyTorch makes
+(views, `detach`, Parameters, gradients) shares the storage, so it shares the data; because the storage
+has a real data pointer and size, storage-level Python code (`torch.save`, `data_ptr()`) works on it. The
+CPU view of a zynq tensor is rebuilt from the tensor's *own* sizes, strides and offset on every use, so
+metadata changed in C++ (views, `t_`, `as_strided_`, `out=` resizes) can never drift from the data.
+Host buffers never move: growing a tensor gives it a new storage.
 """
 
 from __future__ import annotations
@@ -17,20 +19,52 @@ from .allocator import get_allocator
 
 HOST_ATTR = "_zynq_host"
 GEN_ATTR = "_zynq_gen"
-_META = torch._C.DispatchKeySet(torch._C.DispatchKey.Meta)
-_set_meta = torch.ops.aten.set_.source_Storage_storage_offset.redispatch
+_CPU_KEYS = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU)
+_set_cpu = torch.ops.aten.set_.source_Storage_storage_offset.redispatch
 
 
 def is_zynq(t: object) -> bool:
     return isinstance(t, torch.Tensor) and t.device.type == "zynq"
 
 
+def storage_host(st: torch.UntypedStorage) -> torch.Tensor:
+    """The flat uint8 host buffer behind zynq storage `st`."""
+    try:
+        return getattr(st, HOST_ATTR)
+    except AttributeError:
+        raise RuntimeError("zynq storage has no host memory (was it created outside pynqtorch?)") from None
+
+
 def host_buffer(t: torch.Tensor) -> torch.Tensor:
     """The flat uint8 host buffer behind zynq tensor `t`."""
-    try:
-        return getattr(t.untyped_storage(), HOST_ATTR)
-    except AttributeError:
-        raise RuntimeError("zynq tensor has no host memory (was it created outside pynqtorch?)") from None
+    return storage_host(t.untyped_storage())
+
+
+class _StorageCopy:
+    """`copy.deepcopy` hook of one zynq storage: a new storage holding a copy of its host buffer.
+
+    `UntypedStorage.clone()` would allocate through PyTorch's PrivateUse1 allocator, which a pure-Python
+    backend cannot provide; `copy.deepcopy` looks `__deepcopy__` up on the instance first, so this is used.
+    """
+
+    __slots__ = ("device", "host")
+
+    def __init__(self, host: torch.Tensor, device: torch.device) -> None:
+        self.host = host
+        self.device = device
+
+    def __call__(self, memo: dict) -> torch.UntypedStorage:
+        fresh = get_allocator().allocate(self.host.numel())
+        fresh.copy_(self.host)
+        return make_storage(fresh, self.device)
+
+
+def make_storage(host: torch.Tensor, device: torch.device) -> torch.UntypedStorage:
+    """A zynq storage pointing at host buffer `host` (flat uint8, starting at its storage's first byte)."""
+    st = torch._C._construct_storage_from_data_pointer(host.data_ptr(), device, host.numel())
+    setattr(st, HOST_ATTR, host)
+    st.__deepcopy__ = _StorageCopy(host, device)
+    return st
 
 
 def mark_written(t: torch.Tensor) -> None:
@@ -64,17 +98,12 @@ def cpu_view(t: torch.Tensor) -> torch.Tensor:
 def set_metadata(t: torch.Tensor, storage: torch.UntypedStorage, offset: int, size: Sequence[int],
                  stride: Sequence[int]) -> torch.Tensor:
     """Point zynq tensor `t` at `storage` with the given geometry, without touching any data."""
-    _set_meta(_META, t, storage, offset, size, stride)
+    _set_cpu(_CPU_KEYS, t, storage, offset, size, stride)
     return t
 
 
 def _wrapper(dtype: torch.dtype) -> torch.Tensor:
     return torch._C._acc.create_empty_tensor((0,), dtype)
-
-
-def attach(t: torch.Tensor, host: torch.Tensor) -> None:
-    """Make `host` the host buffer of `t`'s storage."""
-    setattr(t.untyped_storage(), HOST_ATTR, host)
 
 
 def new_tensor(size: Sequence[int], stride: Sequence[int] | None, dtype: torch.dtype,
@@ -88,9 +117,7 @@ def new_tensor(size: Sequence[int], stride: Sequence[int] | None, dtype: torch.d
     alloc = get_allocator()
     host = alloc.allocate(nbytes) if host is None else alloc.adopt(host)
     t = _wrapper(dtype)
-    set_metadata(t, t.untyped_storage(), offset, size, stride)
-    attach(t, host)
-    return t
+    return set_metadata(t, make_storage(host, t.device), offset, size, stride)
 
 
 def alias(base: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -119,8 +146,25 @@ def resize(t: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     stride = torch.empty(size, device="meta").stride() if size else ()
     need = _needed_bytes(size, stride, t.storage_offset(), t.element_size())
     host = host_buffer(t)
+    st = t.untyped_storage()
     if need > host.numel():
         grown = get_allocator().allocate(need)
         grown[: host.numel()].copy_(host)
-        attach(t, grown)
-    return set_metadata(t, t.untyped_storage(), t.storage_offset(), size, stride)
+        st = make_storage(grown, t.device)
+    return set_metadata(t, st, t.storage_offset(), size, stride)
+
+
+def sync_from_cpu(t: torch.Tensor, c: torch.Tensor) -> None:
+    """Carry geometry changes that an op made on `c` (the CPU view of zynq tensor `t`) back to `t`.
+
+    A CPU `out=` kernel may resize `c`, reallocating the host buffer's memory: `t` then gets a new storage
+    over the grown memory (the allocator adopts it, or copies it if it needs device-visible memory).
+    """
+    st = t.untyped_storage()
+    cst = c.untyped_storage()
+    if cst.data_ptr() != st.data_ptr():
+        host = torch.empty(0, dtype=torch.uint8).set_(cst, 0, (cst.nbytes(),), (1,))
+        st = make_storage(get_allocator().adopt(host), t.device)
+    elif c.size() == t.size() and c.stride() == t.stride() and c.storage_offset() == t.storage_offset():
+        return
+    set_metadata(t, st, c.storage_offset(), c.size(), c.stride())
