@@ -6,10 +6,16 @@ Importing registers the `zynq` device. GEMM-family ops on zynq tensors run on th
 
 from __future__ import annotations
 
+from . import ops
 from .device import StrictModeError, register, report, reset_report, strict
+from .engine import QuantConfig, get_quant_config, quant_config, set_quant_config
+from .hw.kernels import add_kernel_path
+from .targets.registry import use
 
 __version__ = "0.1.0"
 
 register()
+ops.register()
 
-__all__ = ["StrictModeError", "__version__", "report", "reset_report", "strict"]
+__all__ = ["QuantConfig", "StrictModeError", "__version__", "add_kernel_path", "get_quant_config",
+           "quant_config", "report", "reset_report", "set_quant_config", "strict", "use"]

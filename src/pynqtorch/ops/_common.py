@@ -1,0 +1,60 @@
+"""Shared plumbing of accelerated ops: unwrap zynq tensors, call the engine, count, fall back when unsupported."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ..device.report import record
+from ..device.fallback import run_on_cpu
+from ..device.storage import adopt_result, cpu_view, is_zynq
+
+_CPU = torch.device("cpu")
+
+
+class NotOffloadable(Exception):
+    """This call of an accelerated op cannot run on the kernel (dtype, layout...); it runs on CPU instead."""
+
+
+def to_cpu(t: torch.Tensor | None) -> torch.Tensor | None:
+    """CPU view of a zynq tensor; CPU tensors must be 0-dim (PyTorch's device rule) and pass through."""
+    if t is None or is_zynq(t):
+        return None if t is None else cpu_view(t)
+    if t.dim() > 0:
+        raise RuntimeError(f"Expected all tensors to be on the same device, but found at least two devices, "
+                           f"zynq:0 and {t.device}!")
+    return t
+
+
+def accelerated(op: torch._ops.OpOverload) -> Callable[[Callable[..., torch.Tensor]], Callable[..., Any]]:
+    """Register-ready kernel for `op`: runs `fn` (CPU views in, CPU result out) and counts it as accelerated.
+
+    `fn` raises `NotOffloadable` for cases the kernel cannot take; those run through the CPU fallback and
+    are counted there, so the report shows them honestly.
+    """
+    name = op._schema.name + (f".{op._schema.overload_name}" if op._schema.overload_name else "")
+
+    def wrap(fn: Callable[..., torch.Tensor]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def kernel(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                if torch.autograd.profiler._is_profiler_enabled:
+                    with torch.profiler.record_function(f"zynq::{name}"):
+                        out = fn(*args, **kwargs)
+                else:
+                    out = fn(*args, **kwargs)
+            except NotOffloadable:
+                return run_on_cpu(op, args, kwargs)
+            result = adopt_result(out)
+            record(name, time.perf_counter() - t0, accelerated=True)
+            return result
+
+        kernel.op = op  # type: ignore[attr-defined]
+        return kernel
+
+    return wrap

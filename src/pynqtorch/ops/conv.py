@@ -1,0 +1,78 @@
+"""Convolution lowered to GEMM: im2col (unfold) of the input times the weight matrix, per group.
+
+`aten::convolution` reaches `convolution_overrideable` for PrivateUse1 tensors. 1-D and 2-D convolutions
+of any stride, padding, dilation and groups (depthwise included) run on the kernel; transposed and 3-D
+convolutions go to the CPU fallback, counted. The backward runs on CPU (`convolution_backward`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..device.fallback import run_on_cpu
+from ._common import NotOffloadable, accelerated, to_cpu
+from .engine_bridge import gemm
+from .gemm import _check
+
+aten = torch.ops.aten
+
+
+def conv2d_as_gemm(x: torch.Tensor, w: torch.Tensor, w_owner: torch.Tensor | None, bias: torch.Tensor | None,
+                   stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
+                   groups: int) -> torch.Tensor:
+    """2-D convolution of CPU tensors as im2col + GEMM (activations as A, weights as the cached B)."""
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    if c != cg * groups:
+        raise RuntimeError(f"Given groups={groups}, weight of size {list(w.shape)}, expected input"
+                           f"{list(x.shape)} to have {cg * groups} channels, but got {c} channels instead")
+    oh = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    ow = (wd + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    if oh <= 0 or ow <= 0:
+        raise RuntimeError(f"Calculated output size: ({o}x{oh}x{ow}). Output size is too small")
+    cols = F.unfold(x, (kh, kw), dilation=tuple(dilation), padding=tuple(padding), stride=tuple(stride))
+    og = o // groups
+    # A: [groups, N*L, Cg*kh*kw]; B: [groups, Cg*kh*kw, Og] (a view of the weight, so its cache key holds).
+    a = cols.view(n, groups, cg * kh * kw, oh * ow).permute(1, 0, 3, 2).reshape(groups, n * oh * ow, cg * kh * kw)
+    b = w.reshape(groups, og, cg * kh * kw).transpose(1, 2)
+    out = gemm(a if groups > 1 else a[0], b if groups > 1 else b[0], b_owner=w_owner)
+    out = out.reshape(groups, n, oh * ow, og).permute(1, 0, 3, 2).reshape(n, o, oh, ow)
+    if bias is not None:
+        out = out + bias.view(1, o, 1, 1)
+    return out
+
+
+# aten::convolution_overrideable(Tensor input, Tensor weight, Tensor? bias, SymInt[] stride, SymInt[] padding,
+#     SymInt[] dilation, bool transposed, SymInt[] output_padding, SymInt groups) -> Tensor
+@accelerated(aten.convolution_overrideable.default)
+def convolution_overrideable(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                             stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
+                             transposed: bool, output_padding: Sequence[int], groups: int) -> torch.Tensor:
+    _check(input, weight)
+    if transposed or input.dim() not in (3, 4) or not input.is_floating_point():
+        raise NotOffloadable("transposed, 3-D or integer convolution")
+    x, w, b = to_cpu(input), to_cpu(weight), to_cpu(bias)
+    if x.dim() == 3:  # conv1d as a 2-D convolution of height 1
+        out = conv2d_as_gemm(x.unsqueeze(2), w.unsqueeze(2), weight, b, (1, stride[0]), (0, padding[0]),
+                             (1, dilation[0]), groups)
+        return out.squeeze(2)
+    return conv2d_as_gemm(x, w, weight, b, stride, padding, dilation, groups)
+
+
+# aten::convolution_backward_overrideable(Tensor grad_output, Tensor input, Tensor weight, SymInt[] stride,
+#     SymInt[] padding, SymInt[] dilation, bool transposed, SymInt[] output_padding, SymInt groups,
+#     bool[3] output_mask) -> (Tensor grad_input, Tensor grad_weight, Tensor grad_bias)
+def convolution_backward_overrideable(grad_output, input, weight, stride, padding, dilation, transposed,
+                                      output_padding, groups, output_mask):
+    """Gradients on CPU through PyTorch's own `convolution_backward` (the fallback maps results back)."""
+    bias_sizes = [weight.shape[1] * groups if transposed else weight.shape[0]]
+    return run_on_cpu(aten.convolution_backward.default,
+                      (grad_output, input, weight, bias_sizes, stride, padding, dilation, transposed,
+                       output_padding, groups, output_mask), {})
+
+
+KERNELS = [convolution_overrideable]
+BACKWARD = {"convolution_backward_overrideable": convolution_backward_overrideable}
