@@ -1,0 +1,241 @@
+"""The `board` target through the unmodified pynq client against virtual PYNQ-Z2 boards on 127.0.0.1."""
+# ruff: noqa: F811 -- pytest fixtures are imported from board_fixtures and named as test arguments
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from board_fixtures import BoardProcess, Boards, board_process, boards, packed_overlay, write_overlay  # noqa: F401
+from pynqtorch.hw.kernels import find_kernel
+from pynqtorch.targets.base import golden_gemm
+from pynqtorch.targets.board import (
+    BoardTarget,
+    KernelTimeout,
+    VerifyError,
+    close_board_devices,
+    interchangeable,
+)
+from pynqtorch.targets.board_device import BoardError, parse_remote
+from pynqtorch.targets.board_overlay import OverlayError, check_against_hwh
+from pynqtorch.targets.board_spread import board_units, spread_gemm, spread_gemms
+from pynqtorch.targets.csim import CsimTarget
+
+PACKED = find_kernel("gemm_i8_packed").desc
+DSP = find_kernel("gemm_i8_dsp").desc
+
+
+def _ints(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    return rng.integers(-128, 128, shape, dtype=np.int8)
+
+
+def test_probe_needs_remote_devices_or_a_board(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PYNQ_REMOTE_DEVICES", raising=False)
+    assert "PYNQ_REMOTE_DEVICES is not set" in BoardTarget.probe()
+    monkeypatch.setenv("PYNQ_REMOTE_DEVICES", "127.0.0.1:1")
+    assert BoardTarget.probe() is None
+
+
+def test_remote_device_entries() -> None:
+    assert parse_remote("10.0.0.2, 127.0.0.1:50051,[::1]:7000") == [
+        ("10.0.0.2", 7967), ("127.0.0.1", 50051), ("::1", 7000)]
+    with pytest.raises(ValueError, match="invalid port 'x'"):
+        parse_remote("127.0.0.1:x")
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 16, 8), (3, 32, 24), (17, 48, 64), (64, 256, 128), (5, 16, 1024)])
+def test_tiles_bit_identical_to_csim_and_golden(boards: Boards, packed_overlay, m: int, n: int, k: int) -> None:
+    boards.connect(boards.start(packed_overlay))
+    unit = BoardTarget(overlay=packed_overlay).compute_units(PACKED)[0]
+    csim = CsimTarget(units=1).compute_units(PACKED)[0]
+    rng = np.random.default_rng(m * 1000 + n + k)
+    for a, b in [(_ints(rng, (m, k)), _ints(rng, (k, n))),
+                 (np.full((m, k), -128, np.int8), np.full((k, n), -128, np.int8))]:
+        got = unit.run(a, b)
+        assert got.dtype == np.int64
+        assert np.array_equal(got, golden_gemm(a, b, PACKED.arith))
+        assert np.array_equal(got, csim.run(a, b))
+
+
+def test_fixed_tile_kernel_on_bundled_single_overlay(boards: Boards) -> None:
+    boards.connect(boards.start("gemm_single"))
+    (unit,) = BoardTarget(overlay="gemm_single").compute_units(DSP)
+    rng = np.random.default_rng(7)
+    a, b = _ints(rng, (256, 256)), _ints(rng, (256, 256))
+    assert np.array_equal(unit.run(a, b), golden_gemm(a, b, DSP.arith))
+
+
+def test_dual_overlay_runs_both_kernels_concurrently(boards: Boards) -> None:
+    """The DSP and LUT-fabric builds of the 256-tile GEMM serve as two units; tiles overlap in time."""
+    vb = boards.start("gemm_dual")
+    boards.connect(vb)
+    target = BoardTarget(overlay="gemm_dual", verify=True, verify_every=1)
+    units = target.compute_units(DSP)
+    assert [u.instance for u in units] == ["gemm_i8_dsp_0", "gemm_i8_fabric_0"]
+    assert interchangeable(DSP, find_kernel("gemm_i8_fabric").desc)
+    rng = np.random.default_rng(3)
+    a, b = _ints(rng, (512, 256)), _ints(rng, (256, 512))
+    got = spread_gemm(a, b, units)
+    assert np.array_equal(got, a.astype(np.int64) @ b.astype(np.int64))
+    assert all(u.stats.calls == 2 for u in units)
+    assert vb.fabric.stats.completed == 4
+
+
+def test_two_boards_are_two_devices(boards: Boards, packed_overlay) -> None:
+    vb0, vb1 = boards.start(packed_overlay), boards.start(packed_overlay)
+    boards.connect(vb0, vb1)
+    from pynqtorch.targets.board import board_devices
+
+    assert [str(d) for d in board_devices()] == [vb0.address, vb1.address]
+    rng = np.random.default_rng(5)
+    a, b = _ints(rng, (4, 64)), _ints(rng, (64, 32))
+    for index, vb in enumerate((vb0, vb1)):
+        unit = BoardTarget(device=index, overlay=packed_overlay).compute_units(PACKED)[0]
+        before = vb.fabric.stats.completed
+        assert np.array_equal(unit.run(a, b), golden_gemm(a, b, PACKED.arith))
+        assert vb.fabric.stats.completed == before + 1
+    with pytest.raises(Exception, match="board device 2 does not exist; 2 board"):
+        BoardTarget(device=2)
+
+
+def test_spread_over_all_boards(boards: Boards, packed_overlay) -> None:
+    vbs = [boards.start(packed_overlay), boards.start(packed_overlay)]
+    boards.connect(*vbs)
+    units = board_units(PACKED, overlay=packed_overlay)
+    assert len(units) == 4
+    rng = np.random.default_rng(11)
+    pairs = [(_ints(rng, (300, 200)), _ints(rng, (200, 70))), (_ints(rng, (9, 40)), _ints(rng, (40, 500)))]
+    for (a, b), got in zip(pairs, spread_gemms(pairs, units)):
+        assert np.array_equal(got, a.astype(np.int64) @ b.astype(np.int64))
+    assert all(vb.fabric.stats.completed > 0 for vb in vbs)
+
+
+def test_hang_times_out_clearly_and_the_unit_recovers(boards: Boards, packed_overlay) -> None:
+    vb = boards.start(packed_overlay)
+    boards.connect(vb)
+    unit = BoardTarget(overlay=packed_overlay, timeout_s=0.5).compute_units(PACKED)[0]
+    rng = np.random.default_rng(2)
+    a, b = _ints(rng, (2, 16)), _ints(rng, (16, 16))
+    vb.faults.hang = True
+    t0 = time.monotonic()
+    with pytest.raises(KernelTimeout, match=r"gemm_i8_packed_0 \(0x40000000\).*did not raise ap_done within 0.5 s"):
+        unit.run(a, b)
+    assert time.monotonic() - t0 < 10  # bounded: the call returned, it did not hang
+    # Still hung: the next call waits for the IP to go idle, then says why it cannot start.
+    with pytest.raises(KernelTimeout, match="still busy with a call that timed out"):
+        unit.run(a, b)
+    vb.faults.hang = False
+    assert np.array_equal(unit.run(a, b), golden_gemm(a, b, PACKED.arith))
+    close_board_devices()
+    assert vb.live_buffers == 0
+
+
+def test_server_death_mid_call_is_a_clear_error(boards: Boards, packed_overlay) -> None:
+    vb = boards.start(packed_overlay)
+    boards.connect(vb)
+    unit = BoardTarget(overlay=packed_overlay, timeout_s=5).compute_units(PACKED)[0]
+    a, b = np.ones((1, 8), np.int8), np.ones((8, 16), np.int8)
+    unit.run(a, b)
+    vb.faults.die_at_start = 1
+    with pytest.raises(BoardError, match=r"board0/gemm_i8_packed_0: board 127.0.0.1:\d+ failed: UNAVAILABLE"):
+        unit.run(a, b)
+    with pytest.raises(BoardError, match="UNAVAILABLE"):
+        unit.run(a, b)
+
+
+def test_board_process_dying_is_a_clear_error(boards: Boards, board_process: type[BoardProcess],
+                                               packed_overlay) -> None:
+    proc = board_process("--overlay", str(packed_overlay), "--die-at-start", "2")
+    boards.connect(proc.address)
+    unit = BoardTarget(overlay=packed_overlay).compute_units(PACKED)[0]
+    a, b = np.ones((1, 8), np.int8), np.ones((8, 16), np.int8)
+    assert np.array_equal(unit.run(a, b), np.full((1, 16), 8))
+    with pytest.raises(BoardError, match="failed: UNAVAILABLE"):
+        unit.run(a, b)
+    assert proc.proc.wait(30) == 70
+
+
+def test_corrupted_results_are_caught_by_verify(boards: Boards, packed_overlay) -> None:
+    vb = boards.start(packed_overlay, corrupt=True)
+    boards.connect(vb)
+    rng = np.random.default_rng(4)
+    a, b = _ints(rng, (4, 32)), _ints(rng, (32, 16))
+    plain = BoardTarget(overlay=packed_overlay).compute_units(PACKED)[0]
+    assert not np.array_equal(plain.run(a, b), golden_gemm(a, b, PACKED.arith))  # what verify guards against
+    checked = BoardTarget(overlay=packed_overlay, verify=True).compute_units(PACKED)[0]
+    with pytest.raises(VerifyError, match=r"tile 4x32x16 differs from the golden model in 1 element"):
+        checked.run(a, b)
+
+
+def test_ten_thousand_calls_leak_no_buffers(boards: Boards, packed_overlay) -> None:
+    vb = boards.start(packed_overlay)
+    boards.connect(vb)
+    target = BoardTarget(overlay=packed_overlay)
+    units = target.compute_units(PACKED)
+    a, b = np.full((1, 8), 3, np.int8), np.full((8, 16), -2, np.int8)
+    want = np.full((1, 16), -48)
+
+    def worker(unit, calls: int) -> None:
+        for _ in range(calls):
+            assert np.array_equal(unit.run(a, b), want)
+
+    threads = [threading.Thread(target=worker, args=(u, 5000)) for u in units]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(u.stats.calls for u in units) == 10_000 == vb.fabric.stats.completed
+    assert target.board.pool.allocated <= 6  # one buffer set per concurrent caller: none per call
+    assert vb.memory.allocations == target.board.pool.allocated
+    close_board_devices()
+    assert vb.live_buffers == 0
+
+
+def test_overlay_not_loaded_on_the_board(boards: Boards) -> None:
+    boards.connect(boards.start(None))
+    with pytest.raises(OverlayError, match="IP gemm_i8_dsp_0 does not answer at 0x40000000"):
+        BoardTarget(overlay="gemm_single").compute_units(DSP)
+
+
+def test_overlay_without_the_kernel(boards: Boards, packed_overlay) -> None:
+    boards.connect(boards.start(packed_overlay))
+    with pytest.raises(Exception, match="has no IP running kernel 'gemm_i8_dsp'"):
+        BoardTarget(overlay=packed_overlay).compute_units(DSP)
+
+
+def _hwh(path, instance: str, regs: dict[str, int]) -> None:
+    body = "".join(f'<REGISTER NAME="{n}"><PROPERTY NAME="ADDRESS_OFFSET" VALUE="0x{o:x}"/></REGISTER>'
+                   for n, o in regs.items())
+    path.write_text(f'<EDKSYSTEM><MODULES><MODULE INSTANCE="{instance}" MODTYPE="gemm_i8_dsp"><REGISTERS>'
+                    f"{body}</REGISTERS></MODULE></MODULES></EDKSYSTEM>")
+
+
+def test_hwh_register_map_cross_check(tmp_path) -> None:
+    from pynqtorch.targets.board_overlay import find_overlay
+
+    spec = find_overlay("gemm_single")
+    good = {"CTRL": 0, "in1_1": 0x10, "in1_2": 0x14, "in2_1": 0x1C, "in2_2": 0x20, "out_1": 0x28, "out_2": 0x2C}
+    _hwh(tmp_path / "ok.hwh", "gemm_i8_dsp_0", good)
+    check_against_hwh(spec, tmp_path / "ok.hwh")
+    _hwh(tmp_path / "bad.hwh", "gemm_i8_dsp_0", {**good, "in2_1": 0x18})
+    with pytest.raises(OverlayError, match=r"'in2' is at 0x18 in the .hwh but 0x1c in .*description.json"):
+        check_against_hwh(spec, tmp_path / "bad.hwh")
+    _hwh(tmp_path / "other.hwh", "gemm_0", good)
+    with pytest.raises(OverlayError, match="IP gemm_i8_dsp_0 has no register map"):
+        check_against_hwh(spec, tmp_path / "other.hwh")
+
+
+def test_overlay_with_bit_but_no_hwh(boards: Boards, tmp_path) -> None:
+    folder = write_overlay(tmp_path, "gemm_nohwh", ["gemm_i8_dsp"])
+    (folder / "gemm_nohwh.bit").write_bytes(b"\x00")
+    boards.connect(boards.start(folder))
+    with pytest.raises(OverlayError, match="has no gemm_nohwh.hwh beside it"):
+        BoardTarget(overlay=folder).compute_units(DSP)
+
+
+def test_bad_options() -> None:
+    with pytest.raises(ValueError, match="timeout_s must be positive"):
+        BoardTarget(timeout_s=0)
