@@ -29,6 +29,8 @@ ActivationScheme = Literal["per_tensor", "per_row"]
 
 # Non-zero amax below this is quantized in float64 (qmax / amax must not overflow float32).
 _TINY_F32 = 2.0 ** -100
+# Below this many elements max|x| is taken with fewer, simpler ops (per-op overhead dominates).
+_SMALL = 1 << 18
 
 
 class QuantConfig(BaseModel):
@@ -140,6 +142,9 @@ def _amax(x: torch.Tensor, dim: int) -> torch.Tensor:
         shape = list(x.shape)
         shape[dim] = 1
         return x.new_zeros(shape)
+    if x.numel() < _SMALL:
+        return x.abs().amax(dim=dim, keepdim=True)
+    # Two reductions beat materializing |x| on large operands.
     return torch.maximum(x.amax(dim=dim, keepdim=True), x.amin(dim=dim, keepdim=True).neg_())
 
 
