@@ -5,6 +5,7 @@ from __future__ import annotations
 from ._app import app
 
 # Importing a module registers its subcommands on `app`.
+from . import demo  # noqa: E402,F401
 from . import info  # noqa: E402,F401
 from . import flows  # noqa: E402,F401
 from . import kernels  # noqa: E402,F401

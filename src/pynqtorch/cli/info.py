@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata as md
+import os
 import platform
 
 import typer
@@ -24,15 +25,16 @@ def collect() -> dict:
 
     import pynqtorch
     from ..hw.kernels import kernel_errors, kernels
-    from ..targets.registry import active_target_name, target_status
+    from ..targets.registry import DEFAULT_TARGET, ENV_TARGET, available_targets, current
 
     return {
         "versions": {"pynqtorch": pynqtorch.__version__, "torch": torch.__version__, "pynq": _version("pynq"),
                      "hls4ml": _version("hls4ml"), "python": platform.python_version(),
                      "machine": platform.machine()},
         "devices": {"count": torch.zynq.device_count(), "current": torch.zynq.current_device()},
-        "active_target": active_target_name(),
-        "targets": target_status(),
+        "active_target": (cur.name if (cur := current()) is not None
+                          else os.environ.get(ENV_TARGET, DEFAULT_TARGET)),
+        "targets": available_targets(),
         "kernels": {k.name: {"origin": k.origin, "folder": str(k.folder), "priority": k.desc.priority}
                     for k in kernels().values()},
         "kernel_errors": list(kernel_errors()),

@@ -40,9 +40,11 @@ class Report:
             for name, s in sorted(ops.items(), key=lambda kv: -kv[1].seconds):
                 table.add_row(name, where, str(s.calls), f"{s.seconds * 1e3:.3f}",
                               f"{s.seconds * 1e6 / max(s.calls, 1):.1f}")
-        units = self.engine.get("tiles_per_unit", {})
+        units = self.engine.get("units", {})
         if units:
-            table.caption = "tiles per compute unit: " + ", ".join(f"{u}={n}" for u, n in sorted(units.items()))
+            table.caption = (f"target {self.engine.get('target')}, kernel {self.engine.get('kernel')}; "
+                             "kernel calls / tiles per compute unit: "
+                             + ", ".join(f"{u}={s['calls']}/{s['tiles']}" for u, s in sorted(units.items())))
         return table
 
     def __str__(self) -> str:
