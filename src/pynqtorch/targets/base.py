@@ -18,10 +18,6 @@ import torch
 
 from ..hw.description import Arith, Description, Tile
 
-# int8 products are at most 2**14 in magnitude; float32 holds every integer below 2**24 exactly, so a
-# float32 dot product of int8 vectors is exact when K <= 2**24 / 2**14 = 1024.
-EXACT_F32_K = 1024
-
 
 class TargetUnavailable(RuntimeError):
     """The target cannot run here; the message says why and what to install or set."""
@@ -45,19 +41,23 @@ def _abs_bound(x: np.ndarray) -> int:
     return max(-int(x.min()), int(x.max()))
 
 
+def _tensor(x: np.ndarray) -> torch.Tensor:
+    x = np.ascontiguousarray(x)
+    return torch.from_numpy(x if x.flags.writeable else x.copy())
+
+
 def _blas(a: np.ndarray, b: np.ndarray, dtype: torch.dtype) -> np.ndarray:
     """``a @ b`` in float `dtype` through torch's BLAS, returned as int64 (callers prove it is exact)."""
-    ta = torch.from_numpy(np.ascontiguousarray(a)).to(dtype)
-    tb = torch.from_numpy(np.ascontiguousarray(b)).to(dtype)
-    return torch.mm(ta, tb).to(torch.int64).numpy()
+    return torch.mm(_tensor(a).to(dtype), _tensor(b).to(dtype)).to(torch.int64).numpy()
 
 
 def _exact_int_gemm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Exact int64 product of signed integer matrices (modulo 2**64 if it does not fit).
 
     A float dot product of integers is exact while every partial sum is an integer the float format holds:
-    |partial sum| <= k * max|a| * max|b| <= 2**24 (float32) or 2**53 (float64). K is cut into chunks meeting
-    that bound (at most 1024 for int8 operands in float32); chunk results are summed in int64. Operands too
+    |partial sum| <= k * max|a| * max|b| <= 2**24 (float32) or 2**53 (float64), whatever the summation
+    order. K is cut into chunks meeting that bound (1024 for int8 operands in float32: 2**24 / 2**14);
+    chunk results are summed in int64. Operands too
     wide for float64 go through numpy's integer matmul (exact modulo 2**64).
     """
     m, k = a.shape
