@@ -10,6 +10,7 @@ from . import ops
 from .device import StrictModeError, register, report, reset_report, strict
 from .engine import QuantConfig, get_quant_config, quant_config, set_quant_config
 from .hw.kernels import add_kernel_path
+from .modules import module_quant_config, set_module_quant_config
 from .targets.registry import use
 
 __version__ = "0.1.0"
@@ -18,4 +19,5 @@ register()
 ops.register()
 
 __all__ = ["QuantConfig", "StrictModeError", "__version__", "add_kernel_path", "get_quant_config",
-           "quant_config", "report", "reset_report", "set_quant_config", "strict", "use"]
+           "module_quant_config", "quant_config", "report", "reset_report", "set_module_quant_config",
+           "set_quant_config", "strict", "use"]

@@ -30,11 +30,13 @@ def to_cpu(t: torch.Tensor | None) -> torch.Tensor | None:
     return t
 
 
-def accelerated(op: torch._ops.OpOverload) -> Callable[[Callable[..., torch.Tensor]], Callable[..., Any]]:
+def accelerated(op: torch._ops.OpOverload, cpu_op: torch._ops.OpOverload | None = None
+                ) -> Callable[[Callable[..., torch.Tensor]], Callable[..., Any]]:
     """Register-ready kernel for `op`: runs `fn` (CPU views in, CPU result out) and counts it as accelerated.
 
-    `fn` raises `NotOffloadable` for cases the kernel cannot take; those run through the CPU fallback and
-    are counted there, so the report shows them honestly.
+    `fn` raises `NotOffloadable` for cases the kernel cannot take; those run through the CPU fallback as
+    `cpu_op` (default `op`; for ops CPU has no kernel of, such as `convolution_overrideable`) and are
+    counted there, so the report shows them honestly.
     """
     name = op._schema.name + (f".{op._schema.overload_name}" if op._schema.overload_name else "")
 
@@ -49,7 +51,7 @@ def accelerated(op: torch._ops.OpOverload) -> Callable[[Callable[..., torch.Tens
                 else:
                     out = fn(*args, **kwargs)
             except NotOffloadable:
-                return run_on_cpu(op, args, kwargs)
+                return run_on_cpu(cpu_op or op, args, kwargs)
             result = adopt_result(out)
             record(name, time.perf_counter() - t0, accelerated=True)
             return result

@@ -7,7 +7,7 @@ convolutions go to the CPU fallback, counted. The backward runs on CPU (`convolu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,9 +21,13 @@ aten = torch.ops.aten
 
 
 def conv2d_as_gemm(x: torch.Tensor, w: torch.Tensor, w_owner: torch.Tensor | None, bias: torch.Tensor | None,
-                   stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
-                   groups: int) -> torch.Tensor:
-    """2-D convolution of CPU tensors as im2col + GEMM (activations as A, weights as the cached B)."""
+                   stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int], groups: int,
+                   matmul: Callable[..., torch.Tensor] = gemm) -> torch.Tensor:
+    """2-D convolution of CPU tensors as im2col + GEMM (activations as A, weights as the cached B).
+
+    `matmul(a, b, b_owner=...)` computes the (batched) products; the engine's `gemm` unless a test passes
+    exact float64 arithmetic to check the lowering alone.
+    """
     n, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
     if c != cg * groups:
@@ -38,7 +42,7 @@ def conv2d_as_gemm(x: torch.Tensor, w: torch.Tensor, w_owner: torch.Tensor | Non
     # A: [groups, N*L, Cg*kh*kw]; B: [groups, Cg*kh*kw, Og] (a view of the weight, so its cache key holds).
     a = cols.view(n, groups, cg * kh * kw, oh * ow).permute(1, 0, 3, 2).reshape(groups, n * oh * ow, cg * kh * kw)
     b = w.reshape(groups, og, cg * kh * kw).transpose(1, 2)
-    out = gemm(a if groups > 1 else a[0], b if groups > 1 else b[0], b_owner=w_owner)
+    out = matmul(a if groups > 1 else a[0], b if groups > 1 else b[0], b_owner=w_owner)
     out = out.reshape(groups, n, oh * ow, og).permute(1, 0, 3, 2).reshape(n, o, oh, ow)
     if bias is not None:
         out = out + bias.view(1, o, 1, 1)
@@ -47,7 +51,7 @@ def conv2d_as_gemm(x: torch.Tensor, w: torch.Tensor, w_owner: torch.Tensor | Non
 
 # aten::convolution_overrideable(Tensor input, Tensor weight, Tensor? bias, SymInt[] stride, SymInt[] padding,
 #     SymInt[] dilation, bool transposed, SymInt[] output_padding, SymInt groups) -> Tensor
-@accelerated(aten.convolution_overrideable.default)
+@accelerated(aten.convolution_overrideable.default, cpu_op=aten.convolution.default)
 def convolution_overrideable(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                              stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
                              transposed: bool, output_padding: Sequence[int], groups: int) -> torch.Tensor:

@@ -24,4 +24,4 @@ def gemm(a: torch.Tensor, b: torch.Tensor, *, b_owner: torch.Tensor | None) -> t
         return engine.gemm(a, b)
     except OverflowError as e:
         raise OverflowError(f"{e}. With torch ops the result has the operands' dtype: cast the operands to a "
-                            "wider integer type first, e.g. a.int() @ b.int()") from None
+                            "wider integer type first, e.g. a.long() @ b.long()") from None

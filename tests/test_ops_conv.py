@@ -1,0 +1,104 @@
+"""Convolution lowered to im2col + GEMM on the kernel, against torch on CPU."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import pynqtorch
+from pynqtorch.ops.conv import conv2d_as_gemm
+
+# (in_ch, out_ch, kernel, stride, padding, dilation, groups, bias)
+CONV2D = [
+    (c_in, c_out, k, s, p, d, g, bias)
+    for (c_in, c_out, g), k, s, p, d, bias in itertools.product(
+        [(3, 8, 1), (4, 8, 2), (6, 6, 6)],  # plain, grouped, depthwise
+        [1, 3, (3, 5)], [1, 2], [0, 1, "same", "valid"], [1, 2], [True, False])
+    if not (p == "same" and s != 1)
+][::4]
+CONV1D = [(3, 5, 4, 2, 3, 2, 1, True), (4, 4, 3, 1, "same", 1, 4, False), (2, 6, 1, 1, 0, 1, 2, True),
+          (5, 7, 5, 3, "valid", 1, 1, False)]
+
+
+def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
+    return ((got - want).norm() / want.norm()).item()
+
+
+def test_sweep_size():
+    assert len(CONV2D) + len(CONV1D) >= 40
+
+
+@pytest.mark.parametrize("cfg", CONV2D, ids=str)
+def test_conv2d_matches_cpu(cfg):
+    c_in, c_out, k, s, p, d, g, bias = cfg
+    torch.manual_seed(hash(cfg) % 1000)
+    conv = torch.nn.Conv2d(c_in, c_out, k, stride=s, padding=p, dilation=d, groups=g, bias=bias).eval()
+    x = torch.randn(2, c_in, 11, 10)
+    with torch.no_grad():
+        want = conv(x)
+        pynqtorch.reset_report()
+        got = conv.to("zynq")(x.to("zynq")).cpu()
+    assert got.shape == want.shape
+    assert rel_err(got, want) < 0.02
+    assert pynqtorch.report().accelerated["aten::convolution_overrideable"].calls == 1
+
+
+@pytest.mark.parametrize("cfg", CONV1D, ids=str)
+def test_conv1d_matches_cpu(cfg):
+    c_in, c_out, k, s, p, d, g, bias = cfg
+    torch.manual_seed(1)
+    conv = torch.nn.Conv1d(c_in, c_out, k, stride=s, padding=p, dilation=d, groups=g, bias=bias).eval()
+    x = torch.randn(3, c_in, 23)
+    with torch.no_grad():
+        want = conv(x)
+        got = conv.to("zynq")(x.to("zynq")).cpu()
+    assert rel_err(got, want) < 0.02
+
+
+def test_im2col_gemm_is_exact_equivalent_of_conv_in_float64():
+    """The lowering itself (without quantization) equals torch's convolution."""
+    torch.manual_seed(2)
+    x, w, b = torch.randn(2, 4, 9, 8, dtype=torch.float64), torch.randn(6, 2, 3, 2, dtype=torch.float64), None
+    for stride, pad, dil in [((1, 1), (0, 0), (1, 1)), ((2, 1), (1, 2), (1, 2)), ((1, 3), (2, 0), (2, 1))]:
+        got = conv2d_as_gemm(x, w, None, b, stride, pad, dil, groups=2, matmul=lambda a, bb, b_owner: a @ bb)
+        torch.testing.assert_close(got, F.conv2d(x, w, b, stride, pad, dil, groups=2))
+
+
+def test_transposed_and_3d_convolutions_fall_back_and_are_counted():
+    torch.manual_seed(3)
+    tconv = torch.nn.ConvTranspose2d(3, 4, 3, stride=2)
+    x = torch.randn(1, 3, 5, 5)
+    c3 = torch.nn.Conv3d(2, 3, 2)
+    x3 = torch.randn(1, 2, 4, 4, 4)
+    with torch.no_grad():
+        want_t, want_3 = tconv(x), c3(x3)
+        pynqtorch.reset_report()
+        got_t = tconv.to("zynq")(x.to("zynq")).cpu()
+        got_3 = c3.to("zynq")(x3.to("zynq")).cpu()
+    torch.testing.assert_close(got_t, want_t)
+    torch.testing.assert_close(got_3, want_3)
+    rep = pynqtorch.report()
+    assert rep.cpu["aten::convolution"].calls == 2 and "aten::convolution_overrideable" not in rep.accelerated
+
+
+def test_conv_backward_runs():
+    torch.manual_seed(4)
+    conv = torch.nn.Conv2d(2, 3, 3, padding=1)
+    x = torch.randn(2, 2, 6, 6)
+    conv(x).sum().backward()
+    want = conv.weight.grad.clone()
+    conv.zero_grad()
+    zc = conv.to("zynq")
+    zx = x.to("zynq").requires_grad_()
+    zc(zx).sum().backward()
+    torch.testing.assert_close(zc.weight.grad.cpu(), want, rtol=1e-4, atol=1e-4)
+    assert zx.grad.shape == x.shape
+
+
+def test_conv_channel_mismatch_is_a_clear_error():
+    conv = torch.nn.Conv2d(3, 4, 3).to("zynq")
+    with pytest.raises(RuntimeError, match="expected input.*to have 3 channels"):
+        conv(torch.randn(1, 5, 8, 8).to("zynq"))
