@@ -146,7 +146,7 @@ class Scheduler:
             res = self.units[u].run(a, b)
             t2 = time.perf_counter()
         tiles = (task.m[2] // tile[0]) * (task.n[2] // tile[1]) * (task.k[2] // tile[2])
-        STATS.unit_call(self.units[u].name, tiles, False, t2 - t1)
+        STATS.unit_calls(self.units[u].name, 1, tiles, 0, t2 - t1)
         out = torch.from_numpy(res) if res.flags.writeable else torch.from_numpy(res.copy())
         STATS.phase("prepare", t1 - t0)
         STATS.phase("run", t2 - t1)
@@ -157,6 +157,7 @@ class Scheduler:
         unit: ComputeUnit = self.units[u]
         lock = self._unit_locks[u]
         prep = run = coll = 0.0
+        calls = tiles = padded = 0
         try:
             while (task := job.take(u)) is not None:
                 t0 = time.perf_counter()
@@ -166,15 +167,17 @@ class Scheduler:
                     t1 = time.perf_counter()
                     res = unit.run(a_blk, b_blk)
                     t2 = time.perf_counter()
-                padded = (task.m[1], task.n[1], task.k[1]) != (task.m[2], task.n[2], task.k[2])
-                STATS.unit_call(unit.name, job.tiles(task), padded, t2 - t1)
                 job.collect(task, res)
                 t3 = time.perf_counter()
                 prep, run, coll = prep + tp - t0, run + t2 - t1, coll + t3 - t2
+                calls += 1
+                tiles += job.tiles(task)
+                padded += (task.m[1], task.n[1], task.k[1]) != (task.m[2], task.n[2], task.k[2])
         except BaseException:
             job.failed = True
             raise
         finally:
+            STATS.unit_calls(unit.name, calls, tiles, padded, run)
             STATS.phase("prepare", prep)
             STATS.phase("run", run)
             STATS.phase("collect", coll)

@@ -21,12 +21,14 @@ class Stats:
             self._phases: dict[str, float] = defaultdict(float)
             self._counters: dict[str, int] = defaultdict(int)
 
-    def unit_call(self, unit: str, tiles: int, padded: bool, seconds: float) -> None:
+    def unit_calls(self, unit: str, calls: int, tiles: int, padded: int, seconds: float) -> None:
+        if not calls:
+            return
         with self._lock:
             u = self._units[unit]
-            u["calls"] += 1
+            u["calls"] += calls
             u["tiles"] += tiles
-            u["padded_calls"] += int(padded)
+            u["padded_calls"] += padded
             u["busy_s"] += seconds
 
     def phase(self, name: str, seconds: float) -> None:
