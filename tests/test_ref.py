@@ -79,7 +79,7 @@ def test_ref_call_limits() -> None:
     assert RefTarget(large_calls=False).call_limits(RUNTIME).model_dump() == {"m": 65536, "n": 256, "k": 1024}
     assert RefTarget(large_calls=False).call_limits(FIXED).model_dump() == {"m": 256, "n": 256, "k": 256}
     big = RefTarget().call_limits(FIXED)
-    assert (big.m, big.n, big.k) == (65536, 8192, 8192)
+    assert (big.m, big.n, big.k) == (4096, 4096, 4096)
     assert all(getattr(big, d) % getattr(FIXED.tile, d) == 0 for d in "mnk")
     with pytest.raises(ValueError, match="units"):
         RefTarget(units=0)

@@ -1,10 +1,11 @@
 """The `ref` target: compute units running the golden model (`golden_gemm`) on the host.
 
 The golden model is exact for any call shape, so besides the description's own calls the ref units take
-*large calls*: any multiple of the kernel tile up to `LARGE_CALL` per dimension (K still limited by the
-engine's no-overflow bound). The engine then sends a whole GEMM in a few calls and the float32 BLAS inside
-`golden_gemm` runs at full speed; results equal the sum of the description-sized calls bit for bit because
-the engine only issues K chunks whose accumulator provably cannot overflow.
+*large calls*: any multiple of the kernel tile up to `LARGE_CALL` per dimension, or the description's limit
+if larger (K still limited by the engine's no-overflow bound). The engine then sends a whole GEMM in a few
+calls and the float32 BLAS inside `golden_gemm` runs at full speed; results equal the sum of the
+description-sized calls bit for bit because the engine only issues K chunks whose accumulator provably
+cannot overflow.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import numpy as np
 from ..hw.description import Description, Tile
 from .base import ComputeUnit, Target, golden_gemm
 
-# Per-dimension call limit of ref units in large-call mode (rounded up to a tile multiple).
-LARGE_CALL = {"m": 1 << 16, "n": 1 << 13, "k": 1 << 13}
+# Per-dimension call limit of ref units in large-call mode (rounded up to a tile multiple); keeps the
+# float32 copies and int64 result of one call within a few hundred MB.
+LARGE_CALL = {"m": 1 << 12, "n": 1 << 12, "k": 1 << 12}
 
 
 class RefUnit(ComputeUnit):
