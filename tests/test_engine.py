@@ -339,3 +339,34 @@ def test_stats_report_phases_and_reset() -> None:
     assert s["counters"]["gemm_float"] == 1 and s["counters"]["kernel_calls"] == 8
     engine.reset_stats()
     assert engine.stats()["units"] == {} and engine.stats()["counters"] == {}
+
+
+def test_next_call_is_prepared_while_the_unit_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Double buffering: during a unit's first call, its other worker prepares the next call."""
+    from pynqtorch.engine import scheduler as sched
+
+    strict(FIXED, units=1)
+    prepared = threading.Semaphore(0)
+    original = sched._Job.prepare
+
+    def counting(self, task):
+        out = original(self, task)
+        prepared.release()
+        return out
+
+    monkeypatch.setattr(sched._Job, "prepare", counting)
+    unit = registry.active().units[0]
+    overlapped: list[bool] = []
+    run = unit._run
+
+    def first_waits(a, b):
+        if not overlapped:
+            # This call's own preparation released once; the next call's must follow while we hold the unit.
+            overlapped.append(prepared.acquire(timeout=30) and prepared.acquire(timeout=30))
+        return run(a, b)
+
+    unit._run = first_waits
+    a = torch.ones(512, 256, dtype=torch.int8)
+    out = engine.gemm(a, a.t().contiguous(), out_dtype=torch.int32)
+    assert overlapped == [True]
+    assert torch.equal(out, torch.full((512, 512), 256, dtype=torch.int32))

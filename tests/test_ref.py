@@ -19,6 +19,7 @@ from test_engine import FIXED, RUNTIME, f64_bound, row_scales
 def _fresh(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv(registry.ENV_TARGET, raising=False)
     registry.reset()
+    engine.reset_stats()
     yield
     registry.reset()
 
