@@ -236,6 +236,15 @@ def test_overlay_with_bit_but_no_hwh(boards: Boards, tmp_path) -> None:
         BoardTarget(overlay=folder).compute_units(DSP)
 
 
+def test_bad_tile_shape_is_refused_before_the_kernel_runs(boards: Boards, packed_overlay) -> None:
+    vb = boards.start(packed_overlay)
+    boards.connect(vb)
+    unit = BoardTarget(overlay=packed_overlay).compute_units(PACKED)[0]
+    with pytest.raises(ValueError, match="n=8 must be a positive multiple of 16"):
+        unit.run(np.ones((1, 8), np.int8), np.ones((8, 8), np.int8))
+    assert vb.fabric.stats.starts == 0
+
+
 def test_bad_options() -> None:
     with pytest.raises(ValueError, match="timeout_s must be positive"):
         BoardTarget(timeout_s=0)

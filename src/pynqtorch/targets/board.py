@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..hw.description import Description
-from ..hw.packing import pack_operand, unpack_result, word_dtype, words_for
+from ..hw.packing import call_dims, pack_operand, unpack_result, word_dtype, words_for
 from .base import ComputeUnit, Target, TargetUnavailable, golden_gemm
 from .board_device import (
     REMOTE_ENV,
@@ -188,6 +188,9 @@ class BoardUnit(ComputeUnit):
     def _run(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         m, k = a.shape
         n = b.shape[1]
+        if b.shape[0] != k:
+            raise ValueError(f"{self.name}: a is {m}x{k} but b is {b.shape[0]}x{n}")
+        call_dims(self.desc, m, n, k)  # a bad shape is an error here, not a kernel that never finishes
         t0 = time.perf_counter()
         words = {"a": pack_operand(a, self._args["a"]), "b": pack_operand(b, self._args["b"])}
         for role, w in words.items():
