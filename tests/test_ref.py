@@ -123,6 +123,8 @@ def test_selection_by_env_default_and_use(monkeypatch: pytest.MonkeyPatch) -> No
     assert first.closed and not second.closed
     assert second.desc.name == "fixed256" and len(second.units) == 4
     assert engine.use(kernel=RUNTIME).units.__len__() == 4  # options kept when only the kernel changes
+    with pytest.raises(TypeError, match="target 'ref' does not take options \\['overlay'\\]"):
+        engine.use("ref", overlay="gemm_dual")
 
 
 def test_auto_picks_highest_priority_available() -> None:

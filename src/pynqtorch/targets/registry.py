@@ -130,7 +130,10 @@ def _build(name: str, kernel: KernelSpec | None, options: dict[str, Any]) -> Act
     if reason is not None:
         raise TargetUnavailable(f"target {name!r} is unavailable: {reason}")
     desc, folder = _resolve_kernel(kernel)
-    target = cls(**options)
+    try:
+        target = cls(**options)
+    except TypeError as e:
+        raise TypeError(f"target {name!r} does not take options {sorted(options)}: {e}") from None
     units = target.compute_units(desc)
     if not units:
         raise TargetUnavailable(f"target {name!r} offers no compute units for kernel {desc.name!r}")
