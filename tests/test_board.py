@@ -248,3 +248,26 @@ def test_bad_tile_shape_is_refused_before_the_kernel_runs(boards: Boards, packed
 def test_bad_options() -> None:
     with pytest.raises(ValueError, match="timeout_s must be positive"):
         BoardTarget(timeout_s=0)
+
+
+def test_model_through_the_engine_matches_csim(boards: Boards, packed_overlay) -> None:
+    import torch
+
+    import pynqtorch
+    from pynqtorch.targets.registry import reset
+
+    vb = boards.start(packed_overlay)
+    boards.connect(vb)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10)).eval()
+    x = torch.randn(5, 64)
+    outs = {}
+    try:
+        for name, options in (("csim", {}), ("board", {"overlay": packed_overlay})):
+            pynqtorch.use(name, kernel="gemm_i8_packed", **options)
+            with torch.no_grad():
+                outs[name] = model.to("zynq")(x.to("zynq")).cpu()
+    finally:
+        reset()
+    assert torch.equal(outs["csim"], outs["board"])
+    assert vb.fabric.stats.completed >= 2
