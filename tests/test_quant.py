@@ -193,7 +193,10 @@ def test_prepared_handle_and_entries_die_with_the_tensor() -> None:
     w.add_(1.0)  # stale handle: re-quantized, never used stale
     assert torch.equal(engine.gemm(x, w, weight=handle), engine.gemm(x, w))
     assert _counters()["weight_quantizations"] == 2
-    del w, handle
+    other = torch.randn(300, 40)  # same geometry and version, other memory: the handle is not used
+    assert torch.equal(engine.gemm(x, other, weight=handle), engine.gemm(x, other))
+    assert _counters()["weight_quantizations"] == 3
+    del w, handle, other
     gc.collect()
     assert engine.stats()["weight_cache_entries"] == n0 - 1
 

@@ -16,7 +16,7 @@ from .limbs import Operand, call_k, check_host_sum, combine, split
 from .quant import QuantConfig, quantize, resolve_config
 from .scheduler import scheduler
 from .stats import STATS
-from .weights import QuantizedWeight, cached, geometry
+from .weights import QuantizedWeight, cached, is_current
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
@@ -119,20 +119,18 @@ def _weight(b3: torch.Tensor, src: torch.Tensor, handle: bool | QuantizedWeight,
             version: Hashable | None, cfg: QuantConfig | None) -> QuantizedWeight:
     _, d, qmax = _kernel()
     params = (d, qmax, cfg.weights) if cfg is not None else (d,)
-    if isinstance(handle, QuantizedWeight) and handle.key == (geometry(src), params):
-        current = version if version is not None else src._version
-        if handle.version == current:
-            return handle
+    if isinstance(handle, QuantizedWeight) and is_current(handle, src, params, owner, version):
+        return handle
 
     def build() -> QuantizedWeight:
         t0 = time.perf_counter()
         if cfg is None:
             op = split(b3, d, "b")
-            qw = QuantizedWeight(Operand(op.stacked.contiguous(), op.count, op.bound, d), None, None, (), None)
+            qw = QuantizedWeight(Operand(op.stacked.contiguous(), op.count, op.bound, d), None, None)
         else:
             qb = quantize(b3, -2, cfg.weights == "per_channel", qmax)
             op = split(qb.q.contiguous(), d, "b", (-qmax, qmax))
-            qw = QuantizedWeight(op, qb.scale, qb.bad, (), None)
+            qw = QuantizedWeight(op, qb.scale, qb.bad)
         STATS.phase("weight_prepare", time.perf_counter() - t0)
         return qw
 

@@ -30,8 +30,9 @@ class QuantizedWeight:
     operand: Operand
     scale: torch.Tensor | None
     bad: torch.Tensor | None
-    key: tuple
-    version: Hashable
+    key: tuple = ()
+    version: Hashable = None
+    owner: weakref.ref | None = None
 
 
 _cache: weakref.WeakKeyDictionary[object, dict[tuple, QuantizedWeight]] = weakref.WeakKeyDictionary()
@@ -74,11 +75,19 @@ def cached(t: torch.Tensor, params: tuple, build: Callable[[], QuantizedWeight],
             STATS.count("weight_cache_hits")
             return hit
     qw = build()
-    qw.key, qw.version = key, version
+    qw.key, qw.version, qw.owner = key, version, weakref.ref(own)
     STATS.count("weight_quantizations")
     with _lock:
         _cache.setdefault(own, {})[key] = qw
     return qw
+
+
+def is_current(qw: QuantizedWeight, t: torch.Tensor, params: tuple, owner: object | None,
+               version: Hashable | None) -> bool:
+    """Whether handle `qw` was made from `t`'s memory, geometry, `params` and current version."""
+    if qw.owner is None or qw.owner() is not _owner(t, owner) or qw.key != (geometry(t), params):
+        return False
+    return qw.version == (_version(t) if version is None else version)
 
 
 def invalidate_weights(owner: object) -> None:
