@@ -21,6 +21,7 @@ class HostAllocator:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._live: dict[weakref.ref, int] = {}  # buffer -> its accounted size, until it is collected
         self.allocated = 0
         self.peak = 0
         self.count = 0
@@ -46,21 +47,22 @@ class HostAllocator:
         return self._account(buf)
 
     def _account(self, buf: torch.Tensor) -> torch.Tensor:
-        if buf.dtype != torch.uint8 or buf.dim() != 1 or buf.storage_offset() != 0 or not buf.is_contiguous():
+        if (buf.dtype is not torch.uint8 or buf.device.type != "cpu" or buf.dim() != 1 or buf.storage_offset()
+                or buf.stride(0) != 1):
             raise ValueError(f"{type(self).__name__}: a host buffer must be a flat contiguous uint8 CPU tensor "
-                             f"starting at its storage's first byte, got {buf.dtype} {tuple(buf.shape)} "
-                             f"at offset {buf.storage_offset()}")
+                             f"starting at its storage's first byte, got {buf.dtype} {tuple(buf.shape)} on "
+                             f"{buf.device} at offset {buf.storage_offset()}")
         n = buf.numel()
         with self._lock:
+            self._live[weakref.ref(buf, self._release)] = n
             self.allocated += n
             self.count += 1
             self.peak = max(self.peak, self.allocated)
-        weakref.finalize(buf, self._release, n)
         return buf
 
-    def _release(self, n: int) -> None:
+    def _release(self, ref: weakref.ref) -> None:
         with self._lock:
-            self.allocated -= n
+            self.allocated -= self._live.pop(ref)
             self.count -= 1
 
     def reset_peak(self) -> None:

@@ -8,9 +8,11 @@ storage; fresh results become new zynq tensors that take over the CPU memory. Ev
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,4 +161,33 @@ def run_on_cpu(op: Any, args: tuple, kwargs: dict) -> Any:
 
 
 def _boxed_fallback(op: Any, *args: Any, **kwargs: Any) -> Any:
+    return run_on_cpu(op, args, kwargs)
+
+
+# Structured ops the GEMM layer (ops/) accelerates: their functional forms stay free for its kernels.
+_GEMM_FAMILY = frozenset({"mm", "addmm", "bmm", "baddbmm", "addmv", "addbmm", "_addmm_activation"})
+
+
+def direct_kernels() -> dict[str, Callable[..., Any]]:
+    """CPU-fallback kernels for the functional and in-place forms of structured aten ops, by overload name.
+
+    Without them PyTorch runs such an op on zynq as `empty` (a zynq allocation) followed by its `out=`
+    form: two Python calls and an output handed over twice. Registered directly, the op runs on CPU in one
+    call, its fresh result is adopted, and the report names the op the user called (`add.Tensor`).
+    """
+    kernels: dict[str, Callable[..., Any]] = {}
+    for qualified in torch._C._dispatch_get_all_op_names():
+        ns, _, name = qualified.partition("::")
+        if ns != "aten" or not torch._C._dispatch_has_kernel_for_dispatch_key(
+                qualified, "CompositeExplicitAutogradNonFunctional"):
+            continue
+        base, _, overload = name.partition(".")
+        if base.rstrip("_") in _GEMM_FAMILY or torch._C._dispatch_has_kernel_for_dispatch_key(qualified, "PrivateUse1"):
+            continue
+        op = getattr(getattr(torch.ops.aten, base), overload or "default")
+        kernels[name] = functools.partial(_direct, op)
+    return kernels
+
+
+def _direct(op: Any, *args: Any, **kwargs: Any) -> Any:
     return run_on_cpu(op, args, kwargs)

@@ -14,6 +14,7 @@ import torch
 from . import report
 from .allocator import get_allocator
 from .storage import (
+    contiguous_strides,
     cpu_view,
     is_zynq,
     make_storage,
@@ -102,7 +103,7 @@ def _zynq_storage(self: torch.Tensor, source: torch.UntypedStorage) -> torch.Unt
 def set_storage_offset(self: torch.Tensor, source: torch.UntypedStorage, storage_offset: int,
                        size: Sequence[int], stride: Sequence[int] = ()) -> torch.Tensor:
     if not stride:
-        stride = torch.empty(tuple(size), device="meta").stride() if size else ()
+        stride = contiguous_strides(size)
     return set_metadata(self, _zynq_storage(self, source), storage_offset, size, stride)
 
 

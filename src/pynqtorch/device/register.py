@@ -52,6 +52,8 @@ def register() -> None:
     impl = torch.library.Library("aten", "IMPL")
     for name, fn in kernels.KERNELS.items():
         impl.impl(name, fn, "PrivateUse1")
+    for name, fn in fallback.direct_kernels().items():
+        impl.impl(name, fn, "PrivateUse1")
     for key in ("Conjugate", "Negative"):
         for name, fn in kernels.MATH_BIT_KERNELS.items():
             impl.impl(name, fn, key)

@@ -18,9 +18,10 @@ import torch
 from .allocator import get_allocator
 
 HOST_ATTR = "_zynq_host"
+BASES_ATTR = "_zynq_bases"  # per-dtype CPU tensors over the host buffer, the bases of CPU views
 GEN_ATTR = "_zynq_gen"
 _CPU_KEYS = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU)
-_set_cpu = torch.ops.aten.set_.source_Storage_storage_offset.redispatch
+_set_cpu = torch.ops.aten.set_.source_Storage_storage_offset._handle.redispatch_boxed
 
 
 def is_zynq(t: object) -> bool:
@@ -63,6 +64,7 @@ def make_storage(host: torch.Tensor, device: torch.device) -> torch.UntypedStora
     """A zynq storage pointing at host buffer `host` (flat uint8, starting at its storage's first byte)."""
     st = torch._C._construct_storage_from_data_pointer(host.data_ptr(), device, host.numel())
     setattr(st, HOST_ATTR, host)
+    setattr(st, BASES_ATTR, {})
     st.__deepcopy__ = _StorageCopy(host, device)
     return st
 
@@ -84,10 +86,28 @@ def _needed_bytes(size: Sequence[int], stride: Sequence[int], offset: int, items
     return (offset + 1 + sum((n - 1) * st for n, st in zip(size, stride))) * itemsize
 
 
+def contiguous_strides(size: Sequence[int]) -> tuple[int, ...]:
+    """Row-major strides of `size` (as PyTorch computes them: size-0/1 dims do not zero the others)."""
+    strides = []
+    acc = 1
+    for n in reversed(size):
+        strides.append(acc)
+        acc *= max(n, 1)
+    return tuple(reversed(strides))
+
+
 def cpu_view(t: torch.Tensor) -> torch.Tensor:
     """A CPU tensor aliasing `t`'s host memory with `t`'s sizes, strides, offset, dtype and conj/neg bits."""
-    host = host_buffer(t)
-    out = torch.empty((), dtype=t.dtype).set_(host.untyped_storage(), t.storage_offset(), t.size(), t.stride())
+    st = t.untyped_storage()
+    try:
+        bases = getattr(st, BASES_ATTR)
+    except AttributeError:
+        raise RuntimeError("zynq tensor has no host memory (was it created outside pynqtorch?)") from None
+    dtype = t.dtype
+    base = bases.get(dtype)
+    if base is None:
+        base = bases[dtype] = torch.empty(0, dtype=dtype).set_(getattr(st, HOST_ATTR).untyped_storage())
+    out = base.as_strided(t.size(), t.stride(), t.storage_offset())
     if t.is_conj():
         out = out.conj()
     if t.is_neg():
@@ -111,11 +131,12 @@ def new_tensor(size: Sequence[int], stride: Sequence[int] | None, dtype: torch.d
     """A new zynq tensor with its own storage; `host` (flat uint8) is adopted or a fresh buffer allocated."""
     size = tuple(size)
     if stride is None:
-        stride = torch.empty(size, device="meta").stride() if size else ()
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    nbytes = _needed_bytes(size, stride, offset, itemsize)
+        stride = contiguous_strides(size)
     alloc = get_allocator()
-    host = alloc.allocate(nbytes) if host is None else alloc.adopt(host)
+    if host is None:
+        host = alloc.allocate(_needed_bytes(size, stride, offset, dtype.itemsize))
+    else:
+        host = alloc.adopt(host)
     t = _wrapper(dtype)
     return set_metadata(t, make_storage(host, t.device), offset, size, stride)
 
@@ -135,15 +156,14 @@ def adopt_result(x: torch.Tensor) -> torch.Tensor:
     """A new zynq tensor holding `x`, a fresh CPU result nobody else holds: its memory is taken over, not copied."""
     if x.is_conj() or x.is_neg():
         x = x.resolve_conj().resolve_neg()
-    st = x.untyped_storage()
-    host = torch.empty(0, dtype=torch.uint8).set_(st, 0, (st.nbytes(),), (1,))
+    host = torch.empty(0, dtype=torch.uint8).set_(x.untyped_storage())
     return new_tensor(x.size(), x.stride(), x.dtype, host=host, offset=x.storage_offset())
 
 
 def resize(t: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """`t.resize_(size)` for zynq tensors: contiguous strides, host buffer grown (keeping data) if needed."""
     size = tuple(size)
-    stride = torch.empty(size, device="meta").stride() if size else ()
+    stride = contiguous_strides(size)
     need = _needed_bytes(size, stride, t.storage_offset(), t.element_size())
     host = host_buffer(t)
     st = t.untyped_storage()
@@ -163,7 +183,7 @@ def sync_from_cpu(t: torch.Tensor, c: torch.Tensor) -> None:
     st = t.untyped_storage()
     cst = c.untyped_storage()
     if cst.data_ptr() != st.data_ptr():
-        host = torch.empty(0, dtype=torch.uint8).set_(cst, 0, (cst.nbytes(),), (1,))
+        host = torch.empty(0, dtype=torch.uint8).set_(cst)
         st = make_storage(get_allocator().adopt(host), t.device)
     elif c.size() == t.size() and c.stride() == t.stride() and c.storage_offset() == t.storage_offset():
         return
