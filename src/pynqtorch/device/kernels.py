@@ -27,11 +27,16 @@ from .storage import (
 
 
 def _check_device(device: torch.device | None) -> None:
-    if device is not None and device.index not in (None, 0):
-        from .module import device_count
+    """Tensors live on zynq:0 (one host memory); other indices are boards used as extra compute units."""
+    if device is None or device.index in (None, 0):
+        return
+    from .module import device_count
 
-        if device.index >= device_count():
-            raise RuntimeError(f"zynq device {device} does not exist: {device_count()} zynq device(s) present")
+    if device.index >= device_count():
+        raise RuntimeError(f"zynq device {device} does not exist: {device_count()} zynq device(s) present")
+    raise RuntimeError(f"cannot place a tensor on {device}: zynq tensors live on zynq:0, in the host memory "
+                       "every board reads; further boards add compute units to the same device "
+                       "(see pynqtorch.targets.board_spread)")
 
 
 def _dtype(dtype: torch.dtype | None) -> torch.dtype:
