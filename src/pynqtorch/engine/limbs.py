@@ -49,10 +49,10 @@ def split(x: torch.Tensor, d: int, side: str, known: tuple[int, int] | None = No
     `known` is a (min, max) range already known to hold, sparing a pass over the data.
     """
     lo_d, hi_d = -(1 << (d - 1)), (1 << (d - 1)) - 1
-    if x.dtype == torch.int8 and d == 8:
-        lo, hi = -128, 127
-    elif known is not None:
+    if known is not None:
         lo, hi = known
+    elif x.dtype == torch.int8 and d == 8:
+        lo, hi = -128, 127
     elif x.numel() == 0:
         lo, hi = 0, 0
     else:
