@@ -8,7 +8,7 @@ import io
 import pytest
 import torch
 
-import pynqtorch
+import pynqtorch  # noqa: F401  (registers the zynq device)
 from pynqtorch.device.storage import host_buffer
 
 ZYNQ = torch.device("zynq", 0)
