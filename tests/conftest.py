@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+pytest_plugins = ["board_fixtures"]
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 

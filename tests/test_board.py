@@ -1,5 +1,4 @@
 """The `board` target through the unmodified pynq client against virtual PYNQ-Z2 boards on 127.0.0.1."""
-# ruff: noqa: F811 -- pytest fixtures are imported from board_fixtures and named as test arguments
 
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from board_fixtures import BoardProcess, Boards, board_process, boards, packed_overlay, write_overlay  # noqa: F401
+from board_fixtures import BoardProcess, Boards, write_overlay
 from pynqtorch.hw.kernels import find_kernel
 from pynqtorch.targets.base import golden_gemm
 from pynqtorch.targets.board import (

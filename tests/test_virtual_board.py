@@ -1,5 +1,4 @@
 """The virtual PYNQ-Z2 as the unmodified pynq >= 4.0 client sees it over real gRPC on 127.0.0.1."""
-# ruff: noqa: F811 -- pytest fixtures are imported from board_fixtures and named as test arguments
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ import pynq
 import pytest
 from pynq.pl_server.remote_device import RemoteDevice
 
-from board_fixtures import BoardProcess, Boards, board_process, boards, packed_overlay  # noqa: F401
+from board_fixtures import BoardProcess, Boards
 from pynqtorch.hw.kernels import find_kernel
 from pynqtorch.hw.packing import pack_operand, unpack_result
 from pynqtorch.targets.base import golden_gemm
