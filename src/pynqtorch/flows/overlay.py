@@ -15,8 +15,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..hw.jsonspec import CIdentifier, load_spec
 from ..hw.kernels import hw_root
 
 # The PS7 M_AXI_GP0 window in which AXI-lite control registers of PL IPs are mapped.
@@ -92,19 +93,12 @@ class Overlay(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str
+    name: CIdentifier
     board: Literal["pynq-z2"] = "pynq-z2"
     part: Literal["xc7z020clg400-1"] = "xc7z020clg400-1"
     bitstream: str
     clock_mhz: int = Field(100, gt=0, le=250)
     ips: list[OverlayIP] = Field(min_length=1)
-
-    @field_validator("name")
-    @classmethod
-    def _ident(cls, v: str) -> str:
-        if not v.isidentifier():
-            raise ValueError(f"{v!r} is not a C identifier")
-        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> Overlay:
@@ -147,26 +141,12 @@ class OverlayInfo:
         return self.bitstream.with_suffix(".hwh")
 
 
-def _field_path(loc: tuple) -> str:
-    return ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[")
-
-
 def load_overlay(path: str | os.PathLike) -> Overlay:
     """Read and validate an `overlay.json` (or an overlay folder), raising `OverlayError` naming file and field."""
     path = Path(path)
     if path.is_dir():
         path = path / "overlay.json"
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise OverlayError(f"{path}: no such file") from None
-    except json.JSONDecodeError as e:
-        raise OverlayError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-    try:
-        spec = Overlay.model_validate(raw)
-    except ValidationError as e:
-        lines = [f"{path}: field '{_field_path(err['loc']) or '<root>'}': {err['msg']}" for err in e.errors()]
-        raise OverlayError("\n".join(lines)) from None
+    spec = load_spec(path, Overlay, OverlayError)
     if path.parent.name != spec.name:
         raise OverlayError(f"{path}: field 'name': {spec.name!r} differs from its folder name {path.parent.name!r}")
     return spec

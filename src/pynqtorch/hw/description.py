@@ -9,11 +9,12 @@ offsets the board target programs, plus a cycle model. Errors name the file and 
 from __future__ import annotations
 
 import ast
-import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .jsonspec import CIdentifier, load_spec
 
 Role = Literal["a", "b", "c", "m", "n", "k"]
 DIM_ROLES = ("m", "n", "k")
@@ -112,14 +113,14 @@ class Perf(_Strict):
     def predict(self, m: int, n: int, k: int) -> int:
         """Predicted cycles for one kernel call on an m×k by k×n problem."""
         code = compile(ast.parse(self.cycles, mode="eval"), "<perf>", "eval")
-        return int(eval(code, {"__builtins__": {}}, {"m": m, "n": n, "k": k, **_PERF_FUNCS}))  # noqa: S307
+        return int(eval(code, {"__builtins__": {}}, {"m": m, "n": n, "k": k, **_PERF_FUNCS}))
 
 
 class Description(_Strict):
     """A validated `description.json`."""
 
-    name: str
-    top: str
+    name: CIdentifier
+    top: CIdentifier
     op: Literal["gemm"]
     sources: list[str] = Field(min_length=1)
     testbench: str | None = None
@@ -135,13 +136,6 @@ class Description(_Strict):
     control: Control = Control()
     hls: Hls = Hls()
     perf: Perf
-
-    @field_validator("name", "top")
-    @classmethod
-    def _ident(cls, v: str) -> str:
-        if not v.isidentifier():
-            raise ValueError(f"{v!r} is not a C identifier")
-        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> Description:
@@ -176,21 +170,6 @@ class Description(_Strict):
         return getattr(self.tile, dim)
 
 
-def _field_path(loc: tuple) -> str:
-    return ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[")
-
-
 def load_description(path: str | Path) -> Description:
     """Read and validate a `description.json`, raising `DescriptionError` naming file and field."""
-    path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError as e:
-        raise DescriptionError(f"{path}: no such file") from e
-    except json.JSONDecodeError as e:
-        raise DescriptionError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
-    try:
-        return Description.model_validate(raw)
-    except ValidationError as e:
-        lines = [f"{path}: field '{_field_path(err['loc']) or '<root>'}': {err['msg']}" for err in e.errors()]
-        raise DescriptionError("\n".join(lines)) from None
+    return load_spec(Path(path), Description, DescriptionError)
