@@ -9,7 +9,14 @@ import torch
 from pynqtorch import engine
 from pynqtorch.hw.description import Arith
 from pynqtorch.targets import registry
-from pynqtorch.targets.base import Target, TargetUnavailable, golden_gemm, wrap_signed
+from pynqtorch.targets.base import (
+    Target,
+    TargetUnavailable,
+    _int8_blas,
+    golden_gemm,
+    int8_gemm_exact,
+    wrap_signed,
+)
 from pynqtorch.targets.null import NullTarget
 from pynqtorch.targets.ref import RefTarget
 from test_engine import FIXED, RUNTIME, f64_bound, row_scales
@@ -51,6 +58,25 @@ def test_golden_int8_extremes_exact_across_blas_chunks(k: int) -> None:
     assert out.dtype == np.int64
     assert np.array_equal(out, _exact(a, b))
     assert out[0, 0] == k * 16384
+
+
+def test_golden_float_paths_exact_for_int8_values_in_wider_arrays() -> None:
+    """int16 arrays (no integer GEMM) take float32 BLAS in K chunks of 1024; still exact at the extremes."""
+    rng = np.random.default_rng(2)
+    a = rng.choice(np.array([-128, 127], np.int16), (4, 4096))
+    b = rng.choice(np.array([-128, 127], np.int16), (4096, 3))
+    a[0], b[:, 0] = -128, -128
+    assert np.array_equal(golden_gemm(a, b, Arith(acc_bits=64)), _exact(a, b))
+
+
+def test_integer_blas_self_check_matches_exact_products() -> None:
+    """Where the integer GEMM is used it passed its check; it must then agree on fresh extreme cases."""
+    if not int8_gemm_exact():
+        pytest.skip("torch._int_mm is not exact here; golden_gemm uses float BLAS")
+    rng = np.random.default_rng(3)
+    a = rng.choice(np.array([-128, 127, -127, 0], np.int8), (33, 2000))
+    b = rng.choice(np.array([-128, 127, 1], np.int8), (2000, 45))
+    assert np.array_equal(_int8_blas(a, b), _exact(a, b))
 
 
 def test_golden_wide_operands_use_exact_paths() -> None:

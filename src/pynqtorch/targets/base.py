@@ -11,7 +11,10 @@ here by `golden_gemm`, the bit-exact model of the kernel's arithmetic.
 from __future__ import annotations
 
 import abc
+import functools
+import itertools
 import threading
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -51,26 +54,62 @@ def _blas(a: np.ndarray, b: np.ndarray, dtype: torch.dtype) -> np.ndarray:
     return torch.mm(_tensor(a).to(dtype), _tensor(b).to(dtype)).to(torch.int64).numpy()
 
 
+def _int8_blas(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` of int8 matrices with int32 accumulation (`torch._int_mm`), returned as int64."""
+    return torch._int_mm(_tensor(a), _tensor(b)).to(torch.int64).numpy()
+
+
+@functools.cache
+def int8_gemm_exact() -> bool:
+    """Whether `torch._int_mm` gives exact int32 results on this machine (checked once).
+
+    Integer GEMM kernels without dot-product instructions may saturate 16-bit pair sums; the check runs
+    saturation-prone patterns (all extremes, random ±127/-128) on row, column and blocked shapes against
+    int64 numpy. Any mismatch or error keeps the float BLAS path.
+    """
+    rng = np.random.default_rng(0)
+
+    def extremes(g: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+        return g.choice(np.array([-128, 127], np.int8), shape)
+
+    try:
+        for m, k, n in itertools.product((1, 5, 64), (1, 8, 130, 1030), (1, 7, 64)):
+            for va, vb in ((-128, -128), (127, -128), (-128, 127), (127, 127), (None, None)):
+                a = extremes(rng, (m, k)) if va is None else np.full((m, k), va, np.int8)
+                b = extremes(rng, (k, n)) if vb is None else np.full((k, n), vb, np.int8)
+                if not np.array_equal(_int8_blas(a, b), a.astype(np.int64) @ b.astype(np.int64)):
+                    return False
+    except Exception:  # noqa: BLE001 - any failure just disables the integer path
+        return False
+    return True
+
+
 def _exact_int_gemm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Exact int64 product of signed integer matrices (modulo 2**64 if it does not fit).
 
-    A float dot product of integers is exact while every partial sum is an integer the float format holds:
-    |partial sum| <= k * max|a| * max|b| <= 2**24 (float32) or 2**53 (float64), whatever the summation
-    order. K is cut into chunks meeting that bound (1024 for int8 operands in float32: 2**24 / 2**14);
-    chunk results are summed in int64. Operands too
-    wide for float64 go through numpy's integer matmul (exact modulo 2**64).
+    int8 operands use an integer GEMM with int32 accumulation when `int8_gemm_exact()` (exact while
+    ``k * 2**14 < 2**31``). Otherwise a float dot product of integers is exact while every partial sum is
+    an integer the format holds: ``|partial sum| <= k * max|a| * max|b| <= 2**24`` (float32) or ``2**53``
+    (float64), whatever the summation order. K is cut into chunks meeting the bound (1024 for int8 in
+    float32) and chunk results are summed in int64. Operands too wide for float64 go through numpy's
+    integer matmul (exact modulo 2**64).
     """
     m, k = a.shape
     n = b.shape[1]
     bound = max(_abs_bound(a) * _abs_bound(b), 1)
-    for dtype, limit in ((torch.float32, 1 << 24), (torch.float64, 1 << 53)):
+    paths: list[tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], int]] = [
+        (functools.partial(_blas, dtype=torch.float32), 1 << 24),
+        (functools.partial(_blas, dtype=torch.float64), 1 << 53)]
+    if a.dtype == np.int8 and b.dtype == np.int8 and a.size and b.size and int8_gemm_exact():
+        paths.insert(0, (_int8_blas, (1 << 31) - 1))
+    for fn, limit in paths:
         chunk = limit // bound
         if chunk >= k:
-            return _blas(a, b, dtype)
+            return fn(a, b)
         if chunk >= 64:
             out = np.zeros((m, n), np.int64)
             for k0 in range(0, k, chunk):
-                out += _blas(a[:, k0:k0 + chunk], b[k0:k0 + chunk], dtype)
+                out += fn(a[:, k0:k0 + chunk], b[k0:k0 + chunk])
             return out
     return a.astype(np.int64) @ b.astype(np.int64)
 
