@@ -3,9 +3,10 @@
 A GEMM ``[B, M, K] @ [B, K, N]`` is cut into calls: each dimension into blocks of the largest multiple of
 the kernel tile the target takes per call (K further limited so the accumulator cannot overflow). Only
 blocks at the far edge of a dimension are shorter than the call and get zero padding (output cropped).
-Calls are spread round-robin over all units by a persistent pool with two workers per unit: while one holds the unit,
-the other prepares its next call (slice, pad, make contiguous) and collects its previous result (add into
-the int64 output) — double buffering without hand-off queues.
+Calls are spread round-robin over all units by a persistent pool with two workers per unit: while one holds
+the unit, the other prepares its next call (slice, pad, make contiguous) and collects its previous result
+(K partial results summed in a cache-resident int64 buffer, stored once per output block) — double
+buffering without hand-off queues.
 """
 
 from __future__ import annotations
@@ -52,34 +53,53 @@ def _block(src: np.ndarray, r: tuple[int, int, int], c: tuple[int, int, int]) ->
 
 
 class _Job:
-    """One GEMM being executed: its tasks, a shared cursor, output and per-block locks."""
+    """One GEMM being executed: its work items, per-unit cursors, the output and per-block locks.
 
-    def __init__(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, tasks: list[Task], n_blocks: int,
-                 tile: tuple[int, int, int], units: int, first: int) -> None:
-        self.a, self.b, self.out, self.tasks, self.tile = a, b, out, tasks, tile
-        # Task i goes to unit (first + i) % units: a deterministic spread over identical units, rotated from
+    An item is either all K calls of one output block in order (*exclusive*: summed in a cache-resident
+    buffer, stored once) or a single call added into the output under the block's lock (used when there
+    are too few output blocks to keep every worker busy).
+    """
+
+    def __init__(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, items: list[list[Task]], exclusive: bool,
+                 n_blocks: int, tile: tuple[int, int, int], units: int, first: int) -> None:
+        self.a, self.b, self.out, self.items, self.tile = a, b, out, items, tile
+        self.exclusive = exclusive
+        # Item i goes to unit (first + i) % units: a deterministic spread over identical units, rotated from
         # call to call; the two slots of a unit share its cursor.
         self._cursors = [itertools.count((u - first) % units, units) for u in range(units)]
         self._locks = [threading.Lock() for _ in range(min(n_blocks, 64))]
         self._written = bytearray(n_blocks)
         self.failed = False
 
-    def take(self, unit: int) -> Task | None:
+    def take(self, unit: int) -> list[Task] | None:
         i = next(self._cursors[unit])
-        return None if self.failed or i >= len(self.tasks) else self.tasks[i]
+        return None if self.failed or i >= len(self.items) else self.items[i]
 
     def prepare(self, t: Task) -> tuple[np.ndarray, np.ndarray]:
         return _block(self.a[t.batch], t.m, t.k), _block(self.b[t.batch], t.k, t.n)
 
-    def collect(self, t: Task, res: np.ndarray) -> None:
+    def _dst(self, t: Task) -> np.ndarray:
+        return self.out[t.batch, t.m[0]:t.m[0] + t.m[1], t.n[0]:t.n[0] + t.n[1]]
+
+    def accumulate(self, t: Task, res: np.ndarray, acc: np.ndarray | None) -> np.ndarray | None:
+        """Fold one call's result in: into the local sum of an exclusive item, else into the output."""
         src = res[:t.m[1], :t.n[1]]
-        dst = self.out[t.batch, t.m[0]:t.m[0] + t.m[1], t.n[0]:t.n[0] + t.n[1]]
+        if self.exclusive:
+            if acc is None:
+                return np.array(src)  # a copy: the unit may reuse its result buffer
+            acc += src
+            return acc
         with self._locks[t.out_block % len(self._locks)]:
             if self._written[t.out_block]:
-                dst += src
+                self._dst(t)[...] += src
             else:
-                dst[...] = src
+                self._dst(t)[...] = src
                 self._written[t.out_block] = 1
+        return None
+
+    def store(self, t: Task, acc: np.ndarray | None) -> None:
+        if self.exclusive and acc is not None:
+            self._dst(t)[...] = acc
 
     def tiles(self, t: Task) -> int:
         return (t.m[2] // self.tile[0]) * (t.n[2] // self.tile[1]) * (t.k[2] // self.tile[2])
@@ -122,11 +142,15 @@ class Scheduler:
             return out.unsqueeze(0)
         out = torch.empty((bt, m, n), dtype=torch.int64)
         first = next(self._next_unit) % len(self.units)
-        job = _Job(a.numpy(), b.numpy(), out.numpy(), tasks, bt * len(mb) * len(nb), tile, len(self.units), first)
-        if len(tasks) == 1:
+        n_blocks = bt * len(mb) * len(nb)
+        exclusive = n_blocks >= _SLOTS * len(self.units)
+        items = ([tasks[i:i + len(kb)] for i in range(0, len(tasks), len(kb))] if exclusive
+                 else [[t] for t in tasks])
+        job = _Job(a.numpy(), b.numpy(), out.numpy(), items, exclusive, n_blocks, tile, len(self.units), first)
+        if len(items) == 1:
             self._work(job, first)
         else:
-            busy = [(first + i) % len(self.units) for i in range(min(len(self.units), len(tasks)))]
+            busy = [(first + i) % len(self.units) for i in range(min(len(self.units), len(items)))]
             futures = [self._pool.submit(self._work, job, u) for u in busy for _ in range(_SLOTS)]
             errors = [f.exception() for f in futures]
             err = next((e for e in errors if e is not None), None)
@@ -159,20 +183,24 @@ class Scheduler:
         prep = run = coll = 0.0
         calls = tiles = padded = 0
         try:
-            while (task := job.take(u)) is not None:
-                t0 = time.perf_counter()
-                a_blk, b_blk = job.prepare(task)
-                tp = time.perf_counter()
-                with lock:
-                    t1 = time.perf_counter()
-                    res = unit.run(a_blk, b_blk)
-                    t2 = time.perf_counter()
-                job.collect(task, res)
+            while (item := job.take(u)) is not None:
+                acc = None
+                for task in item:
+                    t0 = time.perf_counter()
+                    a_blk, b_blk = job.prepare(task)
+                    tp = time.perf_counter()
+                    with lock:
+                        t1 = time.perf_counter()
+                        res = unit.run(a_blk, b_blk)
+                        t2 = time.perf_counter()
+                    acc = job.accumulate(task, res, acc)
+                    prep, run, coll = prep + tp - t0, run + t2 - t1, coll + time.perf_counter() - t2
+                    calls += 1
+                    tiles += job.tiles(task)
+                    padded += (task.m[1], task.n[1], task.k[1]) != (task.m[2], task.n[2], task.k[2])
                 t3 = time.perf_counter()
-                prep, run, coll = prep + tp - t0, run + t2 - t1, coll + t3 - t2
-                calls += 1
-                tiles += job.tiles(task)
-                padded += (task.m[1], task.n[1], task.k[1]) != (task.m[2], task.n[2], task.k[2])
+                job.store(item[0], acc)
+                coll += time.perf_counter() - t3
         except BaseException:
             job.failed = True
             raise
