@@ -84,6 +84,11 @@ def int8_gemm_exact() -> bool:
     return True
 
 
+_FLOAT_PATHS: list[tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], int]] = [
+    (functools.partial(_blas, dtype=torch.float32), 1 << 24),
+    (functools.partial(_blas, dtype=torch.float64), 1 << 53)]
+
+
 def _exact_int_gemm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Exact int64 product of signed integer matrices (modulo 2**64 if it does not fit).
 
@@ -97,11 +102,10 @@ def _exact_int_gemm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     m, k = a.shape
     n = b.shape[1]
     bound = max(_abs_bound(a) * _abs_bound(b), 1)
-    paths: list[tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], int]] = [
-        (functools.partial(_blas, dtype=torch.float32), 1 << 24),
-        (functools.partial(_blas, dtype=torch.float64), 1 << 53)]
-    if a.dtype == np.int8 and b.dtype == np.int8 and a.size and b.size and int8_gemm_exact():
-        paths.insert(0, (_int8_blas, (1 << 31) - 1))
+    int8 = a.dtype == np.int8 and b.dtype == np.int8 and a.size and b.size and int8_gemm_exact()
+    if int8 and k * bound < 1 << 31:
+        return _int8_blas(a, b)
+    paths = ([(_int8_blas, (1 << 31) - 1)] if int8 else []) + _FLOAT_PATHS
     for fn, limit in paths:
         chunk = limit // bound
         if chunk >= k:
