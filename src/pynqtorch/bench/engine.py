@@ -118,7 +118,7 @@ def mlp(reps: int, kernel: str, batch: int = 64) -> dict[str, Any]:
 
 
 def run(quick: bool = False, ref_kernel: str = "gemm_i8_packed", host_kernel: str = "gemm_i8_dsp",
-        units: int = 2) -> dict[str, Any]:
+        units: int = 1) -> dict[str, Any]:
     """All measurements as plain data."""
     reps = 5 if quick else 25
     saved = registry.current()
@@ -173,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
     p.add_argument("--ref-kernel", default="gemm_i8_packed", help="kernel for the ref GEMM, error and MLP rows")
     p.add_argument("--host-kernel", default="gemm_i8_dsp", help="kernel for the null host-path row")
-    p.add_argument("--units", type=int, default=2, help="null compute units for the host-path row")
+    p.add_argument("--units", type=int, default=1, help="null compute units for the host-path row")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = p.parse_args(argv)
     if args.threads is not None:
