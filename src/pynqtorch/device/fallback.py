@@ -55,6 +55,7 @@ class _Plan:
     mixed_ok: bool
     written: tuple[int | str, ...]  # positions / names of arguments the op writes to
     record_name: str
+    tensor_args: tuple[int, ...]  # positions of plain Tensor arguments (a wrapped number may arrive there)
 
 
 _plans: dict[Any, _Plan] = {}
@@ -70,9 +71,63 @@ def _plan(op: Any) -> _Plan:
         views = any(r.alias_info is not None and not r.alias_info.is_write for r in schema.returns)
         written = tuple(a.name if a.kwarg_only else i for i, a in enumerate(schema.arguments)
                         if a.alias_info is not None and a.alias_info.is_write)
+        tensor_args = tuple(i for i, a in enumerate(schema.arguments)
+                            if not a.kwarg_only and isinstance(a.type, torch._C.TensorType))
         plan = _plans[op] = _Plan(full, views or name in _MEMORY_OPS, name in _MIXED_DEVICE_OK, written,
-                                  f"zynq::cpu_fallback::{full}")
+                                  f"zynq::cpu_fallback::{full}", tensor_args)
     return plan
+
+
+_NUMBER = (bool, int, float, complex)
+_scalar_overloads: dict[tuple[Any, tuple[int, ...]], Any] = {}
+
+
+def _scalar_overload(op: Any, positions: tuple[int, ...]) -> Any:
+    """The overload of `op` taking Scalars at `positions` where `op` takes Tensors (`remainder.Scalar` for
+    `remainder.Tensor`), or None."""
+    key = (op, positions)
+    if key not in _scalar_overloads:
+        schema = op._schema
+        packet = getattr(torch.ops.aten, schema.name.split("::")[1])
+        found = None
+        for overload in packet.overloads():
+            cand = getattr(packet, overload)._schema
+            if len(cand.arguments) == len(schema.arguments) and all(
+                    str(c.type) == ("Scalar" if i in positions else str(a.type))
+                    for i, (a, c) in enumerate(zip(schema.arguments, cand.arguments))) and [
+                    str(r.type) for r in cand.returns] == [str(r.type) for r in schema.returns]:
+                found = getattr(packet, overload)
+                break
+        _scalar_overloads[key] = found
+    return _scalar_overloads[key]
+
+
+def _number_tensor(v: complex, args: tuple) -> torch.Tensor:
+    """A 0-dim CPU tensor standing in for wrapped number `v`, typed so it promotes as the number would."""
+    dtypes = [a.dtype for a in args if isinstance(a, torch.Tensor)]
+    if isinstance(v, bool):
+        dtype = torch.bool
+    elif isinstance(v, int):
+        dtype = torch.int64
+    elif isinstance(v, float):
+        dtype = next((d for d in dtypes if d.is_floating_point or d.is_complex), torch.get_default_dtype())
+        dtype = dtype.to_real() if dtype.is_complex else dtype
+    else:
+        dtype = next((d for d in dtypes if d.is_complex), None) or (
+            torch.complex128 if torch.float64 in dtypes else torch.complex64)
+    return torch.tensor(v, dtype=dtype)
+
+
+def _wrapped_numbers(op: Any, plan: _Plan, args: tuple) -> tuple[Any, tuple]:
+    """PyTorch hands 0-dim "wrapped number" tensors to Python kernels as Python numbers, which the CPU op
+    would reject: call its Scalar overload instead, or pass an equivalent 0-dim CPU tensor."""
+    positions = tuple(i for i in plan.tensor_args if i < len(args) and isinstance(args[i], _NUMBER))
+    if not positions:
+        return op, args
+    scalar_op = _scalar_overload(op, positions)
+    if scalar_op is not None:
+        return scalar_op, args
+    return op, tuple(_number_tensor(a, args) if i in positions else a for i, a in enumerate(args))
 
 
 def _device_error(plan: _Plan, other: torch.device) -> RuntimeError:
@@ -145,14 +200,17 @@ def run_on_cpu(op: Any, args: tuple, kwargs: dict) -> Any:
     if _debug:
         log.warning("zynq: %s -> cpu fallback", plan.name)
     t0 = time.perf_counter()
+    cpu_op = op
+    if plan.tensor_args:
+        cpu_op, args = _wrapped_numbers(op, plan, args)
     u = _Unwrapper(plan)
     cargs = tuple(u.arg(a) for a in args)
     ckwargs = {k: u.arg(v) for k, v in kwargs.items()} if kwargs else kwargs
     if torch.autograd.profiler._is_profiler_enabled:
         with torch.profiler.record_function(plan.record_name):
-            out = op(*cargs, **ckwargs)
+            out = cpu_op(*cargs, **ckwargs)
     else:
-        out = op(*cargs, **ckwargs)
+        out = cpu_op(*cargs, **ckwargs)
     if plan.written:
         u.sync_written(args, kwargs)
     res = u.result(out)
@@ -169,20 +227,26 @@ _GEMM_FAMILY = frozenset({"mm", "addmm", "bmm", "baddbmm", "addmv", "addbmm", "_
 
 
 def direct_kernels() -> dict[str, Callable[..., Any]]:
-    """CPU-fallback kernels for the functional and in-place forms of structured aten ops, by overload name.
+    """CPU-fallback kernels registered directly for ops PyTorch would otherwise decompose on zynq.
 
-    Without them PyTorch runs such an op on zynq as `empty` (a zynq allocation) followed by its `out=`
-    form: two Python calls and an output handed over twice. Registered directly, the op runs on CPU in one
-    call, its fresh result is adopted, and the report names the op the user called (`add.Tensor`).
+    - Functional and in-place forms of structured ops: PyTorch would run them as `empty` (a zynq
+      allocation) followed by the `out=` form, two Python calls and an output handed over twice. Direct,
+      the op runs on CPU in one call, its fresh result is adopted, and the report names the op the user
+      called (`add.Tensor`).
+    - Ops with a CPU kernel and a generic composite (`native_layer_norm`, `native_group_norm`, ...):
+      the composite would give results that differ from CPU in the last bits.
     """
     kernels: dict[str, Callable[..., Any]] = {}
+    has = torch._C._dispatch_has_kernel_for_dispatch_key
     for qualified in torch._C._dispatch_get_all_op_names():
         ns, _, name = qualified.partition("::")
-        if ns != "aten" or not torch._C._dispatch_has_kernel_for_dispatch_key(
-                qualified, "CompositeExplicitAutogradNonFunctional"):
+        if ns != "aten" or has(qualified, "PrivateUse1"):
+            continue
+        if not (has(qualified, "CompositeExplicitAutogradNonFunctional")
+                or (has(qualified, "CPU") and has(qualified, "CompositeExplicitAutograd"))):
             continue
         base, _, overload = name.partition(".")
-        if base.rstrip("_") in _GEMM_FAMILY or torch._C._dispatch_has_kernel_for_dispatch_key(qualified, "PrivateUse1"):
+        if base.rstrip("_") in _GEMM_FAMILY:
             continue
         op = getattr(getattr(torch.ops.aten, base), overload or "default")
         kernels[name] = functools.partial(_direct, op)
