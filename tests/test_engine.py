@@ -370,3 +370,31 @@ def test_next_call_is_prepared_while_the_unit_runs(monkeypatch: pytest.MonkeyPat
     out = engine.gemm(a, a.t().contiguous(), out_dtype=torch.int32)
     assert overlapped == [True]
     assert torch.equal(out, torch.full((512, 512), 256, dtype=torch.int32))
+
+
+def test_host_accumulator_bound_is_checked() -> None:
+    from pynqtorch.engine.limbs import Operand, check_host_sum
+
+    op = Operand(torch.empty(0, dtype=torch.int8), 1, 128, 8)
+    check_host_sum(1 << 40, op, op)
+    with pytest.raises(OverflowError, match="int64 host accumulator"):
+        check_host_sum(1 << 48, op, op)
+
+
+@pytest.mark.parametrize("kernel", ["gemm_i8_packed", "gemm_i8_dsp"])
+def test_csim_target_matches_ref_bit_for_bit(kernel: str) -> None:
+    """The engine on the kernel's own C++ gives exactly the ref results (integers and quantized floats)."""
+    reason = registry.unavailable_reason("csim")
+    if reason is not None:
+        pytest.skip(reason)
+    g = torch.Generator().manual_seed(9)
+    a = torch.randint(-128, 128, (300, 520), dtype=torch.int8, generator=g)
+    b = torch.randint(-128, 128, (520, 70), dtype=torch.int8, generator=g)
+    x, w = torch.randn(40, 300, generator=g), torch.randn(300, 20, generator=g)
+    engine.use("ref", kernel=kernel)
+    want_f = engine.gemm(x, w)
+    engine.use("csim", kernel=kernel)
+    engine.reset_stats()
+    assert torch.equal(engine.gemm(a, b, out_dtype=torch.int32), a.int() @ b.int())
+    assert torch.equal(engine.gemm(x, w), want_f)
+    assert all(name.startswith("csim") for name in engine.stats()["tiles_per_unit"])
