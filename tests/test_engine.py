@@ -196,6 +196,10 @@ def test_layouts_give_identical_results() -> None:
     assert torch.equal(engine.gemm(row, b), engine.gemm(row.contiguous(), b))
     a3 = torch.randn(3, 5, 90, generator=g)
     assert torch.equal(engine.gemm(a3, b), engine.gemm(a3.reshape(15, 90), b).reshape(3, 5, 100))
+    ni = torch._neg_view(torch.randint(-127, 128, (20, 90), dtype=torch.int8, generator=g))
+    bi = torch.randint(-128, 128, (90, 30), dtype=torch.int8, generator=g)
+    assert ni.is_neg()
+    assert torch.equal(engine.gemm(ni, bi, out_dtype=torch.int32), ni.resolve_neg().int() @ bi.int())
     ai = torch.randint(-100, 100, (64, 90), dtype=torch.int16, generator=g)
     assert torch.equal(engine.gemm(ai.t().contiguous().t(), b.t().round().to(torch.int16).t(),
                                    out_dtype=torch.int64),

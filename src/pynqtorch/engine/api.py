@@ -77,6 +77,7 @@ def gemm(a: torch.Tensor, b: torch.Tensor, *, weight: bool | QuantizedWeight = F
     from `prepare_weight` may be passed instead (used if still current).
     """
     batched = _check(a, b)
+    a, b = a.resolve_neg(), b.resolve_neg()  # views with the negative bit set (no-op otherwise)
     k, n = b.shape[-2], b.shape[-1]
     if batched:
         a3, b3, shape = a, b, (a.shape[0], a.shape[1], n)
