@@ -93,7 +93,7 @@ def _scalar_overload(op: Any, positions: tuple[int, ...]) -> Any:
         for overload in packet.overloads():
             cand = getattr(packet, overload)._schema
             if len(cand.arguments) == len(schema.arguments) and all(
-                    str(c.type) == ("Scalar" if i in positions else str(a.type))
+                    str(c.type) == ("number" if i in positions else str(a.type))
                     for i, (a, c) in enumerate(zip(schema.arguments, cand.arguments))) and [
                     str(r.type) for r in cand.returns] == [str(r.type) for r in schema.returns]:
                 found = getattr(packet, overload)
