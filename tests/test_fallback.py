@@ -105,6 +105,17 @@ def test_out_of_size_zero_is_resized() -> None:
     assert torch.equal(cat_out.cpu(), torch.cat([a, a]))
 
 
+def test_out_resize_of_a_tensor_with_views_keeps_every_alias_readable() -> None:
+    a = torch.randn(6)
+    out = torch.zeros(2, device="zynq")
+    view = out[:1]
+    with pytest.warns(UserWarning, match="resized"):
+        torch.exp(a.to("zynq"), out=out)
+    assert torch.equal(out.cpu(), torch.exp(a))
+    assert view.shape == (1,) and view.cpu().item() == torch.exp(a)[0].item()
+    assert out.untyped_storage().nbytes() == 24
+
+
 def test_resize_keeps_data_and_grows() -> None:
     z = torch.arange(4.0).to("zynq")
     z.resize_(2, 2)
@@ -149,6 +160,14 @@ def test_wrapped_numbers_promote_like_cpu() -> None:
         assert got.dtype == ref.dtype and torch.equal(got.cpu(), ref)
     zh = torch.ones(3, dtype=torch.float16).to("zynq")
     assert (zh * torch.tensor(2.0, dtype=torch.float64)).dtype == torch.float16
+    xd = torch.arange(5, dtype=torch.float64) * 0.37
+    for fn in (lambda t: t.remainder(0.1), lambda t: torch.fmod(t, 0.3), lambda t: 1 - t, lambda t: 3.0 * t):
+        got, ref = fn(xd.to("zynq")), fn(xd)
+        assert got.dtype == torch.float64 and torch.equal(got.cpu(), ref)
+    i8 = torch.tensor([100, -100, 7], dtype=torch.int8)
+    for fn in (lambda t: t * 3, lambda t: t.remainder(3), lambda t: 2 - t, lambda t: t.bitwise_and(0x0F)):
+        got, ref = fn(i8.to("zynq")), fn(i8)
+        assert got.dtype == ref.dtype and torch.equal(got.cpu(), ref)
 
 
 def test_zero_dim_and_empty_tensors() -> None:
@@ -158,6 +177,22 @@ def test_zero_dim_and_empty_tensors() -> None:
     assert e.sum(0).shape == (3,) and torch.equal(e.sum(0).cpu(), torch.zeros(3))
     assert torch.cat([e, torch.ones(2, 3, device="zynq")]).shape == (2, 3)
     assert e.t().shape == (3, 0)
+
+
+def test_host_buffers_must_be_flat_uint8() -> None:
+    alloc = pynqtorch.device.get_allocator()
+    with pytest.raises(ValueError, match="flat contiguous uint8 CPU tensor"):
+        alloc.adopt(torch.zeros(4, dtype=torch.float32))
+    with pytest.raises(ValueError, match="at offset 2"):
+        alloc.adopt(torch.zeros(8, dtype=torch.uint8)[2:])
+
+
+def test_tensors_beyond_zynq0_are_refused_with_a_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYNQ_REMOTE_DEVICES", "10.0.0.2,10.0.0.3")
+    with pytest.raises(RuntimeError, match="zynq tensors live on zynq:0"):
+        torch.ones(2).to("zynq:1")
+    with pytest.raises(RuntimeError, match="zynq:2 does not exist: 2 zynq device"):
+        torch.empty(2, device="zynq:2")
 
 
 # ---- strict mode and report ----------------------------------------------------------------------------------
