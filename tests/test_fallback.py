@@ -195,6 +195,19 @@ def test_tensors_beyond_zynq0_are_refused_with_a_reason(monkeypatch: pytest.Monk
         torch.empty(2, device="zynq:2")
 
 
+def test_autocast_is_accepted_and_changes_nothing() -> None:
+    x = torch.randn(3, 4)
+    z = x.to("zynq")
+    with torch.autocast("zynq", dtype=torch.bfloat16):
+        y = (z * 2).relu()
+    assert y.dtype == torch.float32 and torch.equal(y.cpu(), (x * 2).relu())
+
+
+def test_sparse_results_are_refused_clearly() -> None:
+    with pytest.raises(RuntimeError, match="zynq tensors are dense"):
+        torch.ones(2, device="zynq").to_sparse()
+
+
 # ---- strict mode and report ----------------------------------------------------------------------------------
 
 def test_strict_mode_raises_naming_the_op() -> None:

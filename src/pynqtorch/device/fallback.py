@@ -169,6 +169,9 @@ class _Unwrapper:
             for t, c in self.pairs:
                 if r is c:
                     return t
+            if r.layout is not torch.strided:
+                raise RuntimeError(f"{self.plan.name} made a {r.layout} tensor: zynq tensors are dense (strided) "
+                                   "only; use CPU tensors for other layouts")
             sid = r.untyped_storage()._cdata
             for t, c in self.pairs:
                 if c.untyped_storage()._cdata == sid:

@@ -60,4 +60,6 @@ def register() -> None:
     serialization.register_location()
     fb = torch.library.Library("_", "IMPL")
     fb.fallback(fallback._boxed_fallback, "PrivateUse1")
+    # `torch.autocast("zynq")` is accepted and changes no dtype: ops run at their inputs' dtypes.
+    fb.fallback(torch.library.fallthrough_kernel, "AutocastPrivateUse1")
     _libs.extend([impl, fb])
