@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -334,3 +335,14 @@ def test_requires_grad_tensor_round_trip() -> None:
     assert z.requires_grad and z.grad_fn is not None
     z.sum().backward()
     assert x.grad.device.type == "cpu" and torch.equal(x.grad, torch.ones(3))
+
+
+def test_overhead_benchmark_runs_and_prints_figures() -> None:
+    cmd = [sys.executable, "-m", "pynqtorch.bench.fallback", "--batch", "3", "--repeats", "2", "--json"]
+    res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    figures = json.loads(res.stdout)
+    assert {"add", "add_ (in-place)", "view", "empty"} <= set(figures)
+    for row in figures.values():
+        assert row["cpu_us"] > 0 and row["zynq_us"] > 0
+        assert row["added_us"] == pytest.approx(row["zynq_us"] - row["cpu_us"])

@@ -52,15 +52,19 @@ def cases(size: int) -> dict[str, Callable[[torch.device], Callable[[], object]]
 
 
 def run(size: int = 8, batch: int = 500, repeats: int = 40) -> dict[str, dict[str, float]]:
-    """Microseconds per call on CPU and zynq, and the difference, for each case."""
+    """Microseconds per call on CPU and zynq, and the difference, for each case (one torch thread)."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     cpu, zynq = torch.device("cpu"), torch.device("zynq")
     out: dict[str, dict[str, float]] = {}
-    for name, make in cases(size).items():
-        t_cpu = best_per_call(make(cpu), batch, repeats) * 1e6
-        t_zynq = best_per_call(make(zynq), batch, repeats) * 1e6
-        out[name] = {"cpu_us": t_cpu, "zynq_us": t_zynq, "added_us": t_zynq - t_cpu}
-    pynqtorch.reset_report()
+    try:
+        for name, make in cases(size).items():
+            t_cpu = best_per_call(make(cpu), batch, repeats) * 1e6
+            t_zynq = best_per_call(make(zynq), batch, repeats) * 1e6
+            out[name] = {"cpu_us": t_cpu, "zynq_us": t_zynq, "added_us": t_zynq - t_cpu}
+    finally:
+        torch.set_num_threads(threads)
+        pynqtorch.reset_report()
     return out
 
 
