@@ -19,8 +19,7 @@ _LOCATION = re.compile(r"zynq(?::(\d+))?$")
 
 
 def _tag(obj: object) -> None:
-    """Tags come from PyTorch's PrivateUse1 tagger; this package only adds the deserializer."""
-    return
+    """No tag of its own: PyTorch's PrivateUse1 tagger already names zynq storages `zynq:0`."""
 
 
 def _deserialize(obj: torch.UntypedStorage, location: str) -> torch.UntypedStorage | None:
