@@ -8,7 +8,7 @@ import types
 import torch
 from torch.utils.backend_registration import _setup_privateuseone_for_python_backend
 
-from . import fallback, kernels, module, serialization
+from . import fallback, kernels, module, rnn, serialization
 
 _libs: list[torch.library.Library] = []
 
@@ -50,7 +50,7 @@ def register() -> None:
         _setup_privateuseone_for_python_backend("zynq", backend_module=mod, hook=_Hooks(), device_guard=_Guard())
         sys.modules.setdefault("torch.zynq", mod)
     impl = torch.library.Library("aten", "IMPL")
-    for name, fn in kernels.KERNELS.items():
+    for name, fn in {**kernels.KERNELS, **rnn.KERNELS}.items():
         impl.impl(name, fn, "PrivateUse1")
     for name, fn in fallback.direct_kernels().items():
         impl.impl(name, fn, "PrivateUse1")
