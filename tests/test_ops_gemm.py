@@ -297,3 +297,27 @@ def test_backward_through_accelerated_linear():
     zl(x.to("zynq")).pow(2).sum().backward()
     assert zl.weight.grad.device.type == "zynq"
     assert rel_err(zl.weight.grad.cpu(), want) < 0.05
+
+
+def test_kernel_from_any_folder_runs_on_csim(tmp_path):
+    """A kernel folder outside the search path is compiled from that folder and used by the engine."""
+    import json
+    import shutil
+
+    from pynqtorch.hw.kernels import find_kernel
+    from pynqtorch.targets import registry
+
+    folder = tmp_path / "my_gemm"
+    shutil.copytree(find_kernel("gemm_i8_dsp").folder, folder)
+    desc = json.loads((folder / "description.json").read_text())
+    desc["name"] = "my_gemm_dsp"
+    (folder / "description.json").write_text(json.dumps(desc))
+    a = torch.randint(-60, 60, (30, 300), dtype=torch.int32)
+    b = torch.randint(-60, 60, (300, 20), dtype=torch.int32)
+    pynqtorch.use(target="csim", kernel=folder)
+    try:
+        got = (a.to("zynq") @ b.to("zynq")).cpu()
+        assert engine.stats()["kernel"] == "my_gemm_dsp" and engine.stats()["target"] == "csim"
+    finally:
+        registry.reset()
+    assert torch.equal(got, a @ b)

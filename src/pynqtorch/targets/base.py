@@ -20,6 +20,12 @@ import numpy as np
 import torch
 
 from ..hw.description import Arith, Description, Tile
+from ..hw.kernels import KernelInfo
+
+
+def description_of(kernel: Description | KernelInfo) -> Description:
+    """The description of a kernel given as a description or a found kernel folder."""
+    return kernel.desc if isinstance(kernel, KernelInfo) else kernel
 
 
 class TargetUnavailable(RuntimeError):
@@ -175,8 +181,8 @@ class Target(abc.ABC):
         """None when usable here, otherwise the reason it is not."""
 
     @abc.abstractmethod
-    def compute_units(self, desc: Description) -> list[ComputeUnit]:
-        """Compute units running kernel `desc` on this target."""
+    def compute_units(self, kernel: Description | KernelInfo) -> list[ComputeUnit]:
+        """Compute units running `kernel` on this target (a `KernelInfo` also says where its sources are)."""
 
     def call_limits(self, desc: Description) -> Tile:
         """Largest m, n, k one call of this target's units takes: the description's, unless the target

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from ..hw.description import Description
+from ..hw.kernels import KernelInfo
 from ..hw.packing import call_dims, pack_operand, unpack_result, word_dtype, words_for
-from .base import ComputeUnit, Target, TargetUnavailable, golden_gemm
+from .base import ComputeUnit, Target, TargetUnavailable, description_of, golden_gemm
 from .board_device import (
     REMOTE_ENV,
     BoardAddress,
@@ -357,7 +358,8 @@ class BoardTarget(Target):
             return None
         return f"not on a PYNQ board and {REMOTE_ENV} is not set"
 
-    def compute_units(self, desc: Description) -> list[ComputeUnit]:
+    def compute_units(self, kernel: Description | KernelInfo) -> list[ComputeUnit]:
+        desc = description_of(kernel)
         spec = find_overlay(self.overlay) if self.overlay is not None else _default_overlay(desc)
         self.board.load(spec, self.download)
         ips = [ip for ip in spec.ips if interchangeable(ip.kernel.desc, desc)]

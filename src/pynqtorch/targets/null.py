@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..hw.description import Description
-from .base import ComputeUnit, Target
+from ..hw.kernels import KernelInfo
+from .base import ComputeUnit, Target, description_of
 
 
 class NullUnit(ComputeUnit):
@@ -39,5 +40,6 @@ class NullTarget(Target):
     def probe(cls) -> str | None:
         return None
 
-    def compute_units(self, desc: Description) -> list[ComputeUnit]:
+    def compute_units(self, kernel: Description | KernelInfo) -> list[ComputeUnit]:
+        desc = description_of(kernel)
         return [NullUnit(f"null{i}", desc) for i in range(self.units)]

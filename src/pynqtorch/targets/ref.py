@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..hw.description import Description, Tile
-from .base import ComputeUnit, Target, golden_gemm
+from ..hw.kernels import KernelInfo
+from .base import ComputeUnit, Target, description_of, golden_gemm
 
 # Per-dimension call limit of ref units in large-call mode (rounded up to a tile multiple); keeps the
 # float32 copies and int64 result of one call within a few hundred MB.
@@ -47,7 +48,8 @@ class RefTarget(Target):
     def probe(cls) -> str | None:
         return None
 
-    def compute_units(self, desc: Description) -> list[ComputeUnit]:
+    def compute_units(self, kernel: Description | KernelInfo) -> list[ComputeUnit]:
+        desc = description_of(kernel)
         return [RefUnit(f"ref{i}", desc) for i in range(self.units)]
 
     def call_limits(self, desc: Description) -> Tile:

@@ -134,7 +134,7 @@ def _build(name: str, kernel: KernelSpec | None, options: dict[str, Any]) -> Act
         target = cls(**options)
     except TypeError as e:
         raise TypeError(f"target {name!r} does not take options {sorted(options)}: {e}") from None
-    units = target.compute_units(desc)
+    units = target.compute_units(desc if folder is None else KernelInfo(desc, folder, "active"))
     if not units:
         raise TargetUnavailable(f"target {name!r} offers no compute units for kernel {desc.name!r}")
     return ActiveTarget(name, target, desc, folder, units, target.call_limits(desc), dict(options))
