@@ -10,5 +10,7 @@ from . import info  # noqa: E402,F401
 from . import flows  # noqa: E402,F401
 from . import kernels  # noqa: E402,F401
 from . import board  # noqa: E402,F401
+from . import run  # noqa: E402,F401
+from . import bench  # noqa: E402,F401
 
 __all__ = ["app"]

@@ -1,0 +1,169 @@
+"""`pynqtorch bench gemm|models|engine|all`: benchmark tables, JSON and PNG plots in an output folder."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from ..targets.registry import unavailable_reason
+from ._app import app, console, emit_json, err_console, fail
+from .run import check_target
+
+SUITES = ("gemm", "models", "engine", "all")
+
+
+@contextmanager
+def _bar(total: int, enabled: bool) -> Iterator[Callable[[str], None]]:
+    """A progress bar on stderr; the yielded callback names the next step and advances past the previous."""
+    if not enabled:
+        yield lambda _msg: None
+        return
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err_console, transient=True) as prog:
+        task = prog.add_task("starting", total=total)
+        started = False
+
+        def advance(msg: str) -> None:
+            nonlocal started
+            prog.update(task, description=msg, advance=1 if started else 0)
+            started = True
+
+        yield advance
+
+
+def _opt(v: float | None, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def gemm_tables(res: dict[str, Any]) -> list[Table]:
+    """Time and accuracy tables of the GEMM sweep."""
+    speed = Table(title=f"GEMM n³: time on zynq vs torch on CPU ({res['threads']} threads); board = cycle "
+                        f"model at {res['clock_mhz']:g} MHz, kernel only")
+    for c in ("n", "dtype", "target", "CPU ms", "zynq ms", "speedup", "board ms", "board speedup"):
+        speed.add_column(c, justify="left" if c in ("dtype", "target") else "right")
+    acc = Table(title="GEMM n³: zynq result vs exact product",
+                caption="int8 *: pynqtorch.engine.gemm(a, b, out_dtype=torch.int32) vs CPU a.int() @ b.int() "
+                        "(torch's int8 @ int8 is int8; the engine raises OverflowError rather than wrap)")
+    for c in ("n", "dtype", "target", "L2 rel. error", "max |diff|", "exact %", "limb products"):
+        acc.add_column(c, justify="left" if c in ("dtype", "target") else "right")
+    for r in res["rows"]:
+        dtype = r["dtype"] + (" *" if r["dtype"] == "int8" else "")
+        speed.add_row(str(r["n"]), dtype, r["target"], f"{r['cpu_ms']:.3f}", f"{r['zynq_ms']:.3f}",
+                      f"{r['speedup']:.2f}x", f"{r['board_ms']:.3f}", f"{r['board_speedup']:.2f}x")
+        acc.add_row(str(r["n"]), dtype, r["target"], f"{r['l2_rel']:.2e}", f"{r['max_abs_diff']:.3g}",
+                    _opt(r["exact_pct"], ".2f"), str(r["limb_products"]))
+    return [speed, acc]
+
+
+def models_table(res: dict[str, Any]) -> Table:
+    t = Table(title=f"model latency on zynq vs CPU fp32, default quantization ({res['threads']} threads, "
+                    f"median of {res['reps']} on zynq)",
+              caption=f"rel. err: output vs CPU fp32; board: cycle model at {res['clock_mhz']:g} MHz summed "
+                      "over every GEMM of the model, kernel cycles only")
+    for c in ("model", "batch", "ran on", "ms", "vs CPU", "rel. err", "board ms", "board vs CPU"):
+        t.add_column(c, justify="left" if c in ("model", "ran on") else "right")
+    for r in res["rows"]:
+        if "error" in r:
+            t.add_row(r["model"], str(r["batch"]), r["target"], "[red]failed[/]", "", "", "", "")
+            continue
+        where = "cpu fp32" if r["target"] == "cpu" else r["target"]
+        board = "board_ms" in r
+        t.add_row(r["model"], str(r["batch"]), where, f"{r['ms']:.2f}", f"{r['vs_cpu']:.2f}x",
+                  f"{r['rel_err']:.2e}", f"{r['board_ms']:.3f}" if board else "",
+                  f"{r['board_vs_cpu']:.2f}x" if board else "")
+    return t
+
+
+def _write(out: Path, name: str, res: dict[str, Any]) -> Path:
+    path = out / f"{name}.json"
+    path.write_text(json.dumps(res, indent=2) + "\n")
+    return path
+
+
+def _gemm(quick: bool, targets: list[str], out: Path, show: bool) -> dict[str, Any]:
+    from ..bench import gemm, plots
+
+    with _bar(gemm.steps(quick, targets), show) as advance:
+        res = gemm.run(quick, targets, advance)
+    files = [_write(out, "gemm", res), *plots.gemm_plots(res, out)]
+    if show:
+        for t in gemm_tables(res):
+            console.print(t)
+    return {**res, "files": [str(f) for f in files]}
+
+
+def _models(quick: bool, targets: list[str], out: Path, show: bool) -> dict[str, Any]:
+    from ..bench import models, plots
+
+    with _bar(models.steps(targets), show) as advance:
+        res = models.run(quick, targets, advance=advance)
+    files = [_write(out, "models", res), plots.model_plot(res, out)]
+    if show:
+        console.print(models_table(res))
+    return {**res, "files": [str(f) for f in files]}
+
+
+def _engine(quick: bool, out: Path, show: bool) -> dict[str, Any]:
+    from ..bench import engine
+
+    with _bar(1, show) as advance:
+        advance("engine benchmark (ref GEMM, null host path, error per scheme, MLP)")
+        res = engine.run(quick=quick)
+    path = _write(out, "engine", res)
+    if show:
+        engine.render(res, console)
+    return {**res, "files": [str(path)]}
+
+
+@app.command("bench")
+def bench_cmd(
+    suite: Annotated[str, typer.Argument(help=f"Benchmark suite: {' | '.join(SUITES)}.")],
+    quick: Annotated[bool, typer.Option("--quick", help="Small sizes and batches, few repetitions (CI).")] = False,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the JSON results and PNG plots.")] = Path("bench-out"),
+    target: Annotated[list[str] | None, typer.Option(
+        "--target", "-t", help="Target to measure (repeatable; gemm default: ref, models default: ref and "
+                               "csim).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """GEMM sweep (time, speedup, error, predicted board time), model latency per target, engine benchmark."""
+    if suite not in SUITES:
+        fail(f"unknown benchmark suite {suite!r}; choose one of {', '.join(SUITES)}")
+    for t in target or []:
+        check_target(t)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        fail(f"cannot create output folder {out}: {e}")
+    show = not json_out
+    result: dict[str, Any] = {"suite": suite, "quick": quick, "out": str(out)}
+    if suite in ("gemm", "all"):
+        result["gemm"] = _gemm(quick, target or ["ref"], out, show)
+    if suite in ("models", "all"):
+        usable = [t for t in ("ref", "csim") if unavailable_reason(t) is None]
+        result["models"] = _models(quick, target or usable, out, show)
+    if suite in ("engine", "all"):
+        result["engine"] = _engine(quick, out, show)
+    failed = [r for r in result.get("models", {}).get("rows", []) if "error" in r]
+    if json_out:
+        emit_json(result)
+    else:
+        files = [f for part in ("gemm", "models", "engine") for f in result.get(part, {}).get("files", [])]
+        console.print("wrote " + ", ".join(files))
+    if failed:
+        err_console.print(f"[bold red]error:[/] {len(failed)} model run(s) failed: "
+                          + "; ".join(f"{r['model']} on {r['target']}: {r['error']}" for r in failed))
+        raise typer.Exit(1)
