@@ -7,12 +7,15 @@ import struct
 import numpy as np
 import pynq
 import pytest
+from pynq.pl_server.embedded_device import bit2bin
 from pynq.pl_server.remote_device import RemoteDevice
 
 from board_fixtures import BoardProcess, Boards
 from pynqtorch.hw.kernels import find_kernel
 from pynqtorch.hw.packing import pack_operand, unpack_result
+from pynqtorch.sim.handoff import placeholder_bit
 from pynqtorch.targets.base import golden_gemm
+from pynqtorch.targets.board_overlay import find_overlay
 from pynqtorch.targets.board_regs import AP_DONE, AP_IDLE, AP_START
 
 
@@ -101,12 +104,12 @@ def test_bitstream_download_programs_the_fabric(boards: Boards) -> None:
     """The file protocol pynq's RemoteDevice.download uses: .bin into /lib/firmware, flags, firmware node."""
     vb = boards.start("gemm_single")
     dev = _device(vb)
-    dev.write_file("/lib/firmware/gemm_dual.bin", b"\x00" * 64)
+    dev.write_file("/lib/firmware/gemm_dual.bin", bit2bin(placeholder_bit(find_overlay("gemm_dual"))))
     dev.write_file("/sys/class/fpga_manager/fpga0/flags", b"0")
     dev.write_file("/sys/class/fpga_manager/fpga0/firmware", b"gemm_dual.bin")
     assert vb.design == "gemm_dual" and [ip.spec.instance for ip in vb.fabric.ips] == [
         "gemm_i8_dsp_0", "gemm_i8_fabric_0"]
-    dev.write_file("/lib/firmware/other.bin", b"\x00")
+    dev.write_file("/lib/firmware/other.bin", b"\x00" * 64)  # not a placeholder bitstream
     dev.write_file("/sys/class/fpga_manager/fpga0/firmware", b"other.bin")
     assert vb.design is None and vb.fabric.ips == []
 

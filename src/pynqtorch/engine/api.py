@@ -6,7 +6,10 @@ products tiled over the compute units (`scheduler`), and the int64 result dequan
 
 from __future__ import annotations
 
+import itertools
+import threading
 import time
+import weakref
 from collections.abc import Hashable
 
 import torch
@@ -138,13 +141,34 @@ def _weight(b3: torch.Tensor, src: torch.Tensor, handle: bool | QuantizedWeight,
     return cached(src, params, build, owner, version)
 
 
-def _product(active: registry.ActiveTarget, ao: Operand, bo: Operand, m: int, n: int, k: int) -> torch.Tensor:
-    """Exact int64 ``A @ B`` from limb operands (``[B, La*M, K]`` and ``[B, K, Lb*N]``)."""
+_weight_serials: weakref.WeakKeyDictionary[QuantizedWeight, int] = weakref.WeakKeyDictionary()
+_serial = itertools.count(1)
+_serial_lock = threading.Lock()
+
+
+def _weight_key(qw: QuantizedWeight) -> int | None:
+    """A number naming cached weight `qw` for its lifetime, never reused (None when `qw` is not cached).
+
+    A changed weight is prepared anew (a new `QuantizedWeight`), so it gets a new number: a unit that keeps
+    tiles by this key can never see stale words.
+    """
+    if qw.owner is None:
+        return None
+    with _serial_lock:
+        if qw not in _weight_serials:
+            _weight_serials[qw] = next(_serial)
+        return _weight_serials[qw]
+
+
+def _product(active: registry.ActiveTarget, ao: Operand, bo: Operand, m: int, n: int, k: int,
+             b_key: int | None = None) -> torch.Tensor:
+    """Exact int64 ``A @ B`` from limb operands (``[B, La*M, K]`` and ``[B, K, Lb*N]``); `b_key` names a
+    cached weight B (`_weight_key`)."""
     desc = active.desc
     kc = call_k(desc.arith, desc.tile.k, active.limits.k, ao, bo)
     check_host_sum(k, ao, bo)
     STATS.count("limb_products", ao.count * bo.count)
-    p = scheduler(active).gemm(ao.stacked, bo.stacked, kc)
+    p = scheduler(active).gemm(ao.stacked, bo.stacked, kc, b_key)
     t0 = time.perf_counter()
     out = combine(p, ao.count, bo.count, m, n, ao.digit_bits)
     if ao.count * bo.count > 1:
@@ -159,14 +183,15 @@ def _float_gemm(a3: torch.Tensor, b3: torch.Tensor, weight_src: torch.Tensor | N
     t0 = time.perf_counter()
     qa = quantize(a3, -1, cfg.activations == "per_row", qmax)
     ao = split(qa.q, d, "a", (-qmax, qmax))
+    b_key = None
     if weight_src is not None:
         qw = _weight(b3, weight_src, handle, owner, version, cfg)
-        bo, sb, bad_b = qw.operand, qw.scale, qw.bad
+        bo, sb, bad_b, b_key = qw.operand, qw.scale, qw.bad, _weight_key(qw)
     else:
         qb = quantize(b3, -2, cfg.activations == "per_row", qmax)
         bo, sb, bad_b = split(qb.q, d, "b", (-qmax, qmax)), qb.scale, qb.bad
     STATS.phase("quantize", time.perf_counter() - t0)
-    acc = _product(active, ao, bo, a3.shape[1], b3.shape[2], a3.shape[2])
+    acc = _product(active, ao, bo, a3.shape[1], b3.shape[2], a3.shape[2], b_key)
     t0 = time.perf_counter()
     cd = torch.promote_types(qa.scale.dtype, sb.dtype)
     c = acc.to(cd).mul_(qa.scale).mul_(sb)
@@ -201,10 +226,14 @@ def _int_gemm(a3: torch.Tensor, b3: torch.Tensor, weight_src: torch.Tensor | Non
     active, d, _ = _kernel()
     t0 = time.perf_counter()
     ao = split(a3, d, "a")
-    bo = _weight(b3, weight_src, handle, owner, version, None).operand if weight_src is not None \
-        else split(b3, d, "b")
+    b_key = None
+    if weight_src is not None:
+        qw = _weight(b3, weight_src, handle, owner, version, None)
+        bo, b_key = qw.operand, _weight_key(qw)
+    else:
+        bo = split(b3, d, "b")
     STATS.phase("limbs", time.perf_counter() - t0)
-    acc = _product(active, ao, bo, a3.shape[1], b3.shape[2], a3.shape[2])
+    acc = _product(active, ao, bo, a3.shape[1], b3.shape[2], a3.shape[2], b_key)
     if out_dtype != torch.int64 and acc.numel():
         info = torch.iinfo(out_dtype)
         lo, hi = (int(v) for v in torch.aminmax(acc))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -52,6 +53,11 @@ def _block(src: np.ndarray, r: tuple[int, int, int], c: tuple[int, int, int]) ->
     return buf
 
 
+def _tile_key(b_key: Hashable | None, t: Task) -> Hashable | None:
+    """A stable name for the B block of `t` when B is a cached weight named `b_key` (see `Scheduler.gemm`)."""
+    return None if b_key is None else (b_key, t.batch, t.k, t.n)
+
+
 class _Job:
     """One GEMM being executed: its work items, per-unit cursors, the output and per-block locks.
 
@@ -61,8 +67,10 @@ class _Job:
     """
 
     def __init__(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, items: list[list[Task]], exclusive: bool,
-                 n_blocks: int, tile: tuple[int, int, int], units: int, first: int) -> None:
+                 n_blocks: int, tile: tuple[int, int, int], units: int, first: int,
+                 b_key: Hashable | None = None) -> None:
         self.a, self.b, self.out, self.items, self.tile = a, b, out, items, tile
+        self.b_key = b_key
         self.exclusive = exclusive
         # Item i goes to unit (first + i) % units: a deterministic spread over identical units, rotated from
         # call to call; the two slots of a unit share its cursor.
@@ -114,6 +122,8 @@ class Scheduler:
         self._unit_locks = [threading.Lock() for _ in self.units]
         self._pool = ThreadPoolExecutor(_SLOTS * len(self.units), thread_name_prefix=f"pynqtorch-{active.name}")
         self._next_unit = itertools.count()
+        # Units that keep B tiles resident when told a stable key for them (the board target).
+        self._keyed = [getattr(u, "resident_b", False) for u in self.units]
         arith = active.desc.arith
         # Digit width for exact limbs and the symmetric quantization range of this kernel.
         self.digit_bits = digit_bits(arith, active.desc.tile.k)
@@ -122,8 +132,12 @@ class Scheduler:
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
-    def gemm(self, a: torch.Tensor, b: torch.Tensor, k_call: int) -> torch.Tensor:
-        """Exact int64 ``a @ b`` for int8 ``a`` ``[B, M, K]`` and ``b`` ``[B, K, N]``; `k_call` caps K per call."""
+    def gemm(self, a: torch.Tensor, b: torch.Tensor, k_call: int, b_key: Hashable | None = None) -> torch.Tensor:
+        """Exact int64 ``a @ b`` for int8 ``a`` ``[B, M, K]`` and ``b`` ``[B, K, N]``; `k_call` caps K per call.
+
+        `b_key`: a hashable that names `b`'s contents for as long as they exist unchanged (a cached weight);
+        units that keep operands on their device get it, extended by the tile's position, with each call.
+        """
         bt, m, k = a.shape
         n = b.shape[2]
         if k == 0 or m == 0 or n == 0 or bt == 0:
@@ -136,7 +150,7 @@ class Scheduler:
                  for i in range(bt) for x, bm in enumerate(mb) for y, bn in enumerate(nb) for bk in kb]
         t0 = time.perf_counter()
         if len(tasks) == 1 and (m, n, k) == (tasks[0].m[2], tasks[0].n[2], tasks[0].k[2]):
-            out = self._single(a[0].numpy(), b[0].numpy(), tasks[0], tile)
+            out = self._single(a[0].numpy(), b[0].numpy(), tasks[0], tile, _tile_key(b_key, tasks[0]))
             STATS.phase("schedule_wall", time.perf_counter() - t0)
             STATS.count("kernel_calls")
             return out.unsqueeze(0)
@@ -146,7 +160,8 @@ class Scheduler:
         exclusive = n_blocks >= _SLOTS * len(self.units)
         items = ([tasks[i:i + len(kb)] for i in range(0, len(tasks), len(kb))] if exclusive
                  else [[t] for t in tasks])
-        job = _Job(a.numpy(), b.numpy(), out.numpy(), items, exclusive, n_blocks, tile, len(self.units), first)
+        job = _Job(a.numpy(), b.numpy(), out.numpy(), items, exclusive, n_blocks, tile, len(self.units), first,
+                   b_key)
         if len(items) == 1:
             self._work(job, first)
         else:
@@ -160,14 +175,19 @@ class Scheduler:
         STATS.count("kernel_calls", len(tasks))
         return out
 
-    def _single(self, a: np.ndarray, b: np.ndarray, task: Task, tile: tuple[int, int, int]) -> torch.Tensor:
+    def _run(self, u: int, a: np.ndarray, b: np.ndarray, key: Hashable | None) -> np.ndarray:
+        unit = self.units[u]
+        return unit.run(a, b, b_key=key) if key is not None and self._keyed[u] else unit.run(a, b)
+
+    def _single(self, a: np.ndarray, b: np.ndarray, task: Task, tile: tuple[int, int, int],
+                key: Hashable | None) -> torch.Tensor:
         """One unpadded call covering the whole GEMM, run in the caller's thread; no output copy."""
         u = next(self._next_unit) % len(self.units)
         t0 = time.perf_counter()
         a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
         with self._unit_locks[u]:
             t1 = time.perf_counter()
-            res = self.units[u].run(a, b)
+            res = self._run(u, a, b, key)
             t2 = time.perf_counter()
         tiles = (task.m[2] // tile[0]) * (task.n[2] // tile[1]) * (task.k[2] // tile[2])
         STATS.unit_calls(self.units[u].name, 1, tiles, 0, t2 - t1)
@@ -191,7 +211,7 @@ class Scheduler:
                     tp = time.perf_counter()
                     with lock:
                         t1 = time.perf_counter()
-                        res = unit.run(a_blk, b_blk)
+                        res = self._run(u, a_blk, b_blk, _tile_key(job.b_key, task))
                         t2 = time.perf_counter()
                     acc = job.accumulate(task, res, acc)
                     prep, run, coll = prep + tp - t0, run + t2 - t1, coll + time.perf_counter() - t2

@@ -147,6 +147,49 @@ class KernelIP:
             out[random.randrange(out.size)] ^= 1
 
 
+# Zynq-7000 system-level control registers (SLCR): the PLL and PL clock controls pynq's `Clocks` programs
+# when an overlay is downloaded. Reset values: 50 MHz PS reference, ARM PLL x26, DDR PLL x21, IO PLL x20
+# (1000 MHz), FCLK0-3 from the IO PLL divided by 10 (100 MHz).
+SLCR_BASE, SLCR_SPAN = 0xF800_0000, 0x1000
+PS_REF_MHZ = 50.0
+_PLL_CTRL = {0x100: 26, 0x104: 21, 0x108: 20}  # ARM, DDR, IO: feedback divisor in bits [18:12]
+_FPGA_CLK_CTRL = (0x170, 0x180, 0x190, 0x1A0)  # DIVISOR0 [13:8], DIVISOR1 [25:20], SRCSEL [5:4]
+_PL_CLK_PLLS = (0x108, 0x108, 0x100, 0x104)  # PLL by SRCSEL value
+
+
+class SystemControl:
+    """The SLCR as a register file; `pl_clock_mhz(i)` decodes FCLK i as the programmed dividers set it."""
+
+    def __init__(self) -> None:
+        self.spec = IPSpec("slcr", None, SLCR_BASE, SLCR_SPAN)  # type: ignore[arg-type]
+        self._regs = np.zeros(SLCR_SPAN // 4, np.uint32)
+        for off, fdiv in _PLL_CTRL.items():
+            self._regs[off // 4] = fdiv << 12
+        for off in _FPGA_CLK_CTRL:
+            self._regs[off // 4] = (1 << 20) | (10 << 8)
+        self._lock = threading.Lock()
+
+    def read(self, offset: int) -> int:
+        self._check(offset)
+        with self._lock:
+            return int(self._regs[offset // 4])
+
+    def write(self, offset: int, value: int) -> None:
+        self._check(offset)
+        with self._lock:
+            self._regs[offset // 4] = value & 0xFFFF_FFFF
+
+    def _check(self, offset: int) -> None:
+        if offset % 4 or not 0 <= offset < SLCR_SPAN:
+            raise ValueError(f"slcr: register offset 0x{offset:x} is outside its window or unaligned")
+
+    def pl_clock_mhz(self, index: int) -> float:
+        ctrl = self.read(_FPGA_CLK_CTRL[index])
+        pll = PS_REF_MHZ * ((self.read(_PL_CLK_PLLS[(ctrl >> 4) & 3]) >> 12) & 0x7F)
+        div = max((ctrl >> 8) & 0x3F, 1) * max((ctrl >> 20) & 0x3F, 1)
+        return round(pll / div, 6)
+
+
 class Fabric:
     """The IPs of the currently loaded overlay, addressed by physical address."""
 
@@ -159,6 +202,7 @@ class Fabric:
         self._on_die = on_die
         self.ips: list[KernelIP] = []
         self.design: str | None = None
+        self.slcr = SystemControl()
 
     def program(self, design: str | None, specs: list[IPSpec]) -> None:
         """Load a design: in-flight calls are dropped, registers reset."""
@@ -167,9 +211,9 @@ class Fabric:
         self.ips = [KernelIP(s, self) for s in specs]
         self.design = design
 
-    def find(self, address: int, length: int) -> tuple[KernelIP, int]:
-        """The IP whose window holds ``[address, address + length)`` and the offset into it."""
-        for ip in self.ips:
+    def find(self, address: int, length: int) -> tuple[KernelIP | SystemControl, int]:
+        """The IP (or the SLCR) whose window holds ``[address, address + length)`` and the offset into it."""
+        for ip in (self.slcr, *self.ips):
             if ip.spec.base <= address and address + length <= ip.spec.base + ip.spec.span:
                 return ip, address - ip.spec.base
         raise LookupError(f"no IP of the loaded design ({self.design or 'none'}) maps 0x{address:08x}"

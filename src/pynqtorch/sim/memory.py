@@ -47,6 +47,8 @@ class BufferMemory:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self.allocations = 0
+        self.writes = 0  # host-to-board buffer writes (one per write RPC) and their bytes
+        self.bytes_written = 0
 
     def allocate(self, size: int, dtype: str) -> Buffer:
         if size <= 0:
@@ -86,6 +88,11 @@ class BufferMemory:
             self._by_id.clear()
             self._by_start.clear()
             self._starts.clear()
+
+    def record_write(self, nbytes: int) -> None:
+        with self._lock:
+            self.writes += 1
+            self.bytes_written += nbytes
 
     @property
     def live(self) -> int:

@@ -5,7 +5,7 @@
         ...                                          # the unmodified pynq client talks to it
 
 The board boots with `overlay` already loaded (or none); a bitstream download from the client programs the
-fabric with the known overlay whose bitstream has the same stem. `live_buffers` counts buffers the client
+fabric with the overlay a placeholder bitstream names (`sim.handoff`; `load()` makes a folder known). `live_buffers` counts buffers the client
 allocated and has not freed.
 """
 
@@ -27,6 +27,7 @@ from ..hw.kernels import KernelInfo
 from ..targets.board_overlay import OverlaySpec, find_overlay, known_overlays
 from .fabric import Fabric, Faults, IPSpec
 from .files import BoardFiles
+from .handoff import placeholder_design
 from .memory import BufferMemory
 from .services import BoardDied, BufferService, DeviceService, MmioService
 
@@ -127,19 +128,29 @@ class VirtualBoard:
         self.fabric.program(spec.name, [IPSpec(ip.instance, ip.kernel, ip.base, ip.range) for ip in spec.ips])
 
     def program_firmware(self, binfile: str) -> None:
-        """What writing the FPGA manager's firmware node does: load the design of that bitstream."""
+        """What writing the FPGA manager's firmware node does: load the design that bitstream carries.
+
+        Only placeholder bitstreams (`sim.handoff.placeholder_bit`) name a design the virtual fabric can
+        load; anything else leaves the PL empty, as a corrupt bitstream would.
+        """
         if not binfile:
             return
-        if self.files.firmware(binfile) is None:
+        data = self.files.firmware(binfile)
+        if data is None:
             log.error("firmware %s was never written to /lib/firmware; PL left unprogrammed", binfile)
             self.fabric.program(None, [])
             return
-        stem = Path(binfile).stem
+        design = placeholder_design(data)
+        if design is None:
+            log.error("%s is not a placeholder bitstream for the virtual board; the PL now holds no IPs", binfile)
+            self.fabric.program(None, [])
+            return
         for spec in self._extra + list(known_overlays().values()):
-            if Path(spec.bitstream).stem == stem:
+            if spec.name == design:
                 self.load(spec)
                 return
-        log.error("bitstream %s matches no known overlay; the PL now holds no IPs", binfile)
+        log.error("bitstream %s names overlay %r, which this board does not know; the PL now holds no IPs",
+                  binfile, design)
         self.fabric.program(None, [])
 
     def _library(self, kernel: KernelInfo, instance: str) -> Any:

@@ -96,7 +96,7 @@ class MmioService(mmio_pb2_grpc.MmioServicer):
 
     def _target(self, mmio_id: str, offset: int, length: int):
         ip, base, size = self._maps[mmio_id]
-        if ip not in self.board.fabric.ips:
+        if ip is not self.board.fabric.slcr and ip not in self.board.fabric.ips:
             raise LookupError(f"{mmio_id}: the PL was reprogrammed since this MMIO was mapped")
         if offset < 0 or offset + length > size:
             raise ValueError(f"{mmio_id}: access at +0x{offset:x} of {length} bytes is outside the mapped "
@@ -155,6 +155,7 @@ class BufferService(buffer_pb2_grpc.RemoteBufferServicer):
                 pos = start + len(req.data)
         except (KeyError, ValueError) as e:
             return buffer_pb2.BufferWriteResponse(msg=str(e))
+        self.memory.record_write(pos)
         return buffer_pb2.BufferWriteResponse()
 
     def read(self, request, context) -> Iterator:

@@ -8,10 +8,13 @@ overlay's two IPs are two compute units running concurrently. Host time per phas
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import threading
 import time
 from collections import deque
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,10 +33,20 @@ from .board_device import (
     on_board,
     open_pynq_device,
 )
-from .board_overlay import OverlayError, OverlaySpec, check_against_hwh, find_overlay, known_overlays
+from .board_overlay import (
+    OverlayError,
+    OverlaySpec,
+    check_against_hwh,
+    check_ip_dict,
+    complete_clock_rates,
+    find_overlay,
+    known_overlays,
+)
 from .board_regs import AP_DONE, AP_IDLE, AP_START, pointer_args, register_values
+from .board_weights import ResidentWeights, weight_cache_budget
 
 OVERLAY_ENV = "PYNQTORCH_OVERLAY"
+log = logging.getLogger(__name__)
 PHASES = ("prepare", "transfer", "wait", "collect")
 
 
@@ -81,9 +94,34 @@ class BoardDevice:
         self.address = address
         self.pynq = open_pynq_device(address, rpc_timeout_s)
         self.pool = BufferPool(self.pynq)
+        self.weights = ResidentWeights(self._allocate, weight_cache_budget())
         self.overlay: OverlaySpec | None = None
         self.lock = threading.Lock()
         self._mmio: dict[int, Any] = {}
+        self._users = 0
+        self.orphans: list[Any] = []  # buffers a busy IP may still write; freed when the connection closes
+
+    def _allocate(self, words: int, dtype: Any) -> Any:
+        import pynq
+
+        return pynq.allocate((words,), dtype, target=self.pynq)
+
+    def acquire(self) -> None:
+        """Count one more compute unit using this board's buffers."""
+        with self.lock:
+            self._users += 1
+
+    def release(self) -> None:
+        """One unit is done; when none is left, free the pooled buffers and resident weights."""
+        with self.lock:
+            self._users -= 1
+            idle = self._users <= 0
+        if idle:
+            self.free_buffers()
+
+    def free_buffers(self) -> None:
+        self.weights.close()
+        self.pool.close()
 
     def load(self, spec: OverlaySpec, download: bool | None = None) -> None:
         """Load `spec` (downloading .bit/.hwh through pynq.Overlay when present) and check its IPs respond."""
@@ -94,9 +132,7 @@ class BoardDevice:
             if bit.exists() and hwh.exists():
                 check_against_hwh(spec, hwh)
                 if download is not False:
-                    import pynq
-
-                    pynq.Overlay(str(bit), device=self.pynq, download=True)
+                    self._download(spec)
             elif bit.exists():
                 raise OverlayError(f"{bit} has no {hwh.name} beside it; pynq needs both to load an overlay")
             elif download:
@@ -105,6 +141,24 @@ class BoardDevice:
             self.overlay = spec
             for ip in spec.ips:
                 self._probe_ip(ip.instance, ip.base)
+
+    def _download(self, spec: OverlaySpec) -> None:
+        """Load `spec`'s .bit + .hwh through `pynq.Overlay`, then check pynq's parsed address map against it."""
+        import pynq
+        from pynq.ps import Clocks
+
+        try:
+            ol = pynq.Overlay(str(spec.bit_path), device=self.pynq, download=False)
+            complete_clock_rates(ol, spec)
+            if "_real_instance" in vars(Clocks):  # pynq keeps the first device's clock registers: use this board's
+                del Clocks._real_instance
+            ol.download()
+        except OverlayError:
+            raise
+        except Exception as e:  # pynq raises RuntimeError, TypeError or gRPC errors here
+            raise BoardError(f"board {self.address}: loading {spec.bit_path} through pynq.Overlay failed: "
+                             f"{_error_text(e)}") from e
+        check_ip_dict(spec, ol.ip_dict)
 
     def mmio(self, base: int, span: int) -> Any:
         if base not in self._mmio:
@@ -126,7 +180,13 @@ class BoardDevice:
                                f"board {self.address} (is the overlay loaded?): {e}") from None
 
     def close(self) -> None:
-        self.pool.close()
+        self.free_buffers()
+        for buf in self.orphans:
+            try:
+                buf.freebuffer()
+            except Exception as e:  # noqa: BLE001 -- the board is gone
+                log.warning("board %s: freeing a buffer failed: %s", self.address, e)
+        self.orphans.clear()
 
 
 _devices: dict[BoardAddress, BoardDevice] = {}
@@ -152,7 +212,10 @@ def board_device(index: int = 0, rpc_timeout_s: float = 30.0) -> BoardDevice:
 
 
 def close_board_devices() -> None:
-    """Free every pooled buffer and forget the connections (a new target reconnects)."""
+    """Free every pooled buffer and resident weight, and forget the connections (a new target reconnects).
+
+    Registered with `atexit`, so a process that exits without closing its target leaves nothing on a board.
+    """
     with _devices_lock:
         devices = list(_devices.values())
         _devices.clear()
@@ -160,8 +223,18 @@ def close_board_devices() -> None:
         d.close()
 
 
+atexit.register(close_board_devices)
+
+
 class BoardUnit(ComputeUnit):
-    """One HLS IP instance on one board."""
+    """One HLS IP instance on one board.
+
+    `run(a, b, b_key=...)`: a `b_key` names the B tile stably (the engine passes one for tiles of cached
+    weights); the packed tile then stays resident on the board and later calls with that key transfer
+    only A (`board_weights`).
+    """
+
+    resident_b = True  # the scheduler passes b_key to units that declare this
 
     def __init__(self, board: BoardDevice, instance: str, base: int, span: int, desc: Description,
                  timeout_s: float, verify_every: int) -> None:
@@ -179,28 +252,36 @@ class BoardUnit(ComputeUnit):
         self._held: list[Any] = []  # buffers of a call that timed out; kept until the IP is idle again
         self._verify_count = 0
         self._args = {a.role: a for a in desc.args}
+        b = self._args["b"]
+        self._b_packing = (b.layout, b.pack, str(word_dtype(b)))
+        board.acquire()
+        self._closed = False
 
-    def run(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def run(self, a: np.ndarray, b: np.ndarray, b_key: Hashable | None = None) -> np.ndarray:
         """Run one call; unlike the base, only the start/wait stage is exclusive (callers overlap the rest)."""
         with self._lock:
             self.calls += 1
-        return self._run(a, b)
+        return self._run(a, b, b_key)
 
-    def _run(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def _run(self, a: np.ndarray, b: np.ndarray, b_key: Hashable | None = None) -> np.ndarray:
         m, k = a.shape
         n = b.shape[1]
         if b.shape[0] != k:
             raise ValueError(f"{self.name}: a is {m}x{k} but b is {b.shape[0]}x{n}")
         call_dims(self.desc, m, n, k)  # a bad shape is an error here, not a kernel that never finishes
         t0 = time.perf_counter()
-        words = {"a": pack_operand(a, self._args["a"]), "b": pack_operand(b, self._args["b"])}
-        for role, w in words.items():
-            if w.size != words_for(self._args[role], m, n, k):
-                raise ValueError(f"{self.name}: packed operand {role} has {w.size} words, the kernel reads "
-                                 f"{words_for(self._args[role], m, n, k)} for a {m}x{k}x{n} call")
-        c_arg = self._args["c"]
+        words = {"a": self._pack("a", a, m, n, k)}
+        key = None if b_key is None else (self._b_packing, b.shape, b_key)
+        resident = None
+        if key is not None:
+            resident = self.board.weights.acquire(key, lambda: self._pack("b", b, m, n, k))
+            if resident is None:
+                key = None
+        if resident is None:
+            words["b"] = self._pack("b", b, m, n, k)
         pool = self.board.pool
-        bufs = {r: pool.take(words_for(self._args[r], m, n, k), word_dtype(self._args[r])) for r in ("a", "b", "c")}
+        roles = ("a", "c") if resident is not None else ("a", "b", "c")
+        bufs = {r: pool.take(words_for(self._args[r], m, n, k), word_dtype(self._args[r])) for r in roles}
         t1 = time.perf_counter()
         try:
             for role, w in words.items():
@@ -208,14 +289,15 @@ class BoardUnit(ComputeUnit):
                 bufs[role].flush()
             t2 = time.perf_counter()
             with self._hw:
-                start, end = self._start_and_wait(bufs, m, n, k)
+                start, end = self._start_and_wait(bufs if resident is None else {**bufs, "b": resident}, m, n, k)
             bufs["c"].invalidate()
-            result = unpack_result(np.asarray(bufs["c"]), c_arg, m, n)
+            result = unpack_result(np.asarray(bufs["c"]), self._args["c"], m, n)
         except KernelTimeout as e:
-            if e.started:  # the IP may still write these buffers: keep them out of the pool until it is idle
+            if e.started:  # the IP may still use these buffers: keep them out of the pool until it is idle
                 with self._hw:
                     self._held.extend(bufs.values())
                 bufs = {}
+                key = None  # and the resident B tile stays pinned (freed when the board's buffers are)
             raise
         except BoardError:
             raise
@@ -224,6 +306,8 @@ class BoardUnit(ComputeUnit):
         finally:
             for buf in bufs.values():
                 pool.give(buf)
+            if key is not None:
+                self.board.weights.release(key)
         t3 = time.perf_counter()
         self.stats.add(CallTimes(t1 - t0, t2 - t1, end - start, t3 - end, start, end))
         with self._lock:
@@ -232,6 +316,13 @@ class BoardUnit(ComputeUnit):
         if check:
             self._verify(a, b, result)
         return result
+
+    def _pack(self, role: str, x: np.ndarray, m: int, n: int, k: int) -> np.ndarray:
+        w = pack_operand(x, self._args[role])
+        if w.size != words_for(self._args[role], m, n, k):
+            raise ValueError(f"{self.name}: packed operand {role} has {w.size} words, the kernel reads "
+                             f"{words_for(self._args[role], m, n, k)} for a {m}x{k}x{n} call")
+        return w
 
     def _read_ctrl(self) -> int:
         return int(self._mmio.read(self._ctrl))
@@ -285,8 +376,31 @@ class BoardUnit(ComputeUnit):
                               f"golden {want[i, j]}")
 
     def close(self) -> None:
+        """Forget register state and stop using the board (its buffers are freed when no unit uses it)."""
         with self._hw:
             self._written.clear()
+            if self._closed:
+                return
+            self._closed = True
+            if self._held:
+                self._release_held()
+        self.board.release()
+
+    def _release_held(self) -> None:
+        """Return the buffers of a timed-out call if the IP went idle since; else they stay (it may write them)."""
+        try:
+            idle = bool(self._read_ctrl() & AP_IDLE)
+        except Exception as e:  # noqa: BLE001 -- a board that is gone cannot be asked
+            idle = False
+            log.warning("%s: cannot read ap_ctrl while closing: %s", self.name, _error_text(e))
+        if idle:
+            for buf in self._held:
+                self.board.pool.give(buf)
+        else:
+            log.warning("%s: IP still busy; %d buffer(s) of a timed-out call stay allocated until the board "
+                        "connection is closed", self.name, len(self._held))
+            self.board.orphans.extend(self._held)
+        self._held.clear()
 
 
 def _error_text(e: Exception) -> str:
@@ -310,6 +424,26 @@ def interchangeable(x: Description, y: Description) -> bool:
             and packing(x) == packing(y))
 
 
+def _device_indices(device: int | None, devices: str | Sequence[int] | None) -> list[int]:
+    """Board indices a target runs on: `device` alone, the `devices` list, or every board ("all"/None)."""
+    count = len(board_addresses())
+    if device is not None:
+        if devices is not None:
+            raise ValueError("pass either device= (one board) or devices= (several), not both")
+        return [device]
+    if devices is None or devices == "all":
+        if not count:
+            raise TargetUnavailable(f"no board found ({REMOTE_ENV}={os.environ.get(REMOTE_ENV, '')!r}, "
+                                    f"on board: {on_board()})")
+        return list(range(count))
+    if isinstance(devices, str):
+        raise ValueError(f"devices must be 'all' or a list of board indices, got {devices!r}")  # noqa: TRY004
+    indices = list(devices)
+    if not indices or len(set(indices)) != len(indices):
+        raise ValueError(f"devices must list distinct board indices, got {indices}")
+    return indices
+
+
 def _default_overlay(desc: Description) -> OverlaySpec:
     env = os.environ.get(OVERLAY_ENV)
     if env:
@@ -322,30 +456,32 @@ def _default_overlay(desc: Description) -> OverlaySpec:
 
 
 class BoardTarget(Target):
-    """Kernel calls on a PYNQ board's fabric; see the module docstring.
+    """Kernel calls on PYNQ boards' fabric; see the module docstring.
 
-    device: board index (`PYNQ_REMOTE_DEVICES` order). overlay: name/folder/overlay.json (default: env
-    `PYNQTORCH_OVERLAY`, else the bundled overlay with most IPs of the kernel). timeout_s: ap_done
-    deadline per call. verify: cross-check every `verify_every`-th call of each unit against the golden
-    model. download: force (True) or skip (False) the bitstream download; None downloads when a .bit exists.
+    Boards: every board (`PYNQ_REMOTE_DEVICES` order, or the local PL) unless `device` (one index) or
+    `devices` (``"all"`` or a list of indices) says otherwise; the IPs of all chosen boards are the
+    target's compute units. overlay: name/folder/overlay.json/.bit (default: env `PYNQTORCH_OVERLAY`, else
+    the bundled overlay with most IPs of the kernel), loaded on each board. timeout_s: ap_done deadline
+    per call. verify: cross-check every `verify_every`-th call of each unit against the golden model.
+    download: force (True) or skip (False) the bitstream download; None downloads when a .bit exists.
     """
 
     name = "board"
     priority = 30
 
-    def __init__(self, device: int = 0, overlay: str | os.PathLike | None = None, *, timeout_s: float = 10.0,
-                 verify: bool = False, verify_every: int = 8, rpc_timeout_s: float = 30.0,
-                 download: bool | None = None) -> None:
+    def __init__(self, device: int | None = None, overlay: str | os.PathLike | None = None, *,
+                 devices: str | Sequence[int] | None = None, timeout_s: float = 10.0, verify: bool = False,
+                 verify_every: int = 8, rpc_timeout_s: float = 30.0, download: bool | None = None) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
         if verify_every < 1:
             raise ValueError(f"verify_every must be >= 1, got {verify_every}")
-        self.device_index = device
         self.overlay = overlay
         self.timeout_s = timeout_s
         self.verify_every = verify_every if verify else 0
         self.download = download
-        self.board = board_device(device, rpc_timeout_s)
+        self.boards = [board_device(i, rpc_timeout_s) for i in _device_indices(device, devices)]
+        self.board = self.boards[0]
         self.units: list[BoardUnit] = []
 
     @classmethod
@@ -359,16 +495,18 @@ class BoardTarget(Target):
         return f"not on a PYNQ board and {REMOTE_ENV} is not set"
 
     def compute_units(self, kernel: Description | KernelInfo) -> list[ComputeUnit]:
+        """One unit per matching IP on every chosen board, interleaved (board 0 IP 0, board 1 IP 0, ...)."""
         desc = description_of(kernel)
         spec = find_overlay(self.overlay) if self.overlay is not None else _default_overlay(desc)
-        self.board.load(spec, self.download)
         ips = [ip for ip in spec.ips if interchangeable(ip.kernel.desc, desc)]
         if not ips:
             raise TargetUnavailable(f"overlay {spec.name} has no IP running kernel {desc.name!r} or one computing "
                                     "the same tiles the same way (IPs: "
                                     + ", ".join(f"{ip.instance}={ip.kernel.name}" for ip in spec.ips) + ")")
-        units = [BoardUnit(self.board, ip.instance, ip.base, ip.range, ip.kernel.desc, self.timeout_s,
-                           self.verify_every) for ip in ips]
+        for board in self.boards:
+            board.load(spec, self.download)
+        units = [BoardUnit(board, ip.instance, ip.base, ip.range, ip.kernel.desc, self.timeout_s, self.verify_every)
+                 for ip in ips for board in self.boards]
         self.units.extend(units)
         return list(units)
 

@@ -11,14 +11,15 @@ import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..flows.overlay import OverlayError, OverlayInfo, overlays
 from ..flows.overlay import find_overlay as flows_find_overlay
 from ..hw.kernels import KernelInfo, find_kernel
 from .board_regs import register_span
 
-__all__ = ["OverlayError", "OverlayIP", "OverlaySpec", "check_against_hwh", "find_overlay", "hwh_registers",
-           "known_overlays"]
+__all__ = ["OverlayError", "OverlayIP", "OverlaySpec", "check_against_hwh", "check_ip_dict", "complete_clock_rates",
+           "find_overlay", "hwh_registers", "known_overlays"]
 
 
 @dataclass(frozen=True)
@@ -115,3 +116,36 @@ def check_against_hwh(spec: OverlaySpec, hwh: str | os.PathLike) -> None:
                                 f"{arg.offset} in {ip.kernel.folder / 'description.json'}")
     if problems:
         raise OverlayError(f"{hwh} disagrees with the kernel descriptions:\n  " + "\n  ".join(problems))
+
+
+def check_ip_dict(spec: OverlaySpec, ip_dict: dict[str, Any]) -> None:
+    """Raise `OverlayError` unless pynq's parsed `ip_dict` maps every kernel IP where overlay.json says."""
+    problems = []
+    for ip in spec.ips:
+        entry = ip_dict.get(ip.instance)
+        if entry is None:
+            problems.append(f"IP {ip.instance} is not in the design pynq loaded (IPs: {sorted(ip_dict)})")
+        elif int(entry["phys_addr"]) != ip.base:
+            problems.append(f"IP {ip.instance} is at 0x{int(entry['phys_addr']):08x} in the .hwh but at "
+                            f"0x{ip.base:08x} in overlay.json")
+    if problems:
+        raise OverlayError(f"{spec.hwh_path} disagrees with {spec.folder / 'overlay.json'}:\n  "
+                           + "\n  ".join(problems))
+
+
+def complete_clock_rates(overlay: Any, spec: OverlaySpec) -> None:
+    """Fill the rate of each enabled Zynq-7000 PL clock that pynq's parser left empty.
+
+    pynq 4.0 programs PL clocks by frequency, but its metadata parser reads the rate from the UltraScale+
+    parameter name only, so every Zynq-7000 .hwh gives ``frequency=None`` and the download fails. The
+    rate is in the PS7's ``PCW_ACT_FPGA<i>_PERIPHERAL_FREQMHZ`` parameter.
+    """
+    params = getattr(getattr(getattr(overlay, "parser", None), "ps", None), "parameters", {})
+    for i, clock in overlay.clock_dict.items():
+        if not clock.get("enable") or clock.get("frequency") is not None:
+            continue
+        found = next((params[n].value for n in (f"PCW_ACT_FPGA{i}_PERIPHERAL_FREQMHZ",
+                                                f"PCW_FPGA{i}_PERIPHERAL_FREQMHZ") if n in params), None)
+        if found is None:
+            raise OverlayError(f"{spec.hwh_path}: PL clock {i} is enabled but the .hwh gives no frequency for it")
+        clock["frequency"] = float(found)

@@ -18,6 +18,7 @@ AP_READY = 0x8
 # The AXI-lite window of an HLS IP is at least this large.
 MIN_REG_SPACE = 0x40
 
+
 def pointer_args(desc: Description) -> list[Arg]:
     """The m_axi arguments (each takes a 64-bit buffer address in two AXI-lite words)."""
     return [a for a in desc.args if a.interface == "m_axi"]
@@ -46,6 +47,19 @@ def decode_registers(desc: Description, read_u32) -> tuple[dict[str, int], dict[
         if arg.interface == "s_axilite":
             shape[arg.role] = read_u32(arg.offset_int)
     return addresses, shape
+
+
+def handoff_registers(desc: Description) -> dict[str, tuple[int, str]]:
+    """Register name -> (offset, description) as Vivado HLS names them in a .hwh: ``CTRL``, then a pointer
+    argument ``x`` as ``x_1`` (low word) and ``x_2`` (high word), a scalar ``x`` as ``x``."""
+    regs = {"CTRL": (int(desc.control.ap_ctrl, 16), "Control signals")}
+    for arg in desc.args:
+        if arg.interface == "m_axi":
+            regs[f"{arg.name}_1"] = (arg.offset_int, f"Data signal of {arg.name} (low word)")
+            regs[f"{arg.name}_2"] = (arg.offset_int + 4, f"Data signal of {arg.name} (high word)")
+        else:
+            regs[arg.name] = (arg.offset_int, f"Data signal of {arg.name}")
+    return regs
 
 
 def register_span(desc: Description) -> int:

@@ -18,15 +18,11 @@ import numpy as np
 from ..hw.description import Description
 from .base import ComputeUnit
 from .board import BoardTarget
-from .board_device import board_addresses
 
 
 def board_units(desc: Description, **options: Any) -> list[ComputeUnit]:
     """Compute units for kernel `desc` on every board (`PYNQ_REMOTE_DEVICES` order), options as `BoardTarget`'s."""
-    units: list[ComputeUnit] = []
-    for address in board_addresses():
-        units.extend(BoardTarget(device=address.index, **options).compute_units(desc))
-    return units
+    return BoardTarget(devices="all", **options).compute_units(desc)
 
 
 def _call_dim(desc: Description, dim: str, size: int) -> int:
