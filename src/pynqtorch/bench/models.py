@@ -26,8 +26,17 @@ MODELS = ("digits", "mlp", "minilm")
 CPU_REPS = 5  # the CPU run is cheap: at least this many repetitions
 
 
+def _rows(shape: torch.Size) -> int:
+    """Product of all dims but the last (the M of ``x @ W`` for a batched x)."""
+    return shape[:-1].numel()
+
+
 class GemmShapes(TorchDispatchMode):
-    """Records ``(batch, m, n, k)`` of every GEMM-family aten op run on CPU inside the mode."""
+    """Records ``(batch, m, n, k)`` of every GEMM-family aten op run on CPU inside the mode.
+
+    Composite ops appear whole under ``torch.inference_mode`` (linear, matmul, conv2d, scaled dot-product
+    attention) and as their parts otherwise (addmm, bmm, convolution); each GEMM is counted once.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -36,22 +45,35 @@ class GemmShapes(TorchDispatchMode):
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         packet = func.overloadpacket
+        add = self.shapes.append
         if packet in (aten.mm, aten.addmm):
             a, b = args[-2], args[-1]
-            self.shapes.append((1, a.shape[0], b.shape[1], a.shape[1]))
-        elif packet in (aten.bmm, aten.baddbmm):
+            add((1, a.shape[0], b.shape[1], a.shape[1]))
+        elif packet is aten.linear:
+            x, w = args[0], args[1]
+            add((1, _rows(x.shape), w.shape[0], w.shape[1]))
+        elif packet in (aten.bmm, aten.baddbmm, aten.matmul):
             a, b = args[-2], args[-1]
-            self.shapes.append((a.shape[0], a.shape[1], b.shape[2], a.shape[2]))
+            if b.dim() == 2:
+                add((1, _rows(a.shape), b.shape[1], b.shape[0]))
+            else:
+                add((torch.broadcast_shapes(a.shape[:-2], b.shape[:-2]).numel(), a.shape[-2], b.shape[-1],
+                     a.shape[-1]))
+        elif packet is aten.scaled_dot_product_attention:
+            q, k, v = args[:3]
+            batch = q.shape[:-2].numel()
+            add((batch, q.shape[-2], k.shape[-2], q.shape[-1]))  # q @ k^T
+            add((batch, q.shape[-2], v.shape[-1], k.shape[-2]))  # softmax(...) @ v
         elif packet in (aten.mv, aten.addmv):
             a = args[-2]
-            self.shapes.append((1, a.shape[0], 1, a.shape[1]))
+            add((1, a.shape[0], 1, a.shape[1]))
         elif packet is aten.dot:
-            self.shapes.append((1, 1, 1, args[0].shape[0]))
+            add((1, 1, 1, args[0].shape[0]))
         out = func(*args, **kwargs)
-        if packet is aten.convolution and out.dim() == 4:
-            w, groups = args[1], args[8]
-            n, o, oh, ow = out.shape
-            self.shapes.append((groups, n * oh * ow, o // groups, w.shape[1] * w.shape[2] * w.shape[3]))
+        if packet in (aten.convolution, aten.conv1d, aten.conv2d) and out.dim() in (3, 4):
+            x, w = args[0], args[1]
+            groups = x.shape[-w.dim() + 1] // w.shape[1]
+            add((groups, out.shape[0] * out.shape[2:].numel(), w.shape[0] // groups, w.shape[1:].numel()))
         return out
 
 
@@ -139,7 +161,7 @@ def measure(w: Workload, targets: Sequence[str], reps: int,
         board = predicted_board_s(active.desc, rec.shapes)
         row.update(ms=t * 1e3, vs_cpu=t_cpu / t,
                    rel_err=float((got.double() - expected.double()).norm() / expected.double().norm()),
-                   board_ms=board * 1e3, board_vs_cpu=t_cpu / board)
+                   board_ms=board * 1e3, board_vs_cpu=t_cpu / board if board else None)
         rows.append(row)
     return rows
 

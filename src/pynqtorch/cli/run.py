@@ -72,7 +72,8 @@ def _print_digits(r: dict[str, Any]) -> None:
     t = Table(title=f"digits CNN: top-1 on {r['test_size']} held-out images "
                     f"(target {r['target']}, kernel {r['kernel']})")
     for c in ("run", "weights / activations", "top-1", "Δ vs fp32", "argmax = fp32"):
-        t.add_column(c, justify="left" if c in ("run", "weights / activations") else "right", no_wrap=True)
+        t.add_column(c, justify="left" if c in ("run", "weights / activations") else "right",
+                     no_wrap=c == "weights / activations")
     t.add_row("CPU fp32", "-", f"{r['fp32_top1']:.2%}", "-", "-")
     for name, s in r["schemes"].items():
         t.add_row(f"zynq {name}", s["scheme"], f"{s['top1']:.2%}",
@@ -90,7 +91,8 @@ def _print_minilm(r: dict[str, Any]) -> None:
     t = Table(title=f"all-MiniLM-L6-v2: cosine similarity of {r['sentences']} sentence embeddings, "
                     f"zynq vs CPU fp32 (target {r['target']}, kernel {r['kernel']})")
     for c in ("scheme", "weights / activations", "mean cosine", "min cosine", "seconds"):
-        t.add_column(c, justify="left" if c in ("scheme", "weights / activations") else "right", no_wrap=True)
+        t.add_column(c, justify="left" if c in ("scheme", "weights / activations") else "right",
+                     no_wrap=c == "weights / activations")
     for name, s in r["schemes"].items():
         t.add_row(name, s["scheme"], f"{s['mean_cosine']:.5f}", f"{s['min_cosine']:.5f}", f"{s['seconds']:.2f}")
     console.print(t)
