@@ -120,11 +120,16 @@ class VirtualBoard:
         return self.fabric.design
 
     # -- programmable logic ----------------------------------------------------------------------------
-    def load(self, overlay: str | os.PathLike | OverlaySpec) -> None:
-        """Program the fabric with `overlay` (a name, an overlay folder/overlay.json, or a spec)."""
+    def add_overlay(self, overlay: str | os.PathLike | OverlaySpec) -> OverlaySpec:
+        """Make `overlay` (a name, an overlay folder/overlay.json, or a spec) one a bitstream download can load."""
         spec = overlay if isinstance(overlay, OverlaySpec) else find_overlay(overlay)
         if spec not in self._extra:
             self._extra.append(spec)
+        return spec
+
+    def load(self, overlay: str | os.PathLike | OverlaySpec) -> None:
+        """Program the fabric with `overlay` (a name, an overlay folder/overlay.json, or a spec)."""
+        spec = self.add_overlay(overlay)
         self.fabric.program(spec.name, [IPSpec(ip.instance, ip.kernel, ip.base, ip.range) for ip in spec.ips])
 
     def program_firmware(self, binfile: str) -> None:
