@@ -52,7 +52,7 @@ def test_each_gemm_op_runs_on_the_kernel():
     A, B, C = torch.randn(m, k), torch.randn(k, n), torch.randn(m, n)
     BA, BB, BC = torch.randn(bsz, m, k), torch.randn(bsz, k, n), torch.randn(bsz, m, n)
     v, w = torch.randn(k), torch.randn(m)
-    z = lambda t: t.to("zynq")  # noqa: E731
+    z = lambda t: t.to("zynq")
     cases = {
         "aten::mm": (torch.mm(z(A), z(B)), A @ B),
         "aten::addmm": (torch.addmm(z(C), z(A), z(B), beta=0.5, alpha=2.0), torch.addmm(C, A, B, beta=0.5, alpha=2)),
@@ -117,7 +117,7 @@ def test_module_quant_config_overrides_global():
         coarse = zl(x.to("zynq")).cpu()
         pynqtorch.set_module_quant_config(zl, None)
         again = zl(x.to("zynq")).cpu()
-    worst = lambda g: max(rel_err(g[:, j], want[:, j]) for j in range(16))  # noqa: E731
+    worst = lambda g: max(rel_err(g[:, j], want[:, j]) for j in range(16))
     assert worst(default) < 0.02 < worst(coarse)
     assert torch.equal(default, again)
     assert pynqtorch.get_quant_config() == pynqtorch.QuantConfig()

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from ._app import app
-
 # Importing a module registers its subcommands on `app`.
-from . import demo  # noqa: E402,F401
-from . import info  # noqa: E402,F401
-from . import flows  # noqa: E402,F401
-from . import kernels  # noqa: E402,F401
-from . import board  # noqa: E402,F401
-from . import run  # noqa: E402,F401
-from . import bench  # noqa: E402,F401
+from . import (
+    bench,  # noqa: F401
+    board,  # noqa: F401
+    demo,  # noqa: F401
+    flows,  # noqa: F401
+    info,  # noqa: F401
+    kernels,  # noqa: F401
+    run,  # noqa: F401
+)
+from ._app import app
 
 __all__ = ["app"]

@@ -13,6 +13,7 @@ def run_demo(seed: int = 0) -> dict:
     from torch import nn
 
     import pynqtorch
+
     from ..engine import stats
 
     torch.manual_seed(seed)

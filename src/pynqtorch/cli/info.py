@@ -24,6 +24,7 @@ def collect() -> dict:
     import torch
 
     import pynqtorch
+
     from ..hw.kernels import kernel_errors, kernels
     from ..targets.registry import DEFAULT_TARGET, ENV_TARGET, available_targets, current
 

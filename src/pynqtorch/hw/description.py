@@ -103,7 +103,7 @@ class Perf(_Strict):
         tree = ast.parse(v, mode="eval")
         for node in ast.walk(tree):
             if not isinstance(node, _PERF_NODES):
-                raise ValueError(f"cycle model {v!r}: {type(node).__name__} is not allowed")
+                raise ValueError(f"cycle model {v!r}: {type(node).__name__} is not allowed")  # noqa: TRY004
             if isinstance(node, ast.Name) and node.id not in _PERF_NAMES | set(_PERF_FUNCS):
                 raise ValueError(f"cycle model {v!r}: unknown name {node.id!r} (use m, n, k)")
             if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name) and node.func.id in _PERF_FUNCS):

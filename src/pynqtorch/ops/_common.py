@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from ..device.report import record
 from ..device.fallback import run_on_cpu
+from ..device.report import record
 from ..device.storage import adopt_result, cpu_view, is_zynq
 
 _CPU = torch.device("cpu")
