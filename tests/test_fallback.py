@@ -44,6 +44,27 @@ def test_views_alias_their_base() -> None:
     assert u.stride() == (0, 1) and torch.equal(u.cpu()[1], z.cpu())
 
 
+def test_views_under_inference_mode_follow_their_base() -> None:
+    x = torch.arange(10.0)
+    z = x.to("zynq")
+    c = torch.randn(4, dtype=torch.complex64)
+    zc = c.to("zynq")
+    with torch.inference_mode():
+        v = z[2:5]
+        assert not v.is_inference() and torch.equal(v.cpu(), x[2:5])
+        fresh = torch.arange(4.0).to("zynq")
+        assert fresh.is_inference() and fresh[1:].is_inference()
+        assert torch.equal(zc.conj()[1:].cpu(), c.conj()[1:])
+        z.view(2, 5)[0].add_(1)
+        y = (z * 2)[::2]
+        assert y.is_inference()
+    expect = x.clone()
+    expect[:5] += 1
+    assert torch.equal(z.cpu(), expect) and torch.equal(y.cpu(), (expect * 2)[::2])
+    v.mul_(2)
+    assert torch.equal(z.cpu()[2:5], expect[2:5] * 2)
+
+
 def test_shape_changing_in_place_ops_keep_data_consistent() -> None:
     x = torch.arange(6.0).reshape(2, 3)
     z = x.to("zynq")

@@ -142,7 +142,18 @@ def new_tensor(size: Sequence[int], stride: Sequence[int] | None, dtype: torch.d
 
 
 def alias(base: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A zynq tensor sharing `base`'s storage with `like`'s (a CPU view of it) dtype and geometry."""
+    """A zynq tensor sharing `base`'s storage with `like`'s (a CPU view of it) dtype and geometry.
+
+    Like a view PyTorch makes, it is an inference tensor exactly when `base` is one, whatever the mode:
+    autograd sets a view's version counter, which an inference tensor made for a normal base refuses.
+    """
+    if base.is_inference() != torch.is_inference_mode_enabled():
+        with torch.inference_mode(base.is_inference()):
+            return _alias(base, like)
+    return _alias(base, like)
+
+
+def _alias(base: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     t = _wrapper(like.dtype)
     set_metadata(t, base.untyped_storage(), like.storage_offset(), like.size(), like.stride())
     if like.is_conj():
