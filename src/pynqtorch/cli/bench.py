@@ -84,7 +84,7 @@ def models_table(res: dict[str, Any]) -> Table:
         board = "board_ms" in r
         t.add_row(r["model"], str(r["batch"]), where, f"{r['ms']:.2f}", f"{r['vs_cpu']:.2f}x",
                   f"{r['rel_err']:.2e}", f"{r['board_ms']:.3f}" if board else "",
-                  _opt(r.get("board_vs_cpu"), ".2f") if board else "")
+                  _opt(r.get("board_vs_cpu"), ".2f") + "x" if board and r.get("board_vs_cpu") else "")
     return t
 
 
