@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import secrets
 import threading
 from dataclasses import dataclass
 
@@ -45,6 +46,9 @@ class BufferMemory:
         self._starts: list[int] = []  # sorted start addresses of live buffers
         self._by_start: dict[int, Buffer] = {}
         self._ids = itertools.count(1)
+        # Ids unique to this memory: a client left over from an earlier server on the same port cannot
+        # free (or write) a buffer of this one by a recycled id.
+        self._prefix = secrets.token_hex(4)
         self._lock = threading.Lock()
         self.allocations = 0
         self.writes = 0  # host-to-board buffer writes (one per write RPC) and their bytes
@@ -63,7 +67,7 @@ class BufferMemory:
             if address + span > self.base + self.size:
                 raise MemoryError(f"out of contiguous memory: {size} bytes requested, "
                                   f"{len(self._by_id)} buffers live in a {self.size >> 20} MiB pool")
-            buf = Buffer(f"buf{next(self._ids)}", address, np.zeros(size, np.uint8), dtype)
+            buf = Buffer(f"{self._prefix}-buf{next(self._ids)}", address, np.zeros(size, np.uint8), dtype)
             bisect.insort(self._starts, address)
             self._by_start[address] = buf
             self._by_id[buf.buffer_id] = buf
