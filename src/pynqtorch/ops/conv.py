@@ -37,15 +37,20 @@ def conv2d_as_gemm(x: torch.Tensor, w: torch.Tensor, w_owner: torch.Tensor | Non
     ow = (wd + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     if oh <= 0 or ow <= 0:
         raise RuntimeError(f"Calculated output size: ({o}x{oh}x{ow}). Output size is too small")
-    cols = F.unfold(x, (kh, kw), dilation=tuple(dilation), padding=tuple(padding), stride=tuple(stride))
+    # im2col as one copy: strided windows of the padded input, laid out [groups, N*OH*OW, Cg*kh*kw].
+    xp = F.pad(x, (padding[1], padding[1], padding[0], padding[0])) if any(padding) else x
+    win = xp.unfold(2, dilation[0] * (kh - 1) + 1, stride[0]).unfold(3, dilation[1] * (kw - 1) + 1, stride[1])
+    if dilation[0] > 1 or dilation[1] > 1:
+        win = win[..., :: dilation[0], :: dilation[1]]
     og = o // groups
-    # A: [groups, N*L, Cg*kh*kw]; B: [groups, Cg*kh*kw, Og] (a view of the weight, so its cache key holds).
-    a = cols.view(n, groups, cg * kh * kw, oh * ow).permute(1, 0, 3, 2).reshape(groups, n * oh * ow, cg * kh * kw)
+    a = (win.reshape(n, groups, cg, oh, ow, kh, kw).permute(1, 0, 3, 4, 2, 5, 6)
+         .reshape(groups, n * oh * ow, cg * kh * kw))
+    # B: [groups, Cg*kh*kw, Og], a view of the weight (so its cache key holds).
     b = w.reshape(groups, og, cg * kh * kw).transpose(1, 2)
     out = matmul(a if groups > 1 else a[0], b if groups > 1 else b[0], b_owner=w_owner)
-    out = out.reshape(groups, n, oh * ow, og).permute(1, 0, 3, 2).reshape(n, o, oh, ow)
+    out = out.reshape(groups, n, oh, ow, og).permute(1, 0, 4, 2, 3).reshape(n, o, oh, ow)
     if bias is not None:
-        out = out + bias.view(1, o, 1, 1)
+        out.add_(bias.view(1, o, 1, 1))
     return out
 
 
