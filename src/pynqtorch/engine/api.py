@@ -162,17 +162,19 @@ def _weight_key(qw: QuantizedWeight) -> int | None:
 
 def _product(active: registry.ActiveTarget, ao: Operand, bo: Operand, m: int, n: int, k: int,
              b_key: int | None = None) -> torch.Tensor:
-    """Exact int64 ``A @ B`` from limb operands (``[B, La*M, K]`` and ``[B, K, Lb*N]``); `b_key` names a
-    cached weight B (`_weight_key`)."""
+    """Exact ``A @ B`` from limb operands (``[B, La*M, K]`` and ``[B, K, Lb*N]``): int64, or int32 when one
+    kernel call gave the whole result; `b_key` names a cached weight B (`_weight_key`)."""
     desc = active.desc
     kc = call_k(desc.arith, desc.tile.k, active.limits.k, ao, bo)
     check_host_sum(k, ao, bo)
     STATS.count("limb_products", ao.count * bo.count)
     p = scheduler(active).gemm(ao.stacked, bo.stacked, kc, b_key)
+    if ao.count * bo.count == 1:
+        return combine(p, 1, 1, m, n, ao.digit_bits)
+    p = p.to(torch.int64)
     t0 = time.perf_counter()
     out = combine(p, ao.count, bo.count, m, n, ao.digit_bits)
-    if ao.count * bo.count > 1:
-        STATS.phase("combine", time.perf_counter() - t0)
+    STATS.phase("combine", time.perf_counter() - t0)
     return out
 
 
@@ -193,8 +195,10 @@ def _float_gemm(a3: torch.Tensor, b3: torch.Tensor, weight_src: torch.Tensor | N
     STATS.phase("quantize", time.perf_counter() - t0)
     acc = _product(active, ao, bo, a3.shape[1], b3.shape[2], a3.shape[2], b_key)
     t0 = time.perf_counter()
-    cd = torch.promote_types(qa.scale.dtype, sb.dtype)
-    c = acc.to(cd).mul_(qa.scale).mul_(sb)
+    sa = qa.scale
+    if sa.dtype != sb.dtype:
+        sa = sa.to(torch.promote_types(sa.dtype, sb.dtype))
+    c = torch.mul(acc, sa).mul_(sb)  # the integer converts inside the first product: acc * s_a * s_b
     STATS.phase("dequantize", time.perf_counter() - t0)
     if qa.bad is not None or bad_b is not None:
         t0 = time.perf_counter()
@@ -234,12 +238,14 @@ def _int_gemm(a3: torch.Tensor, b3: torch.Tensor, weight_src: torch.Tensor | Non
         bo = split(b3, d, "b")
     STATS.phase("limbs", time.perf_counter() - t0)
     acc = _product(active, ao, bo, a3.shape[1], b3.shape[2], a3.shape[2], b_key)
-    if out_dtype != torch.int64 and acc.numel():
-        info = torch.iinfo(out_dtype)
+    if acc.dtype == out_dtype:
+        return acc
+    info = torch.iinfo(out_dtype)
+    if acc.numel() and (acc.dtype == torch.int64 or info.bits < torch.iinfo(acc.dtype).bits):
         lo, hi = (int(v) for v in torch.aminmax(acc))
         if lo < info.min or hi > info.max:
             raise OverflowError(
                 f"exact result of the {a3.dtype} GEMM spans [{lo}, {hi}], outside {out_dtype} "
                 f"[{info.min}, {info.max}]; pass out_dtype=torch.int64 (or a wider type) — the engine "
                 "never truncates")
-    return acc if out_dtype == torch.int64 else acc.to(out_dtype)
+    return acc.to(out_dtype)

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -35,8 +35,10 @@ def blocks(total: int, tile: int, limit: int) -> list[tuple[int, int, int]]:
     return [(s, min(step, total - s), -(-min(step, total - s) // tile) * tile) for s in range(0, total, step)]
 
 
-@dataclass(frozen=True)
-class Task:
+class Task(NamedTuple):
+    """One kernel call: batch index and (start, size, call size) per dimension; `out_block` numbers the
+    output block it adds into."""
+
     batch: int
     m: tuple[int, int, int]
     n: tuple[int, int, int]
@@ -94,7 +96,7 @@ class _Job:
         src = res[:t.m[1], :t.n[1]]
         if self.exclusive:
             if acc is None:
-                return np.array(src)  # a copy: the unit may reuse its result buffer
+                return np.array(src, np.int64)  # a copy: the unit may reuse its result buffer (and be int32)
             acc += src
             return acc
         with self._locks[t.out_block % len(self._locks)]:
@@ -133,8 +135,9 @@ class Scheduler:
         self._pool.shutdown(wait=True)
 
     def gemm(self, a: torch.Tensor, b: torch.Tensor, k_call: int, b_key: Hashable | None = None) -> torch.Tensor:
-        """Exact int64 ``a @ b`` for int8 ``a`` ``[B, M, K]`` and ``b`` ``[B, K, N]``; `k_call` caps K per call.
+        """Exact ``a @ b`` for int8 ``a`` ``[B, M, K]`` and ``b`` ``[B, K, N]``; `k_call` caps K per call.
 
+        The result is int64, or the unit's int32 accumulator when the whole GEMM is one call.
         `b_key`: a hashable that names `b`'s contents for as long as they exist unchanged (a cached weight);
         units that keep operands on their device get it, extended by the tile's position, with each call.
         """
@@ -146,14 +149,15 @@ class Scheduler:
         tile = (desc.tile.m, desc.tile.n, desc.tile.k)
         mb, nb = blocks(m, tile[0], lim.m), blocks(n, tile[1], lim.n)
         kb = blocks(k, tile[2], min(lim.k, k_call))
-        tasks = [Task(i, bm, bn, bk, (i * len(mb) + x) * len(nb) + y)
-                 for i in range(bt) for x, bm in enumerate(mb) for y, bn in enumerate(nb) for bk in kb]
         t0 = time.perf_counter()
-        if len(tasks) == 1 and (m, n, k) == (tasks[0].m[2], tasks[0].n[2], tasks[0].k[2]):
-            out = self._single(a[0].numpy(), b[0].numpy(), tasks[0], tile, _tile_key(b_key, tasks[0]))
+        if bt == 1 and len(mb) == len(nb) == len(kb) == 1:
+            task = Task(0, mb[0], nb[0], kb[0], 0)
+            out = self._single(a[0].numpy(), b[0].numpy(), task, tile, _tile_key(b_key, task))
             STATS.phase("schedule_wall", time.perf_counter() - t0)
             STATS.count("kernel_calls")
             return out.unsqueeze(0)
+        tasks = [Task(i, bm, bn, bk, (i * len(mb) + x) * len(nb) + y)
+                 for i in range(bt) for x, bm in enumerate(mb) for y, bn in enumerate(nb) for bk in kb]
         out = torch.empty((bt, m, n), dtype=torch.int64)
         first = next(self._next_unit) % len(self.units)
         n_blocks = bt * len(mb) * len(nb)
@@ -181,16 +185,19 @@ class Scheduler:
 
     def _single(self, a: np.ndarray, b: np.ndarray, task: Task, tile: tuple[int, int, int],
                 key: Hashable | None) -> torch.Tensor:
-        """One unpadded call covering the whole GEMM, run in the caller's thread; no output copy."""
+        """The GEMM as one call (padded if needed), run in the caller's thread; unpadded, no output copy."""
         u = next(self._next_unit) % len(self.units)
         t0 = time.perf_counter()
-        a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+        a, b = _block(a, task.m, task.k), _block(b, task.k, task.n)
         with self._unit_locks[u]:
             t1 = time.perf_counter()
             res = self._run(u, a, b, key)
             t2 = time.perf_counter()
+        padded = (task.m[1], task.n[1], task.k[1]) != (task.m[2], task.n[2], task.k[2])
+        if padded:
+            res = np.ascontiguousarray(res[:task.m[1], :task.n[1]])
         tiles = (task.m[2] // tile[0]) * (task.n[2] // tile[1]) * (task.k[2] // tile[2])
-        STATS.unit_calls(self.units[u].name, 1, tiles, 0, t2 - t1)
+        STATS.unit_calls(self.units[u].name, 1, tiles, int(padded), t2 - t1)
         out = torch.from_numpy(res) if res.flags.writeable else torch.from_numpy(res.copy())
         STATS.phase("prepare", t1 - t0)
         STATS.phase("run", t2 - t1)

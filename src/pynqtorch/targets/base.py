@@ -61,8 +61,8 @@ def _blas(a: np.ndarray, b: np.ndarray, dtype: torch.dtype) -> np.ndarray:
 
 
 def _int8_blas(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b`` of int8 matrices with int32 accumulation (`torch._int_mm`), returned as int64."""
-    return torch._int_mm(_tensor(a), _tensor(b)).to(torch.int64).numpy()
+    """``a @ b`` of int8 matrices with int32 accumulation (`torch._int_mm`), returned as int32."""
+    return torch._int_mm(_tensor(a), _tensor(b)).numpy()
 
 
 @functools.cache
@@ -95,8 +95,9 @@ _FLOAT_PATHS: list[tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], int]] =
     (functools.partial(_blas, dtype=torch.float64), 1 << 53)]
 
 
-def _exact_int_gemm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Exact int64 product of signed integer matrices (modulo 2**64 if it does not fit).
+def _exact_int_gemm(a: np.ndarray, b: np.ndarray, narrow: bool = False) -> np.ndarray:
+    """Exact int64 product of signed integer matrices (modulo 2**64 if it does not fit); int32 instead
+    when `narrow` and the product came from the int32-accumulating integer GEMM in one piece.
 
     int8 operands use an integer GEMM with int32 accumulation when `int8_gemm_exact()` (exact while
     ``k * 2**14 < 2**31``). Otherwise a float dot product of integers is exact while every partial sum is
@@ -110,12 +111,13 @@ def _exact_int_gemm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     bound = max(_abs_bound(a) * _abs_bound(b), 1)
     int8 = a.dtype == np.int8 and b.dtype == np.int8 and a.size and b.size and int8_gemm_exact()
     if int8 and k * bound < 1 << 31:
-        return _int8_blas(a, b)
+        out = _int8_blas(a, b)
+        return out if narrow else out.astype(np.int64)
     paths = ([(_int8_blas, (1 << 31) - 1)] if int8 else []) + _FLOAT_PATHS
     for fn, limit in paths:
         chunk = limit // bound
         if chunk >= k:
-            return fn(a, b)
+            return fn(a, b).astype(np.int64, copy=False)
         if chunk >= 64:
             out = np.zeros((m, n), np.int64)
             for k0 in range(0, k, chunk):
@@ -124,10 +126,12 @@ def _exact_int_gemm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a.astype(np.int64) @ b.astype(np.int64)
 
 
-def golden_gemm(a: np.ndarray, b: np.ndarray, arith: Arith) -> np.ndarray:
+def golden_gemm(a: np.ndarray, b: np.ndarray, arith: Arith, *, narrow: bool = False) -> np.ndarray:
     """Bit-exact model of one kernel call: ``a @ b`` with the kernel's accumulator width and overflow rule.
 
-    Returns int64 holding the accumulator value (already wrapped or saturated to ``arith.acc_bits``).
+    Returns int64 holding the accumulator value (already wrapped or saturated to ``arith.acc_bits``);
+    `narrow` lets an accumulator of at most 32 bits come back as int32 when that saves the widening copy
+    (the values are the same).
     Saturation is applied after every multiply-accumulate in increasing k, as a sequential HLS loop does.
     When ``k * max|a| * max|b|`` fits the accumulator neither rule can trigger and the exact product is
     returned as is.
@@ -135,7 +139,7 @@ def golden_gemm(a: np.ndarray, b: np.ndarray, arith: Arith) -> np.ndarray:
     hi = (1 << (arith.acc_bits - 1)) - 1
     lo = -(1 << (arith.acc_bits - 1))
     if a.shape[1] * _abs_bound(a) * _abs_bound(b) <= hi:
-        return _exact_int_gemm(a, b)
+        return _exact_int_gemm(a, b, narrow and arith.acc_bits <= 32)
     if arith.overflow == "wrap":
         return wrap_signed(_exact_int_gemm(a, b), arith.acc_bits)
     acc = np.zeros((a.shape[0], b.shape[1]), np.int64)
@@ -155,7 +159,8 @@ class ComputeUnit(abc.ABC):
         self._lock = threading.Lock()
 
     def run(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Run one call on C-contiguous int8 `a` (m×k) and `b` (k×n); returns the int64 accumulator m×n."""
+        """Run one call on C-contiguous int8 `a` (m×k) and `b` (k×n); returns the accumulator m×n as int64
+        (int32 allowed when the kernel's accumulator has at most 32 bits)."""
         with self._lock:
             self.calls += 1
             return self._run(a, b)

@@ -10,17 +10,19 @@ from .base import ComputeUnit, Target, description_of
 
 
 class NullUnit(ComputeUnit):
-    """Returns a read-only zero accumulator of the call's shape (shared between calls of one shape)."""
+    """Returns a read-only zero accumulator of the call's shape (shared between calls of one shape), int32
+    for accumulators of at most 32 bits as the hardware returns them."""
 
     def __init__(self, name: str, desc: Description) -> None:
         super().__init__(name, desc)
         self._zeros: dict[tuple[int, int], np.ndarray] = {}
+        self._dtype = np.int32 if desc.arith.acc_bits <= 32 else np.int64
 
     def _run(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         shape = (a.shape[0], b.shape[1])
         z = self._zeros.get(shape)
         if z is None:
-            z = self._zeros[shape] = np.zeros(shape, np.int64)
+            z = self._zeros[shape] = np.zeros(shape, self._dtype)
             z.flags.writeable = False
         return z
 
