@@ -6,10 +6,7 @@ products tiled over the compute units (`scheduler`), and the int64 result dequan
 
 from __future__ import annotations
 
-import itertools
-import threading
 import time
-import weakref
 from collections.abc import Hashable
 
 import torch
@@ -61,7 +58,6 @@ def _check(a: torch.Tensor, b: torch.Tensor) -> bool:
     return b.dim() == 3
 
 
-@torch.no_grad()
 def gemm(a: torch.Tensor, b: torch.Tensor, *, weight: bool | QuantizedWeight = False, owner: object = None,
          version: Hashable | None = None, config: QuantConfig | None = None,
          out_dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -79,6 +75,9 @@ def gemm(a: torch.Tensor, b: torch.Tensor, *, weight: bool | QuantizedWeight = F
     b's storage) and reused while `version` (default ``b._version``) is unchanged. A `QuantizedWeight`
     from `prepare_weight` may be passed instead (used if still current).
     """
+    if (a.requires_grad or b.requires_grad) and torch.is_grad_enabled():
+        with torch.no_grad():
+            return gemm(a, b, weight=weight, owner=owner, version=version, config=config, out_dtype=out_dtype)
     batched = _check(a, b)
     a, b = a.resolve_neg(), b.resolve_neg()  # views with the negative bit set (no-op otherwise)
     k, n = b.shape[-2], b.shape[-1]
@@ -89,14 +88,12 @@ def gemm(a: torch.Tensor, b: torch.Tensor, *, weight: bool | QuantizedWeight = F
     if a.dtype.is_floating_point:
         if out_dtype is not None and out_dtype != a.dtype:
             raise ValueError(f"out_dtype={out_dtype} is only for integer inputs (float results keep {a.dtype})")
-        STATS.count("gemm_float")
         out = _float_gemm(a3, b3, b if weight is not False else None, weight, owner, version,
                           resolve_config(config))
     else:
         if out_dtype is not None and (out_dtype.is_floating_point or out_dtype.is_complex
                                       or out_dtype == torch.bool):
             raise ValueError(f"out_dtype must be an integer dtype, got {out_dtype}")
-        STATS.count("gemm_int")
         out = _int_gemm(a3, b3, b if weight is not False else None, weight, owner, version,
                         out_dtype or a.dtype)
     return out.reshape(shape)
@@ -141,33 +138,13 @@ def _weight(b3: torch.Tensor, src: torch.Tensor, handle: bool | QuantizedWeight,
     return cached(src, params, build, owner, version)
 
 
-_weight_serials: weakref.WeakKeyDictionary[QuantizedWeight, int] = weakref.WeakKeyDictionary()
-_serial = itertools.count(1)
-_serial_lock = threading.Lock()
-
-
-def _weight_key(qw: QuantizedWeight) -> int | None:
-    """A number naming cached weight `qw` for its lifetime, never reused (None when `qw` is not cached).
-
-    A changed weight is prepared anew (a new `QuantizedWeight`), so it gets a new number: a unit that keeps
-    tiles by this key can never see stale words.
-    """
-    if qw.owner is None:
-        return None
-    with _serial_lock:
-        if qw not in _weight_serials:
-            _weight_serials[qw] = next(_serial)
-        return _weight_serials[qw]
-
-
 def _product(active: registry.ActiveTarget, ao: Operand, bo: Operand, m: int, n: int, k: int,
              b_key: int | None = None) -> torch.Tensor:
     """Exact ``A @ B`` from limb operands (``[B, La*M, K]`` and ``[B, K, Lb*N]``): int64, or int32 when one
-    kernel call gave the whole result; `b_key` names a cached weight B (`_weight_key`)."""
+    kernel call gave the whole result; `b_key` names a cached weight B (its `serial`)."""
     desc = active.desc
     kc = call_k(desc.arith, desc.tile.k, active.limits.k, ao, bo)
     check_host_sum(k, ao, bo)
-    STATS.count("limb_products", ao.count * bo.count)
     p = scheduler(active).gemm(ao.stacked, bo.stacked, kc, b_key)
     if ao.count * bo.count == 1:
         return combine(p, 1, 1, m, n, ao.digit_bits)
@@ -188,18 +165,19 @@ def _float_gemm(a3: torch.Tensor, b3: torch.Tensor, weight_src: torch.Tensor | N
     b_key = None
     if weight_src is not None:
         qw = _weight(b3, weight_src, handle, owner, version, cfg)
-        bo, sb, bad_b, b_key = qw.operand, qw.scale, qw.bad, _weight_key(qw)
+        bo, sb, bad_b, b_key = qw.operand, qw.scale, qw.bad, qw.serial
     else:
         qb = quantize(b3, -2, cfg.activations == "per_row", qmax)
         bo, sb, bad_b = split(qb.q, d, "b", (-qmax, qmax)), qb.scale, qb.bad
-    STATS.phase("quantize", time.perf_counter() - t0)
+    t_quant = time.perf_counter() - t0
     acc = _product(active, ao, bo, a3.shape[1], b3.shape[2], a3.shape[2], b_key)
     t0 = time.perf_counter()
     sa = qa.scale
     if sa.dtype != sb.dtype:
         sa = sa.to(torch.promote_types(sa.dtype, sb.dtype))
     c = torch.mul(acc, sa).mul_(sb)  # the integer converts inside the first product: acc * s_a * s_b
-    STATS.phase("dequantize", time.perf_counter() - t0)
+    STATS.record({"quantize": t_quant, "dequantize": time.perf_counter() - t0},
+                 {"gemm_float": 1, "limb_products": ao.count * bo.count})
     if qa.bad is not None or bad_b is not None:
         t0 = time.perf_counter()
         _patch_nonfinite(c, a3, b3, qa.bad, bad_b)
@@ -233,10 +211,10 @@ def _int_gemm(a3: torch.Tensor, b3: torch.Tensor, weight_src: torch.Tensor | Non
     b_key = None
     if weight_src is not None:
         qw = _weight(b3, weight_src, handle, owner, version, None)
-        bo, b_key = qw.operand, _weight_key(qw)
+        bo, b_key = qw.operand, qw.serial
     else:
         bo = split(b3, d, "b")
-    STATS.phase("limbs", time.perf_counter() - t0)
+    STATS.record({"limbs": time.perf_counter() - t0}, {"gemm_int": 1, "limb_products": ao.count * bo.count})
     acc = _product(active, ao, bo, a3.shape[1], b3.shape[2], a3.shape[2], b_key)
     if acc.dtype == out_dtype:
         return acc

@@ -152,5 +152,8 @@ def _amax(x: torch.Tensor, dim: int) -> torch.Tensor:
 def _range(amax: torch.Tensor) -> tuple[float, float]:
     if amax.numel() == 0:
         return math.inf, 0.0
+    if amax.numel() == 1:  # one line (a single row, a vector): one read instead of a reduction and two
+        v = float(amax)
+        return v, v
     lo, hi = torch.aminmax(amax)
     return float(lo), float(hi)

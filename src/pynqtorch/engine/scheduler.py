@@ -152,10 +152,7 @@ class Scheduler:
         t0 = time.perf_counter()
         if bt == 1 and len(mb) == len(nb) == len(kb) == 1:
             task = Task(0, mb[0], nb[0], kb[0], 0)
-            out = self._single(a[0].numpy(), b[0].numpy(), task, tile, _tile_key(b_key, task))
-            STATS.phase("schedule_wall", time.perf_counter() - t0)
-            STATS.count("kernel_calls")
-            return out.unsqueeze(0)
+            return self._single(a[0].numpy(), b[0].numpy(), task, tile, _tile_key(b_key, task), t0).unsqueeze(0)
         tasks = [Task(i, bm, bn, bk, (i * len(mb) + x) * len(nb) + y)
                  for i in range(bt) for x, bm in enumerate(mb) for y, bn in enumerate(nb) for bk in kb]
         out = torch.empty((bt, m, n), dtype=torch.int64)
@@ -184,7 +181,7 @@ class Scheduler:
         return unit.run(a, b, b_key=key) if key is not None and self._keyed[u] else unit.run(a, b)
 
     def _single(self, a: np.ndarray, b: np.ndarray, task: Task, tile: tuple[int, int, int],
-                key: Hashable | None) -> torch.Tensor:
+                key: Hashable | None, start: float) -> torch.Tensor:
         """The GEMM as one call (padded if needed), run in the caller's thread; unpadded, no output copy."""
         u = next(self._next_unit) % len(self.units)
         t0 = time.perf_counter()
@@ -199,9 +196,9 @@ class Scheduler:
         tiles = (task.m[2] // tile[0]) * (task.n[2] // tile[1]) * (task.k[2] // tile[2])
         STATS.unit_calls(self.units[u].name, 1, tiles, int(padded), t2 - t1)
         out = torch.from_numpy(res) if res.flags.writeable else torch.from_numpy(res.copy())
-        STATS.phase("prepare", t1 - t0)
-        STATS.phase("run", t2 - t1)
-        STATS.phase("collect", time.perf_counter() - t2)
+        t3 = time.perf_counter()
+        STATS.record({"prepare": t1 - t0, "run": t2 - t1, "collect": t3 - t2, "schedule_wall": t3 - start},
+                     {"kernel_calls": 1})
         return out
 
     def _work(self, job: _Job, u: int) -> None:

@@ -31,6 +31,14 @@ class Stats:
             u["padded_calls"] += padded
             u["busy_s"] += seconds
 
+    def record(self, phases: dict[str, float], counters: dict[str, int]) -> None:
+        """Several phase times and counters under one lock."""
+        with self._lock:
+            for k, v in phases.items():
+                self._phases[k] += v
+            for k, n in counters.items():
+                self._counters[k] += n
+
     def phase(self, name: str, seconds: float) -> None:
         with self._lock:
             self._phases[name] += seconds

@@ -12,6 +12,7 @@ Inference-mode tensors have no version counter and are quantized per call (count
 
 from __future__ import annotations
 
+import itertools
 import threading
 import weakref
 from collections.abc import Callable, Hashable
@@ -25,7 +26,11 @@ from .stats import STATS
 
 @dataclass(eq=False)
 class QuantizedWeight:
-    """A prepared B operand: stacked int8 limbs, and for float weights the scales and non-finite columns."""
+    """A prepared B operand: stacked int8 limbs, and for float weights the scales and non-finite columns.
+
+    `serial` names a cached entry for its lifetime and is never reused (None when not cached): a changed
+    weight is prepared anew with a new number, so a unit keeping tiles by it never sees stale words.
+    """
 
     operand: Operand
     scale: torch.Tensor | None
@@ -33,10 +38,12 @@ class QuantizedWeight:
     key: tuple = ()
     version: Hashable = None
     owner: weakref.ref | None = None
+    serial: int | None = None
 
 
 _cache: weakref.WeakKeyDictionary[object, dict[tuple, QuantizedWeight]] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
+_serials = itertools.count(1)
 
 
 def geometry(t: torch.Tensor) -> tuple:
@@ -78,6 +85,7 @@ def cached(t: torch.Tensor, params: tuple, build: Callable[[], QuantizedWeight],
     qw.key, qw.version, qw.owner = key, version, weakref.ref(own)
     STATS.count("weight_quantizations")
     with _lock:
+        qw.serial = next(_serials)
         _cache.setdefault(own, {})[key] = qw
     return qw
 
