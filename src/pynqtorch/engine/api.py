@@ -21,6 +21,7 @@ from .weights import QuantizedWeight, cached, is_current
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 SUPPORTED_DTYPES = FLOAT_DTYPES + INT_DTYPES
+_INT32_MAX = (1 << 31) - 1
 
 
 def _dtype_name(dt: torch.dtype) -> str:
@@ -140,12 +141,13 @@ def _weight(b3: torch.Tensor, src: torch.Tensor, handle: bool | QuantizedWeight,
 
 def _product(active: registry.ActiveTarget, ao: Operand, bo: Operand, m: int, n: int, k: int,
              b_key: int | None = None) -> torch.Tensor:
-    """Exact ``A @ B`` from limb operands (``[B, La*M, K]`` and ``[B, K, Lb*N]``): int64, or int32 when one
-    kernel call gave the whole result; `b_key` names a cached weight B (its `serial`)."""
+    """Exact ``A @ B`` from limb operands (``[B, La*M, K]`` and ``[B, K, Lb*N]``): int64, or int32 for one
+    limb product whose sums over K provably fit int32; `b_key` names a cached weight B (its `serial`)."""
     desc = active.desc
     kc = call_k(desc.arith, desc.tile.k, active.limits.k, ao, bo)
     check_host_sum(k, ao, bo)
-    p = scheduler(active).gemm(ao.stacked, bo.stacked, kc, b_key)
+    narrow = k * ao.bound * bo.bound <= _INT32_MAX  # any sum over K of one limb product fits int32
+    p = scheduler(active).gemm(ao.stacked, bo.stacked, kc, b_key, narrow)
     if ao.count * bo.count == 1:
         return combine(p, 1, 1, m, n, ao.digit_bits)
     p = p.to(torch.int64)
@@ -172,10 +174,9 @@ def _float_gemm(a3: torch.Tensor, b3: torch.Tensor, weight_src: torch.Tensor | N
     t_quant = time.perf_counter() - t0
     acc = _product(active, ao, bo, a3.shape[1], b3.shape[2], a3.shape[2], b_key)
     t0 = time.perf_counter()
-    sa = qa.scale
-    if sa.dtype != sb.dtype:
-        sa = sa.to(torch.promote_types(sa.dtype, sb.dtype))
-    c = torch.mul(acc, sa).mul_(sb)  # the integer converts inside the first product: acc * s_a * s_b
+    cd = torch.promote_types(qa.scale.dtype, sb.dtype)
+    # A separate conversion: products with an integer operand are not vectorized.
+    c = acc.to(cd).mul_(qa.scale).mul_(sb)
     STATS.record({"quantize": t_quant, "dequantize": time.perf_counter() - t0},
                  {"gemm_float": 1, "limb_products": ao.count * bo.count})
     if qa.bad is not None or bad_b is not None:

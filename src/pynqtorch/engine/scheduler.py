@@ -96,7 +96,7 @@ class _Job:
         src = res[:t.m[1], :t.n[1]]
         if self.exclusive:
             if acc is None:
-                return np.array(src, np.int64)  # a copy: the unit may reuse its result buffer (and be int32)
+                return np.array(src, self.out.dtype)  # a copy: the unit may reuse its result buffer
             acc += src
             return acc
         with self._locks[t.out_block % len(self._locks)]:
@@ -134,10 +134,12 @@ class Scheduler:
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
-    def gemm(self, a: torch.Tensor, b: torch.Tensor, k_call: int, b_key: Hashable | None = None) -> torch.Tensor:
+    def gemm(self, a: torch.Tensor, b: torch.Tensor, k_call: int, b_key: Hashable | None = None,
+             narrow: bool = False) -> torch.Tensor:
         """Exact ``a @ b`` for int8 ``a`` ``[B, M, K]`` and ``b`` ``[B, K, N]``; `k_call` caps K per call.
 
-        The result is int64, or the unit's int32 accumulator when the whole GEMM is one call.
+        The result is int64, or the unit's int32 accumulator when the whole GEMM is one call. `narrow`
+        says every sum over K provably fits int32: K partial results are then summed in int32.
         `b_key`: a hashable that names `b`'s contents for as long as they exist unchanged (a cached weight);
         units that keep operands on their device get it, extended by the tile's position, with each call.
         """
@@ -155,7 +157,7 @@ class Scheduler:
             return self._single(a[0].numpy(), b[0].numpy(), task, tile, _tile_key(b_key, task), t0).unsqueeze(0)
         tasks = [Task(i, bm, bn, bk, (i * len(mb) + x) * len(nb) + y)
                  for i in range(bt) for x, bm in enumerate(mb) for y, bn in enumerate(nb) for bk in kb]
-        out = torch.empty((bt, m, n), dtype=torch.int64)
+        out = torch.empty((bt, m, n), dtype=torch.int32 if narrow else torch.int64)
         first = next(self._next_unit) % len(self.units)
         n_blocks = bt * len(mb) * len(nb)
         exclusive = n_blocks >= _SLOTS * len(self.units)
