@@ -19,7 +19,16 @@ from typing import Any
 import torch
 
 from . import report
-from .storage import adopt_result, alias, cpu_view, is_zynq, mark_written, sync_from_cpu
+from .storage import (
+    adopt_result,
+    alias,
+    cpu_view,
+    is_zynq,
+    mark_written,
+    needed_bytes,
+    sync_from_cpu,
+    view_of,
+)
 
 log = logging.getLogger("pynqtorch.ops")
 
@@ -253,8 +262,27 @@ def direct_kernels() -> dict[str, Callable[..., Any]]:
             continue
         op = getattr(getattr(torch.ops.aten, base), overload or "default")
         kernels[name] = functools.partial(_direct, op)
+    kernels["as_strided"] = _as_strided
     return kernels
 
 
 def _direct(op: Any, *args: Any, **kwargs: Any) -> Any:
     return run_on_cpu(op, args, kwargs)
+
+
+_AS_STRIDED = torch.ops.aten.as_strided.default
+
+
+def _as_strided(self: torch.Tensor, size: Any, stride: Any, storage_offset: int | None = None) -> torch.Tensor:
+    """`as_strided` (behind `t`, `transpose`, `expand`, ... of zynq tensors) as a metadata-only view, counted
+    in the report as before; conj/neg views and geometries the storage cannot hold take the general path
+    (and its errors)."""
+    t0 = time.perf_counter()
+    offset = self.storage_offset() if storage_offset is None else storage_offset
+    if (self.is_conj() or self.is_neg() or offset < 0 or len(size) != len(stride)
+            or any(n < 0 for n in size) or any(st < 0 for st in stride)
+            or needed_bytes(size, stride, offset, self.element_size()) > self.untyped_storage().nbytes()):
+        return run_on_cpu(_AS_STRIDED, (self, size, stride, storage_offset), {})
+    out = view_of(self, size, stride, offset)
+    report.record("aten::as_strided", time.perf_counter() - t0, accelerated=False)
+    return out

@@ -153,6 +153,20 @@ def alias(base: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return _alias(base, like)
 
 
+def view_of(base: torch.Tensor, size: Sequence[int], stride: Sequence[int], offset: int) -> torch.Tensor:
+    """A zynq view of `base`'s storage (same dtype) with the given geometry, which the caller has checked
+    against the storage's size; an inference tensor exactly when `base` is one (see `alias`)."""
+    if base.is_inference() != torch.is_inference_mode_enabled():
+        with torch.inference_mode(base.is_inference()):
+            return set_metadata(_wrapper(base.dtype), base.untyped_storage(), offset, size, stride)
+    return set_metadata(_wrapper(base.dtype), base.untyped_storage(), offset, size, stride)
+
+
+def needed_bytes(size: Sequence[int], stride: Sequence[int], offset: int, itemsize: int) -> int:
+    """Bytes of storage a tensor of this geometry reaches."""
+    return _needed_bytes(size, stride, offset, itemsize)
+
+
 def _alias(base: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     t = _wrapper(like.dtype)
     set_metadata(t, base.untyped_storage(), like.storage_offset(), like.size(), like.stride())

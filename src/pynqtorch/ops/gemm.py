@@ -27,12 +27,16 @@ def _check(*ts: torch.Tensor) -> None:
 
 
 def _scale_add(acc: torch.Tensor, bias: torch.Tensor | None, beta: float, alpha: float) -> torch.Tensor:
-    """beta * bias + alpha * acc with torch's conventions (beta == 0 ignores NaN in bias)."""
+    """beta * bias + alpha * acc with torch's conventions (beta == 0 ignores NaN in bias); `acc` is the
+    engine's fresh result, so a same-dtype bias is added in place."""
     if alpha != 1:
         acc = acc * alpha
     if bias is None or beta == 0:
         return acc
-    return acc + (bias if beta == 1 else bias * beta)
+    bias = bias if beta == 1 else bias * beta
+    if bias.dtype == acc.dtype and bias.dim() <= acc.dim() and bias.shape == acc.shape[acc.dim() - bias.dim():]:
+        return acc.add_(bias)
+    return acc + bias
 
 
 # aten::mm(Tensor self, Tensor mat2) -> Tensor

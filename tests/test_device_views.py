@@ -1,0 +1,54 @@
+"""Views of zynq tensors made by the metadata-only `as_strided` kernel: aliasing, bounds, modes, report."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import pynqtorch
+
+
+@pytest.fixture(autouse=True)
+def _clean_report() -> None:
+    pynqtorch.strict(False)
+    pynqtorch.reset_report()
+
+
+def test_views_alias_and_match_cpu() -> None:
+    x = torch.arange(24.0).reshape(4, 6)
+    z = x.to("zynq")
+    for f in (lambda t: t.t(), lambda t: t[1:, 2:].t(), lambda t: t.expand(2, 4, 6),
+              lambda t: t.as_strided((3, 2), (1, 5), 3), lambda t: t.transpose(0, 1)[::2]):
+        v = f(z)
+        assert v.device.type == "zynq" and v.untyped_storage().data_ptr() == z.untyped_storage().data_ptr()
+        assert torch.equal(v.cpu(), f(x))
+    zt = z.t()
+    zt.mul_(2)  # written through the view
+    assert torch.equal(z.cpu(), x * 2)
+    assert pynqtorch.report().to_dict()["cpu"]["aten::as_strided"]["calls"] >= 5
+
+
+def test_out_of_bounds_geometry_raises_like_cpu() -> None:
+    z = torch.zeros(3, 4, device="zynq")
+    with pytest.raises(RuntimeError, match="out of bounds for storage"):
+        z.as_strided((10, 10), (10, 1))
+    with pytest.raises(RuntimeError):
+        z.as_strided((2, 2), (1, 1), -1)
+
+
+def test_view_autograd_and_inference_modes() -> None:
+    p = torch.nn.Parameter(torch.randn(3, 4)).to("zynq")
+    v = p.t()
+    assert v.requires_grad and v._base is not None
+    with torch.inference_mode():
+        i = torch.ones(3, 4, device="zynq")
+        assert i.t().is_inference()
+    assert i.t().is_inference() and not p.t().is_inference()
+
+
+def test_conj_and_neg_views_keep_their_bits() -> None:
+    x = torch.tensor([[1 + 2j, 3 - 1j], [0 + 1j, 2 + 0j]])
+    z = x.to("zynq")
+    assert torch.equal(z.conj().t().cpu(), x.conj().t())
+    n = torch._neg_view(torch.tensor([[1.0, 2.0], [3.0, 4.0]]).to("zynq"))
+    assert torch.equal(n.t().cpu(), -torch.tensor([[1.0, 3.0], [2.0, 4.0]]))
