@@ -102,3 +102,24 @@ def test_conv_channel_mismatch_is_a_clear_error():
     conv = torch.nn.Conv2d(3, 4, 3).to("zynq")
     with pytest.raises(RuntimeError, match="expected input.*to have 3 channels"):
         conv(torch.randn(1, 5, 8, 8).to("zynq"))
+
+
+def test_reordered_weight_cache_is_per_view_and_sees_writes():
+    """Conv weights are reordered copies: cached per source view of the storage, re-quantized after writes."""
+    from pynqtorch import engine
+
+    torch.manual_seed(4)
+    big = torch.randn(2, 8, 3, 3, 3)  # two weights of the same shape in one storage
+    x = torch.randn(2, 3, 6, 6)
+    zbig, zx = big.to("zynq"), x.to("zynq")
+    with torch.no_grad():
+        for _ in range(2):
+            for i in range(2):
+                got = F.conv2d(zx, zbig[i], padding=1).cpu()
+                assert rel_err(got, F.conv2d(x, big[i], padding=1)) < 0.02
+        engine.reset_stats()
+        F.conv2d(zx, zbig[0], padding=1)
+        assert engine.stats()["counters"].get("weight_cache_hits") == 1
+        zbig[0].mul_(-1)
+        got = F.conv2d(zx, zbig[0], padding=1).cpu()
+    assert rel_err(got, F.conv2d(x, -big[0], padding=1)) < 0.02

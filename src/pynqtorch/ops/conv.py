@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from ..device.fallback import run_on_cpu
 from ._common import NotOffloadable, accelerated, to_cpu
@@ -23,7 +22,8 @@ aten = torch.ops.aten
 def conv2d_as_gemm(x: torch.Tensor, w: torch.Tensor, w_owner: torch.Tensor | None, bias: torch.Tensor | None,
                    stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int], groups: int,
                    matmul: Callable[..., torch.Tensor] = gemm) -> torch.Tensor:
-    """2-D convolution of CPU tensors as im2col + GEMM (activations as A, weights as the cached B).
+    """2-D convolution of CPU tensors as im2col + GEMM (activations as A, weights as the cached B, owned by
+    `w_owner`).
 
     `matmul(a, b, b_owner=...)` computes the (batched) products; the engine's `gemm` unless a test passes
     exact float64 arithmetic to check the lowering alone.
@@ -37,16 +37,22 @@ def conv2d_as_gemm(x: torch.Tensor, w: torch.Tensor, w_owner: torch.Tensor | Non
     ow = (wd + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     if oh <= 0 or ow <= 0:
         raise RuntimeError(f"Calculated output size: ({o}x{oh}x{ow}). Output size is too small")
-    # im2col as one copy: strided windows of the padded input, laid out [groups, N*OH*OW, Cg*kh*kw].
-    xp = F.pad(x, (padding[1], padding[1], padding[0], padding[0])) if any(padding) else x
-    win = xp.unfold(2, dilation[0] * (kh - 1) + 1, stride[0]).unfold(3, dilation[1] * (kw - 1) + 1, stride[1])
+    # im2col from a zero-padded channels-last copy of the input: windows [N, OH, OW, kh, kw, C] are
+    # gathered into [groups, N*OH*OW, kh*kw*Cg] with runs of Cg (kw*Cg when ungrouped) contiguous values, far
+    # faster than gathering 3-wide runs from NCHW. K is ordered (kh, kw, c) on both sides; the integer
+    # accumulator is exact in any order and the row/column scales see the same values, so results equal
+    # the (c, kh, kw) ordering bit for bit.
+    xp = x.new_zeros(n, h + 2 * padding[0], wd + 2 * padding[1], c)
+    xp[:, padding[0]:padding[0] + h, padding[1]:padding[1] + wd] = x.permute(0, 2, 3, 1)
+    win = xp.unfold(1, dilation[0] * (kh - 1) + 1, stride[0]).unfold(2, dilation[1] * (kw - 1) + 1, stride[1])
     if dilation[0] > 1 or dilation[1] > 1:
         win = win[..., :: dilation[0], :: dilation[1]]
     og = o // groups
-    a = (win.reshape(n, groups, cg, oh, ow, kh, kw).permute(1, 0, 3, 4, 2, 5, 6)
-         .reshape(groups, n * oh * ow, cg * kh * kw))
-    # B: [groups, Cg*kh*kw, Og], a view of the weight (so its cache key holds).
-    b = w.reshape(groups, og, cg * kh * kw).transpose(1, 2)
+    a = (win.reshape(n, oh, ow, groups, cg, kh, kw).permute(3, 0, 1, 2, 5, 6, 4)
+         .reshape(groups, n * oh * ow, kh * kw * cg))
+    # B: [groups, kh*kw*Cg, Og], the weight reordered to match (a small copy; its quantization is cached
+    # on the weight, see engine_bridge.gemm).
+    b = w.reshape(groups, og, cg, kh, kw).permute(0, 3, 4, 2, 1).reshape(groups, kh * kw * cg, og)
     out = matmul(a if groups > 1 else a[0], b if groups > 1 else b[0], b_owner=w_owner)
     out = out.reshape(groups, n, oh, ow, og).permute(1, 0, 4, 2, 3).reshape(n, o, oh, ow)
     if bias is not None:

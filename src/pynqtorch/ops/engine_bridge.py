@@ -9,18 +9,45 @@ from ..device.storage import is_zynq, write_generation
 from ._common import NotOffloadable
 
 
+class _Derived:
+    """Weak-referenceable owner of cache entries of a B operand derived from (copied out of) a zynq view."""
+
+    __slots__ = ("__weakref__",)
+
+
+_DERIVED_ATTR = "_zynq_derived_owners"
+
+
+def _derived_owner(src: torch.Tensor) -> _Derived:
+    """The owner object for operands derived from zynq view `src`: one per view geometry, kept on the
+    storage (so it lives as long as the memory), so copies made from different views never share entries."""
+    st = src.untyped_storage()
+    owners = getattr(st, _DERIVED_ATTR, None)
+    if owners is None:
+        owners = {}
+        setattr(st, _DERIVED_ATTR, owners)
+    key = (src.dtype, tuple(src.shape), tuple(src.stride()), src.storage_offset())
+    owner = owners.get(key)
+    if owner is None:
+        owner = owners[key] = _Derived()
+    return owner
+
+
 def gemm(a: torch.Tensor, b: torch.Tensor, *, b_owner: torch.Tensor | None) -> torch.Tensor:
     """``a @ b`` on CPU views through the engine.
 
     When `b` views a zynq tensor's memory, its quantization is cached on that tensor's storage and reused
     until the device writes the storage again (the write generation covers in-place ops, `out=`, `copy_`
-    and `.data` writes alike).
+    and `.data` writes alike). A `b` copied out of `b_owner` (e.g. a reordered conv weight) is cached the
+    same way on an owner object per view of `b_owner`.
     """
     if a.dtype not in engine.SUPPORTED_DTYPES:
         raise NotOffloadable(a.dtype)
     try:
         if is_zynq(b_owner):
-            return engine.gemm(a, b, weight=True, owner=b_owner, version=write_generation(b_owner))
+            owner = (b_owner if b.untyped_storage().data_ptr() == b_owner.untyped_storage().data_ptr()
+                     else _derived_owner(b_owner))
+            return engine.gemm(a, b, weight=True, owner=owner, version=write_generation(b_owner))
         return engine.gemm(a, b)
     except OverflowError as e:
         raise OverflowError(f"{e}. With torch ops the result has the operands' dtype: cast the operands to a "
