@@ -27,3 +27,17 @@ def test_benchmark_pieces_and_rendering() -> None:
         assert "ms/tile" in out.getvalue() and "MLP 784-512-512-10" in out.getvalue()
     finally:
         registry.reset()
+
+
+def test_device_models_row() -> None:
+    registry.reset()
+    try:
+        rows = bench.device_models(1, "gemm_i8_packed")
+        assert [r["model"].split()[0] for r in rows] == ["MLP", "CNN"]
+        assert all(r["rel_err"] < 0.05 and r["ratio"] > 0 for r in rows)
+        out = io.StringIO()
+        bench.render({"threads": 1, "gemm": [], "host": bench.host_path(256, 1, "gemm_i8_dsp", 1), "errors": [],
+                      "mlp": bench.mlp(1, "gemm_i8_packed", batch=2), "device": rows}, Console(file=out, width=120))
+        assert "zynq device" in out.getvalue()
+    finally:
+        registry.reset()

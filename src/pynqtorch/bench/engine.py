@@ -1,4 +1,5 @@
-"""Engine benchmark: float GEMM on `ref` vs torch fp32, host path per tile on `null`, error per scheme, an MLP.
+"""Engine benchmark: float GEMM on `ref` vs torch fp32, host path per tile on `null`, error per scheme, an MLP
+(engine level), and an MLP and a small CNN through the zynq device.
 
 Run ``python -m pynqtorch.bench.engine [--quick]``. Every figure is measured in this run: timings are medians
 of interleaved repetitions (engine and torch alternate, so machine load hits both), ratios are engine / torch.
@@ -7,6 +8,7 @@ of interleaved repetitions (engine and torch alternate, so machine load hits bot
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -117,6 +119,33 @@ def mlp(reps: int, kernel: str, batch: int = 64) -> dict[str, Any]:
             "rel_err": float((out - ref).norm() / ref.norm())}
 
 
+def device_models(reps: int, kernel: str) -> list[dict[str, Any]]:
+    """MLP 784-512-512-10 (batch 64) and a digits-like CNN (conv 1->16, conv 16->32, 3x3 pad 1 on 8x8, maxpool,
+    linear; batch 32) moved to the zynq device (`ref` target), vs the same models on CPU in fp32."""
+    engine.use("ref", kernel=kernel)
+    torch.manual_seed(4)
+    nn = torch.nn
+    models = {
+        "MLP 784-512-512-10, batch 64": (
+            nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10)),
+            torch.randn(64, 784)),
+        "CNN conv 1-16-32 (8x8), batch 32": (
+            nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * 16, 10)),
+            torch.randn(32, 1, 8, 8)),
+    }
+    rows = []
+    for name, (model, x) in models.items():
+        model.eval()
+        zmodel, zx = copy.deepcopy(model).to("zynq"), x.to("zynq")
+        with torch.no_grad():
+            t_cpu, t_dev = interleaved([lambda m=model, x=x: m(x), lambda m=zmodel, x=zx: m(x)], reps)
+            ref, out = model(x), zmodel(zx).cpu()
+        rows.append({"model": name, "torch_ms": t_cpu * 1e3, "device_ms": t_dev * 1e3, "ratio": t_dev / t_cpu,
+                     "rel_err": float((out - ref).norm() / ref.norm())})
+    return rows
+
+
 def run(quick: bool = False, ref_kernel: str = "gemm_i8_packed", host_kernel: str = "gemm_i8_dsp",
         units: int = 1) -> dict[str, Any]:
     """All measurements as plain data."""
@@ -129,6 +158,7 @@ def run(quick: bool = False, ref_kernel: str = "gemm_i8_packed", host_kernel: st
             "host": host_path(1024, reps, host_kernel, units),
             "errors": scheme_errors(ref_kernel),
             "mlp": mlp(reps * 4, ref_kernel),
+            "device": device_models(reps * 4, ref_kernel),
         }
     finally:
         if saved is not None:
@@ -166,6 +196,14 @@ def render(res: dict[str, Any], console: Console) -> None:
         t.add_column(c, justify="right")
     t.add_row(f"{m['torch_ms']:.3f}", f"{m['engine_ms']:.3f}", f"{m['ratio']:.2f}x", f"{m['rel_err']:.2e}")
     console.print(t)
+    if "device" in res:
+        t = Table(title="models on the zynq device (ref) vs torch fp32 on CPU, under no_grad")
+        for c in ("model", "torch ms", "device ms", "ratio", "rel. error"):
+            t.add_column(c, justify="right" if c != "model" else "left")
+        for r in res["device"]:
+            t.add_row(r["model"], f"{r['torch_ms']:.3f}", f"{r['device_ms']:.3f}", f"{r['ratio']:.2f}x",
+                      f"{r['rel_err']:.2e}")
+        console.print(t)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
