@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -22,6 +20,7 @@ from .. import engine
 from ..engine import QuantConfig
 from ..hw.kernels import find_kernel
 from ..targets import registry
+from .timing import interleaved_medians
 
 SCHEMES = {
     "per_tensor (w+a)": QuantConfig.per_tensor(),
@@ -31,19 +30,6 @@ SCHEMES = {
 }
 
 
-def interleaved(fns: Sequence[Callable[[], Any]], reps: int) -> list[float]:
-    """Median seconds of each function, calling them in turn `reps` times after one warm-up round."""
-    for f in fns:
-        f()
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(reps):
-        for i, f in enumerate(fns):
-            t0 = time.perf_counter()
-            f()
-            times[i].append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in times]
-
-
 def gemm_vs_torch(sizes: Sequence[int], reps: int, kernel: str) -> list[dict[str, Any]]:
     """Float32 n×n×n on ref: dynamic B and cached-weight B, against torch fp32 on CPU."""
     engine.use("ref", kernel=kernel)
@@ -51,7 +37,7 @@ def gemm_vs_torch(sizes: Sequence[int], reps: int, kernel: str) -> list[dict[str
     rows = []
     for n in sizes:
         a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
-        t_torch, t_dyn, t_w = interleaved([lambda a=a, b=b: a @ b, lambda a=a, b=b: engine.gemm(a, b),
+        t_torch, t_dyn, t_w = interleaved_medians([lambda a=a, b=b: a @ b, lambda a=a, b=b: engine.gemm(a, b),
                                            lambda a=a, b=b: engine.gemm(a, b, weight=True)], reps)
         rows.append({"n": n, "torch_ms": t_torch * 1e3, "engine_ms": t_dyn * 1e3, "weight_ms": t_w * 1e3,
                      "ratio": t_dyn / t_torch, "weight_ratio": t_w / t_torch})
@@ -67,7 +53,7 @@ def host_path(n: int, reps: int, kernel: str, units: int) -> dict[str, Any]:
     engine.reset_stats()
     engine.gemm(a, b)
     tiles = sum(engine.stats()["tiles_per_unit"].values())
-    t_dyn, t_w = interleaved([lambda: engine.gemm(a, b), lambda: engine.gemm(a, b, weight=True)], reps)
+    t_dyn, t_w = interleaved_medians([lambda: engine.gemm(a, b), lambda: engine.gemm(a, b, weight=True)], reps)
     engine.reset_stats()
     engine.gemm(a, b, weight=True)
     phases = engine.stats()["phases_s"]
@@ -113,7 +99,7 @@ def mlp(reps: int, kernel: str, batch: int = 64) -> dict[str, Any]:
         return h
 
     with torch.no_grad():
-        t_torch, t_eng = interleaved([lambda: model(x), on_engine], reps)
+        t_torch, t_eng = interleaved_medians([lambda: model(x), on_engine], reps)
         ref, out = model(x), on_engine()
     return {"batch": batch, "torch_ms": t_torch * 1e3, "engine_ms": t_eng * 1e3, "ratio": t_eng / t_torch,
             "rel_err": float((out - ref).norm() / ref.norm())}
@@ -139,7 +125,7 @@ def device_models(reps: int, kernel: str) -> list[dict[str, Any]]:
         model.eval()
         zmodel, zx = copy.deepcopy(model).to("zynq"), x.to("zynq")
         with torch.no_grad():
-            t_cpu, t_dev = interleaved([lambda m=model, x=x: m(x), lambda m=zmodel, x=zx: m(x)], reps)
+            t_cpu, t_dev = interleaved_medians([lambda m=model, x=x: m(x), lambda m=zmodel, x=zx: m(x)], reps)
             ref, out = model(x), zmodel(zx).cpu()
         rows.append({"model": name, "torch_ms": t_cpu * 1e3, "device_ms": t_dev * 1e3, "ratio": t_dev / t_cpu,
                      "rel_err": float((out - ref).norm() / ref.norm())})

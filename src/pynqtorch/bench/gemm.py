@@ -11,8 +11,6 @@ out_dtype=torch.int32)``: torch's int8 @ int8 result is int8, which the engine r
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,6 +19,7 @@ import torch
 from .. import engine
 from ..hw.perf import gemm_perf
 from ..targets import registry
+from .timing import interleaved_medians
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "int8": torch.int8,
                                   "int32": torch.int32}
@@ -29,19 +28,6 @@ QUICK_SIZES = (64, 128)
 CLOCK_MHZ = 100.0
 # int32 operands stay within ±INT32_RANGE so every exact n ≤ 1024 product fits int32 (and needs limbs).
 INT32_RANGE = 1000
-
-
-def median_times(fns: Sequence[Callable[[], Any]], reps: int) -> list[float]:
-    """Median seconds of each function over `reps` interleaved rounds, after one warm-up call each."""
-    for f in fns:
-        f()
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(reps):
-        for i, f in enumerate(fns):
-            t0 = time.perf_counter()
-            f()
-            times[i].append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in times]
 
 
 def operands(dtype: str, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,7 +84,7 @@ def measure(dtype: str, n: int, reps: int) -> dict[str, Any]:
     got = zynq().cpu()
     counters = engine.stats()["counters"]
     products = counters.get("limb_products", 1)
-    t_cpu, t_zynq = median_times([cpu, zynq], reps)
+    t_cpu, t_zynq = interleaved_medians([cpu, zynq], reps)
     board = gemm_perf(active.desc, n, n, n, clock_mhz=CLOCK_MHZ)
     return {"n": n, "dtype": dtype, "path": path(dtype), "target": active.name, "kernel": active.desc.name,
             "cpu_ms": t_cpu * 1e3, "zynq_ms": t_zynq * 1e3, "speedup": t_cpu / t_zynq,

@@ -19,7 +19,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from ..hw.description import Description
 from ..hw.perf import gemm_perf
 from ..targets import registry
-from .gemm import CLOCK_MHZ, median_times
+from .gemm import CLOCK_MHZ
+from .timing import interleaved_medians
 
 aten = torch.ops.aten
 MODELS = ("digits", "mlp", "minilm")
@@ -141,7 +142,7 @@ def measure(w: Workload, targets: Sequence[str], reps: int,
     """Rows for workload `w`: CPU fp32 once, then each target (with its predicted board time)."""
     with GemmShapes() as rec:
         expected = w.forward(w.model, "cpu")
-    (t_cpu,) = median_times([lambda: w.forward(w.model, "cpu")], max(reps, CPU_REPS))
+    (t_cpu,) = interleaved_medians([lambda: w.forward(w.model, "cpu")], max(reps, CPU_REPS))
     rows = [{"model": w.name, "batch": w.batch, "target": "cpu", "ms": t_cpu * 1e3, "vs_cpu": 1.0,
              "rel_err": 0.0, "gemms": len(rec.shapes)}]
     for target in targets:
@@ -152,7 +153,7 @@ def measure(w: Workload, targets: Sequence[str], reps: int,
         try:
             zm = w.zynq_model()
             got = w.forward(zm, "zynq").cpu()
-            (t,) = median_times([lambda zm=zm: w.forward(zm, "zynq")], reps)
+            (t,) = interleaved_medians([lambda zm=zm: w.forward(zm, "zynq")], reps)
         except (RuntimeError, NotImplementedError, OverflowError, TypeError, ValueError) as e:
             # a model failing on zynq is a result of the benchmark: reported in its row, the others still run
             row["error"] = f"{type(e).__name__}: {e}"
