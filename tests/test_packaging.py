@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -24,8 +25,6 @@ def test_wheel_install_finds_bundled_hardware(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"))
     out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True, env=env,
                          cwd=tmp_path).stdout
-    import json
-
     module, root, kernels, overlays, has_sw = json.loads(out.strip().splitlines()[-1])
     assert module.startswith(str(tmp_path / "site"))
     assert root == str(tmp_path / "site" / "pynqtorch" / "_hw")
