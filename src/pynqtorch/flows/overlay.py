@@ -42,18 +42,11 @@ class OverlayIP(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    instance: str
-    kernel: str
+    instance: CIdentifier
+    kernel: CIdentifier
     base: str = Field(description="AXI-lite base address (hex) in the GP0 window")
     range: str = Field(description="size of the AXI-lite address window (hex, a power of two >= 4 KiB)")
     hp_port: Literal["HP0", "HP1", "HP2", "HP3"]
-
-    @field_validator("instance", "kernel")
-    @classmethod
-    def _ident(cls, v: str) -> str:
-        if not v.isidentifier():
-            raise ValueError(f"{v!r} is not a C identifier")
-        return v
 
     @field_validator("base")
     @classmethod
