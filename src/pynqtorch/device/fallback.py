@@ -261,13 +261,9 @@ def direct_kernels() -> dict[str, Callable[..., Any]]:
         if base.rstrip("_") in _GEMM_FAMILY:
             continue
         op = getattr(getattr(torch.ops.aten, base), overload or "default")
-        kernels[name] = functools.partial(_direct, op)
+        kernels[name] = functools.partial(_boxed_fallback, op)
     kernels["as_strided"] = _as_strided
     return kernels
-
-
-def _direct(op: Any, *args: Any, **kwargs: Any) -> Any:
-    return run_on_cpu(op, args, kwargs)
 
 
 _AS_STRIDED = torch.ops.aten.as_strided.default

@@ -39,6 +39,13 @@ def _check_device(device: torch.device | None) -> None:
                        "(see pynqtorch.targets.board_spread)")
 
 
+def _format_strides(size: Sequence[int], memory_format: torch.memory_format | None) -> tuple[int, ...] | None:
+    """Strides of `memory_format` for `size`; None for the contiguous (default) layout."""
+    if memory_format in (None, torch.contiguous_format, torch.preserve_format):
+        return None
+    return torch.empty(tuple(size), device="meta", memory_format=memory_format).stride()
+
+
 def _dtype(dtype: torch.dtype | None) -> torch.dtype:
     return torch.get_default_dtype() if dtype is None else dtype
 
@@ -48,10 +55,7 @@ def _dtype(dtype: torch.dtype | None) -> torch.dtype:
 def empty_memory_format(size: Sequence[int], dtype: torch.dtype | None = None, layout=None,
                         device: torch.device | None = None, pin_memory=None, memory_format=None) -> torch.Tensor:
     _check_device(device)
-    stride = None
-    if memory_format not in (None, torch.contiguous_format, torch.preserve_format):
-        stride = torch.empty(size, device="meta", memory_format=memory_format).stride()
-    return new_tensor(size, stride, _dtype(dtype))
+    return new_tensor(size, _format_strides(size, memory_format), _dtype(dtype))
 
 
 # aten::empty_strided(SymInt[] size, SymInt[] stride, *, ScalarType? dtype=None, Layout? layout=None,
@@ -87,11 +91,7 @@ def copy_from_and_resize(self: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
 
 # aten::resize_(Tensor(a!) self, SymInt[] size, *, MemoryFormat? memory_format=None) -> Tensor(a!)
 def resize_(self: torch.Tensor, size: Sequence[int], memory_format=None) -> torch.Tensor:
-    resize(self, size)
-    if memory_format not in (None, torch.contiguous_format, torch.preserve_format):
-        stride = torch.empty(tuple(size), device="meta", memory_format=memory_format).stride()
-        set_metadata(self, self.untyped_storage(), self.storage_offset(), size, stride)
-    return self
+    return resize(self, size, _format_strides(size, memory_format))
 
 
 def _zynq_storage(self: torch.Tensor, source: torch.UntypedStorage) -> torch.UntypedStorage:

@@ -11,6 +11,7 @@ Host buffers never move: growing a tensor gives it a new storage.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -80,7 +81,8 @@ def write_generation(t: torch.Tensor) -> int:
     return getattr(t.untyped_storage(), GEN_ATTR, 0)
 
 
-def _needed_bytes(size: Sequence[int], stride: Sequence[int], offset: int, itemsize: int) -> int:
+def needed_bytes(size: Sequence[int], stride: Sequence[int], offset: int, itemsize: int) -> int:
+    """Bytes of storage a tensor of this geometry reaches."""
     if any(s == 0 for s in size):
         return 0
     return (offset + 1 + sum((n - 1) * st for n, st in zip(size, stride))) * itemsize
@@ -134,62 +136,59 @@ def new_tensor(size: Sequence[int], stride: Sequence[int] | None, dtype: torch.d
         stride = contiguous_strides(size)
     alloc = get_allocator()
     if host is None:
-        host = alloc.allocate(_needed_bytes(size, stride, offset, dtype.itemsize))
+        host = alloc.allocate(needed_bytes(size, stride, offset, dtype.itemsize))
     else:
         host = alloc.adopt(host)
     t = _wrapper(dtype)
     return set_metadata(t, make_storage(host, t.device), offset, size, stride)
 
 
-def alias(base: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A zynq tensor sharing `base`'s storage with `like`'s (a CPU view of it) dtype and geometry.
-
-    Like a view PyTorch makes, it is an inference tensor exactly when `base` is one, whatever the mode:
-    autograd sets a view's version counter, which an inference tensor made for a normal base refuses.
-    """
+def _mode_of(base: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Inference mode as `base` has it, so a view of `base` is an inference tensor exactly when `base` is one:
+    autograd sets a view's version counter, which an inference tensor made for a normal base refuses."""
     if base.is_inference() != torch.is_inference_mode_enabled():
-        with torch.inference_mode(base.is_inference()):
-            return _alias(base, like)
-    return _alias(base, like)
+        return torch.inference_mode(base.is_inference())
+    return contextlib.nullcontext()
+
+
+def alias(base: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A zynq tensor sharing `base`'s storage with `like`'s (a CPU view of it) dtype, geometry and conj/neg bits."""
+    with _mode_of(base):
+        t = set_metadata(_wrapper(like.dtype), base.untyped_storage(), like.storage_offset(), like.size(),
+                         like.stride())
+        if like.is_conj():
+            t = t.conj()
+        if like.is_neg():
+            t = torch._neg_view(t)
+        return t
 
 
 def view_of(base: torch.Tensor, size: Sequence[int], stride: Sequence[int], offset: int) -> torch.Tensor:
     """A zynq view of `base`'s storage (same dtype) with the given geometry, which the caller has checked
-    against the storage's size; an inference tensor exactly when `base` is one (see `alias`)."""
-    if base.is_inference() != torch.is_inference_mode_enabled():
-        with torch.inference_mode(base.is_inference()):
-            return set_metadata(_wrapper(base.dtype), base.untyped_storage(), offset, size, stride)
-    return set_metadata(_wrapper(base.dtype), base.untyped_storage(), offset, size, stride)
+    against the storage's size."""
+    with _mode_of(base):
+        return set_metadata(_wrapper(base.dtype), base.untyped_storage(), offset, size, stride)
 
 
-def needed_bytes(size: Sequence[int], stride: Sequence[int], offset: int, itemsize: int) -> int:
-    """Bytes of storage a tensor of this geometry reaches."""
-    return _needed_bytes(size, stride, offset, itemsize)
-
-
-def _alias(base: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    t = _wrapper(like.dtype)
-    set_metadata(t, base.untyped_storage(), like.storage_offset(), like.size(), like.stride())
-    if like.is_conj():
-        t = t.conj()
-    if like.is_neg():
-        t = torch._neg_view(t)
-    return t
+def _bytes_of(st: torch.UntypedStorage) -> torch.Tensor:
+    """A flat uint8 CPU tensor over all of CPU storage `st`."""
+    return torch.empty(0, dtype=torch.uint8).set_(st)
 
 
 def adopt_result(x: torch.Tensor) -> torch.Tensor:
     """A new zynq tensor holding `x`, a fresh CPU result nobody else holds: its memory is taken over, not copied."""
     if x.is_conj() or x.is_neg():
         x = x.resolve_conj().resolve_neg()
-    host = torch.empty(0, dtype=torch.uint8).set_(x.untyped_storage())
+    host = _bytes_of(x.untyped_storage())
     return new_tensor(x.size(), x.stride(), x.dtype, host=host, offset=x.storage_offset())
 
 
-def resize(t: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """`t.resize_(size)` for zynq tensors: contiguous strides, host buffer grown (keeping data) if needed."""
+def resize(t: torch.Tensor, size: Sequence[int], stride: Sequence[int] | None = None) -> torch.Tensor:
+    """`t.resize_(size)` for zynq tensors: `stride` (default contiguous), host buffer grown (keeping data) if
+    needed."""
     size = tuple(size)
-    stride = contiguous_strides(size)
-    need = _needed_bytes(size, stride, t.storage_offset(), t.element_size())
+    stride = contiguous_strides(size) if stride is None else tuple(stride)
+    need = needed_bytes(size, stride, t.storage_offset(), t.element_size())
     host = host_buffer(t)
     st = t.untyped_storage()
     if need > host.numel():
@@ -208,8 +207,7 @@ def sync_from_cpu(t: torch.Tensor, c: torch.Tensor) -> None:
     st = t.untyped_storage()
     cst = c.untyped_storage()
     if cst.data_ptr() != st.data_ptr():
-        host = torch.empty(0, dtype=torch.uint8).set_(cst)
-        st = make_storage(get_allocator().adopt(host), t.device)
+        st = make_storage(get_allocator().adopt(_bytes_of(cst)), t.device)
     elif c.size() == t.size() and c.stride() == t.stride() and c.storage_offset() == t.storage_offset():
         return
     set_metadata(t, st, c.storage_offset(), c.size(), c.stride())
