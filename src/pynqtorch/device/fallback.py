@@ -139,9 +139,11 @@ def _wrapped_numbers(op: Any, plan: _Plan, args: tuple) -> tuple[Any, tuple]:
     return op, tuple(_number_tensor(a, args) if i in positions else a for i, a in enumerate(args))
 
 
-def _device_error(plan: _Plan, other: torch.device) -> RuntimeError:
+def device_mismatch(other: torch.device, op_name: str | None = None) -> RuntimeError:
+    """PyTorch's error for a zynq tensor meeting a non-scalar tensor on `other` (in op `op_name`)."""
+    where = f" (in {op_name})" if op_name else ""
     return RuntimeError(f"Expected all tensors to be on the same device, but found at least two devices, "
-                        f"zynq:0 and {other}! (in {plan.name})")
+                        f"zynq:0 and {other}!{where}")
 
 
 class _Unwrapper:
@@ -161,7 +163,7 @@ class _Unwrapper:
                 self.pairs.append((a, c))
                 return c
             if a.dim() > 0 and not self.plan.mixed_ok:
-                raise _device_error(self.plan, a.device)
+                raise device_mismatch(a.device, self.plan.name)
             return a
         if isinstance(a, (list, tuple)) and a and any(isinstance(x, torch.Tensor) for x in a):
             return type(a)(self.arg(x) for x in a)

@@ -9,11 +9,9 @@ from typing import Any
 
 import torch
 
-from ..device.fallback import run_on_cpu
+from ..device.fallback import device_mismatch, run_on_cpu
 from ..device.report import record
 from ..device.storage import adopt_result, cpu_view, is_zynq
-
-_CPU = torch.device("cpu")
 
 
 class NotOffloadable(Exception):
@@ -25,8 +23,7 @@ def to_cpu(t: torch.Tensor | None) -> torch.Tensor | None:
     if t is None or is_zynq(t):
         return None if t is None else cpu_view(t)
     if t.dim() > 0:
-        raise RuntimeError(f"Expected all tensors to be on the same device, but found at least two devices, "
-                           f"zynq:0 and {t.device}!")
+        raise device_mismatch(t.device)
     return t
 
 
