@@ -78,6 +78,10 @@ class Control(_Strict):
     bundle: str = "CTRL"
     ap_ctrl: str = "0x00"
 
+    @property
+    def ap_ctrl_int(self) -> int:
+        return int(self.ap_ctrl, 16)
+
 
 class Hls(_Strict):
     part: str = "xc7z020clg400-1"

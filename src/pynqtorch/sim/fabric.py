@@ -66,7 +66,7 @@ class KernelIP:
         self.spec = spec
         self.desc = spec.kernel.desc
         self._fabric = fabric
-        self._ctrl_off = int(self.desc.control.ap_ctrl, 16)
+        self._ctrl_off = self.desc.control.ap_ctrl_int
         self._regs = np.zeros(spec.span // 4, np.uint32)
         self._lock = threading.Lock()
         self._busy = False

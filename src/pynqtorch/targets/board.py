@@ -246,7 +246,7 @@ class BoardUnit(ComputeUnit):
         self.verify_every = verify_every
         self.stats = UnitStats()
         self._mmio = board.mmio(base, span)
-        self._ctrl = int(desc.control.ap_ctrl, 16)
+        self._ctrl = desc.control.ap_ctrl_int
         self._hw = threading.Lock()  # held while the IP's registers are programmed and it runs
         self._written: dict[int, bytes] = {}
         self._held: list[Any] = []  # buffers of a call that timed out; kept until the IP is idle again

@@ -52,7 +52,7 @@ def decode_registers(desc: Description, read_u32) -> tuple[dict[str, int], dict[
 def handoff_registers(desc: Description) -> dict[str, tuple[int, str]]:
     """Register name -> (offset, description) as Vivado HLS names them in a .hwh: ``CTRL``, then a pointer
     argument ``x`` as ``x_1`` (low word) and ``x_2`` (high word), a scalar ``x`` as ``x``."""
-    regs = {"CTRL": (int(desc.control.ap_ctrl, 16), "Control signals")}
+    regs = {"CTRL": (desc.control.ap_ctrl_int, "Control signals")}
     for arg in desc.args:
         if arg.interface == "m_axi":
             regs[f"{arg.name}_1"] = (arg.offset_int, f"Data signal of {arg.name} (low word)")
@@ -64,7 +64,7 @@ def handoff_registers(desc: Description) -> dict[str, tuple[int, str]]:
 
 def register_span(desc: Description) -> int:
     """Bytes of AXI-lite address space the description's registers occupy (rounded up to a power of two)."""
-    end = max([int(desc.control.ap_ctrl, 16) + 4] + [a.offset_int + (8 if a.interface == "m_axi" else 4)
+    end = max([desc.control.ap_ctrl_int + 4] + [a.offset_int + (8 if a.interface == "m_axi" else 4)
                                                       for a in desc.args])
     span = MIN_REG_SPACE
     while span < end:
