@@ -6,7 +6,6 @@ import torch
 
 from .. import engine
 from ..device.storage import is_zynq, write_generation
-from ._common import NotOffloadable
 
 
 class _Derived:
@@ -34,15 +33,13 @@ def _derived_owner(src: torch.Tensor) -> _Derived:
 
 
 def gemm(a: torch.Tensor, b: torch.Tensor, *, b_owner: torch.Tensor | None) -> torch.Tensor:
-    """``a @ b`` on CPU views through the engine.
+    """``a @ b`` on CPU views through the engine (operands already checked by `gemm._check`).
 
     When `b` views a zynq tensor's memory, its quantization is cached on that tensor's storage and reused
     until the device writes the storage again (the write generation covers in-place ops, `out=`, `copy_`
     and `.data` writes alike). A `b` copied out of `b_owner` (e.g. a reordered conv weight) is cached the
     same way on an owner object per view of `b_owner`.
     """
-    if a.dtype not in engine.SUPPORTED_DTYPES:
-        raise NotOffloadable(a.dtype)
     try:
         if is_zynq(b_owner):
             owner = (b_owner if b.untyped_storage().data_ptr() == b_owner.untyped_storage().data_ptr()

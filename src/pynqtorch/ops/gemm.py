@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import torch
 
+from .. import engine
 from ._common import NotOffloadable, accelerated, to_cpu
 from .engine_bridge import gemm
 
 aten = torch.ops.aten
-_SUPPORTED = {torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int8, torch.uint8, torch.int16,
-              torch.int32, torch.int64}
 
 
 def _check(*ts: torch.Tensor) -> None:
+    """Operands the engine takes (else the call runs on CPU), of one dtype (else torch's error)."""
     for t in ts:
-        if t.dtype not in _SUPPORTED:
+        if t.dtype not in engine.SUPPORTED_DTYPES:
             raise NotOffloadable(t.dtype)
     if len({t.dtype for t in ts}) > 1:
         raise RuntimeError(f"expected m1 and m2 to have the same dtype, but got: "
