@@ -1,4 +1,5 @@
-"""A non-editable install carries the bundled kernels, overlays and the ARMv7l build script."""
+"""A non-editable install carries the bundled kernels, overlays, the ARMv7l build script and the native
+host passes' source."""
 
 from __future__ import annotations
 
@@ -21,13 +22,15 @@ def test_wheel_install_finds_bundled_hardware(tmp_path: Path) -> None:
     probe = ("import pynqtorch, json; from pynqtorch.hw.kernels import hw_root, kernels; "
              "from pynqtorch.flows.overlay import overlays; "
              "print(json.dumps([pynqtorch.__file__, str(hw_root()), sorted(kernels()), sorted(overlays()), "
-             "(hw_root().parent / '_sw' / 'build_torch.sh').is_file()]))")
+             "(hw_root().parent / '_sw' / 'build_torch.sh').is_file(), "
+             "__import__('pynqtorch.hostops').hostops.source().is_file()]))")
     env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"))
     out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True, env=env,
                          cwd=tmp_path).stdout
-    module, root, kernels, overlays, has_sw = json.loads(out.strip().splitlines()[-1])
+    module, root, kernels, overlays, has_sw, has_hostops = json.loads(out.strip().splitlines()[-1])
     assert module.startswith(str(tmp_path / "site"))
     assert root == str(tmp_path / "site" / "pynqtorch" / "_hw")
     assert {"gemm_i8_dsp", "gemm_i8_fabric", "gemm_i8_packed"} <= set(kernels)
     assert {"gemm_single", "gemm_dual", "gemm_packed"} <= set(overlays)
     assert has_sw
+    assert has_hostops  # the native host passes' C++ source ships in the wheel

@@ -11,6 +11,7 @@ from collections.abc import Hashable
 
 import torch
 
+from .. import hostops
 from ..targets import registry
 from .limbs import Operand, call_k, check_host_sum, combine, split
 from .quant import QuantConfig, quantize, resolve_config
@@ -174,9 +175,9 @@ def _float_gemm(a3: torch.Tensor, b3: torch.Tensor, weight_src: torch.Tensor | N
     t_quant = time.perf_counter() - t0
     acc = _product(active, ao, bo, a3.shape[1], b3.shape[2], a3.shape[2], b_key)
     t0 = time.perf_counter()
-    cd = torch.promote_types(qa.scale.dtype, sb.dtype)
-    # A separate conversion: products with an integer operand are not vectorized.
-    c = acc.to(cd).mul_(qa.scale).mul_(sb)
+    c = hostops.dequantize(acc, qa.scale, sb)
+    if c is None:  # the same arithmetic in torch ops (a separate conversion: int * float is not vectorized)
+        c = acc.to(torch.promote_types(qa.scale.dtype, sb.dtype)).mul_(qa.scale).mul_(sb)
     STATS.record({"quantize": t_quant, "dequantize": time.perf_counter() - t0},
                  {"gemm_float": 1, "limb_products": ao.count * bo.count})
     if qa.bad is not None or bad_b is not None:

@@ -24,6 +24,8 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from .. import hostops
+
 WeightScheme = Literal["per_tensor", "per_channel"]
 ActivationScheme = Literal["per_tensor", "per_row"]
 
@@ -108,10 +110,20 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 def quantize(x: torch.Tensor, dim: int, per_line: bool, qmax: int) -> Quantized:
     """Quantize 3-D float `x` symmetrically to int8; lines run along `dim` (K: -1 for A, -2 for B).
 
-    `per_line` gives one scale per line, else one per tensor; ``qmax <= 127``.
+    `per_line` gives one scale per line, else one per tensor; ``qmax <= 127``. The native host pass
+    (`pynqtorch.hostops`) takes the common float32 case; the torch ops below define the result.
     """
     cd = compute_dtype(x.dtype)
     xc = x if x.dtype == cd else x.to(cd)
+    native = hostops.quantize(xc, dim, per_line, qmax)
+    if native is not None:
+        return Quantized(native[0], native[1], None, qmax)
+    return quantize_torch(xc, dim, per_line, qmax)
+
+
+def quantize_torch(xc: torch.Tensor, dim: int, per_line: bool, qmax: int) -> Quantized:
+    """`quantize` in torch ops for `xc` already in its compute dtype (float32 or float64)."""
+    cd = xc.dtype
     amax = _amax(xc, dim)
     lo, hi = _range(amax)
     bad = None
@@ -129,9 +141,9 @@ def quantize(x: torch.Tensor, dim: int, per_line: bool, qmax: int) -> Quantized:
     else:
         if cd == torch.float32 and 0 < float(torch.where(amax > 0, amax, math.inf).min()) < _TINY_F32:
             cd = torch.float64
-            xc, amax = x.to(cd).nan_to_num(0.0, 0.0, 0.0), amax.to(cd)
+            xc, amax = xc.to(cd).nan_to_num(0.0, 0.0, 0.0), amax.to(cd)
         scale = torch.where(amax > 0, amax / qmax, 1.0)
-        inv = torch.where(amax > 0, qmax / amax, 1.0)
+        inv = scale.reciprocal()
     # |x * inv| <= qmax (1 + 3 eps) rounds to at most qmax: no clamp needed.
     q = torch.mul(xc, inv).round_().to(torch.int8)
     return Quantized(q, scale, bad, qmax)

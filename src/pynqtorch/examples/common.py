@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..buildcache import cache_root
 from ..engine import QuantConfig
 from ..targets import registry
-from ..targets.csim_build import cache_root
 
 # The schemes every example reports: the engine's default first (the figure that must hold), then the
 # coarser per-tensor scheme for comparison.

@@ -18,11 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from ..buildcache import compiler
 from ..hw.description import Description
 from ..hw.kernels import KernelInfo, find_kernel, kernels
 from ..hw.packing import call_dims, pack_operand, parse_ctype, unpack_result, word_dtype, words_for
 from .base import ComputeUnit, Target, TargetUnavailable
-from .csim_build import ENTRY, ap_types_dir, build_library, compiler
+from .csim_build import ENTRY, ap_types_dir, build_library
 
 DEFAULT_UNITS = 2
 

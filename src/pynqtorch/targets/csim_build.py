@@ -12,23 +12,18 @@ instead of killing the caller.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import importlib.metadata
 import importlib.resources
 import json
-import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
+from ..buildcache import atomic_write, cached_build
 from ..hw.description import Description
 from ..hw.kernels import KernelInfo
 from ..hw.packing import call_dims, parse_ctype, words_for
@@ -62,23 +57,6 @@ class KernelCrash(CsimError):
 
 # -- toolchain --------------------------------------------------------------------------------------------
 
-def compiler() -> str:
-    """Path of the C++ compiler (``$CXX`` or ``g++``); `TargetUnavailable` when missing."""
-    name = os.environ.get("CXX", "g++")
-    path = shutil.which(name)
-    if path is None:
-        raise TargetUnavailable(f"C++ compiler {name!r} not found on PATH (install g++, or set CXX)")
-    return path
-
-
-@cache
-def compiler_version(cxx: str) -> str:
-    """The compiler's identity for cache keys (version line and target triple)."""
-    out = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=True).stdout
-    machine = subprocess.run([cxx, "-dumpmachine"], capture_output=True, text=True, check=True).stdout
-    return out.splitlines()[0].strip() + " " + machine.strip()
-
-
 @cache
 def ap_types_dir() -> Path:
     """Xilinx AP types headers (``ap_int.h``) shipped in the hls4ml wheel; `TargetUnavailable` when absent."""
@@ -92,15 +70,6 @@ def ap_types_dir() -> Path:
         raise TargetUnavailable(f"hls4ml is installed but {path / 'ap_int.h'} is missing; "
                                 "reinstall hls4ml==1.3.0")
     return path
-
-
-def cache_root() -> Path:
-    """Cache folder: ``$PYNQTORCH_CACHE``, else ``$XDG_CACHE_HOME/pynqtorch``, else ``~/.cache/pynqtorch``."""
-    env = os.environ.get("PYNQTORCH_CACHE")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "pynqtorch"
 
 
 # -- signature check --------------------------------------------------------------------------------------
@@ -232,25 +201,6 @@ def _kernel_files(folder: Path, desc: Description) -> list[Path]:
     return sorted(files)
 
 
-def _digest(parts: list[bytes]) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(len(p).to_bytes(8, "little"))
-        h.update(p)
-    return h.hexdigest()[:20]
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _compile(cmd: list[str], what: str, folder: Path, cwd: Path) -> None:
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=cwd)
     if proc.returncode == 0:
@@ -262,37 +212,14 @@ def _compile(cmd: list[str], what: str, folder: Path, cwd: Path) -> None:
                        f"command: {' '.join(cmd)}")
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def _cached_build(info: KernelInfo, kind: str, key_parts: list[bytes], write_sources, cmd_for) -> Path:
-    """Build once per key: `write_sources(tmpdir)` then `cmd_for(tmpdir, out)`; returns the build folder."""
-    cxx = compiler()
-    key = _digest(key_parts + [compiler_version(cxx).encode(), str(ap_types_dir()).encode(),
-                               importlib.metadata.version("hls4ml").encode()])
-    root = cache_root() / "csim"
-    final = root / f"{info.name}-{kind}-{key}"
-    if (final / "done").is_file():
-        return final
-    with _locked(root / f".{info.name}-{kind}-{key}.lock"):
-        if (final / "done").is_file():
-            return final
-        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".build-{info.name}-"))
-        try:
-            write_sources(tmp)
-            _compile(cmd_for(tmp, cxx), f"{kind} build", info.folder, tmp)
-            (tmp / "done").write_text("ok\n")
-            tmp.chmod(0o755)
-            if final.exists():
-                shutil.rmtree(final)  # an interrupted earlier build without its "done" marker
-            os.rename(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    """Build once per key: `write_sources(tmpdir)` then `cmd_for(tmpdir, cxx)`; returns the build folder."""
+    def build(tmp: Path, cxx: str) -> None:
+        write_sources(tmp)
+        _compile(cmd_for(tmp, cxx), f"{kind} build", info.folder, tmp)
+
+    parts = key_parts + [str(ap_types_dir()).encode(), importlib.metadata.version("hls4ml").encode()]
+    return cached_build("csim", f"{info.name}-{kind}", parts, build)
 
 
 def build_library(info: KernelInfo) -> Path:
@@ -389,7 +316,7 @@ def _first_call(build: Path, desc: Description) -> None:
         raise KernelCrash(f"kernel {desc.name} ({build / 'kernel.so'}): the first call ({shape}, random data, "
                           f"run in a subprocess) did not finish within {SMOKE_TIMEOUT_S} s") from None
     if proc.returncode == 0:
-        _atomic_write(ok, "ok\n")
+        atomic_write(ok, "ok\n")
         return
     how = (f"was killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
            else f"exited with status {proc.returncode}")
@@ -397,5 +324,5 @@ def _first_call(build: Path, desc: Description) -> None:
     msg = (f"kernel {desc.name} crashed: its first call ({shape}, random data, run in a subprocess from "
            f"{build / 'kernel.so'}) {how}" + (f"\n{tail}" if tail else ""))
     if proc.returncode < 0:
-        _atomic_write(crash, msg + "\n")
+        atomic_write(crash, msg + "\n")
     raise KernelCrash(msg)

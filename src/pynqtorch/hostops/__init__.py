@@ -1,0 +1,132 @@
+"""Native host passes of the engine: fused int8 quantization and dequantization (``hostops.cpp``).
+
+The torch formulation in `engine.quant` takes four to six passes over an operand (|x|, max, multiply,
+round, convert); the C++ here takes one or two and returns bit-identical results (same IEEE float32
+operations, tested). It is compiled with the C++ compiler on first use into the build cache
+(`pynqtorch.buildcache`) and loaded with ctypes, which releases the GIL during calls.
+
+Every function returns None when it does not take a case (float64, empty operands, NaN/Inf, scales so
+small that they need float64, large dequantizations where torch's threads win); the caller then runs the
+torch formulation. Without a compiler, or with ``PYNQTORCH_HOSTOPS=0``, everything runs in torch.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib.resources
+import logging
+import os
+import subprocess
+from pathlib import Path
+
+import torch
+
+from ..buildcache import cached_build
+from ..targets.base import TargetUnavailable
+
+log = logging.getLogger(__name__)
+
+ENV = "PYNQTORCH_HOSTOPS"
+FLAGS = ("-O3", "-std=c++14", "-ffp-contract=off", "-fPIC", "-shared")
+# Above this many output elements torch's threaded dequantization is faster than the one-thread loop.
+DEQUANT_MAX = 1 << 17
+
+_i64, _ptr, _f32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float
+_SIGNATURES = {
+    "pynqtorch_quantize_rows": ([_ptr, _i64, _i64, _i64, _i64, _i64, _f32, _ptr, _ptr], ctypes.c_int),
+    "pynqtorch_quantize_cols": ([_ptr, _i64, _i64, _i64, _i64, _i64, _f32, _ptr, _ptr, _ptr], ctypes.c_int),
+    "pynqtorch_quantize_tensor": ([_ptr, _i64, _i64, _i64, _i64, _i64, _f32, _ptr, _ptr], ctypes.c_int),
+    "pynqtorch_dequantize": ([_ptr, _i64, _i64, _i64, _ptr, _i64, _i64, _ptr, _i64, _i64, _ptr], None),
+}
+
+
+def source() -> Path:
+    return Path(str(importlib.resources.files(__package__) / "hostops.cpp"))
+
+
+def build() -> Path:
+    """Path of the compiled library (built on first use; `TargetUnavailable` without a compiler)."""
+    src = source()
+    text = src.read_bytes()
+
+    def compile_(tmp: Path, cxx: str) -> None:
+        proc = subprocess.run([cxx, *FLAGS, "-o", str(tmp / "hostops.so"), str(src)], capture_output=True,
+                              text=True, check=False)
+        if proc.returncode:
+            raise RuntimeError(f"compiling {src} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+
+    return cached_build("hostops", "hostops", [text, " ".join(FLAGS).encode()], compile_) / "hostops.so"
+
+
+@functools.cache
+def library() -> ctypes.CDLL | None:
+    """The loaded library, or None (disabled by ``PYNQTORCH_HOSTOPS=0``, or no compiler: logged once)."""
+    if os.environ.get(ENV, "1") == "0":
+        return None
+    try:
+        lib = ctypes.CDLL(str(build()))
+    except (TargetUnavailable, RuntimeError, OSError) as e:
+        log.warning("native host passes unavailable, quantizing with torch ops: %s", e)
+        return None
+    for name, (args, res) in _SIGNATURES.items():
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = args, res
+    return lib
+
+
+def status() -> str:
+    """One line for reports: where the host passes run."""
+    if os.environ.get(ENV, "1") == "0":
+        return f"torch ops ({ENV}=0)"
+    return "native (C++)" if library() is not None else "torch ops (no C++ compiler)"
+
+
+def quantize(x: torch.Tensor, dim: int, per_line: bool, qmax: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """int8 values and float32 scales of float32 `x` (``[B, R, C]``) as `engine.quant.quantize` defines
+    them (lines along `dim`: -1 one scale per row, -2 per column; one scale if not `per_line`), or None."""
+    lib = library()
+    if lib is None or x.dtype != torch.float32 or x.numel() == 0:
+        return None
+    if x.stride(-1) != 1:
+        if x.stride(-2) == 1:  # a transposed operand: quantize the contiguous view along the other dim
+            res = quantize(x.transpose(1, 2), -3 - dim, per_line, qmax)
+            return None if res is None else (res[0].transpose(1, 2), res[1].transpose(1, 2) if per_line else res[1])
+        x = x.contiguous()
+    nb, nr, nc = x.shape
+    q = torch.empty((nb, nr, nc), dtype=torch.int8)
+    args = (x.data_ptr(), nb, nr, nc, x.stride(0), x.stride(1), float(qmax), q.data_ptr())
+    if not per_line:
+        scale = torch.empty((), dtype=torch.float32)
+        st = lib.pynqtorch_quantize_tensor(*args, scale.data_ptr())
+    elif dim == -1:
+        scale = torch.empty((nb, nr, 1), dtype=torch.float32)
+        st = lib.pynqtorch_quantize_rows(*args, scale.data_ptr())
+    else:
+        scale = torch.empty((nb, 1, nc), dtype=torch.float32)
+        work = torch.empty(2 * nc, dtype=torch.int32)
+        st = lib.pynqtorch_quantize_cols(*args, scale.data_ptr(), work.data_ptr())
+    return (q, scale) if st == 0 else None
+
+
+def _strides(s: torch.Tensor, line_dim: int) -> tuple[int, int]:
+    """(batch, line) element strides of a scale ``[B, M, 1]`` / ``[B, 1, N]`` / 0-dim; 0 broadcasts."""
+    if s.dim() == 0:
+        return 0, 0
+    return (s.stride(0) if s.shape[0] > 1 else 0), (s.stride(line_dim) if s.shape[line_dim] > 1 else 0)
+
+
+def dequantize(acc: torch.Tensor, sa: torch.Tensor, sb: torch.Tensor) -> torch.Tensor | None:
+    """``acc.to(float32) * sa * sb`` for a contiguous int32 ``[B, M, N]`` accumulator and float32 scales
+    (`Quantized.scale` shapes), bit-identical to the torch ops, or None."""
+    lib = library()
+    if (lib is None or acc.dtype != torch.int32 or not acc.is_contiguous() or acc.numel() > DEQUANT_MAX
+            or sa.dtype != torch.float32 or sb.dtype != torch.float32):
+        return None
+    nb, m, n = acc.shape
+    if sa.dim() == 3 and sa.shape[0] not in (1, nb) or sb.dim() == 3 and sb.shape[0] not in (1, nb):
+        return None
+    out = torch.empty((nb, m, n), dtype=torch.float32)
+    lib.pynqtorch_dequantize(acc.data_ptr(), nb, m, n, sa.data_ptr(), *_strides(sa, 1), sb.data_ptr(),
+                             *_strides(sb, 2), out.data_ptr())
+    return out

@@ -1,0 +1,168 @@
+// Fused host-side passes of the GEMM engine: symmetric int8 quantization and dequantization.
+//
+// Each function does in one or two passes over memory what takes several torch ops, with the same
+// IEEE float32 arithmetic as the torch path in pynqtorch.engine.quant (bit-identical results):
+//   amax  = max |x| over a line (row, column or whole tensor)
+//   scale = amax > 0 ? amax / qmax : 1,  inv = 1 / scale
+//   q     = round_half_even(x * inv)     (|x * inv| <= qmax, so no clamp)
+//   out   = ((float) acc * sa) * sb      (dequantization)
+// max |x| is taken on the bit patterns with the sign cleared: for IEEE floats their unsigned order is
+// the order of magnitudes, and Inf/NaN patterns exceed every finite one, so one integer max reduction
+// (which vectorizes without fast-math) gives both the amax and the presence of a non-finite value.
+// Rounding adds and subtracts 1.5 * 2**23, which rounds half to even in the default rounding mode for
+// |y| < 2**22. Compile without -ffast-math and with -ffp-contract=off.
+#include <cstdint>
+#include <cstring>
+
+// On x86-64 each entry point is also built for AVX2 and picked at load time (the baseline is SSE2,
+// which has no 32-bit integer max).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define PYNQTORCH_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define PYNQTORCH_CLONES
+#endif
+
+namespace {
+
+const uint32_t kAbsMask = 0x7fffffffu;
+const uint32_t kInfBits = 0x7f800000u;
+const uint32_t kTinyBits = 0x0d800000u;  // 2**-100: non-zero amax below it needs float64 scales
+const float kRound = 12582912.0f;        // 1.5 * 2**23
+
+enum Status { kOk = 0, kNonFinite = 1, kTiny = 2 };
+
+inline uint32_t bits(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  return u;
+}
+
+inline float from_bits(uint32_t u) {
+  float x;
+  std::memcpy(&x, &u, sizeof x);
+  return x;
+}
+
+inline uint32_t row_amax_bits(const float* x, int64_t n) {
+  uint32_t m = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t u = bits(x[i]) & kAbsMask;
+    m = u > m ? u : m;
+  }
+  return m;
+}
+
+inline int check(uint32_t m) {
+  if (m >= kInfBits) return kNonFinite;
+  if (m != 0 && m < kTinyBits) return kTiny;
+  return kOk;
+}
+
+inline float scale_of(uint32_t m, float qmax) { return m == 0 ? 1.0f : from_bits(m) / qmax; }
+
+inline void quantize_row(const float* x, int64_t n, float inv, int8_t* q) {
+  for (int64_t i = 0; i < n; ++i) {
+    float y = x[i] * inv;
+    float r = (y + kRound) - kRound;
+    q[i] = static_cast<int8_t>(static_cast<int32_t>(r));
+  }
+}
+
+inline void quantize_row_cols(const float* x, int64_t n, const float* inv, int8_t* q) {
+  for (int64_t i = 0; i < n; ++i) {
+    float y = x[i] * inv[i];
+    float r = (y + kRound) - kRound;
+    q[i] = static_cast<int8_t>(static_cast<int32_t>(r));
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+// x: float32 [nb, nr, nc], element strides (sb, sr, 1); q: int8 contiguous [nb, nr, nc].
+// One scale per row: scale is [nb * nr]. Stops at the first non-finite or tiny row (returns its status).
+PYNQTORCH_CLONES int pynqtorch_quantize_rows(const float* x, int64_t nb, int64_t nr, int64_t nc, int64_t sb, int64_t sr,
+                            float qmax, int8_t* q, float* scale) {
+  for (int64_t b = 0; b < nb; ++b) {
+    for (int64_t r = 0; r < nr; ++r) {
+      const float* row = x + b * sb + r * sr;
+      uint32_t m = row_amax_bits(row, nc);
+      int st = check(m);
+      if (st != kOk) return st;
+      float s = scale_of(m, qmax);
+      scale[b * nr + r] = s;
+      quantize_row(row, nc, 1.0f / s, q + (b * nr + r) * nc);
+    }
+  }
+  return kOk;
+}
+
+// As above with one scale per column: scale is [nb * nc]; `work` holds nc uint32 and nc floats.
+PYNQTORCH_CLONES int pynqtorch_quantize_cols(const float* x, int64_t nb, int64_t nr, int64_t nc, int64_t sb, int64_t sr,
+                            float qmax, int8_t* q, float* scale, uint32_t* work) {
+  uint32_t* m = work;
+  float* inv = reinterpret_cast<float*>(work + nc);
+  for (int64_t b = 0; b < nb; ++b) {
+    const float* xb = x + b * sb;
+    for (int64_t c = 0; c < nc; ++c) m[c] = 0;
+    for (int64_t r = 0; r < nr; ++r) {
+      const float* row = xb + r * sr;
+      for (int64_t c = 0; c < nc; ++c) {
+        uint32_t u = bits(row[c]) & kAbsMask;
+        m[c] = u > m[c] ? u : m[c];
+      }
+    }
+    for (int64_t c = 0; c < nc; ++c) {
+      int st = check(m[c]);
+      if (st != kOk) return st;
+      float s = scale_of(m[c], qmax);
+      scale[b * nc + c] = s;
+      inv[c] = 1.0f / s;
+    }
+    for (int64_t r = 0; r < nr; ++r) quantize_row_cols(xb + r * sr, nc, inv, q + (b * nr + r) * nc);
+  }
+  return kOk;
+}
+
+// As above with one scale for the whole tensor (scale points to one float).
+PYNQTORCH_CLONES int pynqtorch_quantize_tensor(const float* x, int64_t nb, int64_t nr, int64_t nc, int64_t sb, int64_t sr,
+                              float qmax, int8_t* q, float* scale) {
+  uint32_t m = 0;
+  for (int64_t b = 0; b < nb; ++b) {
+    for (int64_t r = 0; r < nr; ++r) {
+      uint32_t mr = row_amax_bits(x + b * sb + r * sr, nc);
+      m = mr > m ? mr : m;
+    }
+  }
+  int st = check(m);
+  if (st != kOk) return st;
+  float s = scale_of(m, qmax);
+  *scale = s;
+  float inv = 1.0f / s;
+  for (int64_t b = 0; b < nb; ++b)
+    for (int64_t r = 0; r < nr; ++r) quantize_row(x + b * sb + r * sr, nc, inv, q + (b * nr + r) * nc);
+  return kOk;
+}
+
+// out[b, i, j] = ((float) acc[b, i, j] * sa[b * sab + i * sai]) * sb[b * sbb + j * sbj], all contiguous
+// [nb, m, n]; a zero stride broadcasts a scale (0-dim scales have every stride 0).
+PYNQTORCH_CLONES void pynqtorch_dequantize(const int32_t* acc, int64_t nb, int64_t m, int64_t n, const float* sa, int64_t sab,
+                          int64_t sai, const float* sb, int64_t sbb, int64_t sbj, float* out) {
+  for (int64_t b = 0; b < nb; ++b) {
+    const float* sbr = sb + b * sbb;
+    for (int64_t i = 0; i < m; ++i) {
+      const float a = sa[b * sab + i * sai];
+      const int32_t* src = acc + (b * m + i) * n;
+      float* dst = out + (b * m + i) * n;
+      if (sbj == 0) {
+        const float s = sbr[0];
+        for (int64_t j = 0; j < n; ++j) dst[j] = (static_cast<float>(src[j]) * a) * s;
+      } else {
+        for (int64_t j = 0; j < n; ++j) dst[j] = (static_cast<float>(src[j]) * a) * sbr[j * sbj];
+      }
+    }
+  }
+}
+
+}  // extern "C"
