@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -118,3 +119,16 @@ def test_engine_results_identical_without_native_passes(tmp_path: Path) -> None:
         results[flag] = torch.load(path)
     for native, plain in zip(results["1"], results["0"]):
         assert torch.equal(native, plain)
+
+
+def test_info_says_where_host_passes_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from pynqtorch.cli import app
+
+    res = CliRunner().invoke(app, ["info", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["host_passes"] == "native (C++)"
+    monkeypatch.setenv(hostops.ENV, "0")
+    res = CliRunner().invoke(app, ["info", "--json"])
+    assert json.loads(res.stdout)["host_passes"] == "torch ops (PYNQTORCH_HOSTOPS=0)"

@@ -25,6 +25,7 @@ def collect() -> dict:
 
     import pynqtorch
 
+    from .. import hostops
     from ..hw.kernels import kernel_errors, kernels
     from ..targets.registry import DEFAULT_TARGET, ENV_TARGET, available_targets, current
 
@@ -36,6 +37,7 @@ def collect() -> dict:
         "active_target": (cur.name if (cur := current()) is not None
                           else os.environ.get(ENV_TARGET, DEFAULT_TARGET)),
         "targets": available_targets(),
+        "host_passes": hostops.status(),
         "kernels": {k.name: {"origin": k.origin, "folder": str(k.folder), "priority": k.desc.priority}
                     for k in kernels().values()},
         "kernel_errors": list(kernel_errors()),
@@ -53,7 +55,7 @@ def info(json_out: bool = typer.Option(False, "--json", help="Print one JSON obj
     console.print(f"pynqtorch {v['pynqtorch']} · torch {v['torch']} · pynq {v['pynq'] or 'not installed'} · "
                   f"hls4ml {v['hls4ml'] or 'not installed'} · Python {v['python']} ({v['machine']})")
     console.print(f"zynq devices: {data['devices']['count']} (current zynq:{data['devices']['current']}); "
-                  f"active target: [bold]{data['active_target']}[/]")
+                  f"active target: [bold]{data['active_target']}[/]; quantize/dequantize: {data['host_passes']}")
     t = Table("target", "available", "why not")
     for name, reason in data["targets"].items():
         t.add_row(name, "yes" if reason is None else "no", reason or "")

@@ -15,7 +15,7 @@ from .. import hostops
 from ..targets import registry
 from .limbs import Operand, call_k, check_host_sum, combine, split
 from .quant import QuantConfig, quantize, resolve_config
-from .scheduler import scheduler
+from .scheduler import Scheduler, scheduler
 from .stats import STATS
 from .weights import QuantizedWeight, cached, is_current
 
@@ -112,15 +112,15 @@ def prepare_weight(b: torch.Tensor, config: QuantConfig | None = None, *, owner:
     return _weight(b3, b, True, owner, version, resolve_config(config) if b.dtype.is_floating_point else None)
 
 
-def _kernel() -> tuple[registry.ActiveTarget, int, int]:
-    active = registry.active()
-    s = scheduler(active)
-    return active, s.digit_bits, s.qmax
+def _kernel() -> Scheduler:
+    """The scheduler of the active target (it also holds the kernel's digit width and qmax)."""
+    return scheduler(registry.active())
 
 
 def _weight(b3: torch.Tensor, src: torch.Tensor, handle: bool | QuantizedWeight, owner: object,
             version: Hashable | None, cfg: QuantConfig | None) -> QuantizedWeight:
-    _, d, qmax = _kernel()
+    s = _kernel()
+    d, qmax = s.digit_bits, s.qmax
     params = (d, qmax, cfg.weights) if cfg is not None else (d,)
     if isinstance(handle, QuantizedWeight) and is_current(handle, src, params, owner, version):
         return handle
@@ -140,17 +140,17 @@ def _weight(b3: torch.Tensor, src: torch.Tensor, handle: bool | QuantizedWeight,
     return cached(src, params, build, owner, version)
 
 
-def _product(active: registry.ActiveTarget, ao: Operand, bo: Operand, m: int, n: int, k: int,
+def _product(s: Scheduler, ao: Operand, bo: Operand, m: int, n: int, k: int,
              b_key: int | None = None) -> torch.Tensor:
     """Exact ``A @ B`` from limb operands (``[B, La*M, K]`` and ``[B, K, Lb*N]``): int64, or int32 for one
     limb product whose sums over K provably fit int32; `b_key` names a cached weight B (its `serial`)."""
-    desc = active.desc
-    kc = call_k(desc.arith, desc.tile.k, active.limits.k, ao, bo)
+    desc = s.active.desc
+    kc = call_k(desc.arith, desc.tile.k, s.active.limits.k, ao, bo)
     check_host_sum(k, ao, bo)
     narrow = k * ao.bound * bo.bound <= _INT32_MAX  # any sum over K of one limb product fits int32
-    p = scheduler(active).gemm(ao.stacked, bo.stacked, kc, b_key, narrow)
+    p = s.gemm(ao.stacked, bo.stacked, kc, b_key, narrow)
     if ao.count * bo.count == 1:
-        return combine(p, 1, 1, m, n, ao.digit_bits)
+        return p
     p = p.to(torch.int64)
     t0 = time.perf_counter()
     out = combine(p, ao.count, bo.count, m, n, ao.digit_bits)
@@ -161,7 +161,8 @@ def _product(active: registry.ActiveTarget, ao: Operand, bo: Operand, m: int, n:
 def _float_gemm(a3: torch.Tensor, b3: torch.Tensor, weight_src: torch.Tensor | None,
                 handle: bool | QuantizedWeight, owner: object, version: Hashable | None,
                 cfg: QuantConfig) -> torch.Tensor:
-    active, d, qmax = _kernel()
+    s = _kernel()
+    d, qmax = s.digit_bits, s.qmax
     t0 = time.perf_counter()
     qa = quantize(a3, -1, cfg.activations == "per_row", qmax)
     ao = split(qa.q, d, "a", (-qmax, qmax))
@@ -173,7 +174,7 @@ def _float_gemm(a3: torch.Tensor, b3: torch.Tensor, weight_src: torch.Tensor | N
         qb = quantize(b3, -2, cfg.activations == "per_row", qmax)
         bo, sb, bad_b = split(qb.q, d, "b", (-qmax, qmax)), qb.scale, qb.bad
     t_quant = time.perf_counter() - t0
-    acc = _product(active, ao, bo, a3.shape[1], b3.shape[2], a3.shape[2], b_key)
+    acc = _product(s, ao, bo, a3.shape[1], b3.shape[2], a3.shape[2], b_key)
     t0 = time.perf_counter()
     c = hostops.dequantize(acc, qa.scale, sb)
     if c is None:  # the same arithmetic in torch ops (a separate conversion: int * float is not vectorized)
@@ -207,7 +208,8 @@ def _patch_nonfinite(c: torch.Tensor, a3: torch.Tensor, b3: torch.Tensor, bad_a:
 def _int_gemm(a3: torch.Tensor, b3: torch.Tensor, weight_src: torch.Tensor | None,
               handle: bool | QuantizedWeight, owner: object, version: Hashable | None,
               out_dtype: torch.dtype) -> torch.Tensor:
-    active, d, _ = _kernel()
+    s = _kernel()
+    d = s.digit_bits
     t0 = time.perf_counter()
     ao = split(a3, d, "a")
     b_key = None
@@ -217,7 +219,7 @@ def _int_gemm(a3: torch.Tensor, b3: torch.Tensor, weight_src: torch.Tensor | Non
     else:
         bo = split(b3, d, "b")
     STATS.record({"limbs": time.perf_counter() - t0}, {"gemm_int": 1, "limb_products": ao.count * bo.count})
-    acc = _product(active, ao, bo, a3.shape[1], b3.shape[2], a3.shape[2], b_key)
+    acc = _product(s, ao, bo, a3.shape[1], b3.shape[2], a3.shape[2], b_key)
     if acc.dtype == out_dtype:
         return acc
     info = torch.iinfo(out_dtype)

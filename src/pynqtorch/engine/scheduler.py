@@ -127,6 +127,7 @@ class Scheduler:
         # Units that keep B tiles resident when told a stable key for them (the board target).
         self._keyed = [getattr(u, "resident_b", False) for u in self.units]
         arith = active.desc.arith
+        self._tile = (active.desc.tile.m, active.desc.tile.n, active.desc.tile.k)
         # Digit width for exact limbs and the symmetric quantization range of this kernel.
         self.digit_bits = digit_bits(arith, active.desc.tile.k)
         self.qmax = (1 << (min(arith.operand_bits, 8) - 1)) - 1
@@ -147,14 +148,14 @@ class Scheduler:
         n = b.shape[2]
         if k == 0 or m == 0 or n == 0 or bt == 0:
             return torch.zeros((bt, m, n), dtype=torch.int64)
-        desc, lim = self.active.desc, self.active.limits
-        tile = (desc.tile.m, desc.tile.n, desc.tile.k)
+        t0 = time.perf_counter()
+        tile, lim = self._tile, self.active.limits
+        if bt == 1 and m <= lim.m and n <= lim.n and k <= min(lim.k, k_call):
+            task = Task(0, (0, m, -(-m // tile[0]) * tile[0]), (0, n, -(-n // tile[1]) * tile[1]),
+                        (0, k, -(-k // tile[2]) * tile[2]), 0)
+            return self._single(a.numpy()[0], b.numpy()[0], task, _tile_key(b_key, task), t0).unsqueeze(0)
         mb, nb = blocks(m, tile[0], lim.m), blocks(n, tile[1], lim.n)
         kb = blocks(k, tile[2], min(lim.k, k_call))
-        t0 = time.perf_counter()
-        if bt == 1 and len(mb) == len(nb) == len(kb) == 1:
-            task = Task(0, mb[0], nb[0], kb[0], 0)
-            return self._single(a[0].numpy(), b[0].numpy(), task, tile, _tile_key(b_key, task), t0).unsqueeze(0)
         tasks = [Task(i, bm, bn, bk, (i * len(mb) + x) * len(nb) + y)
                  for i in range(bt) for x, bm in enumerate(mb) for y, bn in enumerate(nb) for bk in kb]
         out = torch.empty((bt, m, n), dtype=torch.int32 if narrow else torch.int64)
@@ -182,25 +183,28 @@ class Scheduler:
         unit = self.units[u]
         return unit.run(a, b, b_key=key) if key is not None and self._keyed[u] else unit.run(a, b)
 
-    def _single(self, a: np.ndarray, b: np.ndarray, task: Task, tile: tuple[int, int, int],
-                key: Hashable | None, start: float) -> torch.Tensor:
+    def _single(self, a: np.ndarray, b: np.ndarray, task: Task, key: Hashable | None,
+                start: float) -> torch.Tensor:
         """The GEMM as one call (padded if needed), run in the caller's thread; unpadded, no output copy."""
         u = next(self._next_unit) % len(self.units)
+        padded = task.m[1] != task.m[2] or task.n[1] != task.n[2] or task.k[1] != task.k[2]
         t0 = time.perf_counter()
-        a, b = _block(a, task.m, task.k), _block(b, task.k, task.n)
+        if padded:
+            a, b = _block(a, task.m, task.k), _block(b, task.k, task.n)
+        else:
+            a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
         with self._unit_locks[u]:
             t1 = time.perf_counter()
             res = self._run(u, a, b, key)
             t2 = time.perf_counter()
-        padded = (task.m[1], task.n[1], task.k[1]) != (task.m[2], task.n[2], task.k[2])
         if padded:
             res = np.ascontiguousarray(res[:task.m[1], :task.n[1]])
+        tile = self._tile
         tiles = (task.m[2] // tile[0]) * (task.n[2] // tile[1]) * (task.k[2] // tile[2])
-        STATS.unit_calls(self.units[u].name, 1, tiles, int(padded), t2 - t1)
         out = torch.from_numpy(res) if res.flags.writeable else torch.from_numpy(res.copy())
         t3 = time.perf_counter()
-        STATS.record({"prepare": t1 - t0, "run": t2 - t1, "collect": t3 - t2, "schedule_wall": t3 - start},
-                     {"kernel_calls": 1})
+        STATS.single_call(self.units[u].name, tiles, int(padded), {
+            "prepare": t1 - t0, "run": t2 - t1, "collect": t3 - t2, "schedule_wall": t3 - start})
         return out
 
     def _work(self, job: _Job, u: int) -> None:

@@ -31,6 +31,18 @@ class Stats:
             u["padded_calls"] += padded
             u["busy_s"] += seconds
 
+    def single_call(self, unit: str, tiles: int, padded: int, phases: dict[str, float]) -> None:
+        """One kernel call that was a whole GEMM: its unit's counts and the phase times, under one lock."""
+        with self._lock:
+            u = self._units[unit]
+            u["calls"] += 1
+            u["tiles"] += tiles
+            u["padded_calls"] += padded
+            u["busy_s"] += phases["run"]
+            for k, v in phases.items():
+                self._phases[k] += v
+            self._counters["kernel_calls"] += 1
+
     def record(self, phases: dict[str, float], counters: dict[str, int]) -> None:
         """Several phase times and counters under one lock."""
         with self._lock:
