@@ -1,4 +1,5 @@
-"""Views of zynq tensors made by the metadata-only `as_strided` kernel: aliasing, bounds, modes, report."""
+"""Views of zynq tensors made by the CPU metadata-only view kernels (`as_strided`, `view`...): aliasing, bounds,
+modes, report."""
 
 from __future__ import annotations
 
@@ -52,3 +53,20 @@ def test_conj_and_neg_views_keep_their_bits() -> None:
     assert torch.equal(z.conj().t().cpu(), x.conj().t())
     n = torch._neg_view(torch.tensor([[1.0, 2.0], [3.0, 4.0]]).to("zynq"))
     assert torch.equal(n.t().cpu(), -torch.tensor([[1.0, 3.0], [2.0, 4.0]]))
+
+
+def test_view_kernels_alias_count_and_fail_like_cpu() -> None:
+    x = torch.arange(12.0).reshape(3, 4)
+    z = x.to("zynq")
+    v = z.view(4, 3)
+    assert v.untyped_storage().data_ptr() == z.untyped_storage().data_ptr() and torch.equal(v.cpu(), x.view(4, 3))
+    c = torch.tensor([1 + 2j, 3 - 1j]).to("zynq")
+    r = torch.view_as_real(c)
+    assert r.dtype == torch.float32 and torch.equal(r.cpu(), torch.view_as_real(c.cpu()))
+    assert torch.equal(torch.view_as_complex(r).cpu(), c.cpu())
+    with pytest.raises(RuntimeError, match="view size is not compatible"):
+        z.t().view(12)
+    with pytest.raises(RuntimeError, match="view_as_real doesn't work on unresolved conjugated"):
+        torch.view_as_real(c.conj())
+    calls = pynqtorch.report().to_dict()["cpu"]
+    assert calls["aten::view"]["calls"] >= 1 and calls["aten::view_as_real"]["calls"] >= 1

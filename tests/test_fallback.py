@@ -209,6 +209,26 @@ def test_host_buffers_must_be_flat_uint8() -> None:
         alloc.adopt(torch.zeros(8, dtype=torch.uint8)[2:])
 
 
+def test_results_live_in_memory_of_a_copying_allocator() -> None:
+    """An allocator refusing CPU buffers gets results copied into its own memory; the tensor reads that memory,
+    not the CPU result it was copied from."""
+
+    class Copying(pynqtorch.device.HostAllocator):
+        def accepts(self, buf: torch.Tensor) -> bool:
+            return False
+
+    previous = pynqtorch.device.set_allocator(Copying())
+    try:
+        y = torch.arange(4.0).to("zynq") * 2
+        host = pynqtorch.device.storage.host_buffer(y)
+        assert host.data_ptr() == y.data_ptr()
+        host.view(torch.float32)[0] = 42.0  # as a compute unit writes device memory
+        assert torch.equal(y.cpu(), torch.tensor([42.0, 2.0, 4.0, 6.0]))
+        assert torch.equal((y + 1).cpu(), torch.tensor([43.0, 3.0, 5.0, 7.0]))
+    finally:
+        pynqtorch.device.set_allocator(previous)
+
+
 def test_tensors_beyond_zynq0_are_refused_with_a_reason(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYNQ_REMOTE_DEVICES", "10.0.0.2,10.0.0.3")
     with pytest.raises(RuntimeError, match="zynq tensors live on zynq:0"):

@@ -20,14 +20,13 @@ import torch
 
 from . import report
 from .storage import (
+    CPU_KEYS,
     adopt_result,
     alias,
     cpu_view,
     is_zynq,
     mark_written,
-    needed_bytes,
     sync_from_cpu,
-    view_of,
 )
 
 log = logging.getLogger("pynqtorch.ops")
@@ -264,23 +263,28 @@ def direct_kernels() -> dict[str, Callable[..., Any]]:
             continue
         op = getattr(getattr(torch.ops.aten, base), overload or "default")
         kernels[name] = functools.partial(_boxed_fallback, op)
-    kernels["as_strided"] = _as_strided
+    for name in _METADATA_VIEWS:
+        base, _, overload = name.partition(".")
+        kernels[name] = _metadata_view(getattr(getattr(torch.ops.aten, base), overload or "default"))
     return kernels
 
 
-_AS_STRIDED = torch.ops.aten.as_strided.default
+# View ops whose CPU kernel only makes a TensorImpl sharing `self`'s storage with new sizes, strides and offset
+# (device-agnostic code; `as_strided` is behind `t`, `transpose`, `expand`, slicing...). `unfold` is not
+# here: its CPU kernel calls `as_strided`, which would be counted a second time.
+_METADATA_VIEWS = ("as_strided", "view", "_reshape_alias", "view_as_real", "view_as_complex")
 
 
-def _as_strided(self: torch.Tensor, size: Any, stride: Any, storage_offset: int | None = None) -> torch.Tensor:
-    """`as_strided` (behind `t`, `transpose`, `expand`, ... of zynq tensors) as a metadata-only view, counted
-    in the report as before; conj/neg views and geometries the storage cannot hold take the general path
-    (and its errors)."""
-    t0 = time.perf_counter()
-    offset = self.storage_offset() if storage_offset is None else storage_offset
-    if (self.is_conj() or self.is_neg() or offset < 0 or len(size) != len(stride)
-            or any(n < 0 for n in size) or any(st < 0 for st in stride)
-            or needed_bytes(size, stride, offset, self.element_size()) > self.untyped_storage().nbytes()):
-        return run_on_cpu(_AS_STRIDED, (self, size, stride, storage_offset), {})
-    out = view_of(self, size, stride, offset)
-    report.record("aten::as_strided", time.perf_counter() - t0, accelerated=False)
-    return out
+def _metadata_view(op: Any) -> Callable[..., Any]:
+    """Kernel running `op`'s CPU kernel on the zynq tensor itself: the view keeps the zynq storage, dispatch
+    keys (so inference mode and conj/neg bits) and CPU's checks and errors; counted in the report."""
+    redispatch = op._handle.redispatch_boxed
+    name = _plan(op).name
+
+    def kernel(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        out = redispatch(CPU_KEYS, *args, **kwargs)
+        report.record(name, time.perf_counter() - t0, accelerated=False)
+        return out
+
+    return kernel

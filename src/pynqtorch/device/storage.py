@@ -21,7 +21,7 @@ from .allocator import get_allocator
 HOST_ATTR = "_zynq_host"
 BASES_ATTR = "_zynq_bases"  # per-dtype CPU tensors over the host buffer, the bases of CPU views
 GEN_ATTR = "_zynq_gen"
-_CPU_KEYS = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU)
+CPU_KEYS = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU)  # redispatch to CPU kernels (metadata only)
 _set_cpu = torch.ops.aten.set_.source_Storage_storage_offset._handle.redispatch_boxed
 
 
@@ -120,7 +120,7 @@ def cpu_view(t: torch.Tensor) -> torch.Tensor:
 def set_metadata(t: torch.Tensor, storage: torch.UntypedStorage, offset: int, size: Sequence[int],
                  stride: Sequence[int]) -> torch.Tensor:
     """Point zynq tensor `t` at `storage` with the given geometry, without touching any data."""
-    _set_cpu(_CPU_KEYS, t, storage, offset, size, stride)
+    _set_cpu(CPU_KEYS, t, storage, offset, size, stride)
     return t
 
 
@@ -163,24 +163,25 @@ def alias(base: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return t
 
 
-def view_of(base: torch.Tensor, size: Sequence[int], stride: Sequence[int], offset: int) -> torch.Tensor:
-    """A zynq view of `base`'s storage (same dtype) with the given geometry, which the caller has checked
-    against the storage's size."""
-    with _mode_of(base):
-        return set_metadata(_wrapper(base.dtype), base.untyped_storage(), offset, size, stride)
-
-
 def _bytes_of(st: torch.UntypedStorage) -> torch.Tensor:
     """A flat uint8 CPU tensor over all of CPU storage `st`."""
     return torch.empty(0, dtype=torch.uint8).set_(st)
 
 
 def adopt_result(x: torch.Tensor) -> torch.Tensor:
-    """A new zynq tensor holding `x`, a fresh CPU result nobody else holds: its memory is taken over, not copied."""
+    """A new zynq tensor holding `x`, a fresh CPU result nobody else holds: its memory is taken over, not copied.
+
+    When the allocator keeps that memory, `x` itself becomes the storage's CPU-view base of its dtype, so the
+    tensor's first use builds no base.
+    """
     if x.is_conj() or x.is_neg():
         x = x.resolve_conj().resolve_neg()
     host = _bytes_of(x.untyped_storage())
-    return new_tensor(x.size(), x.stride(), x.dtype, host=host, offset=x.storage_offset())
+    t = new_tensor(x.size(), x.stride(), x.dtype, host=host, offset=x.storage_offset())
+    st = t.untyped_storage()
+    if getattr(st, HOST_ATTR) is host:
+        getattr(st, BASES_ATTR)[x.dtype] = x
+    return t
 
 
 def resize(t: torch.Tensor, size: Sequence[int], stride: Sequence[int] | None = None) -> torch.Tensor:
