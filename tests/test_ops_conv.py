@@ -123,3 +123,26 @@ def test_reordered_weight_cache_is_per_view_and_sees_writes():
         zbig[0].mul_(-1)
         got = F.conv2d(zx, zbig[0], padding=1).cpu()
     assert rel_err(got, F.conv2d(x, -big[0], padding=1)) < 0.02
+
+
+def test_derived_operand_made_once_per_view_and_write_generation():
+    """A B operand copied out of a zynq view (the reordered conv weight) is made once and remade after a write."""
+    from pynqtorch.ops.engine_bridge import derived
+
+    made = []
+
+    def make(t: torch.Tensor):
+        return lambda: made.append(t) or t.cpu() * 2
+
+    z = torch.arange(12.0).reshape(3, 4).to("zynq")
+    first = derived(z, "k", make(z))
+    assert derived(z, "k", make(z)) is first and len(made) == 1
+    derived(z[1:], "k", make(z[1:]))  # another view of the storage: its own copy
+    derived(z, "other", make(z))  # another derivation of the same view
+    assert len(made) == 3
+    z[0, 0] = 100.0
+    again = derived(z, "k", make(z))
+    assert len(made) == 4 and again is not first and again[0, 0].item() == 200.0
+    derived(None, "k", make(z))  # no zynq owner: made every call
+    derived(None, "k", make(z))
+    assert len(made) == 6

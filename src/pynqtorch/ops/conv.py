@@ -13,10 +13,33 @@ import torch
 
 from ..device.fallback import run_on_cpu
 from ._common import NotOffloadable, accelerated, to_cpu
-from .engine_bridge import gemm
+from .engine_bridge import derived, gemm
 from .gemm import _check
 
 aten = torch.ops.aten
+
+
+def _weight_matrix(w: torch.Tensor, groups: int) -> torch.Tensor:
+    """Weight [O, Cg, kh, kw] as the B operand [groups, kh*kw*Cg, Og]: K ordered (kh, kw, c) like the im2col rows."""
+    o, cg, kh, kw = w.shape
+    return (w.reshape(groups, o // groups, cg, kh, kw).permute(0, 3, 4, 2, 1)
+            .reshape(groups, kh * kw * cg, o // groups))
+
+
+def _im2col(x: torch.Tensor, kh: int, kw: int, oh: int, ow: int, stride: Sequence[int], padding: Sequence[int],
+            dilation: Sequence[int], groups: int) -> torch.Tensor:
+    """A operand [groups, N*OH*OW, kh*kw*Cg] of input [N, C, H, W]: one padded channels-last copy, then one copy
+    of all windows, each row a window with K ordered (kh, kw, c)."""
+    n, c = x.shape[:2]
+    cg = c // groups
+    xh = x.permute(0, 2, 3, 1)
+    if padding[0] or padding[1]:
+        xh = torch.constant_pad_nd(xh, (0, 0, padding[1], padding[1], padding[0], padding[0]))
+    sn, sh, sw, sc = xh.stride()
+    windows = xh.as_strided((groups, n, oh, ow, kh, kw, cg),
+                            (cg * sc, sn, sh * stride[0], sw * stride[1], sh * dilation[0], sw * dilation[1], sc),
+                            xh.storage_offset())
+    return windows.reshape(groups, n * oh * ow, kh * kw * cg)
 
 
 def conv2d_as_gemm(x: torch.Tensor, w: torch.Tensor, w_owner: torch.Tensor | None, bias: torch.Tensor | None,
@@ -37,27 +60,20 @@ def conv2d_as_gemm(x: torch.Tensor, w: torch.Tensor, w_owner: torch.Tensor | Non
     ow = (wd + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     if oh <= 0 or ow <= 0:
         raise RuntimeError(f"Calculated output size: ({o}x{oh}x{ow}). Output size is too small")
-    # im2col from a zero-padded channels-last copy of the input: windows [N, OH, OW, kh, kw, C] are
-    # gathered into [groups, N*OH*OW, kh*kw*Cg] with runs of Cg (kw*Cg when ungrouped) contiguous values, far
-    # faster than gathering 3-wide runs from NCHW. K is ordered (kh, kw, c) on both sides; the integer
-    # accumulator is exact in any order and the row/column scales see the same values, so results equal
-    # the (c, kh, kw) ordering bit for bit.
-    xp = x.new_zeros(n, h + 2 * padding[0], wd + 2 * padding[1], c)
-    xp[:, padding[0]:padding[0] + h, padding[1]:padding[1] + wd] = x.permute(0, 2, 3, 1)
-    win = xp.unfold(1, dilation[0] * (kh - 1) + 1, stride[0]).unfold(2, dilation[1] * (kw - 1) + 1, stride[1])
-    if dilation[0] > 1 or dilation[1] > 1:
-        win = win[..., :: dilation[0], :: dilation[1]]
+    # Channels-last windows give rows of Cg (kw*Cg when ungrouped) contiguous values, far faster to gather
+    # than 3-wide runs from NCHW. K is ordered (kh, kw, c) on both sides; the integer accumulator is exact in
+    # any order and the row/column scales see the same values, so results equal the (c, kh, kw) ordering bit
+    # for bit. The reordered weight is a copy, kept per weight view and write generation (`derived`), so its
+    # quantization stays cached too.
+    a = _im2col(x, kh, kw, oh, ow, stride, padding, dilation, groups)
+    b = derived(w_owner, ("conv2d", groups), lambda: _weight_matrix(w, groups))
     og = o // groups
-    a = (win.reshape(n, oh, ow, groups, cg, kh, kw).permute(3, 0, 1, 2, 5, 6, 4)
-         .reshape(groups, n * oh * ow, kh * kw * cg))
-    # B: [groups, kh*kw*Cg, Og], the weight reordered to match (a small copy; its quantization is cached
-    # on the weight, see engine_bridge.gemm).
-    b = w.reshape(groups, og, cg, kh, kw).permute(0, 3, 4, 2, 1).reshape(groups, kh * kw * cg, og)
     out = matmul(a if groups > 1 else a[0], b if groups > 1 else b[0], b_owner=w_owner)
-    out = out.reshape(groups, n, oh, ow, og).permute(1, 0, 4, 2, 3).reshape(n, o, oh, ow)
-    if bias is not None:
-        out.add_(bias.view(1, o, 1, 1))
-    return out
+    if bias is not None:  # on the [.., N*OH*OW, Og] product: a contiguous broadcast
+        out.add_(bias.view(groups, 1, og) if groups > 1 else bias)
+    if groups == 1:  # channels-last result, no copy
+        return out.reshape(n, oh, ow, o).permute(0, 3, 1, 2)
+    return out.reshape(groups, n, oh, ow, og).permute(1, 0, 4, 2, 3).reshape(n, o, oh, ow)
 
 
 # aten::convolution_overrideable(Tensor input, Tensor weight, Tensor? bias, SymInt[] stride, SymInt[] padding,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
+
 import torch
 
 from .. import engine
@@ -9,9 +11,13 @@ from ..device.storage import is_zynq, write_generation
 
 
 class _Derived:
-    """Weak-referenceable owner of cache entries of a B operand derived from (copied out of) a zynq view."""
+    """Weak-referenceable owner of cache entries of a B operand derived from (copied out of) a zynq view; it also
+    keeps the derived copies themselves (`copies`: key -> (write generation, CPU tensor))."""
 
-    __slots__ = ("__weakref__",)
+    __slots__ = ("__weakref__", "copies")
+
+    def __init__(self) -> None:
+        self.copies: dict[Hashable, tuple[int, torch.Tensor]] = {}
 
 
 _DERIVED_ATTR = "_zynq_derived_owners"
@@ -32,13 +38,28 @@ def _derived_owner(src: torch.Tensor) -> _Derived:
     return owner
 
 
+def derived(src: torch.Tensor | None, key: Hashable, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """The B operand `make()` copies out of zynq view `src` (e.g. a reordered conv weight), made once per `key`
+    and reused until the device writes `src`'s storage again; made every call when there is no `src`."""
+    if not is_zynq(src):
+        return make()
+    copies = _derived_owner(src).copies
+    gen = write_generation(src)
+    hit = copies.get(key)
+    if hit is not None and hit[0] == gen:
+        return hit[1]
+    b = make()
+    copies[key] = (gen, b)
+    return b
+
+
 def gemm(a: torch.Tensor, b: torch.Tensor, *, b_owner: torch.Tensor | None) -> torch.Tensor:
     """``a @ b`` on CPU views through the engine (operands already checked by `gemm._check`).
 
     When `b` views a zynq tensor's memory, its quantization is cached on that tensor's storage and reused
     until the device writes the storage again (the write generation covers in-place ops, `out=`, `copy_`
     and `.data` writes alike). A `b` copied out of `b_owner` (e.g. a reordered conv weight) is cached the
-    same way on an owner object per view of `b_owner`.
+    same way on an owner object per view of `b_owner` (the one `derived` keeps the copy on).
     """
     try:
         if is_zynq(b_owner):
