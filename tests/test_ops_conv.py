@@ -63,7 +63,7 @@ def test_im2col_gemm_is_exact_equivalent_of_conv_in_float64():
     torch.manual_seed(2)
     x, w, b = torch.randn(2, 4, 9, 8, dtype=torch.float64), torch.randn(6, 2, 3, 2, dtype=torch.float64), None
     for stride, pad, dil in [((1, 1), (0, 0), (1, 1)), ((2, 1), (1, 2), (1, 2)), ((1, 3), (2, 0), (2, 1))]:
-        got = conv2d_as_gemm(x, w, None, b, stride, pad, dil, groups=2, matmul=lambda a, bb, b_owner: a @ bb)
+        got = conv2d_as_gemm(x, w, None, b, stride, pad, dil, groups=2, matmul=lambda a, bb: a @ bb)
         torch.testing.assert_close(got, F.conv2d(x, w, b, stride, pad, dil, groups=2))
 
 
@@ -127,22 +127,24 @@ def test_reordered_weight_cache_is_per_view_and_sees_writes():
 
 def test_derived_operand_made_once_per_view_and_write_generation():
     """A B operand copied out of a zynq view (the reordered conv weight) is made once and remade after a write."""
-    from pynqtorch.ops.engine_bridge import derived
+    from pynqtorch.ops.engine_bridge import gemm_derived
 
     made = []
 
     def make(t: torch.Tensor):
-        return lambda: made.append(t) or t.cpu() * 2
+        return lambda: made.append(t) or t.cpu().t() * 2
 
+    eye = torch.eye(4)
     z = torch.arange(12.0).reshape(3, 4).to("zynq")
-    first = derived(z, "k", make(z))
-    assert derived(z, "k", make(z)) is first and len(made) == 1
-    derived(z[1:], "k", make(z[1:]))  # another view of the storage: its own copy
-    derived(z, "other", make(z))  # another derivation of the same view
+    first = gemm_derived(eye, z, "k", make(z))
+    assert torch.allclose(gemm_derived(eye, z, "k", make(z)), first) and len(made) == 1
+    torch.testing.assert_close(first, torch.arange(12.0).reshape(3, 4).t() * 2, rtol=0.02, atol=0.1)
+    gemm_derived(eye, z[1:], "k", make(z[1:]))  # another view of the storage: its own copy
+    gemm_derived(eye, z, "other", make(z))  # another derivation of the same view
     assert len(made) == 3
     z[0, 0] = 100.0
-    again = derived(z, "k", make(z))
-    assert len(made) == 4 and again is not first and again[0, 0].item() == 200.0
-    derived(None, "k", make(z))  # no zynq owner: made every call
-    derived(None, "k", make(z))
+    again = gemm_derived(eye, z, "k", make(z))
+    assert len(made) == 4 and abs(again[0, 0].item() - 200.0) < 2
+    gemm_derived(eye, None, "k", make(z))  # no zynq owner: made every call
+    gemm_derived(eye, None, "k", make(z))
     assert len(made) == 6

@@ -61,11 +61,12 @@ class _StorageCopy:
         return make_storage(fresh, self.device)
 
 
-def make_storage(host: torch.Tensor, device: torch.device) -> torch.UntypedStorage:
-    """A zynq storage pointing at host buffer `host` (flat uint8, starting at its storage's first byte)."""
+def make_storage(host: torch.Tensor, device: torch.device, base: torch.Tensor | None = None) -> torch.UntypedStorage:
+    """A zynq storage pointing at host buffer `host` (flat uint8, starting at its storage's first byte); `base`,
+    a CPU tensor over the same memory, becomes the CPU-view base of its dtype."""
     st = torch._C._construct_storage_from_data_pointer(host.data_ptr(), device, host.numel())
     setattr(st, HOST_ATTR, host)
-    setattr(st, BASES_ATTR, {})
+    setattr(st, BASES_ATTR, {} if base is None else {base.dtype: base})
     st.__deepcopy__ = _StorageCopy(host, device)
     return st
 
@@ -129,18 +130,23 @@ def _wrapper(dtype: torch.dtype) -> torch.Tensor:
 
 
 def new_tensor(size: Sequence[int], stride: Sequence[int] | None, dtype: torch.dtype,
-               host: torch.Tensor | None = None, offset: int = 0) -> torch.Tensor:
-    """A new zynq tensor with its own storage; `host` (flat uint8) is adopted or a fresh buffer allocated."""
-    size = tuple(size)
-    if stride is None:
-        stride = contiguous_strides(size)
+               base: torch.Tensor | None = None) -> torch.Tensor:
+    """A new zynq tensor with its own storage: over the memory of CPU tensor `base` (same dtype and geometry),
+    adopted by the allocator (which may copy it), or over a fresh buffer."""
     alloc = get_allocator()
-    if host is None:
-        host = alloc.allocate(needed_bytes(size, stride, offset, dtype.itemsize))
+    offset = 0
+    if base is None:
+        if stride is None:
+            stride = contiguous_strides(size)
+        host = alloc.allocate(needed_bytes(size, stride, 0, dtype.itemsize))
     else:
-        host = alloc.adopt(host)
+        given = _bytes_of(base.untyped_storage())
+        host = alloc.adopt(given)
+        offset = base.storage_offset()
+        if host is not given:  # copied: `base` is not this tensor's memory
+            base = None
     t = _wrapper(dtype)
-    return set_metadata(t, make_storage(host, t.device), offset, size, stride)
+    return set_metadata(t, make_storage(host, t.device, base), offset, size, stride)
 
 
 def _mode_of(base: torch.Tensor) -> contextlib.AbstractContextManager:
@@ -169,19 +175,11 @@ def _bytes_of(st: torch.UntypedStorage) -> torch.Tensor:
 
 
 def adopt_result(x: torch.Tensor) -> torch.Tensor:
-    """A new zynq tensor holding `x`, a fresh CPU result nobody else holds: its memory is taken over, not copied.
-
-    When the allocator keeps that memory, `x` itself becomes the storage's CPU-view base of its dtype, so the
-    tensor's first use builds no base.
-    """
+    """A new zynq tensor holding `x`, a fresh CPU result nobody else holds: its memory is taken over, not copied,
+    and `x` itself becomes the storage's CPU-view base, so the tensor's first use builds none."""
     if x.is_conj() or x.is_neg():
         x = x.resolve_conj().resolve_neg()
-    host = _bytes_of(x.untyped_storage())
-    t = new_tensor(x.size(), x.stride(), x.dtype, host=host, offset=x.storage_offset())
-    st = t.untyped_storage()
-    if getattr(st, HOST_ATTR) is host:
-        getattr(st, BASES_ATTR)[x.dtype] = x
-    return t
+    return new_tensor(x.size(), x.stride(), x.dtype, base=x)
 
 
 def resize(t: torch.Tensor, size: Sequence[int], stride: Sequence[int] | None = None) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Convolution lowered to GEMM: im2col (unfold) of the input times the weight matrix, per group.
+"""Convolution lowered to GEMM: im2col of the input (one copy of all windows) times the weight matrix, per group.
 
 `aten::convolution` reaches `convolution_overrideable` for PrivateUse1 tensors. 1-D and 2-D convolutions
 of any stride, padding, dilation and groups (depthwise included) run on the kernel; transposed and 3-D
@@ -13,23 +13,25 @@ import torch
 
 from ..device.fallback import run_on_cpu
 from ._common import NotOffloadable, accelerated, to_cpu
-from .engine_bridge import derived, gemm
+from .engine_bridge import gemm_derived
 from .gemm import _check
 
 aten = torch.ops.aten
 
 
 def _weight_matrix(w: torch.Tensor, groups: int) -> torch.Tensor:
-    """Weight [O, Cg, kh, kw] as the B operand [groups, kh*kw*Cg, Og]: K ordered (kh, kw, c) like the im2col rows."""
+    """Weight [O, Cg, kh, kw] as the B operand [groups, kh*kw*Cg, Og] ([kh*kw*Cg, O] ungrouped): K ordered
+    (kh, kw, c) like the im2col rows."""
     o, cg, kh, kw = w.shape
-    return (w.reshape(groups, o // groups, cg, kh, kw).permute(0, 3, 4, 2, 1)
-            .reshape(groups, kh * kw * cg, o // groups))
+    b = (w.reshape(groups, o // groups, cg, kh, kw).permute(0, 3, 4, 2, 1)
+         .reshape(groups, kh * kw * cg, o // groups))
+    return b if groups > 1 else b[0]
 
 
 def _im2col(x: torch.Tensor, kh: int, kw: int, oh: int, ow: int, stride: Sequence[int], padding: Sequence[int],
             dilation: Sequence[int], groups: int) -> torch.Tensor:
-    """A operand [groups, N*OH*OW, kh*kw*Cg] of input [N, C, H, W]: one padded channels-last copy, then one copy
-    of all windows, each row a window with K ordered (kh, kw, c)."""
+    """A operand [groups, N*OH*OW, kh*kw*Cg] ([N*OH*OW, kh*kw*C] ungrouped) of input [N, C, H, W]: a zero-padded
+    channels-last copy if padded, then one copy of all windows, each row a window with K ordered (kh, kw, c)."""
     n, c = x.shape[:2]
     cg = c // groups
     xh = x.permute(0, 2, 3, 1)
@@ -39,17 +41,18 @@ def _im2col(x: torch.Tensor, kh: int, kw: int, oh: int, ow: int, stride: Sequenc
     windows = xh.as_strided((groups, n, oh, ow, kh, kw, cg),
                             (cg * sc, sn, sh * stride[0], sw * stride[1], sh * dilation[0], sw * dilation[1], sc),
                             xh.storage_offset())
-    return windows.reshape(groups, n * oh * ow, kh * kw * cg)
+    a = windows.reshape(groups, n * oh * ow, kh * kw * cg)
+    return a if groups > 1 else a[0]
 
 
 def conv2d_as_gemm(x: torch.Tensor, w: torch.Tensor, w_owner: torch.Tensor | None, bias: torch.Tensor | None,
                    stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int], groups: int,
-                   matmul: Callable[..., torch.Tensor] = gemm) -> torch.Tensor:
+                   matmul: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """2-D convolution of CPU tensors as im2col + GEMM (activations as A, weights as the cached B, owned by
     `w_owner`).
 
-    `matmul(a, b, b_owner=...)` computes the (batched) products; the engine's `gemm` unless a test passes
-    exact float64 arithmetic to check the lowering alone.
+    The engine computes the (batched) products unless a test passes `matmul(a, b)` with exact float64
+    arithmetic to check the lowering alone.
     """
     n, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
@@ -63,12 +66,12 @@ def conv2d_as_gemm(x: torch.Tensor, w: torch.Tensor, w_owner: torch.Tensor | Non
     # Channels-last windows give rows of Cg (kw*Cg when ungrouped) contiguous values, far faster to gather
     # than 3-wide runs from NCHW. K is ordered (kh, kw, c) on both sides; the integer accumulator is exact in
     # any order and the row/column scales see the same values, so results equal the (c, kh, kw) ordering bit
-    # for bit. The reordered weight is a copy, kept per weight view and write generation (`derived`), so its
-    # quantization stays cached too.
+    # for bit. The reordered weight is a copy, kept per weight view and write generation (`gemm_derived`)
+    # together with its quantization.
     a = _im2col(x, kh, kw, oh, ow, stride, padding, dilation, groups)
-    b = derived(w_owner, ("conv2d", groups), lambda: _weight_matrix(w, groups))
+    out = (matmul(a, _weight_matrix(w, groups)) if matmul is not None
+           else gemm_derived(a, w_owner, ("conv2d", groups), lambda: _weight_matrix(w, groups)))
     og = o // groups
-    out = matmul(a if groups > 1 else a[0], b if groups > 1 else b[0], b_owner=w_owner)
     if bias is not None:  # on the [.., N*OH*OW, Og] product: a contiguous broadcast
         out.add_(bias.view(groups, 1, og) if groups > 1 else bias)
     if groups == 1:  # channels-last result, no copy

@@ -38,35 +38,45 @@ def _derived_owner(src: torch.Tensor) -> _Derived:
     return owner
 
 
-def derived(src: torch.Tensor | None, key: Hashable, make: Callable[[], torch.Tensor]) -> torch.Tensor:
-    """The B operand `make()` copies out of zynq view `src` (e.g. a reordered conv weight), made once per `key`
-    and reused until the device writes `src`'s storage again; made every call when there is no `src`."""
-    if not is_zynq(src):
-        return make()
-    copies = _derived_owner(src).copies
-    gen = write_generation(src)
-    hit = copies.get(key)
-    if hit is not None and hit[0] == gen:
-        return hit[1]
-    b = make()
-    copies[key] = (gen, b)
-    return b
-
-
 def gemm(a: torch.Tensor, b: torch.Tensor, *, b_owner: torch.Tensor | None) -> torch.Tensor:
     """``a @ b`` on CPU views through the engine (operands already checked by `gemm._check`).
 
     When `b` views a zynq tensor's memory, its quantization is cached on that tensor's storage and reused
     until the device writes the storage again (the write generation covers in-place ops, `out=`, `copy_`
-    and `.data` writes alike). A `b` copied out of `b_owner` (e.g. a reordered conv weight) is cached the
-    same way on an owner object per view of `b_owner` (the one `derived` keeps the copy on).
+    and `.data` writes alike). A `b` copied out of `b_owner` is cached the same way on an owner object per
+    view of `b_owner`.
     """
+    if is_zynq(b_owner):
+        owner = (b_owner if b.untyped_storage().data_ptr() == b_owner.untyped_storage().data_ptr()
+                 else _derived_owner(b_owner))
+        return _engine_gemm(a, b, owner, write_generation(b_owner))
+    return _engine_gemm(a, b)
+
+
+def gemm_derived(a: torch.Tensor, src: torch.Tensor | None, key: Hashable,
+                 make: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """``a @ make()``, where `make()` copies the B operand out of zynq view `src` (e.g. a reordered conv weight).
+
+    The copy is made once per view of `src` and `key`, kept on that view's owner object with its cached
+    quantization, and made again after the device writes `src`'s storage; without a zynq `src`, every call.
+    """
+    if not is_zynq(src):
+        return _engine_gemm(a, make())
+    owner = _derived_owner(src)
+    gen = write_generation(src)
+    hit = owner.copies.get(key)
+    if hit is None or hit[0] != gen:
+        hit = owner.copies[key] = (gen, make())
+    return _engine_gemm(a, hit[1], owner, gen)
+
+
+def _engine_gemm(a: torch.Tensor, b: torch.Tensor, owner: object = None, version: int | None = None
+                 ) -> torch.Tensor:
+    """`engine.gemm`, with `b` a weight cached on `owner` at `version` when an owner is given."""
     try:
-        if is_zynq(b_owner):
-            owner = (b_owner if b.untyped_storage().data_ptr() == b_owner.untyped_storage().data_ptr()
-                     else _derived_owner(b_owner))
-            return engine.gemm(a, b, weight=True, owner=owner, version=write_generation(b_owner))
-        return engine.gemm(a, b)
+        if owner is None:
+            return engine.gemm(a, b)
+        return engine.gemm(a, b, weight=True, owner=owner, version=version)
     except OverflowError as e:
         raise OverflowError(f"{e}. With torch ops the result has the operands' dtype: cast the operands to a "
                             "wider integer type first, e.g. a.long() @ b.long()") from None
