@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pynqtorch import hostops
+from pynqtorch import engine, hostops
+from pynqtorch.engine.patches import Patches
 from pynqtorch.engine.quant import quantize_torch
 
 pytestmark = pytest.mark.skipif(hostops.library() is None, reason="needs a C++ compiler")
@@ -132,3 +133,56 @@ def test_info_says_where_host_passes_run(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv(hostops.ENV, "0")
     res = CliRunner().invoke(app, ["info", "--json"])
     assert json.loads(res.stdout)["host_passes"] == "torch ops (PYNQTORCH_HOSTOPS=0)"
+
+
+def _patches(x: torch.Tensor, k: tuple[int, int], stride=(1, 1), padding=(0, 0), dilation=(1, 1),
+             groups: int = 1) -> Patches:
+    h, w = x.shape[2:]
+    out = tuple((size + 2 * p - d * (kk - 1) - 1) // s + 1
+                for size, p, d, kk, s in zip((h, w), padding, dilation, k, stride))
+    return Patches(x, k, stride, padding, dilation, groups, out)
+
+
+CONVS = [  # (N, C, H, W), kernel, stride, padding, dilation, groups
+    ((2, 3, 9, 7), (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    ((1, 1, 8, 8), (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    ((3, 8, 10, 6), (3, 2), (2, 1), (0, 2), (1, 2), 2),
+    ((2, 6, 7, 7), (3, 3), (1, 1), (2, 2), (2, 2), 6),    # depthwise, dilated, padded beyond the kernel
+    ((1, 4, 1, 20), (1, 5), (1, 3), (0, 2), (1, 1), 1),   # conv1d as height 1
+    ((2, 5, 6, 6), (6, 6), (1, 1), (0, 0), (1, 1), 1),    # one window per image
+    ((1, 2, 5, 5), (1, 1), (3, 3), (0, 0), (1, 1), 1),    # stride skipping pixels: per-tensor amax from windows
+]
+
+
+@pytest.mark.parametrize("per_line", [True, False])
+@pytest.mark.parametrize("conv", CONVS, ids=[str(c[0]) + str(c[1]) for c in CONVS])
+def test_im2col_quantize_matches_quantizing_the_matrix(conv: tuple, per_line: bool) -> None:
+    shape, k, stride, padding, dilation, groups = conv
+    g = torch.Generator().manual_seed(shape[1])
+    x = torch.randn(shape, generator=g) * torch.logspace(-2, 2, shape[-1])
+    x[0, 0, 0, 0] = 40.0  # with stride 3 this pixel is in a window; (0, 1) is not
+    x.view(-1)[1] = 1e4
+    for layout in (x, x.contiguous(memory_format=torch.channels_last), x.half().float()):
+        p = _patches(layout, k, stride, padding, dilation, groups)
+        got = hostops.im2col_quantize(p, per_line, 127)
+        assert got is not None
+        want = quantize_torch(p.materialize(), -1, per_line, 127)
+        assert got[0].shape == want.q.shape == p.shape
+        assert torch.equal(got[0], want.q) and torch.equal(got[1], want.scale)
+
+
+def test_engine_conv_patches_equal_the_materialized_matrix() -> None:
+    g = torch.Generator().manual_seed(3)
+    x, w = torch.randn(2, 4, 9, 9, generator=g), torch.randn(2, 18, 5, generator=g)
+    p = _patches(x, (3, 3), (2, 1), (1, 1), (1, 1), 2)
+    assert torch.equal(engine.gemm(p, w), engine.gemm(p.materialize(), w))
+    p1 = _patches(x, (3, 3), padding=(1, 1))
+    w1 = torch.randn(36, 7, generator=g)
+    assert torch.equal(engine.gemm(p1, w1, weight=True), engine.gemm(p1.materialize()[0], w1))
+    x[1, 2, 3, 4] = float("nan")  # NaN rows: the native pass declines, torch's positions result
+    p1 = _patches(x, (3, 3), padding=(1, 1))
+    want = p1.materialize()[0] @ w1
+    got = engine.gemm(p1, w1)
+    assert torch.equal(got.isnan(), want.isnan()) and got.isnan().any()
+    with pytest.raises(RuntimeError, match=r"need a weight matrix \[1, 36, O\] or \[36, O\]"):
+        engine.gemm(p1, w1[:20])

@@ -1,7 +1,8 @@
 """The GEMM engine: quantize (weights once), split integers into exact limbs, tile, schedule, accumulate.
 
 Public API for the ops layer and users:
-- `gemm(a, b, weight=..., config=..., out_dtype=...)`: ``a @ b`` on the active target (2-D or batched b).
+- `gemm(a, b, weight=..., config=..., out_dtype=...)`: ``a @ b`` on the active target (2-D or batched b);
+  `a` may be a convolution's `Patches` (its im2col matrix, quantized without being built).
 - `QuantConfig`, `set_quant_config`, `get_quant_config`, `quant_config` (context), `resolve_config`.
 - `prepare_weight`, `QuantizedWeight`, `invalidate_weights`: the weight cache.
 - `stats()` / `reset_stats()`: plain-dict statistics (tiles per unit, time per phase, counters).
@@ -14,6 +15,7 @@ from typing import Any
 
 from ..targets.registry import active, available_targets, current, use
 from .api import FLOAT_DTYPES, INT_DTYPES, SUPPORTED_DTYPES, gemm, prepare_weight
+from .patches import Patches
 from .quant import QuantConfig, get_quant_config, quant_config, resolve_config, set_quant_config
 from .stats import STATS
 from .weights import QuantizedWeight, cached_entries, invalidate_weights
@@ -35,7 +37,7 @@ def reset_stats() -> None:
 
 
 __all__ = [
-    "FLOAT_DTYPES", "INT_DTYPES", "SUPPORTED_DTYPES", "QuantConfig", "QuantizedWeight", "active",
+    "FLOAT_DTYPES", "INT_DTYPES", "SUPPORTED_DTYPES", "Patches", "QuantConfig", "QuantizedWeight", "active",
     "available_targets", "gemm", "get_quant_config", "invalidate_weights", "prepare_weight", "quant_config",
     "reset_stats", "resolve_config", "set_quant_config", "stats", "use",
 ]

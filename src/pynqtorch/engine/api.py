@@ -14,6 +14,7 @@ import torch
 from .. import hostops
 from ..targets import registry
 from .limbs import Operand, call_k, check_host_sum, combine, split
+from .patches import Patches
 from .quant import QuantConfig, quantize, resolve_config
 from .scheduler import Scheduler, scheduler
 from .stats import STATS
@@ -60,7 +61,7 @@ def _check(a: torch.Tensor, b: torch.Tensor) -> bool:
     return b.dim() == 3
 
 
-def gemm(a: torch.Tensor, b: torch.Tensor, *, weight: bool | QuantizedWeight = False, owner: object = None,
+def gemm(a: torch.Tensor | Patches, b: torch.Tensor, *, weight: bool | QuantizedWeight = False, owner: object = None,
          version: Hashable | None = None, config: QuantConfig | None = None,
          out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """``a @ b`` for CPU tensors on the active target's kernel.
@@ -76,10 +77,15 @@ def gemm(a: torch.Tensor, b: torch.Tensor, *, weight: bool | QuantizedWeight = F
     `weight=True` marks `b` as a weight: its quantization (or limb split) is cached on `owner` (default:
     b's storage) and reused while `version` (default ``b._version``) is unchanged. A `QuantizedWeight`
     from `prepare_weight` may be passed instead (used if still current).
+
+    `a` may be a convolution's `Patches` (``[G, R, K]``) with `b` ``[G, K, O]``, or ``[K, O]`` when G is 1
+    (result ``[R, O]``): the patch matrix is then quantized from the input without being built.
     """
     if (a.requires_grad or b.requires_grad) and torch.is_grad_enabled():
         with torch.no_grad():
             return gemm(a, b, weight=weight, owner=owner, version=version, config=config, out_dtype=out_dtype)
+    if isinstance(a, Patches):
+        return _patches_gemm(a, b, weight, owner, version, config)
     batched = _check(a, b)
     a, b = a.resolve_neg(), b.resolve_neg()  # views with the negative bit set (no-op otherwise)
     k, n = b.shape[-2], b.shape[-1]
@@ -99,6 +105,20 @@ def gemm(a: torch.Tensor, b: torch.Tensor, *, weight: bool | QuantizedWeight = F
         out = _int_gemm(a3, b3, b if weight is not False else None, weight, owner, version,
                         out_dtype or a.dtype)
     return out.reshape(shape)
+
+
+def _patches_gemm(p: Patches, b: torch.Tensor, weight: bool | QuantizedWeight, owner: object,
+                  version: Hashable | None, config: QuantConfig | None) -> torch.Tensor:
+    g, _, k = p.shape
+    b3 = b if b.dim() == 3 else b.unsqueeze(0)
+    if b3.dim() != 3 or b3.shape[0] != g or b3.shape[1] != k:
+        raise RuntimeError(f"convolution patches {list(p.shape)} need a weight matrix [{g}, {k}, O]"
+                           f"{f' or [{k}, O]' if g == 1 else ''}, got {list(b.shape)}")
+    if not b.is_cpu or b.dtype != p.dtype or not p.dtype.is_floating_point:
+        return gemm(p.materialize() if b.dim() == 3 else p.materialize()[0], b, weight=weight, owner=owner,
+                    version=version, config=config)  # errors and integer inputs: the general path
+    out = _float_gemm(p, b3, b if weight is not False else None, weight, owner, version, resolve_config(config))
+    return out if b.dim() == 3 else out[0]
 
 
 def prepare_weight(b: torch.Tensor, config: QuantConfig | None = None, *, owner: object = None,
@@ -158,7 +178,7 @@ def _product(s: Scheduler, ao: Operand, bo: Operand, m: int, n: int, k: int,
     return out
 
 
-def _float_gemm(a3: torch.Tensor, b3: torch.Tensor, weight_src: torch.Tensor | None,
+def _float_gemm(a3: torch.Tensor | Patches, b3: torch.Tensor, weight_src: torch.Tensor | None,
                 handle: bool | QuantizedWeight, owner: object, version: Hashable | None,
                 cfg: QuantConfig) -> torch.Tensor:
     s = _kernel()
@@ -183,7 +203,7 @@ def _float_gemm(a3: torch.Tensor, b3: torch.Tensor, weight_src: torch.Tensor | N
                  {"gemm_float": 1, "limb_products": ao.count * bo.count})
     if qa.bad is not None or bad_b is not None:
         t0 = time.perf_counter()
-        _patch_nonfinite(c, a3, b3, qa.bad, bad_b)
+        _patch_nonfinite(c, a3.materialize() if isinstance(a3, Patches) else a3, b3, qa.bad, bad_b)
         STATS.count("nonfinite_patches")
         STATS.phase("nonfinite", time.perf_counter() - t0)
     return c if c.dtype == a3.dtype else c.to(a3.dtype)

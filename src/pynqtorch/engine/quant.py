@@ -25,6 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from .. import hostops
+from .patches import Patches
 
 WeightScheme = Literal["per_tensor", "per_channel"]
 ActivationScheme = Literal["per_tensor", "per_row"]
@@ -107,12 +108,17 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def quantize(x: torch.Tensor, dim: int, per_line: bool, qmax: int) -> Quantized:
+def quantize(x: torch.Tensor | Patches, dim: int, per_line: bool, qmax: int) -> Quantized:
     """Quantize 3-D float `x` symmetrically to int8; lines run along `dim` (K: -1 for A, -2 for B).
 
     `per_line` gives one scale per line, else one per tensor; ``qmax <= 127``. The native host pass
     (`pynqtorch.hostops`) takes the common float32 case; the torch ops below define the result.
     """
+    if isinstance(x, Patches):  # a convolution's A: quantized from its input, else materialized
+        native = hostops.im2col_quantize(x, per_line, qmax)
+        if native is not None:
+            return Quantized(native[0], native[1], None, qmax)
+        x = x.materialize()
     cd = compute_dtype(x.dtype)
     xc = x if x.dtype == cd else x.to(cd)
     native = hostops.quantize(xc, dim, per_line, qmax)

@@ -13,6 +13,7 @@ torch formulation. Without a compiler, or with ``PYNQTORCH_HOSTOPS=0``, everythi
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import importlib.resources
 import logging
@@ -23,6 +24,7 @@ from pathlib import Path
 import torch
 
 from ..buildcache import cached_build
+from ..engine.patches import Patches
 from ..targets.base import TargetUnavailable
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ _SIGNATURES = {
     "pynqtorch_quantize_rows": ([_ptr, _i64, _i64, _i64, _i64, _i64, _f32, _ptr, _ptr], ctypes.c_int),
     "pynqtorch_quantize_cols": ([_ptr, _i64, _i64, _i64, _i64, _i64, _f32, _ptr, _ptr, _ptr], ctypes.c_int),
     "pynqtorch_quantize_tensor": ([_ptr, _i64, _i64, _i64, _i64, _i64, _f32, _ptr, _ptr], ctypes.c_int),
+    "pynqtorch_im2col_quantize": ([_ptr, _ptr, ctypes.c_int, _f32, _ptr, _ptr], ctypes.c_int),
     "pynqtorch_dequantize": ([_ptr, _i64, _i64, _i64, _ptr, _i64, _i64, _ptr, _i64, _i64, _ptr], None),
 }
 
@@ -106,6 +109,24 @@ def quantize(x: torch.Tensor, dim: int, per_line: bool, qmax: int) -> tuple[torc
         scale = torch.empty((nb, 1, nc), dtype=torch.float32)
         work = torch.empty(2 * nc, dtype=torch.int32)
         st = lib.pynqtorch_quantize_cols(*args, scale.data_ptr(), work.data_ptr())
+    return (q, scale) if st == 0 else None
+
+
+def im2col_quantize(p: Patches, per_line: bool, qmax: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """`quantize` of the matrix `p` describes (``p.materialize()``, lines along K) built from its input
+    directly, or None (then quantize the materialized matrix)."""
+    lib = library()
+    if lib is None or p.dtype not in (torch.float32, torch.float16, torch.bfloat16) or p.x.numel() == 0:
+        return None
+    if p.dtype != torch.float32:
+        p = dataclasses.replace(p, x=p.x.float())
+    xh = p.channels_last()
+    geo = torch.tensor(p.geometry(xh), dtype=torch.int64)
+    groups, rows, k = p.shape
+    q = torch.empty((groups, rows, k), dtype=torch.int8)
+    scale = torch.empty((groups, rows, 1) if per_line else (), dtype=torch.float32)
+    st = lib.pynqtorch_im2col_quantize(xh.data_ptr(), geo.data_ptr(), int(per_line), float(qmax), q.data_ptr(),
+                                       scale.data_ptr())
     return (q, scale) if st == 0 else None
 
 

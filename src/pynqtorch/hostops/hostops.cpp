@@ -9,10 +9,11 @@
 // max |x| is taken on the bit patterns with the sign cleared: for IEEE floats their unsigned order is
 // the order of magnitudes, and Inf/NaN patterns exceed every finite one, so one integer max reduction
 // (which vectorizes without fast-math) gives both the amax and the presence of a non-finite value.
-// Rounding adds and subtracts 1.5 * 2**23, which rounds half to even in the default rounding mode for
-// |y| < 2**22. Compile without -ffast-math and with -ffp-contract=off.
+// Rounding adds 1.5 * 2**23, which rounds half to even in the default rounding mode for |y| < 2**22,
+// and reads the integer from the sum's mantissa. Compile without -ffast-math and with -ffp-contract=off.
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 // On x86-64 each entry point is also built for AVX2 and picked at load time (the baseline is SSE2,
 // which has no 32-bit integer max).
@@ -28,6 +29,7 @@ const uint32_t kAbsMask = 0x7fffffffu;
 const uint32_t kInfBits = 0x7f800000u;
 const uint32_t kTinyBits = 0x0d800000u;  // 2**-100: non-zero amax below it needs float64 scales
 const float kRound = 12582912.0f;        // 1.5 * 2**23
+const int32_t kRoundBits = 0x4b400000;   // its bit pattern
 
 enum Status { kOk = 0, kNonFinite = 1, kTiny = 2 };
 
@@ -60,20 +62,17 @@ inline int check(uint32_t m) {
 
 inline float scale_of(uint32_t m, float qmax) { return m == 0 ? 1.0f : from_bits(m) / qmax; }
 
+// round_half_even(y) for |y| < 2**22: y + 1.5 * 2**23 rounds y to an integer held in the low mantissa bits.
+inline int8_t round_to_int8(float y) {
+  return static_cast<int8_t>(static_cast<int32_t>(bits(y + kRound)) - kRoundBits);
+}
+
 inline void quantize_row(const float* x, int64_t n, float inv, int8_t* q) {
-  for (int64_t i = 0; i < n; ++i) {
-    float y = x[i] * inv;
-    float r = (y + kRound) - kRound;
-    q[i] = static_cast<int8_t>(static_cast<int32_t>(r));
-  }
+  for (int64_t i = 0; i < n; ++i) q[i] = round_to_int8(x[i] * inv);
 }
 
 inline void quantize_row_cols(const float* x, int64_t n, const float* inv, int8_t* q) {
-  for (int64_t i = 0; i < n; ++i) {
-    float y = x[i] * inv[i];
-    float r = (y + kRound) - kRound;
-    q[i] = static_cast<int8_t>(static_cast<int32_t>(r));
-  }
+  for (int64_t i = 0; i < n; ++i) q[i] = round_to_int8(x[i] * inv[i]);
 }
 
 }  // namespace
@@ -142,6 +141,78 @@ PYNQTORCH_CLONES int pynqtorch_quantize_tensor(const float* x, int64_t nb, int64
   float inv = 1.0f / s;
   for (int64_t b = 0; b < nb; ++b)
     for (int64_t r = 0; r < nr; ++r) quantize_row(x + b * sb + r * sr, nc, inv, q + (b * nr + r) * nc);
+  return kOk;
+}
+
+// Quantized im2col of a 2-D convolution input, without the float patch matrix: x is float32 [N, H, W, C]
+// (channels contiguous) with element strides (sn, sh, sw, 1); geo holds
+//   {n, c, h, w, sn, sh, sw, groups, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, oh, ow}.
+// The patch matrix of group g has one row per output position (n, oy, ox) and columns (i, j, c) for the
+// cg = c / groups channels of the group, zero outside the input. q is int8 [groups, n*oh*ow, kh*kw*cg];
+// scale is [groups * n*oh*ow] (per_row) or one float: the same values pynqtorch_quantize_rows/_tensor give
+// on the materialized matrix.
+PYNQTORCH_CLONES int pynqtorch_im2col_quantize(const float* x, const int64_t* geo, int per_row, float qmax,
+                                               int8_t* q, float* scale) {
+  const int64_t n = geo[0], c = geo[1], h = geo[2], w = geo[3], sn = geo[4], sh = geo[5], sw = geo[6];
+  const int64_t groups = geo[7], kh = geo[8], kw = geo[9], st_h = geo[10], st_w = geo[11];
+  const int64_t pad_h = geo[12], pad_w = geo[13], dil_h = geo[14], dil_w = geo[15], oh = geo[16], ow = geo[17];
+  const int64_t cg = c / groups, k = kh * kw * cg, rows = n * oh * ow;
+  std::vector<float> row(static_cast<size_t>(k));
+  // A kernel row's kw windows pixels are one run of kw*c floats when they are adjacent and all channels used.
+  const bool runs = groups == 1 && dil_w == 1 && sw == c;
+  auto gather = [&](int64_t g, int64_t r) {
+    const int64_t b = r / (oh * ow), oy = (r / ow) % oh, ox = r % ow;
+    const int64_t x0 = ox * st_w - pad_w;
+    float* dst = row.data();
+    for (int64_t i = 0; i < kh; ++i) {
+      const int64_t y = oy * st_h - pad_h + i * dil_h;
+      const float* src = x + b * sn + y * sh + g * cg;
+      if (y < 0 || y >= h) {
+        for (int64_t t = 0; t < kw * cg; ++t) dst[t] = 0.0f;
+        dst += kw * cg;
+      } else if (runs && x0 >= 0 && x0 + kw <= w) {
+        src += x0 * sw;
+        for (int64_t t = 0; t < kw * cg; ++t) dst[t] = src[t];
+        dst += kw * cg;
+      } else {
+        for (int64_t j = 0; j < kw; ++j, dst += cg) {
+          const int64_t xx = x0 + j * dil_w;
+          if (xx < 0 || xx >= w) {
+            for (int64_t t = 0; t < cg; ++t) dst[t] = 0.0f;
+          } else {
+            for (int64_t t = 0; t < cg; ++t) dst[t] = src[xx * sw + t];
+          }
+        }
+      }
+    }
+  };
+  uint32_t all = 0;
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int64_t r = 0; r < rows; ++r) {
+      gather(g, r);
+      uint32_t m = row_amax_bits(row.data(), k);
+      if (!per_row) {
+        all = m > all ? m : all;
+        continue;
+      }
+      int st = check(m);
+      if (st != kOk) return st;
+      float s = scale_of(m, qmax);
+      scale[g * rows + r] = s;
+      quantize_row(row.data(), k, 1.0f / s, q + (g * rows + r) * k);
+    }
+  }
+  if (per_row) return kOk;
+  int st = check(all);
+  if (st != kOk) return st;
+  float s = scale_of(all, qmax);
+  *scale = s;
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int64_t r = 0; r < rows; ++r) {
+      gather(g, r);
+      quantize_row(row.data(), k, 1.0f / s, q + (g * rows + r) * k);
+    }
+  }
   return kOk;
 }
 

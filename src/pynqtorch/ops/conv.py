@@ -1,4 +1,4 @@
-"""Convolution lowered to GEMM: im2col of the input (one copy of all windows) times the weight matrix, per group.
+"""Convolution lowered to GEMM: the im2col matrix of the input (`engine.Patches`) times the weight matrix, per group.
 
 `aten::convolution` reaches `convolution_overrideable` for PrivateUse1 tensors. 1-D and 2-D convolutions
 of any stride, padding, dilation and groups (depthwise included) run on the kernel; transposed and 3-D
@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..device.fallback import run_on_cpu
+from ..engine.patches import Patches
 from ._common import NotOffloadable, accelerated, to_cpu
 from .engine_bridge import gemm_derived
 from .gemm import _check
@@ -26,23 +27,6 @@ def _weight_matrix(w: torch.Tensor, groups: int) -> torch.Tensor:
     b = (w.reshape(groups, o // groups, cg, kh, kw).permute(0, 3, 4, 2, 1)
          .reshape(groups, kh * kw * cg, o // groups))
     return b if groups > 1 else b[0]
-
-
-def _im2col(x: torch.Tensor, kh: int, kw: int, oh: int, ow: int, stride: Sequence[int], padding: Sequence[int],
-            dilation: Sequence[int], groups: int) -> torch.Tensor:
-    """A operand [groups, N*OH*OW, kh*kw*Cg] ([N*OH*OW, kh*kw*C] ungrouped) of input [N, C, H, W]: a zero-padded
-    channels-last copy if padded, then one copy of all windows, each row a window with K ordered (kh, kw, c)."""
-    n, c = x.shape[:2]
-    cg = c // groups
-    xh = x.permute(0, 2, 3, 1)
-    if padding[0] or padding[1]:
-        xh = torch.constant_pad_nd(xh, (0, 0, padding[1], padding[1], padding[0], padding[0]))
-    sn, sh, sw, sc = xh.stride()
-    windows = xh.as_strided((groups, n, oh, ow, kh, kw, cg),
-                            (cg * sc, sn, sh * stride[0], sw * stride[1], sh * dilation[0], sw * dilation[1], sc),
-                            xh.storage_offset())
-    a = windows.reshape(groups, n * oh * ow, kh * kw * cg)
-    return a if groups > 1 else a[0]
 
 
 def conv2d_as_gemm(x: torch.Tensor, w: torch.Tensor, w_owner: torch.Tensor | None, bias: torch.Tensor | None,
@@ -68,9 +52,15 @@ def conv2d_as_gemm(x: torch.Tensor, w: torch.Tensor, w_owner: torch.Tensor | Non
     # any order and the row/column scales see the same values, so results equal the (c, kh, kw) ordering bit
     # for bit. The reordered weight is a copy, kept per weight view and write generation (`gemm_derived`)
     # together with its quantization.
-    a = _im2col(x, kh, kw, oh, ow, stride, padding, dilation, groups)
-    out = (matmul(a, _weight_matrix(w, groups)) if matmul is not None
-           else gemm_derived(a, w_owner, ("conv2d", groups), lambda: _weight_matrix(w, groups)))
+    # The engine quantizes the patch matrix straight from the input (`Patches`); only the exact test path
+    # builds it in float.
+    a = Patches(x, (kh, kw), (stride[0], stride[1]), (padding[0], padding[1]), (dilation[0], dilation[1]), groups,
+                (oh, ow))
+    if matmul is not None:
+        m = a.materialize()
+        out = matmul(m if groups > 1 else m[0], _weight_matrix(w, groups))
+    else:
+        out = gemm_derived(a, w_owner, ("conv2d", groups), lambda: _weight_matrix(w, groups))
     og = o // groups
     if bias is not None:  # on the [.., N*OH*OW, Og] product: a contiguous broadcast
         out.add_(bias.view(groups, 1, og) if groups > 1 else bias)

@@ -8,6 +8,7 @@ import torch
 
 from .. import engine
 from ..device.storage import is_zynq, write_generation
+from ..engine.patches import Patches
 
 
 class _Derived:
@@ -53,7 +54,7 @@ def gemm(a: torch.Tensor, b: torch.Tensor, *, b_owner: torch.Tensor | None) -> t
     return _engine_gemm(a, b)
 
 
-def gemm_derived(a: torch.Tensor, src: torch.Tensor | None, key: Hashable,
+def gemm_derived(a: torch.Tensor | Patches, src: torch.Tensor | None, key: Hashable,
                  make: Callable[[], torch.Tensor]) -> torch.Tensor:
     """``a @ make()``, where `make()` copies the B operand out of zynq view `src` (e.g. a reordered conv weight).
 
@@ -70,7 +71,7 @@ def gemm_derived(a: torch.Tensor, src: torch.Tensor | None, key: Hashable,
     return _engine_gemm(a, hit[1], owner, gen)
 
 
-def _engine_gemm(a: torch.Tensor, b: torch.Tensor, owner: object = None, version: int | None = None
+def _engine_gemm(a: torch.Tensor | Patches, b: torch.Tensor, owner: object = None, version: int | None = None
                  ) -> torch.Tensor:
     """`engine.gemm`, with `b` a weight cached on `owner` at `version` when an owner is given."""
     try:

@@ -1,0 +1,68 @@
+"""The im2col matrix of a 2-D convolution as an engine A operand that need not exist in float.
+
+`Patches` describes the matrix ``[groups, N*OH*OW, kh*kw*Cg]`` (one row per output position, K ordered
+(kh, kw, c), zero outside the input) without building it: the engine quantizes it straight from the input
+with the native host pass (`hostops.im2col_quantize`), which is what a convolution costs most on the host.
+`materialize()` builds the float matrix for everything else (torch quantization, non-finite rows, float64).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Patches:
+    """Windows of input `x` (``[N, C, H, W]``, CPU, float) for a 2-D convolution; all pairs are (h, w)."""
+
+    x: torch.Tensor
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    groups: int
+    out: tuple[int, int]
+
+    @property
+    def shape(self) -> torch.Size:
+        n, c = self.x.shape[:2]
+        return torch.Size((self.groups, n * self.out[0] * self.out[1],
+                           self.kernel[0] * self.kernel[1] * (c // self.groups)))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.x.dtype
+
+    @property
+    def requires_grad(self) -> bool:
+        return self.x.requires_grad
+
+    def channels_last(self) -> torch.Tensor:
+        """`x` as ``[N, H, W, C]`` with contiguous channels (a copy only if they are not)."""
+        xh = self.x.permute(0, 2, 3, 1)
+        return xh if xh.stride(-1) == 1 else xh.contiguous()
+
+    def geometry(self, xh: torch.Tensor) -> list[int]:
+        """The layout numbers of the native pass (see ``pynqtorch_im2col_quantize``) for ``xh =
+        channels_last()``."""
+        n, h, w, c = xh.shape
+        return [n, c, h, w, xh.stride(0), xh.stride(1), xh.stride(2), self.groups, *self.kernel, *self.stride,
+                *self.padding, *self.dilation, *self.out]
+
+    def materialize(self) -> torch.Tensor:
+        """The float matrix: one padded channels-last copy, then one copy of all windows."""
+        (kh, kw), (oh, ow), groups = self.kernel, self.out, self.groups
+        n, c = self.x.shape[:2]
+        cg = c // groups
+        xh = self.x.permute(0, 2, 3, 1)
+        if self.padding[0] or self.padding[1]:
+            ph, pw = self.padding
+            xh = torch.constant_pad_nd(xh, (0, 0, pw, pw, ph, ph))
+        sn, sh, sw, sc = xh.stride()
+        windows = xh.as_strided(
+            (groups, n, oh, ow, kh, kw, cg),
+            (cg * sc, sn, sh * self.stride[0], sw * self.stride[1], sh * self.dilation[0], sw * self.dilation[1], sc),
+            xh.storage_offset())
+        return windows.reshape(groups, n * oh * ow, kh * kw * cg)
