@@ -34,9 +34,8 @@ def _dtype_name(dt: torch.dtype) -> str:
 
 def _check(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Validate like torch.mm / torch.bmm; True for the batched form."""
-    for t in (a, b):
-        if t.device.type != "cpu":
-            raise ValueError(f"engine.gemm takes CPU tensors, got one on {t.device}")
+    if not (a.is_cpu and b.is_cpu):
+        raise ValueError(f"engine.gemm takes CPU tensors, got one on {b.device if a.is_cpu else a.device}")
     if b.dim() == 3:
         if a.dim() != 3:
             raise RuntimeError("batch1 must be a 3D tensor")
