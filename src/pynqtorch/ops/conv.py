@@ -47,13 +47,11 @@ def conv2d_as_gemm(x: torch.Tensor, w: torch.Tensor, w_owner: torch.Tensor | Non
     ow = (wd + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     if oh <= 0 or ow <= 0:
         raise RuntimeError(f"Calculated output size: ({o}x{oh}x{ow}). Output size is too small")
-    # Channels-last windows give rows of Cg (kw*Cg when ungrouped) contiguous values, far faster to gather
-    # than 3-wide runs from NCHW. K is ordered (kh, kw, c) on both sides; the integer accumulator is exact in
-    # any order and the row/column scales see the same values, so results equal the (c, kh, kw) ordering bit
-    # for bit. The reordered weight is a copy, kept per weight view and write generation (`gemm_derived`)
-    # together with its quantization.
     # The engine quantizes the patch matrix straight from the input (`Patches`); only the exact test path
-    # builds it in float.
+    # builds it in float. K is ordered (kh, kw, c) on both sides (channels-last windows); the integer
+    # accumulator is exact in any order and the row/column scales see the same values, so results equal the
+    # (c, kh, kw) ordering bit for bit. The reordered weight is a copy, kept per weight view and write
+    # generation (`gemm_derived`) together with its quantization.
     a = Patches(x, (kh, kw), (stride[0], stride[1]), (padding[0], padding[1]), (dilation[0], dilation[1]), groups,
                 (oh, ow))
     if matmul is not None:
