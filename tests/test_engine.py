@@ -282,6 +282,28 @@ def test_runtime_kernel_uses_large_calls_and_pads_to_tile_multiples() -> None:
     assert tiles == 300 * (4 + 4 + 1) * (16 + 2)
 
 
+@pytest.mark.parametrize("large_calls", [False, True])
+def test_ref_units_in_large_call_mode_get_edge_calls_unpadded(large_calls: bool) -> None:
+    """Hardware-limited units see tile-multiple calls; the large-call golden model sees the edges as they are
+    (it is exact for any shape) and the results are the same."""
+    engine.use("ref", kernel=RUNTIME, units=1, large_calls=large_calls)
+    unit = registry.active().units[0]
+    seen: list[tuple[int, int, int]] = []
+    run = unit._run
+    unit._run = lambda a, b: (seen.append((a.shape[0], b.shape[1], a.shape[1])), run(a, b))[1]
+    g = torch.Generator().manual_seed(3)
+    a = torch.randint(-128, 128, (300, 1100), dtype=torch.int8, generator=g)
+    b = torch.randint(-128, 128, (1100, 70), dtype=torch.int8, generator=g)
+    assert torch.equal(engine.gemm(a, b, out_dtype=torch.int32), a.int() @ b.int())
+    tile = (RUNTIME.tile.m, RUNTIME.tile.n, RUNTIME.tile.k)
+    padded = [all(d % t == 0 for d, t in zip(s, tile)) for s in seen]
+    if large_calls:
+        assert seen == [(300, 70, 1100)]
+    else:
+        assert all(padded) and (300, 128, 1024) in seen
+    assert engine.stats()["units"][unit.name]["padded_calls"] >= 1  # counted as padded calls either way
+
+
 def test_every_unit_receives_tiles() -> None:
     strict(FIXED, units=3)
     g = torch.Generator().manual_seed(7)

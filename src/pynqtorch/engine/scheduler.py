@@ -2,7 +2,8 @@
 
 A GEMM ``[B, M, K] @ [B, K, N]`` is cut into calls: each dimension into blocks of the largest multiple of
 the kernel tile the target takes per call (K further limited so the accumulator cannot overflow). Only
-blocks at the far edge of a dimension are shorter than the call and get zero padding (output cropped).
+blocks at the far edge of a dimension are shorter than the call and get zero padding (output cropped),
+unless every unit takes any shape (`ComputeUnit.any_shape`, the large-call golden model).
 Calls are spread round-robin over all units by a persistent pool with two workers per unit: while one holds
 the unit, the other prepares its next call (slice, pad, make contiguous) and collects its previous result
 (K partial results summed in a cache-resident int64 buffer, stored once per output block) — double
@@ -46,9 +47,10 @@ class Task(NamedTuple):
     out_block: int
 
 
-def _block(src: np.ndarray, r: tuple[int, int, int], c: tuple[int, int, int]) -> np.ndarray:
+def _block(src: np.ndarray, r: tuple[int, int, int], c: tuple[int, int, int], pad: bool = True) -> np.ndarray:
+    """The (rows `r`, columns `c`) block of `src`, C-contiguous, zero-padded to the call size if `pad`."""
     view = src[r[0]:r[0] + r[1], c[0]:c[0] + c[1]]
-    if r[1] == r[2] and c[1] == c[2]:
+    if not pad or (r[1] == r[2] and c[1] == c[2]):
         return np.ascontiguousarray(view)
     buf = np.zeros((r[2], c[2]), np.int8)
     buf[:r[1], :c[1]] = view
@@ -70,10 +72,11 @@ class _Job:
 
     def __init__(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, items: list[list[Task]], exclusive: bool,
                  n_blocks: int, tile: tuple[int, int, int], units: int, first: int,
-                 b_key: Hashable | None = None) -> None:
+                 b_key: Hashable | None = None, pad: bool = True) -> None:
         self.a, self.b, self.out, self.items, self.tile = a, b, out, items, tile
         self.b_key = b_key
         self.exclusive = exclusive
+        self.pad = pad
         # Item i goes to unit (first + i) % units: a deterministic spread over identical units, rotated from
         # call to call; the two slots of a unit share its cursor.
         self._cursors = [itertools.count((u - first) % units, units) for u in range(units)]
@@ -86,7 +89,7 @@ class _Job:
         return None if self.failed or i >= len(self.items) else self.items[i]
 
     def prepare(self, t: Task) -> tuple[np.ndarray, np.ndarray]:
-        return _block(self.a[t.batch], t.m, t.k), _block(self.b[t.batch], t.k, t.n)
+        return _block(self.a[t.batch], t.m, t.k, self.pad), _block(self.b[t.batch], t.k, t.n, self.pad)
 
     def _dst(self, t: Task) -> np.ndarray:
         return self.out[t.batch, t.m[0]:t.m[0] + t.m[1], t.n[0]:t.n[0] + t.n[1]]
@@ -126,6 +129,8 @@ class Scheduler:
         self._next_unit = itertools.count()
         # Units that keep B tiles resident when told a stable key for them (the board target).
         self._keyed = [getattr(u, "resident_b", False) for u in self.units]
+        # Edge calls are zero-padded to the kernel's call size unless every unit takes any shape.
+        self._pad = not all(u.any_shape for u in self.units)
         arith = active.desc.arith
         self._tile = (active.desc.tile.m, active.desc.tile.n, active.desc.tile.k)
         # Digit width for exact limbs and the symmetric quantization range of this kernel.
@@ -165,7 +170,7 @@ class Scheduler:
         items = ([tasks[i:i + len(kb)] for i in range(0, len(tasks), len(kb))] if exclusive
                  else [[t] for t in tasks])
         job = _Job(a.numpy(), b.numpy(), out.numpy(), items, exclusive, n_blocks, tile, len(self.units), first,
-                   b_key)
+                   b_key, self._pad)
         if len(items) == 1:
             self._work(job, first)
         else:
@@ -189,7 +194,8 @@ class Scheduler:
         u = next(self._next_unit) % len(self.units)
         padded = task.m[1] != task.m[2] or task.n[1] != task.n[2] or task.k[1] != task.k[2]
         t0 = time.perf_counter()
-        if padded:
+        crop = padded and self._pad
+        if crop:
             a, b = _block(a, task.m, task.k), _block(b, task.k, task.n)
         else:
             a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
@@ -197,7 +203,7 @@ class Scheduler:
             t1 = time.perf_counter()
             res = self._run(u, a, b, key)
             t2 = time.perf_counter()
-        if padded:
+        if crop:
             res = np.ascontiguousarray(res[:task.m[1], :task.n[1]])
         tile = self._tile
         tiles = (task.m[2] // tile[0]) * (task.n[2] // tile[1]) * (task.k[2] // tile[2])

@@ -157,13 +157,16 @@ PYNQTORCH_CLONES int pynqtorch_im2col_quantize(const float* x, const int64_t* ge
   const int64_t groups = geo[7], kh = geo[8], kw = geo[9], st_h = geo[10], st_w = geo[11];
   const int64_t pad_h = geo[12], pad_w = geo[13], dil_h = geo[14], dil_w = geo[15], oh = geo[16], ow = geo[17];
   const int64_t cg = c / groups, k = kh * kw * cg, rows = n * oh * ow;
-  std::vector<float> row(static_cast<size_t>(k));
-  // A kernel row's kw windows pixels are one run of kw*c floats when they are adjacent and all channels used.
+  // Rows go in chunks: gathered into `buf`, their amaxes and scales computed together, then quantized in one
+  // pass over the chunk with a per-element inverse (rows of a small kernel are too short for vector loops).
+  const int64_t chunk = k >= 256 ? 1 : 256 / k + 1;
+  std::vector<float> buf(static_cast<size_t>(chunk * k)), inv(static_cast<size_t>(chunk * k));
+  std::vector<uint32_t> m(static_cast<size_t>(chunk));
+  // A kernel row's kw window pixels are one run of kw*c floats when they are adjacent and all channels used.
   const bool runs = groups == 1 && dil_w == 1 && sw == c;
-  auto gather = [&](int64_t g, int64_t r) {
+  auto gather = [&](int64_t g, int64_t r, float* dst) {
     const int64_t b = r / (oh * ow), oy = (r / ow) % oh, ox = r % ow;
     const int64_t x0 = ox * st_w - pad_w;
-    float* dst = row.data();
     for (int64_t i = 0; i < kh; ++i) {
       const int64_t y = oy * st_h - pad_h + i * dil_h;
       const float* src = x + b * sn + y * sh + g * cg;
@@ -186,31 +189,39 @@ PYNQTORCH_CLONES int pynqtorch_im2col_quantize(const float* x, const int64_t* ge
       }
     }
   };
-  uint32_t all = 0;
-  for (int64_t g = 0; g < groups; ++g) {
-    for (int64_t r = 0; r < rows; ++r) {
-      gather(g, r);
-      uint32_t m = row_amax_bits(row.data(), k);
-      if (!per_row) {
-        all = m > all ? m : all;
-        continue;
+  // Pass 1 (per-tensor only): the max over all windows. Pass 2: quantize chunk by chunk.
+  float whole = 0.0f;
+  if (!per_row) {
+    uint32_t all = 0;
+    for (int64_t g = 0; g < groups; ++g) {
+      for (int64_t r = 0; r < rows; ++r) {
+        gather(g, r, buf.data());
+        uint32_t mr = row_amax_bits(buf.data(), k);
+        all = mr > all ? mr : all;
       }
-      int st = check(m);
-      if (st != kOk) return st;
-      float s = scale_of(m, qmax);
-      scale[g * rows + r] = s;
-      quantize_row(row.data(), k, 1.0f / s, q + (g * rows + r) * k);
     }
+    int st = check(all);
+    if (st != kOk) return st;
+    whole = scale_of(all, qmax);
+    *scale = whole;
   }
-  if (per_row) return kOk;
-  int st = check(all);
-  if (st != kOk) return st;
-  float s = scale_of(all, qmax);
-  *scale = s;
   for (int64_t g = 0; g < groups; ++g) {
-    for (int64_t r = 0; r < rows; ++r) {
-      gather(g, r);
-      quantize_row(row.data(), k, 1.0f / s, q + (g * rows + r) * k);
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+      const int64_t nr = rows - r0 < chunk ? rows - r0 : chunk;
+      for (int64_t i = 0; i < nr; ++i) gather(g, r0 + i, buf.data() + i * k);
+      for (int64_t i = 0; i < nr; ++i) {
+        float s = whole;
+        if (per_row) {
+          m[i] = row_amax_bits(buf.data() + i * k, k);
+          int st = check(m[i]);
+          if (st != kOk) return st;
+          s = scale_of(m[i], qmax);
+          scale[g * rows + r0 + i] = s;
+        }
+        const float v = 1.0f / s;
+        for (int64_t t = 0; t < k; ++t) inv[i * k + t] = v;
+      }
+      quantize_row_cols(buf.data(), nr * k, inv.data(), q + (g * rows + r0) * k);
     }
   }
   return kOk;

@@ -153,7 +153,13 @@ def golden_gemm(a: np.ndarray, b: np.ndarray, arith: Arith, *, narrow: bool = Fa
 
 
 class ComputeUnit(abc.ABC):
-    """One place a kernel call can run; several units of a target run concurrently."""
+    """One place a kernel call can run; several units of a target run concurrently.
+
+    `any_shape`: the unit computes calls of any shape exactly (a model, not hardware), so the engine hands it
+    edge blocks unpadded; the result equals the padded call's, cropped.
+    """
+
+    any_shape = False
 
     def __init__(self, name: str, desc: Description) -> None:
         self.name = name
