@@ -44,7 +44,7 @@ def _same(x: torch.Tensor, dim: int, per_line: bool, qmax: int = 127) -> None:
 
 
 @pytest.mark.parametrize(("dim", "per_line"), CASES)
-@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 7, 5), (3, 33, 130), (2, 256, 64)])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 7, 5), (3, 33, 130), (2, 256, 64), (4, 300, 130)])
 def test_quantize_matches_torch_bit_for_bit(shape: tuple[int, int, int], dim: int, per_line: bool) -> None:
     g = torch.Generator().manual_seed(sum(shape))
     x = torch.randn(shape, generator=g) * torch.logspace(-3, 3, shape[2])
@@ -76,6 +76,11 @@ def test_quantize_declines_what_torch_handles() -> None:
         y[0, 2, 3] = bad
         for dim, per_line in CASES:
             assert hostops.quantize(y, dim, per_line, 127) is None
+    big = torch.randn(3, 200, 300)  # passes on several threads report a NaN from any of them
+    big[2, 199, 299] = float("nan")
+    for dim, per_line in CASES:
+        assert hostops.quantize(big, dim, per_line, 127) is None
+    assert hostops.im2col_quantize(_patches(big.unsqueeze(1), (3, 3)), True, 127) is None
     tiny = torch.full((1, 4, 8), 1e-35)
     assert hostops.quantize(tiny, -1, True, 127) is None
     assert hostops.quantize(x.double(), -1, True, 127) is None
@@ -91,6 +96,13 @@ def test_dequantize_matches_torch(sa_shape: tuple[int, ...], sb_shape: tuple[int
     got = hostops.dequantize(acc, sa, sb)
     assert got is not None
     assert torch.equal(got, acc.to(torch.float32).mul_(sa).mul_(sb))
+
+
+def test_dequantize_large_on_several_threads_matches_torch() -> None:
+    g = torch.Generator().manual_seed(2)
+    acc = torch.randint(-(1 << 30), 1 << 30, (3, 300, 200), dtype=torch.int32, generator=g)
+    sa, sb = torch.rand(3, 300, 1, generator=g), torch.rand(1, 1, 200, generator=g)
+    assert torch.equal(hostops.dequantize(acc, sa, sb), acc.to(torch.float32).mul_(sa).mul_(sb))
 
 
 def test_dequantize_declines_other_dtypes_and_layouts() -> None:
@@ -151,6 +163,8 @@ CONVS = [  # (N, C, H, W), kernel, stride, padding, dilation, groups
     ((1, 4, 1, 20), (1, 5), (1, 3), (0, 2), (1, 1), 1),   # conv1d as height 1
     ((2, 5, 6, 6), (6, 6), (1, 1), (0, 0), (1, 1), 1),    # one window per image
     ((1, 2, 5, 5), (1, 1), (3, 3), (0, 0), (1, 1), 1),    # stride skipping pixels: per-tensor amax from windows
+    ((8, 16, 16, 16), (3, 3), (1, 1), (1, 1), (1, 1), 1),  # large enough to run on several threads
+    ((4, 32, 12, 12), (3, 3), (1, 1), (1, 1), (1, 1), 32), # depthwise, large
 ]
 
 

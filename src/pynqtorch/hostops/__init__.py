@@ -6,8 +6,8 @@ operations, tested). It is compiled with the C++ compiler on first use into the 
 (`pynqtorch.buildcache`) and loaded with ctypes, which releases the GIL during calls.
 
 Every function returns None when it does not take a case (float64, empty operands, NaN/Inf, scales so
-small that they need float64, large dequantizations where torch's threads win); the caller then runs the
-torch formulation. Without a compiler, or with ``PYNQTORCH_HOSTOPS=0``, everything runs in torch.
+small that they need float64); the caller then runs the torch formulation. Large passes use the threads
+of the OpenMP runtime torch itself loads. Without a compiler, or with ``PYNQTORCH_HOSTOPS=0``, everything runs in torch.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 
 ENV = "PYNQTORCH_HOSTOPS"
 FLAGS = ("-O3", "-std=c++14", "-ffp-contract=off", "-fPIC", "-shared")
-# Above this many output elements torch's threaded dequantization is faster than the one-thread loop.
-DEQUANT_MAX = 1 << 17
+# Threads for large passes through the OpenMP runtime torch loads (libgomp); without it, one thread.
+OPENMP = ("-fopenmp",)
 
 _i64, _ptr, _f32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float
 _SIGNATURES = {
@@ -54,12 +54,15 @@ def build() -> Path:
     text = src.read_bytes()
 
     def compile_(tmp: Path, cxx: str) -> None:
-        proc = subprocess.run([cxx, *FLAGS, "-o", str(tmp / "hostops.so"), str(src)], capture_output=True,
-                              text=True, check=False)
-        if proc.returncode:
-            raise RuntimeError(f"compiling {src} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+        for flags in ((*FLAGS, *OPENMP), FLAGS):
+            proc = subprocess.run([cxx, *flags, "-o", str(tmp / "hostops.so"), str(src)], capture_output=True,
+                                  text=True, check=False)
+            if proc.returncode == 0:
+                return
+        raise RuntimeError(f"compiling {src} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
 
-    return cached_build("hostops", "hostops", [text, " ".join(FLAGS).encode()], compile_) / "hostops.so"
+    parts = [text, " ".join((*FLAGS, *OPENMP)).encode()]
+    return cached_build("hostops", "hostops", parts, compile_) / "hostops.so"
 
 
 @functools.cache
@@ -141,8 +144,8 @@ def dequantize(acc: torch.Tensor, sa: torch.Tensor, sb: torch.Tensor) -> torch.T
     """``acc.to(float32) * sa * sb`` for a contiguous int32 ``[B, M, N]`` accumulator and float32 scales
     (`Quantized.scale` shapes), bit-identical to the torch ops, or None."""
     lib = library()
-    if (lib is None or acc.dtype != torch.int32 or not acc.is_contiguous() or acc.numel() > DEQUANT_MAX
-            or sa.dtype != torch.float32 or sb.dtype != torch.float32):
+    if (lib is None or acc.dtype != torch.int32 or not acc.is_contiguous() or sa.dtype != torch.float32
+            or sb.dtype != torch.float32):
         return None
     nb, m, n = acc.shape
     if sa.dim() == 3 and sa.shape[0] not in (1, nb) or sb.dim() == 3 and sb.shape[0] not in (1, nb):

@@ -11,6 +11,8 @@
 // (which vectorizes without fast-math) gives both the amax and the presence of a non-finite value.
 // Rounding adds 1.5 * 2**23, which rounds half to even in the default rounding mode for |y| < 2**22,
 // and reads the integer from the sum's mantissa. Compile without -ffast-math and with -ffp-contract=off.
+// With OpenMP (-fopenmp) passes over at least kParallel elements split their rows over the threads of the
+// OpenMP runtime PyTorch itself uses; every element is computed the same way whatever the split.
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -31,7 +33,17 @@ const uint32_t kTinyBits = 0x0d800000u;  // 2**-100: non-zero amax below it need
 const float kRound = 12582912.0f;        // 1.5 * 2**23
 const int32_t kRoundBits = 0x4b400000;   // its bit pattern
 
+const int64_t kParallel = int64_t(1) << 15;
+
 enum Status { kOk = 0, kNonFinite = 1, kTiny = 2 };
+
+// The first non-OK status reported by any thread (OpenMP loops cannot return early).
+inline void report(int* status, int st) {
+  if (st != kOk) {
+#pragma omp atomic write
+    *status = st;
+  }
+}
 
 inline uint32_t bits(float x) {
   uint32_t u;
@@ -80,36 +92,46 @@ inline void quantize_row_cols(const float* x, int64_t n, const float* inv, int8_
 extern "C" {
 
 // x: float32 [nb, nr, nc], element strides (sb, sr, 1); q: int8 contiguous [nb, nr, nc].
-// One scale per row: scale is [nb * nr]. Stops at the first non-finite or tiny row (returns its status).
-PYNQTORCH_CLONES int pynqtorch_quantize_rows(const float* x, int64_t nb, int64_t nr, int64_t nc, int64_t sb, int64_t sr,
-                            float qmax, int8_t* q, float* scale) {
-  for (int64_t b = 0; b < nb; ++b) {
-    for (int64_t r = 0; r < nr; ++r) {
-      const float* row = x + b * sb + r * sr;
-      uint32_t m = row_amax_bits(row, nc);
-      int st = check(m);
-      if (st != kOk) return st;
-      float s = scale_of(m, qmax);
-      scale[b * nr + r] = s;
-      quantize_row(row, nc, 1.0f / s, q + (b * nr + r) * nc);
+// One scale per row: scale is [nb * nr]. Returns the status of a non-finite or tiny row, if any (then q
+// and scale are incomplete).
+PYNQTORCH_CLONES int pynqtorch_quantize_rows(const float* x, int64_t nb, int64_t nr, int64_t nc, int64_t sb,
+                                             int64_t sr, float qmax, int8_t* q, float* scale) {
+  int status = kOk;
+#pragma omp parallel for if (nb * nr * nc >= kParallel)
+  for (int64_t l = 0; l < nb * nr; ++l) {
+    const float* row = x + (l / nr) * sb + (l % nr) * sr;
+    uint32_t m = row_amax_bits(row, nc);
+    int st = check(m);
+    if (st != kOk) {
+      report(&status, st);
+      continue;
     }
+    float s = scale_of(m, qmax);
+    scale[l] = s;
+    quantize_row(row, nc, 1.0f / s, q + l * nc);
   }
-  return kOk;
+  return status;
 }
 
 // As above with one scale per column: scale is [nb * nc]; `work` holds nc uint32 and nc floats.
-PYNQTORCH_CLONES int pynqtorch_quantize_cols(const float* x, int64_t nb, int64_t nr, int64_t nc, int64_t sb, int64_t sr,
-                            float qmax, int8_t* q, float* scale, uint32_t* work) {
+PYNQTORCH_CLONES int pynqtorch_quantize_cols(const float* x, int64_t nb, int64_t nr, int64_t nc, int64_t sb,
+                                             int64_t sr, float qmax, int8_t* q, float* scale, uint32_t* work) {
   uint32_t* m = work;
   float* inv = reinterpret_cast<float*>(work + nc);
+  const bool par = nr * nc >= kParallel;
+  const int64_t cb = 256;  // columns per parallel block of the max pass
   for (int64_t b = 0; b < nb; ++b) {
     const float* xb = x + b * sb;
-    for (int64_t c = 0; c < nc; ++c) m[c] = 0;
-    for (int64_t r = 0; r < nr; ++r) {
-      const float* row = xb + r * sr;
-      for (int64_t c = 0; c < nc; ++c) {
-        uint32_t u = bits(row[c]) & kAbsMask;
-        m[c] = u > m[c] ? u : m[c];
+#pragma omp parallel for if (par)
+    for (int64_t c0 = 0; c0 < nc; c0 += cb) {
+      const int64_t c1 = nc - c0 < cb ? nc : c0 + cb;
+      for (int64_t c = c0; c < c1; ++c) m[c] = 0;
+      for (int64_t r = 0; r < nr; ++r) {
+        const float* row = xb + r * sr;
+        for (int64_t c = c0; c < c1; ++c) {
+          uint32_t u = bits(row[c]) & kAbsMask;
+          m[c] = u > m[c] ? u : m[c];
+        }
       }
     }
     for (int64_t c = 0; c < nc; ++c) {
@@ -119,52 +141,48 @@ PYNQTORCH_CLONES int pynqtorch_quantize_cols(const float* x, int64_t nb, int64_t
       scale[b * nc + c] = s;
       inv[c] = 1.0f / s;
     }
+#pragma omp parallel for if (par)
     for (int64_t r = 0; r < nr; ++r) quantize_row_cols(xb + r * sr, nc, inv, q + (b * nr + r) * nc);
   }
   return kOk;
 }
 
 // As above with one scale for the whole tensor (scale points to one float).
-PYNQTORCH_CLONES int pynqtorch_quantize_tensor(const float* x, int64_t nb, int64_t nr, int64_t nc, int64_t sb, int64_t sr,
-                              float qmax, int8_t* q, float* scale) {
+PYNQTORCH_CLONES int pynqtorch_quantize_tensor(const float* x, int64_t nb, int64_t nr, int64_t nc, int64_t sb,
+                                               int64_t sr, float qmax, int8_t* q, float* scale) {
+  const bool par = nb * nr * nc >= kParallel;
   uint32_t m = 0;
-  for (int64_t b = 0; b < nb; ++b) {
-    for (int64_t r = 0; r < nr; ++r) {
-      uint32_t mr = row_amax_bits(x + b * sb + r * sr, nc);
-      m = mr > m ? mr : m;
-    }
+#pragma omp parallel for if (par) reduction(max : m)
+  for (int64_t l = 0; l < nb * nr; ++l) {
+    uint32_t ml = row_amax_bits(x + (l / nr) * sb + (l % nr) * sr, nc);
+    m = ml > m ? ml : m;
   }
   int st = check(m);
   if (st != kOk) return st;
   float s = scale_of(m, qmax);
   *scale = s;
-  float inv = 1.0f / s;
-  for (int64_t b = 0; b < nb; ++b)
-    for (int64_t r = 0; r < nr; ++r) quantize_row(x + b * sb + r * sr, nc, inv, q + (b * nr + r) * nc);
+  const float inv = 1.0f / s;
+#pragma omp parallel for if (par)
+  for (int64_t l = 0; l < nb * nr; ++l) quantize_row(x + (l / nr) * sb + (l % nr) * sr, nc, inv, q + l * nc);
   return kOk;
 }
 
-// Quantized im2col of a 2-D convolution input, without the float patch matrix: x is float32 [N, H, W, C]
-// (channels contiguous) with element strides (sn, sh, sw, 1); geo holds
-//   {n, c, h, w, sn, sh, sw, groups, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, oh, ow}.
-// The patch matrix of group g has one row per output position (n, oy, ox) and columns (i, j, c) for the
-// cg = c / groups channels of the group, zero outside the input. q is int8 [groups, n*oh*ow, kh*kw*cg];
-// scale is [groups * n*oh*ow] (per_row) or one float: the same values pynqtorch_quantize_rows/_tensor give
-// on the materialized matrix.
-PYNQTORCH_CLONES int pynqtorch_im2col_quantize(const float* x, const int64_t* geo, int per_row, float qmax,
-                                               int8_t* q, float* scale) {
-  const int64_t n = geo[0], c = geo[1], h = geo[2], w = geo[3], sn = geo[4], sh = geo[5], sw = geo[6];
-  const int64_t groups = geo[7], kh = geo[8], kw = geo[9], st_h = geo[10], st_w = geo[11];
-  const int64_t pad_h = geo[12], pad_w = geo[13], dil_h = geo[14], dil_w = geo[15], oh = geo[16], ow = geo[17];
-  const int64_t cg = c / groups, k = kh * kw * cg, rows = n * oh * ow;
-  // Rows go in chunks: gathered into `buf`, their amaxes and scales computed together, then quantized in one
-  // pass over the chunk with a per-element inverse (rows of a small kernel are too short for vector loops).
-  const int64_t chunk = k >= 256 ? 1 : 256 / k + 1;
-  std::vector<float> buf(static_cast<size_t>(chunk * k)), inv(static_cast<size_t>(chunk * k));
-  std::vector<uint32_t> m(static_cast<size_t>(chunk));
-  // A kernel row's kw window pixels are one run of kw*c floats when they are adjacent and all channels used.
-  const bool runs = groups == 1 && dil_w == 1 && sw == c;
-  auto gather = [&](int64_t g, int64_t r, float* dst) {
+namespace {
+
+// The window geometry of pynqtorch_im2col_quantize and the gather of one patch-matrix row.
+struct Windows {
+  const float* x;
+  int64_t n, c, h, w, sn, sh, sw, groups, kh, kw, st_h, st_w, pad_h, pad_w, dil_h, dil_w, oh, ow;
+  int64_t cg, k, rows;
+  bool runs;  // a kernel row's kw pixels are one run of kw*c floats (adjacent, all channels used)
+
+  explicit Windows(const float* x_, const int64_t* geo)
+      : x(x_), n(geo[0]), c(geo[1]), h(geo[2]), w(geo[3]), sn(geo[4]), sh(geo[5]), sw(geo[6]), groups(geo[7]),
+        kh(geo[8]), kw(geo[9]), st_h(geo[10]), st_w(geo[11]), pad_h(geo[12]), pad_w(geo[13]), dil_h(geo[14]),
+        dil_w(geo[15]), oh(geo[16]), ow(geo[17]), cg(c / groups), k(kh * kw * cg), rows(n * oh * ow),
+        runs(groups == 1 && dil_w == 1 && sw == c) {}
+
+  void gather(int64_t g, int64_t r, float* dst) const {
     const int64_t b = r / (oh * ow), oy = (r / ow) % oh, ox = r % ow;
     const int64_t x0 = ox * st_w - pad_w;
     for (int64_t i = 0; i < kh; ++i) {
@@ -188,16 +206,37 @@ PYNQTORCH_CLONES int pynqtorch_im2col_quantize(const float* x, const int64_t* ge
         }
       }
     }
-  };
-  // Pass 1 (per-tensor only): the max over all windows. Pass 2: quantize chunk by chunk.
+  }
+};
+
+}  // namespace
+
+// Quantized im2col of a 2-D convolution input, without the float patch matrix: x is float32 [N, H, W, C]
+// (channels contiguous) with element strides (sn, sh, sw, 1); geo holds
+//   {n, c, h, w, sn, sh, sw, groups, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, oh, ow}.
+// The patch matrix of group g has one row per output position (n, oy, ox) and columns (i, j, c) for the
+// cg = c / groups channels of the group, zero outside the input. q is int8 [groups, n*oh*ow, kh*kw*cg];
+// scale is [groups * n*oh*ow] (per_row) or one float: the same values pynqtorch_quantize_rows/_tensor give
+// on the materialized matrix.
+PYNQTORCH_CLONES int pynqtorch_im2col_quantize(const float* x, const int64_t* geo, int per_row, float qmax,
+                                               int8_t* q, float* scale) {
+  const Windows win(x, geo);
+  const int64_t k = win.k, rows = win.rows, lines = win.groups * rows;
+  // Rows go in chunks: gathered into a buffer, their scales computed together, then quantized in one pass
+  // over the chunk with a per-element inverse (rows of a small kernel are too short for vector loops).
+  const int64_t chunk = k >= 256 ? 1 : 256 / k + 1;
+  const bool par = lines * k >= kParallel;
   float whole = 0.0f;
-  if (!per_row) {
+  if (!per_row) {  // the max over all windows first
     uint32_t all = 0;
-    for (int64_t g = 0; g < groups; ++g) {
-      for (int64_t r = 0; r < rows; ++r) {
-        gather(g, r, buf.data());
-        uint32_t mr = row_amax_bits(buf.data(), k);
-        all = mr > all ? mr : all;
+#pragma omp parallel if (par)
+    {
+      std::vector<float> buf(static_cast<size_t>(k));
+#pragma omp for reduction(max : all)
+      for (int64_t l = 0; l < lines; ++l) {
+        win.gather(l / rows, l % rows, buf.data());
+        uint32_t ml = row_amax_bits(buf.data(), k);
+        all = ml > all ? ml : all;
       }
     }
     int st = check(all);
@@ -205,44 +244,54 @@ PYNQTORCH_CLONES int pynqtorch_im2col_quantize(const float* x, const int64_t* ge
     whole = scale_of(all, qmax);
     *scale = whole;
   }
-  for (int64_t g = 0; g < groups; ++g) {
-    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
-      const int64_t nr = rows - r0 < chunk ? rows - r0 : chunk;
-      for (int64_t i = 0; i < nr; ++i) gather(g, r0 + i, buf.data() + i * k);
-      for (int64_t i = 0; i < nr; ++i) {
+  int status = kOk;
+#pragma omp parallel if (par)
+  {
+    std::vector<float> buf(static_cast<size_t>(chunk * k)), inv(static_cast<size_t>(chunk * k));
+#pragma omp for
+    for (int64_t l0 = 0; l0 < lines; l0 += chunk) {
+      const int64_t nl = lines - l0 < chunk ? lines - l0 : chunk;
+      bool ok = true;
+      for (int64_t i = 0; i < nl; ++i) win.gather((l0 + i) / rows, (l0 + i) % rows, buf.data() + i * k);
+      for (int64_t i = 0; i < nl && ok; ++i) {
         float s = whole;
         if (per_row) {
-          m[i] = row_amax_bits(buf.data() + i * k, k);
-          int st = check(m[i]);
-          if (st != kOk) return st;
-          s = scale_of(m[i], qmax);
-          scale[g * rows + r0 + i] = s;
+          uint32_t m = row_amax_bits(buf.data() + i * k, k);
+          int st = check(m);
+          if (st != kOk) {
+            report(&status, st);
+            ok = false;
+            break;
+          }
+          s = scale_of(m, qmax);
+          scale[l0 + i] = s;
         }
         const float v = 1.0f / s;
         for (int64_t t = 0; t < k; ++t) inv[i * k + t] = v;
       }
-      quantize_row_cols(buf.data(), nr * k, inv.data(), q + (g * rows + r0) * k);
+      if (ok) quantize_row_cols(buf.data(), nl * k, inv.data(), q + l0 * k);
     }
   }
-  return kOk;
+  return status;
 }
 
 // out[b, i, j] = ((float) acc[b, i, j] * sa[b * sab + i * sai]) * sb[b * sbb + j * sbj], all contiguous
 // [nb, m, n]; a zero stride broadcasts a scale (0-dim scales have every stride 0).
-PYNQTORCH_CLONES void pynqtorch_dequantize(const int32_t* acc, int64_t nb, int64_t m, int64_t n, const float* sa, int64_t sab,
-                          int64_t sai, const float* sb, int64_t sbb, int64_t sbj, float* out) {
-  for (int64_t b = 0; b < nb; ++b) {
+PYNQTORCH_CLONES void pynqtorch_dequantize(const int32_t* acc, int64_t nb, int64_t m, int64_t n, const float* sa,
+                                           int64_t sab, int64_t sai, const float* sb, int64_t sbb, int64_t sbj,
+                                           float* out) {
+#pragma omp parallel for if (nb * m * n >= kParallel)
+  for (int64_t l = 0; l < nb * m; ++l) {
+    const int64_t b = l / m, i = l % m;
     const float* sbr = sb + b * sbb;
-    for (int64_t i = 0; i < m; ++i) {
-      const float a = sa[b * sab + i * sai];
-      const int32_t* src = acc + (b * m + i) * n;
-      float* dst = out + (b * m + i) * n;
-      if (sbj == 0) {
-        const float s = sbr[0];
-        for (int64_t j = 0; j < n; ++j) dst[j] = (static_cast<float>(src[j]) * a) * s;
-      } else {
-        for (int64_t j = 0; j < n; ++j) dst[j] = (static_cast<float>(src[j]) * a) * sbr[j * sbj];
-      }
+    const float a = sa[b * sab + i * sai];
+    const int32_t* src = acc + l * n;
+    float* dst = out + l * n;
+    if (sbj == 0) {
+      const float s = sbr[0];
+      for (int64_t j = 0; j < n; ++j) dst[j] = (static_cast<float>(src[j]) * a) * s;
+    } else {
+      for (int64_t j = 0; j < n; ++j) dst[j] = (static_cast<float>(src[j]) * a) * sbr[j * sbj];
     }
   }
 }
