@@ -42,7 +42,7 @@ class Patches:
     def channels_last(self) -> torch.Tensor:
         """`x` as ``[N, H, W, C]`` with contiguous channels (a copy only if they are not)."""
         xh = self.x.permute(0, 2, 3, 1)
-        return xh if xh.stride(-1) == 1 else xh.contiguous()
+        return xh if xh.stride(-1) == 1 or xh.shape[-1] == 1 else xh.contiguous()
 
     def geometry(self, xh: torch.Tensor) -> list[int]:
         """The layout numbers of the native pass (see ``pynqtorch_im2col_quantize``) for ``xh =

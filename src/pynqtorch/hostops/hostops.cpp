@@ -225,7 +225,7 @@ PYNQTORCH_CLONES int pynqtorch_im2col_quantize(const float* x, const int64_t* ge
   // Rows go in chunks: gathered into a buffer, their scales computed together, then quantized in one pass
   // over the chunk with a per-element inverse (rows of a small kernel are too short for vector loops).
   const int64_t chunk = k >= 256 ? 1 : 256 / k + 1;
-  const bool par = lines * k >= kParallel;
+  const bool par = lines * k >= kParallel / 2;  // gathering makes each element dearer
   float whole = 0.0f;
   if (!per_row) {  // the max over all windows first
     uint32_t all = 0;
