@@ -87,3 +87,14 @@ def test_debug_option_controls_tracebacks(capsys: pytest.CaptureFixture[str]) ->
     assert "RuntimeError: kernel exploded" in err and "--debug" in err and "Traceback" not in err
     assert runner.invoke(app, ["--debug", "run", "mnist"]).exit_code == 2
     assert sys.excepthook is sys.__excepthook__
+
+
+def test_demo_json_reports_the_accelerated_forward() -> None:
+    res = runner.invoke(app, ["demo", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["target"] == "ref" and out["kernel"] == "gemm_i8_packed"
+    assert out["relative_error"] < 0.02 and out["argmax_agreement"] >= 0.9
+    acc = out["report"]["accelerated"]
+    assert acc["aten::convolution_overrideable"]["calls"] == 2 and acc["aten::addmm"]["calls"] == 2
+    assert out["report"]["cpu"]["aten::relu"]["calls"] == 3  # fallbacks are reported too
