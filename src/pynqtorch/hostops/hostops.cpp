@@ -119,7 +119,7 @@ PYNQTORCH_CLONES int pynqtorch_quantize_cols(const float* x, int64_t nb, int64_t
   uint32_t* m = work;
   float* inv = reinterpret_cast<float*>(work + nc);
   const bool par = nr * nc >= kParallel;
-  const int64_t cb = 256;  // columns per parallel block of the max pass
+  const int64_t cb = 64;  // columns per parallel block of the max pass
   for (int64_t b = 0; b < nb; ++b) {
     const float* xb = x + b * sb;
 #pragma omp parallel for if (par)
