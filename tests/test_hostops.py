@@ -16,7 +16,6 @@ from pynqtorch.engine.patches import Patches
 from pynqtorch.engine.quant import quantize_torch
 
 
-
 @pytest.fixture(autouse=True)
 def _native() -> None:
     """These tests compare the native passes with torch: they need them built (with the session's cache)."""
