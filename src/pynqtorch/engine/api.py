@@ -128,7 +128,8 @@ def prepare_weight(b: torch.Tensor, config: QuantConfig | None = None, *, owner:
     if b.dtype not in SUPPORTED_DTYPES:
         raise NotImplementedError(f"engine.gemm does not support {b.dtype}")
     b3 = b if b.dim() == 3 else b.unsqueeze(0)
-    return _weight(b3, b, True, owner, version, resolve_config(config) if b.dtype.is_floating_point else None)
+    return _weight(_kernel(), b3, b, True, owner, version,
+                   resolve_config(config) if b.dtype.is_floating_point else None)
 
 
 def _kernel() -> Scheduler:
@@ -136,9 +137,8 @@ def _kernel() -> Scheduler:
     return scheduler(registry.active())
 
 
-def _weight(b3: torch.Tensor, src: torch.Tensor, handle: bool | QuantizedWeight, owner: object,
+def _weight(s: Scheduler, b3: torch.Tensor, src: torch.Tensor, handle: bool | QuantizedWeight, owner: object,
             version: Hashable | None, cfg: QuantConfig | None) -> QuantizedWeight:
-    s = _kernel()
     d, qmax = s.digit_bits, s.qmax
     params = (d, qmax, cfg.weights) if cfg is not None else (d,)
     if isinstance(handle, QuantizedWeight) and is_current(handle, src, params, owner, version):
@@ -187,7 +187,7 @@ def _float_gemm(a3: torch.Tensor | Patches, b3: torch.Tensor, weight_src: torch.
     ao = split(qa.q, d, "a", (-qmax, qmax))
     b_key = None
     if weight_src is not None:
-        qw = _weight(b3, weight_src, handle, owner, version, cfg)
+        qw = _weight(s, b3, weight_src, handle, owner, version, cfg)
         bo, sb, bad_b, b_key = qw.operand, qw.scale, qw.bad, qw.serial
     else:
         qb = quantize(b3, -2, cfg.activations == "per_row", qmax)
@@ -198,8 +198,7 @@ def _float_gemm(a3: torch.Tensor | Patches, b3: torch.Tensor, weight_src: torch.
     c = hostops.dequantize(acc, qa.scale, sb)
     if c is None:  # the same arithmetic in torch ops (a separate conversion: int * float is not vectorized)
         c = acc.to(torch.promote_types(qa.scale.dtype, sb.dtype)).mul_(qa.scale).mul_(sb)
-    STATS.record({"quantize": t_quant, "dequantize": time.perf_counter() - t0},
-                 {"gemm_float": 1, "limb_products": ao.count * bo.count})
+    STATS.float_gemm(t_quant, time.perf_counter() - t0, ao.count * bo.count)
     if qa.bad is not None or bad_b is not None:
         t0 = time.perf_counter()
         _patch_nonfinite(c, a3.materialize() if isinstance(a3, Patches) else a3, b3, qa.bad, bad_b)
@@ -233,7 +232,7 @@ def _int_gemm(a3: torch.Tensor, b3: torch.Tensor, weight_src: torch.Tensor | Non
     ao = split(a3, d, "a")
     b_key = None
     if weight_src is not None:
-        qw = _weight(b3, weight_src, handle, owner, version, None)
+        qw = _weight(s, b3, weight_src, handle, owner, version, None)
         bo, b_key = qw.operand, qw.serial
     else:
         bo = split(b3, d, "b")

@@ -209,8 +209,7 @@ class Scheduler:
         tiles = (task.m[2] // tile[0]) * (task.n[2] // tile[1]) * (task.k[2] // tile[2])
         out = torch.from_numpy(res) if res.flags.writeable else torch.from_numpy(res.copy())
         t3 = time.perf_counter()
-        STATS.single_call(self.units[u].name, tiles, int(padded), {
-            "prepare": t1 - t0, "run": t2 - t1, "collect": t3 - t2, "schedule_wall": t3 - start})
+        STATS.single_call(self.units[u].name, tiles, int(padded), t1 - t0, t2 - t1, t3 - t2, t3 - start)
         return out
 
     def _work(self, job: _Job, u: int) -> None:
