@@ -209,6 +209,16 @@ def test_host_buffers_must_be_flat_uint8() -> None:
         alloc.adopt(torch.zeros(8, dtype=torch.uint8)[2:])
 
 
+def test_allocator_accounts_each_adoption_until_the_buffer_dies() -> None:
+    """The same buffer adopted twice is accounted twice and released twice (no tensor comparison on the way)."""
+    alloc = pynqtorch.device.HostAllocator()
+    buf = torch.zeros(64, dtype=torch.uint8)
+    assert alloc.adopt(buf) is buf and alloc.adopt(buf) is buf
+    assert (alloc.allocated, alloc.count, alloc.peak) == (128, 2, 128)
+    del buf
+    assert (alloc.allocated, alloc.count, alloc.peak) == (0, 0, 128)
+
+
 def test_results_live_in_memory_of_a_copying_allocator() -> None:
     """An allocator refusing CPU buffers gets results copied into its own memory; the tensor reads that memory,
     not the CPU result it was copied from."""

@@ -8,6 +8,7 @@ kept here for `torch.zynq.memory_allocated()` and friends.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import weakref
 
@@ -21,7 +22,10 @@ class HostAllocator:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._live: dict[weakref.ref, int] = {}  # buffer -> its accounted size, until it is collected
+        # token -> (weak reference to the buffer, its accounted size), until the buffer is collected; tokens,
+        # not the references, are the keys (comparing references would compare the tensors).
+        self._live: dict[int, tuple[weakref.ref, int]] = {}
+        self._tokens = itertools.count()
         self.allocated = 0
         self.peak = 0
         self.count = 0
@@ -53,16 +57,17 @@ class HostAllocator:
                              f"starting at its storage's first byte, got {buf.dtype} {tuple(buf.shape)} on "
                              f"{buf.device} at offset {buf.storage_offset()}")
         n = buf.numel()
+        token = next(self._tokens)
         with self._lock:
-            self._live[weakref.ref(buf, self._release)] = n
+            self._live[token] = (weakref.ref(buf, lambda _, token=token: self._release(token)), n)
             self.allocated += n
             self.count += 1
             self.peak = max(self.peak, self.allocated)
         return buf
 
-    def _release(self, ref: weakref.ref) -> None:
+    def _release(self, token: int) -> None:
         with self._lock:
-            self.allocated -= self._live.pop(ref)
+            self.allocated -= self._live.pop(token)[1]
             self.count -= 1
 
     def reset_peak(self) -> None:
