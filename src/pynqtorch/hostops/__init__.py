@@ -1,4 +1,5 @@
-"""Native host passes of the engine: fused int8 quantization and dequantization (``hostops.cpp``).
+"""Native host passes of the engine: fused int8 quantization (of operands and of convolution patches) and
+dequantization (``hostops.cpp``).
 
 The torch formulation in `engine.quant` takes four to six passes over an operand (|x|, max, multiply,
 round, convert); the C++ here takes one or two and returns bit-identical results (same IEEE float32
@@ -7,7 +8,8 @@ operations, tested). It is compiled with the C++ compiler on first use into the 
 
 Every function returns None when it does not take a case (float64, empty operands, NaN/Inf, scales so
 small that they need float64); the caller then runs the torch formulation. Large passes use the threads
-of the OpenMP runtime torch itself loads. Without a compiler, or with ``PYNQTORCH_HOSTOPS=0``, everything runs in torch.
+of the OpenMP runtime torch itself loads. Without a compiler, or with ``PYNQTORCH_HOSTOPS=0`` (read once,
+at first use), everything runs in torch.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ _SIGNATURES = {
 
 
 def source() -> Path:
+    """The C++ source (shipped in the package)."""
     return Path(str(importlib.resources.files(__package__) / "hostops.cpp"))
 
 
