@@ -206,3 +206,20 @@ def test_engine_conv_patches_equal_the_materialized_matrix() -> None:
     assert torch.equal(got.isnan(), want.isnan()) and got.isnan().any()
     with pytest.raises(RuntimeError, match=r"need a weight matrix \[1, 36, O\] or \[36, O\]"):
         engine.gemm(p1, w1[:20])
+
+
+def test_compiler_without_openmp_builds_single_threaded_passes(tmp_path: Path) -> None:
+    """A compiler that rejects -fopenmp still gets the library built (one thread), with the same results."""
+    cxx = tmp_path / "cxx"
+    cxx.write_text('#!/bin/sh\nfor a in "$@"; do [ "$a" = -fopenmp ] && { echo "no OpenMP" >&2; exit 1; }; done\n'
+                   'exec g++ "$@"\n')
+    cxx.chmod(0o755)
+    code = ("import torch\nfrom pynqtorch import hostops\nfrom pynqtorch.engine.quant import quantize_torch\n"
+            "x = torch.randn(2, 300, 200)\nq, s = hostops.quantize(x, -1, True, 127)\n"
+            "want = quantize_torch(x, -1, True, 127)\nassert torch.equal(q, want.q) and torch.equal(s, want.scale)\n"
+            "print(hostops.build())\n")
+    env = {**os.environ, "CXX": str(cxx), "PYNQTORCH_CACHE": str(tmp_path / "cache")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    lib = Path(out.strip().splitlines()[-1])
+    linked = subprocess.run(["ldd", str(lib)], capture_output=True, text=True, check=True).stdout
+    assert lib.is_file() and "gomp" not in linked
