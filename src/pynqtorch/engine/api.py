@@ -89,9 +89,11 @@ def gemm(a: torch.Tensor | Patches, b: torch.Tensor, *, weight: bool | Quantized
     a, b = a.resolve_neg(), b.resolve_neg()  # views with the negative bit set (no-op otherwise)
     k, n = b.shape[-2], b.shape[-1]
     if batched:
-        a3, b3, shape = a, b, (a.shape[0], a.shape[1], n)
+        a3, b3, shape = a, b, None
+    elif a.dim() == 2:  # the common case: plain indexing is the cheapest view
+        a3, b3, shape = a[None], b[None], None
     else:
-        a3, b3, shape = a.reshape(1, a.shape[:-1].numel(), k), b.unsqueeze(0), (*a.shape[:-1], n)
+        a3, b3, shape = a.reshape(1, a.shape[:-1].numel(), k), b[None], (*a.shape[:-1], n)
     if a.dtype.is_floating_point:
         if out_dtype is not None and out_dtype != a.dtype:
             raise ValueError(f"out_dtype={out_dtype} is only for integer inputs (float results keep {a.dtype})")
@@ -103,7 +105,9 @@ def gemm(a: torch.Tensor | Patches, b: torch.Tensor, *, weight: bool | Quantized
             raise ValueError(f"out_dtype must be an integer dtype, got {out_dtype}")
         out = _int_gemm(a3, b3, b if weight is not False else None, weight, owner, version,
                         out_dtype or a.dtype)
-    return out.reshape(shape)
+    if shape is not None:
+        return out.reshape(shape)
+    return out if batched else out[0]
 
 
 def _patches_gemm(p: Patches, b: torch.Tensor, weight: bool | QuantizedWeight, owner: object,

@@ -158,7 +158,7 @@ class Scheduler:
         if bt == 1 and m <= lim.m and n <= lim.n and k <= min(lim.k, k_call):
             task = Task(0, (0, m, -(-m // tile[0]) * tile[0]), (0, n, -(-n // tile[1]) * tile[1]),
                         (0, k, -(-k // tile[2]) * tile[2]), 0)
-            return self._single(a.numpy()[0], b.numpy()[0], task, _tile_key(b_key, task), t0).unsqueeze(0)
+            return self._single(a.numpy()[0], b.numpy()[0], task, _tile_key(b_key, task), t0)
         mb, nb = blocks(m, tile[0], lim.m), blocks(n, tile[1], lim.n)
         kb = blocks(k, tile[2], min(lim.k, k_call))
         tasks = [Task(i, bm, bn, bk, (i * len(mb) + x) * len(nb) + y)
@@ -190,7 +190,8 @@ class Scheduler:
 
     def _single(self, a: np.ndarray, b: np.ndarray, task: Task, key: Hashable | None,
                 start: float) -> torch.Tensor:
-        """The GEMM as one call (padded if needed), run in the caller's thread; unpadded, no output copy."""
+        """The GEMM as one call (padded if needed), run in the caller's thread; unpadded, no output copy.
+        Returns ``[1, M, N]``."""
         u = next(self._next_unit) % len(self.units)
         padded = task.m[1] != task.m[2] or task.n[1] != task.n[2] or task.k[1] != task.k[2]
         t0 = time.perf_counter()
@@ -207,7 +208,7 @@ class Scheduler:
             res = np.ascontiguousarray(res[:task.m[1], :task.n[1]])
         tile = self._tile
         tiles = (task.m[2] // tile[0]) * (task.n[2] // tile[1]) * (task.k[2] // tile[2])
-        out = torch.from_numpy(res) if res.flags.writeable else torch.from_numpy(res.copy())
+        out = torch.from_numpy((res if res.flags.writeable else res.copy())[None])
         t3 = time.perf_counter()
         STATS.single_call(self.units[u].name, tiles, int(padded), t1 - t0, t2 - t1, t3 - t2, t3 - start)
         return out
