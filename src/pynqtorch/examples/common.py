@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from .. import device
 from ..buildcache import cache_root
-from ..engine import QuantConfig
+from ..engine import QuantConfig, quant_config
 from ..targets import registry
+
+T = TypeVar("T")
 
 # The schemes every example reports: the engine's default first (the figure that must hold), then the
 # coarser per-tensor scheme for comparison.
@@ -15,6 +20,24 @@ SCHEMES: dict[str, QuantConfig] = {
     "default": QuantConfig(),
     "per_tensor": QuantConfig.per_tensor(),
 }
+
+
+def run_schemes(forward: Callable[[], T], announce: Callable[[str], None]
+                ) -> tuple[dict[str, tuple[QuantConfig, T, float]], dict[str, Any]]:
+    """Run `forward()` on zynq under each scheme of `SCHEMES` (`announce(name)` first), each with a fresh
+    report: per scheme its config, result and seconds, and the default scheme's report as a dict."""
+    runs: dict[str, tuple[QuantConfig, T, float]] = {}
+    report: dict[str, Any] = {}
+    for name, qcfg in SCHEMES.items():
+        announce(name)
+        device.reset_report()
+        t0 = time.perf_counter()
+        with quant_config(qcfg):
+            out = forward()
+        runs[name] = (qcfg, out, time.perf_counter() - t0)
+        if name == "default":
+            report = device.report().to_dict()
+    return runs, report
 
 
 def select_target(target: str | None) -> registry.ActiveTarget:

@@ -20,9 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import device
-from ..engine import quant_config
-from .common import SCHEMES, cache_dir, fallback_ops, scheme_label, select_target
+from .common import cache_dir, fallback_ops, run_schemes, scheme_label, select_target
 
 
 class DigitsCNN(nn.Module):
@@ -144,20 +142,12 @@ def run(target: str | None = None, cfg: TrainConfig = TrainConfig(),
     fp32 = top1(fp32_logits, split.y_test)
     zmodel = copy.deepcopy(model).to("zynq")
     x = split.x_test.to("zynq")
-    schemes: dict[str, dict[str, Any]] = {}
-    report: dict[str, Any] = {}
-    for name, qcfg in SCHEMES.items():
-        step(f"evaluating on zynq ({active.name}, {name} scheme)")
-        device.reset_report()
-        t0 = time.perf_counter()
-        with quant_config(qcfg):
-            logits = zmodel(x).cpu()
-        seconds = time.perf_counter() - t0
-        schemes[name] = {"scheme": scheme_label(qcfg), "top1": top1(logits, split.y_test),
-                         "agreement": float((logits.argmax(1) == fp32_logits.argmax(1)).float().mean()),
-                         "seconds": seconds}
-        if name == "default":
-            report = device.report().to_dict()
+    runs, report = run_schemes(lambda: zmodel(x).cpu(),
+                               lambda name: step(f"evaluating on zynq ({active.name}, {name} scheme)"))
+    schemes = {name: {"scheme": scheme_label(qcfg), "top1": top1(logits, split.y_test),
+                      "agreement": float((logits.argmax(1) == fp32_logits.argmax(1)).float().mean()),
+                      "seconds": seconds}
+               for name, (qcfg, logits, seconds) in runs.items()}
     zynq = schemes["default"]["top1"]
     return {"example": "digits", "target": active.name, "kernel": active.desc.name,
             "test_size": len(split.y_test), "fp32_top1": fp32, "zynq_top1": zynq,

@@ -12,9 +12,7 @@ from typing import Any
 
 import torch
 
-from .. import device
-from ..engine import quant_config
-from .common import SCHEMES, fallback_ops, scheme_label, select_target
+from .common import fallback_ops, run_schemes, scheme_label, select_target
 
 SENTENCES: tuple[str, ...] = (
     "The quick brown fox jumps over the lazy dog.",
@@ -106,20 +104,14 @@ def run(target: str | None = None, sentences: tuple[str, ...] | list[str] = SENT
     expected = embed(model, sentences, "cpu")
     cpu_s = time.perf_counter() - t0
     model.to("zynq")
+    runs, report = run_schemes(
+        lambda: embed(model, sentences, "zynq"),
+        lambda name: step(f"embedding {len(sentences)} sentences on zynq ({active.name}, {name} scheme)"))
     schemes: dict[str, dict[str, Any]] = {}
-    report: dict[str, Any] = {}
-    for name, qcfg in SCHEMES.items():
-        step(f"embedding {len(sentences)} sentences on zynq ({active.name}, {name} scheme)")
-        device.reset_report()
-        t0 = time.perf_counter()
-        with quant_config(qcfg):
-            got = embed(model, sentences, "zynq")
-        seconds = time.perf_counter() - t0
+    for name, (qcfg, got, seconds) in runs.items():
         c = cosines(got, expected)
         schemes[name] = {"scheme": scheme_label(qcfg), "mean_cosine": float(c.mean()),
                          "min_cosine": float(c.min()), "seconds": seconds}
-        if name == "default":
-            report = device.report().to_dict()
     default = schemes["default"]
     return {"example": "minilm", "target": active.name, "kernel": active.desc.name,
             "sentences": len(sentences), "mean_cosine": default["mean_cosine"],
