@@ -202,7 +202,8 @@ def _float_gemm(a3: torch.Tensor | Patches, b3: torch.Tensor, weight_src: torch.
     c = hostops.dequantize(acc, qa.scale, sb)
     if c is None:  # the same arithmetic in torch ops (a separate conversion: int * float is not vectorized)
         c = acc.to(torch.promote_types(qa.scale.dtype, sb.dtype)).mul_(qa.scale).mul_(sb)
-    STATS.float_gemm(t_quant, time.perf_counter() - t0, ao.count * bo.count)
+    STATS.record({"quantize": t_quant, "dequantize": time.perf_counter() - t0},
+                 {"gemm_float": 1, "limb_products": ao.count * bo.count})
     if qa.bad is not None or bad_b is not None:
         t0 = time.perf_counter()
         _patch_nonfinite(c, a3.materialize() if isinstance(a3, Patches) else a3, b3, qa.bad, bad_b)

@@ -98,8 +98,6 @@ def combine(p: torch.Tensor, la: int, lb: int, m: int, n: int, d: int) -> torch.
     """
     bt = p.shape[0]
     blocks = p.view(bt, la, m, lb, n)
-    if la == 1 and lb == 1:
-        return blocks.view(bt, m, n)
     # Digit sums per weight position s = i + j, then carry propagation to digits in [0, 2**d).
     top = 63 // d  # C = H * 2**(d*top) + low, low in [0, 2**(d*top)); C fits int64 iff H in the range below
     positions = max(la + lb - 1, top + 1)

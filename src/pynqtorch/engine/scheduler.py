@@ -210,7 +210,9 @@ class Scheduler:
         tiles = (task.m[2] // tile[0]) * (task.n[2] // tile[1]) * (task.k[2] // tile[2])
         out = torch.from_numpy((res if res.flags.writeable else res.copy())[None])
         t3 = time.perf_counter()
-        STATS.single_call(self.units[u].name, tiles, int(padded), t1 - t0, t2 - t1, t3 - t2, t3 - start)
+        STATS.unit_calls(self.units[u].name, 1, tiles, int(padded), t2 - t1)
+        STATS.record({"prepare": t1 - t0, "run": t2 - t1, "collect": t3 - t2, "schedule_wall": t3 - start},
+                     {"kernel_calls": 1})
         return out
 
     def _work(self, job: _Job, u: int) -> None:

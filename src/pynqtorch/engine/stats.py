@@ -31,30 +31,6 @@ class Stats:
             u["padded_calls"] += padded
             u["busy_s"] += seconds
 
-    def single_call(self, unit: str, tiles: int, padded: int, prepare: float, run: float, collect: float,
-                    wall: float) -> None:
-        """One kernel call that was a whole GEMM: its unit's counts and the phase times, under one lock."""
-        with self._lock:
-            u = self._units[unit]
-            u["calls"] += 1
-            u["tiles"] += tiles
-            u["padded_calls"] += padded
-            u["busy_s"] += run
-            ph = self._phases
-            ph["prepare"] += prepare
-            ph["run"] += run
-            ph["collect"] += collect
-            ph["schedule_wall"] += wall
-            self._counters["kernel_calls"] += 1
-
-    def float_gemm(self, quantize: float, dequantize: float, limb_products: int) -> None:
-        """One float GEMM's host phases and counters."""
-        with self._lock:
-            self._phases["quantize"] += quantize
-            self._phases["dequantize"] += dequantize
-            self._counters["gemm_float"] += 1
-            self._counters["limb_products"] += limb_products
-
     def record(self, phases: dict[str, float], counters: dict[str, int]) -> None:
         """Several phase times and counters under one lock."""
         with self._lock:

@@ -138,9 +138,6 @@ def golden_gemm(a: np.ndarray, b: np.ndarray, arith: Arith, *, narrow: bool = Fa
     """
     hi = (1 << (arith.acc_bits - 1)) - 1
     lo = -(1 << (arith.acc_bits - 1))
-    if (narrow and arith.acc_bits == 32 and a.dtype == b.dtype == np.int8 and a.shape[1] << 14 <= hi
-            and a.flags.carray and b.flags.carray and int8_gemm_exact()):
-        return torch._int_mm(torch.from_numpy(a), torch.from_numpy(b)).numpy()  # the common call, directly
     if a.shape[1] * _abs_bound(a) * _abs_bound(b) <= hi:
         return _exact_int_gemm(a, b, narrow and arith.acc_bits <= 32)
     if arith.overflow == "wrap":
