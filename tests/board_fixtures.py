@@ -20,7 +20,7 @@ import pynqtorch
 from pynqtorch.sim.fabric import Faults
 from pynqtorch.sim.server import VirtualBoard
 from pynqtorch.targets.board import close_board_devices
-from pynqtorch.targets.board_device import REMOTE_ENV
+from pynqtorch.targets.board.connection import REMOTE_ENV
 
 PACKED_OVERLAY = "gemm_packed2"
 

@@ -20,10 +20,7 @@ CSIM_REASON = registry.unavailable_reason("csim")
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True)
-def _reset() -> None:
-    yield
-    registry.reset()
+pytestmark = pytest.mark.usefixtures("fresh_target")
 
 
 def _png_ok(path: Path) -> bool:

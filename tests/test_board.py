@@ -7,9 +7,13 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
+import pynqtorch
 from board_fixtures import BoardProcess, Boards, write_overlay
+from pynqtorch import engine
 from pynqtorch.hw.kernels import find_kernel
+from pynqtorch.hw.overlay import OverlayError
 from pynqtorch.targets.base import golden_gemm
 from pynqtorch.targets.board import (
     BoardTarget,
@@ -18,9 +22,8 @@ from pynqtorch.targets.board import (
     close_board_devices,
     interchangeable,
 )
-from pynqtorch.targets.board_device import BoardError, parse_remote
-from pynqtorch.targets.board_overlay import OverlayError, check_against_hwh
-from pynqtorch.targets.board_spread import board_units, spread_gemm, spread_gemms
+from pynqtorch.targets.board.connection import BoardError, parse_remote
+from pynqtorch.targets.board.overlay import check_against_hwh
 from pynqtorch.targets.csim import CsimTarget
 
 PACKED = find_kernel("gemm_i8_packed").desc
@@ -67,19 +70,17 @@ def test_fixed_tile_kernel_on_bundled_single_overlay(boards: Boards) -> None:
     assert np.array_equal(unit.run(a, b), golden_gemm(a, b, DSP.arith))
 
 
-def test_dual_overlay_runs_both_kernels_concurrently(boards: Boards) -> None:
-    """The DSP and LUT-fabric builds of the 256-tile GEMM serve as two units; tiles overlap in time."""
+def test_dual_overlay_runs_both_kernels_concurrently(boards: Boards, fresh_target) -> None:
+    """The DSP and LUT-fabric builds of the 256-tile GEMM serve as two units of one engine target."""
     vb = boards.start("gemm_dual")
     boards.connect(vb)
-    target = BoardTarget(overlay="gemm_dual", verify=True, verify_every=1)
-    units = target.compute_units(DSP)
-    assert [u.instance for u in units] == ["gemm_i8_dsp_0", "gemm_i8_fabric_0"]
+    active = pynqtorch.use("board", kernel="gemm_i8_dsp", overlay="gemm_dual", verify=True, verify_every=1)
+    assert [u.instance for u in active.units] == ["gemm_i8_dsp_0", "gemm_i8_fabric_0"]
     assert interchangeable(DSP, find_kernel("gemm_i8_fabric").desc)
-    rng = np.random.default_rng(3)
-    a, b = _ints(rng, (512, 256)), _ints(rng, (256, 512))
-    got = spread_gemm(a, b, units)
-    assert np.array_equal(got, a.astype(np.int64) @ b.astype(np.int64))
-    assert all(u.stats.calls == 2 for u in units)
+    a = torch.randint(-128, 128, (512, 256), dtype=torch.int8)
+    b = torch.randint(-128, 128, (256, 512), dtype=torch.int8)
+    assert torch.equal(engine.gemm(a, b, out_dtype=torch.int64), a.long() @ b.long())
+    assert [u.calls for u in active.units] == [2, 2]
     assert vb.fabric.stats.completed == 4
 
 
@@ -98,18 +99,6 @@ def test_two_boards_are_two_devices(boards: Boards, packed_overlay) -> None:
         assert vb.fabric.stats.completed == before + 1
     with pytest.raises(Exception, match="board device 2 does not exist; 2 board"):
         BoardTarget(device=2)
-
-
-def test_spread_over_all_boards(boards: Boards, packed_overlay) -> None:
-    vbs = [boards.start(packed_overlay), boards.start(packed_overlay)]
-    boards.connect(*vbs)
-    units = board_units(PACKED, overlay=packed_overlay)
-    assert len(units) == 4
-    rng = np.random.default_rng(11)
-    pairs = [(_ints(rng, (300, 200)), _ints(rng, (200, 70))), (_ints(rng, (9, 40)), _ints(rng, (40, 500)))]
-    for (a, b), got in zip(pairs, spread_gemms(pairs, units)):
-        assert np.array_equal(got, a.astype(np.int64) @ b.astype(np.int64))
-    assert all(vb.fabric.stats.completed > 0 for vb in vbs)
 
 
 def test_hang_times_out_clearly_and_the_unit_recovers(boards: Boards, packed_overlay) -> None:
@@ -214,7 +203,7 @@ def _hwh(path, instance: str, regs: dict[str, int]) -> None:
 
 
 def test_hwh_register_map_cross_check(tmp_path) -> None:
-    from pynqtorch.targets.board_overlay import find_overlay
+    from pynqtorch.hw.overlay import find_overlay
 
     spec = find_overlay("gemm_single")
     good = {"CTRL": 0, "in1_1": 0x10, "in1_2": 0x14, "in2_1": 0x1C, "in2_2": 0x20, "out_1": 0x28, "out_2": 0x2C}

@@ -18,22 +18,15 @@ import pynqtorch
 from board_fixtures import Boards, write_overlay
 from pynqtorch import engine
 from pynqtorch.hw.kernels import find_kernel
+from pynqtorch.hw.overlay import OverlayError, find_overlay
+from pynqtorch.hw.registers import handoff_registers
 from pynqtorch.sim.handoff import hwh_xml, write_handoff
 from pynqtorch.targets import registry
 from pynqtorch.targets.base import golden_gemm
 from pynqtorch.targets.board import BoardTarget
-from pynqtorch.targets.board_overlay import OverlayError, find_overlay
-from pynqtorch.targets.board_regs import handoff_registers
-from pynqtorch.targets.board_weights import WEIGHT_CACHE_ENV, weight_cache_budget
+from pynqtorch.targets.board.weights import WEIGHT_CACHE_ENV, weight_cache_budget
 
 PACKED = find_kernel("gemm_i8_packed").desc
-
-
-@pytest.fixture
-def no_target():
-    registry.reset()
-    yield
-    registry.reset()
 
 
 def _model() -> torch.nn.Module:
@@ -41,7 +34,7 @@ def _model() -> torch.nn.Module:
     return torch.nn.Sequential(torch.nn.Linear(64, 48), torch.nn.ReLU(), torch.nn.Linear(48, 10)).eval()
 
 
-def test_model_weights_are_transferred_once(boards: Boards, packed_overlay, no_target) -> None:
+def test_model_weights_are_transferred_once(boards: Boards, packed_overlay, fresh_target) -> None:
     vb = boards.start(packed_overlay)
     boards.connect(vb)
     model = _model().to("zynq")
@@ -112,7 +105,7 @@ def test_weight_cache_budget_setting(monkeypatch) -> None:
         weight_cache_budget()
 
 
-def test_all_boards_are_units_of_one_target(boards: Boards, packed_overlay, no_target) -> None:
+def test_all_boards_are_units_of_one_target(boards: Boards, packed_overlay, fresh_target) -> None:
     vbs = [boards.start(packed_overlay), boards.start(packed_overlay)]
     boards.connect(*vbs)
     active = pynqtorch.use("board", kernel="gemm_i8_packed", overlay=packed_overlay, devices="all")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 
 import pytest
 from typer.testing import CliRunner
@@ -15,12 +16,14 @@ from pynqtorch.targets import registry
 runner = CliRunner()
 
 
+pytestmark = pytest.mark.usefixtures("fresh_target")
+
+
 @pytest.fixture(autouse=True)
-def _restore() -> None:
+def _restore_excepthook() -> Iterator[None]:
     hook = sys.excepthook
     yield
     sys.excepthook = hook
-    registry.reset()
 
 
 def test_run_digits_json_schema() -> None:

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from pynqtorch.hw.kernels import find_kernel
-from pynqtorch.targets import csim_build
 from pynqtorch.targets.csim import CsimLibrary, CsimTarget
-from pynqtorch.targets.csim_build import CompileError, KernelCrash, SignatureError, build_library
+from pynqtorch.targets.csim import build as csim_build
+from pynqtorch.targets.csim.build import CompileError, KernelCrash, SignatureError, build_library
 
 pytestmark = pytest.mark.skipif(CsimTarget.probe() is not None, reason=f"csim unavailable: {CsimTarget.probe()}")
 

@@ -8,11 +8,7 @@ import torch
 
 import pynqtorch
 
-
-@pytest.fixture(autouse=True)
-def _clean_report() -> None:
-    pynqtorch.strict(False)
-    pynqtorch.reset_report()
+pytestmark = pytest.mark.usefixtures("fresh_report")
 
 
 def test_views_alias_and_match_cpu() -> None:

@@ -38,12 +38,7 @@ FIXED = make_desc("fixed256", {"m": 256, "n": 256, "k": 256})
 RUNTIME = make_desc("runtime64", {"m": 1, "n": 64, "k": 64}, {"m": 65536, "n": 256, "k": 1024})
 
 
-@pytest.fixture(autouse=True)
-def _fresh_target():
-    registry.reset()
-    engine.reset_stats()
-    yield
-    registry.reset()
+pytestmark = pytest.mark.usefixtures("fresh_target")
 
 
 def strict(desc: Description = FIXED, units: int = 2) -> None:
@@ -407,9 +402,23 @@ def test_host_accumulator_bound_is_checked() -> None:
         check_host_sum(1 << 48, op, op)
 
 
-@pytest.mark.parametrize("kernel", ["gemm_i8_packed", "gemm_i8_dsp"])
-def test_csim_target_matches_ref_bit_for_bit(kernel: str) -> None:
-    """The engine on the kernel's own C++ gives exactly the ref results (integers and quantized floats)."""
+def test_every_target_matches_ref_bit_for_bit(target) -> None:
+    """The engine on each target (the kernel's own C++, the board) gives exactly the ref results (integers and
+    quantized floats)."""
+    g = torch.Generator().manual_seed(9)
+    a = torch.randint(-128, 128, (300, 520), dtype=torch.int8, generator=g)
+    b = torch.randint(-128, 128, (520, 70), dtype=torch.int8, generator=g)
+    x, w = torch.randn(40, 300, generator=g), torch.randn(300, 20, generator=g)
+    engine.use("ref", kernel="gemm_i8_packed")
+    want_f = engine.gemm(x, w)
+    target.use()
+    engine.reset_stats()
+    assert torch.equal(engine.gemm(a, b, out_dtype=torch.int32), a.int() @ b.int())
+    assert torch.equal(engine.gemm(x, w), want_f)
+    assert all(name.startswith(target.name) for name in engine.stats()["tiles_per_unit"])
+
+
+def test_csim_target_matches_ref_on_a_fixed_tile_kernel() -> None:
     reason = registry.unavailable_reason("csim")
     if reason is not None:
         pytest.skip(reason)
@@ -417,10 +426,8 @@ def test_csim_target_matches_ref_bit_for_bit(kernel: str) -> None:
     a = torch.randint(-128, 128, (300, 520), dtype=torch.int8, generator=g)
     b = torch.randint(-128, 128, (520, 70), dtype=torch.int8, generator=g)
     x, w = torch.randn(40, 300, generator=g), torch.randn(300, 20, generator=g)
-    engine.use("ref", kernel=kernel)
+    engine.use("ref", kernel="gemm_i8_dsp")
     want_f = engine.gemm(x, w)
-    engine.use("csim", kernel=kernel)
-    engine.reset_stats()
+    engine.use("csim", kernel="gemm_i8_dsp")
     assert torch.equal(engine.gemm(a, b, out_dtype=torch.int32), a.int() @ b.int())
     assert torch.equal(engine.gemm(x, w), want_f)
-    assert all(name.startswith("csim") for name in engine.stats()["tiles_per_unit"])

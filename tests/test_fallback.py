@@ -15,10 +15,7 @@ import pynqtorch
 ZYNQ = torch.device("zynq", 0)
 
 
-@pytest.fixture(autouse=True)
-def _clean_report() -> None:
-    pynqtorch.strict(False)
-    pynqtorch.reset_report()
+pytestmark = pytest.mark.usefixtures("fresh_report")
 
 
 def cpu_calls() -> dict[str, int]:

@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from pynqtorch.cli import app
-from pynqtorch.flows.overlay import load_overlay
 from pynqtorch.hw.description import load_description
+from pynqtorch.hw.overlay import load_overlay
 
 AP_TYPES = Path(hls4ml.__file__).parent / "templates" / "vivado" / "ap_types"
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")

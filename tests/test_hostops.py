@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from pynqtorch import engine, hostops
-from pynqtorch.engine.patches import Patches
 from pynqtorch.engine.quant import quantize_torch
+from pynqtorch.hostops.patches import Patches
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from pynqtorch.cli import app
 from pynqtorch.hw.kernels import find_kernel, kernels
 from pynqtorch.targets.csim import CsimTarget
-from pynqtorch.targets.csim_verify import folder_warnings
+from pynqtorch.targets.csim.verify import folder_warnings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "kernels"
 BUNDLED = ("gemm_i8_dsp", "gemm_i8_fabric", "gemm_i8_packed")

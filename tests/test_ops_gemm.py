@@ -24,9 +24,7 @@ def accelerated_calls(name: str) -> int:
     return 0 if s is None else s.calls
 
 
-@pytest.fixture(autouse=True)
-def _fresh_report():
-    pynqtorch.reset_report()
+pytestmark = pytest.mark.usefixtures("fresh_report")
 
 
 @pytest.mark.parametrize("shape_a,shape_b", [

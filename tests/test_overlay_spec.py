@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pynqtorch.flows.overlay import OverlayError, find_overlay, load_overlay, overlays
+from pynqtorch.hw.overlay import OverlayError, find_overlay, load_overlay, overlays
 
 GOOD = {"name": "ov", "board": "pynq-z2", "part": "xc7z020clg400-1", "bitstream": "ov.bit", "clock_mhz": 100,
         "ips": [{"instance": "a_0", "kernel": "gemm_i8_dsp", "base": "0x40000000", "range": "0x10000",

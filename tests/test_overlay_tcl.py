@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from pynqtorch.flows.overlay import load_overlay, overlays, render_overlay
+from pynqtorch.flows.overlay import render_overlay
 from pynqtorch.flows.scaffold import new_overlay
 from pynqtorch.hw.kernels import find_kernel, hw_root
+from pynqtorch.hw.overlay import load_overlay, overlays
 
 STUBS = Path(__file__).parent / "tcl" / "vivado_stubs.tcl"
 pytestmark = pytest.mark.skipif(shutil.which("tclsh") is None, reason="tclsh is not installed")

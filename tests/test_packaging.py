@@ -20,7 +20,7 @@ def test_wheel_install_finds_bundled_hardware(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
                     str(tmp_path / "site"), wheel], check=True)
     probe = ("import pynqtorch, json; from pynqtorch.hw.kernels import hw_root, kernels; "
-             "from pynqtorch.flows.overlay import overlays; "
+             "from pynqtorch.hw.overlay import overlays; "
              "print(json.dumps([pynqtorch.__file__, str(hw_root()), sorted(kernels()), sorted(overlays()), "
              "(hw_root().parent / '_sw' / 'build_torch.sh').is_file(), "
              "__import__('pynqtorch.hostops').hostops.source().is_file()]))")

@@ -11,7 +11,6 @@ from pydantic import ValidationError
 
 from pynqtorch import engine
 from pynqtorch.engine import QuantConfig
-from pynqtorch.targets import registry
 from test_engine import FIXED, f64_bound, make_desc
 
 SCHEMES = {
@@ -22,14 +21,7 @@ SCHEMES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _fresh():
-    registry.reset()
-    engine.reset_stats()
-    engine.set_quant_config(QuantConfig())
-    yield
-    engine.set_quant_config(QuantConfig())
-    registry.reset()
+pytestmark = pytest.mark.usefixtures("fresh_target")
 
 
 def _scales(a: torch.Tensor, b: torch.Tensor, cfg: QuantConfig, weight: bool, qmax: int = 127):

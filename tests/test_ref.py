@@ -21,14 +21,7 @@ from pynqtorch.targets.null import NullTarget
 from pynqtorch.targets.ref import RefTarget
 from test_engine import FIXED, RUNTIME, f64_bound, row_scales
 
-
-@pytest.fixture(autouse=True)
-def _fresh(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.delenv(registry.ENV_TARGET, raising=False)
-    registry.reset()
-    engine.reset_stats()
-    yield
-    registry.reset()
+pytestmark = pytest.mark.usefixtures("fresh_target")
 
 
 def _exact(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from pynqtorch.cli import app
 from pynqtorch.hw.kernels import find_kernel
 from pynqtorch.targets.csim import CsimTarget
-from pynqtorch.targets.csim_verify import run_trials
+from pynqtorch.targets.csim.verify import run_trials
 
 pytestmark = pytest.mark.skipif(CsimTarget.probe() is not None, reason=f"csim unavailable: {CsimTarget.probe()}")
 

@@ -12,11 +12,11 @@ from pynq.pl_server.remote_device import RemoteDevice
 
 from board_fixtures import BoardProcess, Boards
 from pynqtorch.hw.kernels import find_kernel
+from pynqtorch.hw.overlay import find_overlay
 from pynqtorch.hw.packing import pack_operand, unpack_result
+from pynqtorch.hw.registers import AP_DONE, AP_IDLE, AP_START
 from pynqtorch.sim.handoff import placeholder_bit
 from pynqtorch.targets.base import golden_gemm
-from pynqtorch.targets.board_overlay import find_overlay
-from pynqtorch.targets.board_regs import AP_DONE, AP_IDLE, AP_START
 
 
 def _device(vb) -> RemoteDevice:

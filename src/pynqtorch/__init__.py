@@ -7,16 +7,17 @@ Importing registers the `zynq` device. GEMM-family ops on zynq tensors run on th
 from __future__ import annotations
 
 from . import ops
-from .device import StrictModeError, register, report, reset_report, strict
+from .device import StrictModeError, register, strict
 from .engine import QuantConfig, get_quant_config, quant_config, set_quant_config
 from .hw.kernels import add_kernel_path
 from .modules import module_quant_config, set_module_quant_config
+from .reporting import report, reset_report
 from .targets.registry import use
 
 __version__ = "0.1.0"
 
+ops.register()  # first: the device's CPU fallback leaves ops that have a zynq kernel alone
 register()
-ops.register()
 
 __all__ = ["QuantConfig", "StrictModeError", "__version__", "add_kernel_path", "get_quant_config",
            "module_quant_config", "quant_config", "report", "reset_report", "set_module_quant_config",

@@ -19,15 +19,17 @@ from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
-from .targets.base import TargetUnavailable
+
+class BuildError(RuntimeError):
+    """A build cannot run here (no compiler); the message says what to install or set."""
 
 
 def compiler() -> str:
-    """Path of the C++ compiler (``$CXX`` or ``g++``); `TargetUnavailable` when missing."""
+    """Path of the C++ compiler (``$CXX`` or ``g++``); `BuildError` when missing."""
     name = os.environ.get("CXX", "g++")
     path = shutil.which(name)
     if path is None:
-        raise TargetUnavailable(f"C++ compiler {name!r} not found on PATH (install g++, or set CXX)")
+        raise BuildError(f"C++ compiler {name!r} not found on PATH (install g++, or set CXX)")
     return path
 
 

@@ -23,9 +23,9 @@ def virtual_board(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="log every design load and fault"),
 ) -> None:
     """Run a virtual PYNQ-Z2 until interrupted; point clients at it with PYNQ_REMOTE_DEVICES=HOST:PORT."""
+    from ..hw.overlay import OverlayError
     from ..sim.fabric import Faults
     from ..sim.server import VirtualBoard
-    from ..targets.board_overlay import OverlayError
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="virtual-board: %(message)s")

@@ -13,13 +13,13 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 from rich.text import Text
 
-from ..flows.overlay import OverlayError, find_overlay
 from ..flows.reports import ReportError
 from ..flows.scaffold import ScaffoldError, new_kernel, new_overlay
 from ..flows.tools import FlowError, LineSink, ToolMissing, ToolRun, run_hls, run_vivado
 from ..flows.torch_build import BuildScriptMissing, build_torch_command
 from ..hw.description import DescriptionError
 from ..hw.kernels import find_kernel
+from ..hw.overlay import OverlayError, find_overlay
 from ._app import app, console, emit_json, err_console, fail
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="do not echo the tool's output")]

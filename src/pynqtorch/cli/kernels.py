@@ -58,13 +58,14 @@ def list_kernels(json_out: bool = typer.Option(False, "--json", help="Print one 
 def csim(kernel: str = typer.Argument(..., help="Kernel name or folder."),
          timeout: float = typer.Option(600.0, help="Seconds before the testbench is stopped.")) -> None:
     """Compile the kernel's own testbench with g++ and run it; exits with the testbench's exit code."""
+    from ..buildcache import BuildError
     from ..targets.base import TargetUnavailable
-    from ..targets.csim_build import CsimError, build_testbench
+    from ..targets.csim.build import CsimError, build_testbench
 
     info = _kernel(kernel)
     try:
         exe = build_testbench(info)
-    except (CsimError, TargetUnavailable) as e:
+    except (BuildError, CsimError, TargetUnavailable) as e:
         fail(str(e))
     console.print(f"[dim]running {exe}[/]")
     try:
@@ -89,14 +90,15 @@ def verify(kernel: str = typer.Argument(..., help="Kernel name or folder."),
            seed: int = typer.Option(0, help="Seed of the random trials."),
            json_out: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
     """Validate the description, build the C simulation and compare it with the golden model."""
+    from ..buildcache import BuildError
     from ..targets.base import TargetUnavailable
-    from ..targets.csim_build import CsimError
-    from ..targets.csim_verify import folder_warnings, run_trials
+    from ..targets.csim.build import CsimError
+    from ..targets.csim.verify import folder_warnings, run_trials
 
     info = _kernel(kernel)
     try:
         results = run_trials(info, trials=trials, seed=seed)
-    except (CsimError, TargetUnavailable) as e:
+    except (BuildError, CsimError, TargetUnavailable) as e:
         fail(str(e))
     warnings = folder_warnings(info)
     bad = [r for r in results if not r.ok]

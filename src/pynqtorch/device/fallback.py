@@ -235,10 +235,6 @@ def _boxed_fallback(op: Any, *args: Any, **kwargs: Any) -> Any:
     return run_on_cpu(op, args, kwargs)
 
 
-# Structured ops the GEMM layer (ops/) accelerates: their functional forms stay free for its kernels.
-_GEMM_FAMILY = frozenset({"mm", "addmm", "bmm", "baddbmm", "addmv", "addbmm", "_addmm_activation"})
-
-
 def direct_kernels() -> dict[str, Callable[..., Any]]:
     """CPU-fallback kernels registered directly for ops PyTorch would otherwise decompose on zynq.
 
@@ -251,7 +247,8 @@ def direct_kernels() -> dict[str, Callable[..., Any]]:
     """
     kernels: dict[str, Callable[..., Any]] = {}
     has = torch._C._dispatch_has_kernel_for_dispatch_key
-    for qualified in torch._C._dispatch_get_all_op_names():
+    names = set(torch._C._dispatch_get_all_op_names())
+    for qualified in names:
         ns, _, name = qualified.partition("::")
         if ns != "aten" or has(qualified, "PrivateUse1"):
             continue
@@ -259,8 +256,9 @@ def direct_kernels() -> dict[str, Callable[..., Any]]:
                 or (has(qualified, "CPU") and has(qualified, "CompositeExplicitAutograd"))):
             continue
         base, _, overload = name.partition(".")
-        if base.rstrip("_") in _GEMM_FAMILY:
-            continue
+        functional = f"aten::{base[:-1]}"
+        if base.endswith("_") and functional in names and has(functional, "PrivateUse1"):
+            continue  # the in-place form of an accelerated op: its composite calls the zynq kernel
         op = getattr(getattr(torch.ops.aten, base), overload or "default")
         kernels[name] = functools.partial(_boxed_fallback, op)
     for name in _METADATA_VIEWS:

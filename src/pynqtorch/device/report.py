@@ -1,4 +1,7 @@
-"""Per-op accounting: which aten ops ran accelerated and which on CPU, how often and for how long."""
+"""Per-op accounting: which aten ops ran accelerated and which on CPU, how often and for how long.
+
+The device only counts ops; `pynqtorch.report()` (`pynqtorch.reporting`) adds the engine's statistics.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ class Report:
 
     accelerated: dict[str, OpStat] = field(default_factory=dict)
     cpu: dict[str, OpStat] = field(default_factory=dict)
-    engine: dict[str, Any] = field(default_factory=dict)
+    engine: dict[str, Any] = field(default_factory=dict)  # filled by `pynqtorch.report()`
 
     def to_dict(self) -> dict[str, Any]:
         def ops(d: dict[str, OpStat]) -> dict[str, dict[str, float]]:
@@ -72,21 +75,14 @@ def record(name: str, seconds: float, accelerated: bool) -> None:
 
 
 def report() -> Report:
-    """Which ops ran where since the last `reset_report()`, with engine statistics (tiles per unit)."""
-    from ..engine import stats as engine_stats
-
+    """Which ops ran where since the last `reset_report()` (op counters only)."""
     with _lock:
-        snap = Report({k: OpStat(v.calls, v.seconds) for k, v in _accelerated.items()},
+        return Report({k: OpStat(v.calls, v.seconds) for k, v in _accelerated.items()},
                       {k: OpStat(v.calls, v.seconds) for k, v in _cpu.items()})
-    snap.engine = engine_stats()
-    return snap
 
 
 def reset_report() -> None:
-    """Zero all counters (ops and engine)."""
-    from ..engine import reset_stats
-
+    """Zero the op counters."""
     with _lock:
         _accelerated.clear()
         _cpu.clear()
-    reset_stats()

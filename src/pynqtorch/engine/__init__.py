@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..hostops.patches import Patches
 from ..targets.registry import active, available_targets, current, use
 from .api import FLOAT_DTYPES, INT_DTYPES, SUPPORTED_DTYPES, gemm, prepare_weight
-from .patches import Patches
 from .quant import QuantConfig, get_quant_config, quant_config, resolve_config, set_quant_config
 from .stats import STATS
 from .weights import QuantizedWeight, cached_entries, invalidate_weights

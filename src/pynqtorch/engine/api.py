@@ -12,9 +12,9 @@ from collections.abc import Hashable
 import torch
 
 from .. import hostops
+from ..hostops.patches import Patches
 from ..targets import registry
 from .limbs import Operand, call_k, check_host_sum, combine, split
-from .patches import Patches
 from .quant import QuantConfig, quantize, resolve_config
 from .scheduler import Scheduler, scheduler
 from .stats import STATS

@@ -25,7 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from .. import hostops
-from .patches import Patches
+from ..hostops.patches import Patches
 
 WeightScheme = Literal["per_tensor", "per_channel"]
 ActivationScheme = Literal["per_tensor", "per_row"]

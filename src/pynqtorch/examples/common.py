@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .. import device
+from .. import reporting
 from ..buildcache import cache_root
 from ..engine import QuantConfig, quant_config
 from ..targets import registry
@@ -30,13 +30,13 @@ def run_schemes(forward: Callable[[], T], announce: Callable[[str], None]
     report: dict[str, Any] = {}
     for name, qcfg in SCHEMES.items():
         announce(name)
-        device.reset_report()
+        reporting.reset_report()
         t0 = time.perf_counter()
         with quant_config(qcfg):
             out = forward()
         runs[name] = (qcfg, out, time.perf_counter() - t0)
         if name == "default":
-            report = device.report().to_dict()
+            report = reporting.report().to_dict()
     return runs, report
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..hw.kernels import KernelInfo
-from .overlay import OverlayInfo
+from ..hw.overlay import OverlayInfo
 from .reports import find_csynth_report, parse_vivado_timing, parse_vivado_utilization
 
 HLS_STEPS = ("csim", "csynth", "cosim", "export")

@@ -26,8 +26,7 @@ from pathlib import Path
 import torch
 
 from ..buildcache import cached_build
-from ..engine.patches import Patches
-from ..targets.base import TargetUnavailable
+from .patches import Patches
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +51,7 @@ def source() -> Path:
 
 
 def build() -> Path:
-    """Path of the compiled library (built on first use; `TargetUnavailable` without a compiler)."""
+    """Path of the compiled library (built on first use; `BuildError` without a compiler)."""
     src = source()
     text = src.read_bytes()
 
@@ -75,7 +74,7 @@ def library() -> ctypes.CDLL | None:
         return None
     try:
         lib = ctypes.CDLL(str(build()))
-    except (TargetUnavailable, RuntimeError, OSError) as e:
+    except (RuntimeError, OSError) as e:  # BuildError (no compiler) is a RuntimeError
         log.warning("native host passes unavailable, quantizing with torch ops: %s", e)
         return None
     for name, (args, res) in _SIGNATURES.items():

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..device.fallback import run_on_cpu
-from ..engine.patches import Patches
+from ..hostops.patches import Patches
 from ._common import NotOffloadable, accelerated, to_cpu
 from .engine_bridge import gemm_derived
 from .gemm import _check

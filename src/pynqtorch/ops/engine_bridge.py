@@ -8,7 +8,7 @@ import torch
 
 from .. import engine
 from ..device.storage import is_zynq, write_generation
-from ..engine.patches import Patches
+from ..hostops.patches import Patches
 
 
 class _Derived:

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..hw.kernels import KernelInfo
 from ..hw.packing import word_dtype, words_for
-from ..targets.board_regs import AP_DONE, AP_IDLE, AP_READY, AP_START, decode_registers
+from ..hw.registers import AP_DONE, AP_IDLE, AP_READY, AP_START, decode_registers
 from .memory import BufferMemory
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from pynq.remote import buffer_pb2_grpc, mmio_pb2_grpc, remote_device_pb2_grpc
 from typing_extensions import Self
 
 from ..hw.kernels import KernelInfo
-from ..targets.board_overlay import OverlaySpec, find_overlay, known_overlays
+from ..hw.overlay import OverlayInfo, find_overlay, overlays
 from .fabric import Fabric, Faults, IPSpec
 from .files import BoardFiles
 from .handoff import placeholder_design
@@ -43,7 +43,7 @@ def _csim_library(kernel: KernelInfo, copy: int) -> Any:
 class VirtualBoard:
     """A virtual PYNQ-Z2 served over gRPC; see the module docstring."""
 
-    def __init__(self, overlay: str | os.PathLike | OverlaySpec | None = None, *, host: str = "127.0.0.1",
+    def __init__(self, overlay: str | os.PathLike | OverlayInfo | None = None, *, host: str = "127.0.0.1",
                  port: int = 0, faults: Faults | None = None, exit_on_die: bool = False,
                  library: Callable[[KernelInfo, int], Any] | None = None, board_name: str = "Pynq-Z2",
                  memory_bytes: int | None = None, workers: int = 16) -> None:
@@ -61,7 +61,7 @@ class VirtualBoard:
         self.pl_clocks: dict[int, int] = {}
         self._workers = workers
         self._server: grpc.Server | None = None
-        self._extra: list[OverlaySpec] = []
+        self._extra: list[OverlayInfo] = []
         if overlay is not None:
             self.load(overlay)
 
@@ -120,17 +120,18 @@ class VirtualBoard:
         return self.fabric.design
 
     # -- programmable logic ----------------------------------------------------------------------------
-    def add_overlay(self, overlay: str | os.PathLike | OverlaySpec) -> OverlaySpec:
+    def add_overlay(self, overlay: str | os.PathLike | OverlayInfo) -> OverlayInfo:
         """Make `overlay` (a name, an overlay folder/overlay.json, or a spec) one a bitstream download can load."""
-        spec = overlay if isinstance(overlay, OverlaySpec) else find_overlay(overlay)
+        spec = overlay if isinstance(overlay, OverlayInfo) else find_overlay(overlay)
         if spec not in self._extra:
             self._extra.append(spec)
         return spec
 
-    def load(self, overlay: str | os.PathLike | OverlaySpec) -> None:
+    def load(self, overlay: str | os.PathLike | OverlayInfo) -> None:
         """Program the fabric with `overlay` (a name, an overlay folder/overlay.json, or a spec)."""
         spec = self.add_overlay(overlay)
-        self.fabric.program(spec.name, [IPSpec(ip.instance, ip.kernel, ip.base, ip.range) for ip in spec.ips])
+        self.fabric.program(spec.name, [IPSpec(ip.instance, spec.kernels[ip.instance], ip.base_int, ip.range_int)
+                                      for ip in spec.ips])
 
     def program_firmware(self, binfile: str) -> None:
         """What writing the FPGA manager's firmware node does: load the design that bitstream carries.
@@ -150,7 +151,7 @@ class VirtualBoard:
             log.error("%s is not a placeholder bitstream for the virtual board; the PL now holds no IPs", binfile)
             self.fabric.program(None, [])
             return
-        for spec in self._extra + list(known_overlays().values()):
+        for spec in self._extra + list(overlays().values()):
             if spec.name == design:
                 self.load(spec)
                 return

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import grpc
 from pynq.remote import (
@@ -23,8 +23,9 @@ from pynq.remote import (
     remote_device_pb2_grpc,
 )
 
-if TYPE_CHECKING:
-    from .server import VirtualBoard
+from .fabric import Fabric
+from .files import BoardFiles
+from .memory import BufferMemory
 
 CHUNK = 2 * 1024 * 1024
 VIRTUAL_BASE = 0xB000_0000
@@ -34,8 +35,20 @@ class BoardDied(Exception):
     """Raised inside a handler when fault injection kills the server mid-call."""
 
 
+class Board(Protocol):
+    """What the services serve: the board's parts (`server.VirtualBoard` is one)."""
+
+    fabric: Fabric
+    files: BoardFiles
+    memory: BufferMemory
+    bitstream_attrs: tuple[str, bool]
+    pl_clocks: dict[int, int]
+
+    def program_firmware(self, binfile: str) -> None: ...
+
+
 class DeviceService(remote_device_pb2_grpc.RemoteDeviceServicer):
-    def __init__(self, board: VirtualBoard) -> None:
+    def __init__(self, board: Board) -> None:
         self.board = board
 
     def existsfile(self, request, context):
@@ -78,7 +91,7 @@ class DeviceService(remote_device_pb2_grpc.RemoteDeviceServicer):
 
 
 class MmioService(mmio_pb2_grpc.MmioServicer):
-    def __init__(self, board: VirtualBoard) -> None:
+    def __init__(self, board: Board) -> None:
         self.board = board
         self._maps: dict[str, tuple[object, int, int]] = {}
         self._ids = itertools.count(1)
@@ -132,7 +145,7 @@ class MmioService(mmio_pb2_grpc.MmioServicer):
 
 
 class BufferService(buffer_pb2_grpc.RemoteBufferServicer):
-    def __init__(self, board: VirtualBoard) -> None:
+    def __init__(self, board: Board) -> None:
         self.memory = board.memory
 
     def allocate(self, request, context):

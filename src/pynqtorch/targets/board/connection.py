@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .base import TargetUnavailable
+from ..base import TargetUnavailable
 
 REMOTE_ENV = "PYNQ_REMOTE_DEVICES"
 PYNQ_PORT = 7967
@@ -183,3 +183,11 @@ class BufferPool:
                 b.freebuffer()
             except Exception as e:  # noqa: BLE001 -- any failure here means the buffer is gone
                 log.warning("freeing a board buffer failed (board gone?): %s", e)
+
+
+def error_text(e: Exception) -> str:
+    """`CODE: details` for a gRPC error (the board went away, a deadline passed), else the message."""
+    code, details = getattr(e, "code", None), getattr(e, "details", None)
+    if callable(code) and callable(details):
+        return f"{code().name}: {details()}"
+    return f"{type(e).__name__}: {e}"

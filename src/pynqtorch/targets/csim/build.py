@@ -23,11 +23,11 @@ from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
-from ..buildcache import atomic_write, cached_build
-from ..hw.description import Description
-from ..hw.kernels import KernelInfo
-from ..hw.packing import call_dims, parse_ctype, words_for
-from .base import TargetUnavailable
+from ...buildcache import atomic_write, cached_build
+from ...hw.description import Description
+from ...hw.kernels import KernelInfo
+from ...hw.packing import call_dims, parse_ctype, words_for
+from ..base import TargetUnavailable
 
 CXXFLAGS = ("-O2", "-std=c++14")
 SHARED_FLAGS = ("-fPIC", "-shared")

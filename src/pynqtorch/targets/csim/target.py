@@ -1,6 +1,6 @@
 """The `csim` target: kernel calls run the kernel's own HLS C++, compiled with g++ against Xilinx AP types.
 
-`CsimLibrary` loads one compiled kernel (see `csim_build`) and calls its top function with raw word
+`CsimLibrary` loads one compiled kernel (see `csim.build`) and calls its top function with raw word
 buffers and scalars in the description's argument order; the virtual board uses it directly. `CsimUnit`
 packs int8 tiles with `hw.packing`, calls the library and unpacks the accumulator. ctypes releases the GIL
 during the call, and every unit loads its own copy of the library (so even kernels with `static` state
@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from ..buildcache import compiler
-from ..hw.description import Description
-from ..hw.kernels import KernelInfo, find_kernel, kernels
-from ..hw.packing import call_dims, pack_operand, parse_ctype, unpack_result, word_dtype, words_for
-from .base import ComputeUnit, Target, TargetUnavailable
-from .csim_build import ENTRY, ap_types_dir, build_library
+from ...buildcache import BuildError, compiler
+from ...hw.description import Description
+from ...hw.kernels import KernelInfo, find_kernel, kernels
+from ...hw.packing import call_dims, pack_operand, parse_ctype, unpack_result, word_dtype, words_for
+from ..base import ComputeUnit, Target, TargetUnavailable
+from .build import ENTRY, ap_types_dir, build_library
 
 DEFAULT_UNITS = 2
 
@@ -159,7 +159,7 @@ class CsimTarget(Target):
         try:
             compiler()
             ap_types_dir()
-        except TargetUnavailable as e:
+        except (BuildError, TargetUnavailable) as e:
             return str(e)
         return None
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 
-from ..hw.description import Arg, Description
+from .description import Arg, Description
 
 # ap_ctrl bits of an HLS block-level `ap_ctrl_hs` interface.
 AP_START = 0x1

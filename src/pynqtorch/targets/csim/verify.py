@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..hw.description import Description
-from ..hw.kernels import KernelInfo
-from .base import golden_gemm
-from .csim import CsimLibrary, CsimUnit
+from ...hw.description import Description
+from ...hw.kernels import KernelInfo
+from ..base import golden_gemm
+from .target import CsimLibrary, CsimUnit
 
 # Random trials stay below this many MACs so a verify run takes seconds.
 _TRIAL_MACS = 1 << 22

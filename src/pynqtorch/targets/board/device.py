@@ -1,0 +1,165 @@
+"""One board: its pynq device, the overlay loaded on it, its buffer pool and resident weights; the cached
+connections to every board (`PYNQ_REMOTE_DEVICES` order, or the local PL), closed at exit."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from typing import Any
+
+from ...hw.overlay import OverlayError, OverlayInfo
+from ..base import TargetUnavailable
+from .connection import (
+    REMOTE_ENV,
+    BoardAddress,
+    BoardError,
+    BufferPool,
+    board_addresses,
+    error_text,
+    on_board,
+    open_pynq_device,
+)
+from .overlay import check_against_hwh, check_ip_dict, complete_clock_rates
+from .weights import ResidentWeights, weight_cache_budget
+
+log = logging.getLogger(__name__)
+
+
+class BoardDevice:
+    """One board: its pynq device, the overlay loaded on it, and its buffer pool."""
+
+    def __init__(self, address: BoardAddress, rpc_timeout_s: float) -> None:
+        self.address = address
+        self.pynq = open_pynq_device(address, rpc_timeout_s)
+        self.pool = BufferPool(self.pynq)
+        self.weights = ResidentWeights(self._allocate, weight_cache_budget())
+        self.overlay: OverlayInfo | None = None
+        self.lock = threading.Lock()
+        self._mmio: dict[int, Any] = {}
+        self._users = 0
+        self.orphans: list[Any] = []  # buffers a busy IP may still write; freed when the connection closes
+
+    def _allocate(self, words: int, dtype: Any) -> Any:
+        import pynq
+
+        return pynq.allocate((words,), dtype, target=self.pynq)
+
+    def acquire(self) -> None:
+        """Count one more compute unit using this board's buffers."""
+        with self.lock:
+            self._users += 1
+
+    def release(self) -> None:
+        """One unit is done; when none is left, free the pooled buffers and resident weights."""
+        with self.lock:
+            self._users -= 1
+            idle = self._users <= 0
+        if idle:
+            self.free_buffers()
+
+    def free_buffers(self) -> None:
+        self.weights.close()
+        self.pool.close()
+
+    def load(self, spec: OverlayInfo, download: bool | None = None) -> None:
+        """Load `spec` (downloading .bit/.hwh through pynq.Overlay when present) and check its IPs respond."""
+        with self.lock:
+            if self.overlay == spec and not download:
+                return
+            bit, hwh = spec.bitstream, spec.hwh
+            if bit.exists() and hwh.exists():
+                check_against_hwh(spec, hwh)
+                if download is not False:
+                    self._download(spec)
+            elif bit.exists():
+                raise OverlayError(f"{bit} has no {hwh.name} beside it; pynq needs both to load an overlay")
+            elif download:
+                raise OverlayError(f"overlay {spec.name}: no bitstream at {bit} to download")
+            self._mmio.clear()
+            self.overlay = spec
+            for ip in spec.ips:
+                self._probe_ip(ip.instance, ip.base_int, ip.range_int)
+
+    def _download(self, spec: OverlayInfo) -> None:
+        """Load `spec`'s .bit + .hwh through `pynq.Overlay`, then check pynq's parsed address map against it."""
+        import pynq
+        from pynq.ps import Clocks
+
+        try:
+            ol = pynq.Overlay(str(spec.bitstream), device=self.pynq, download=False)
+            complete_clock_rates(ol, spec)
+            if "_real_instance" in vars(Clocks):  # pynq keeps the first device's clock registers: use this board's
+                del Clocks._real_instance
+            ol.download()
+        except OverlayError:
+            raise
+        except Exception as e:  # pynq raises RuntimeError, TypeError or gRPC errors here
+            raise BoardError(f"board {self.address}: loading {spec.bitstream} through pynq.Overlay failed: "
+                             f"{error_text(e)}") from e
+        check_ip_dict(spec, ol.ip_dict)
+
+    def mmio(self, base: int, span: int) -> Any:
+        if base not in self._mmio:
+            import pynq
+
+            try:
+                self._mmio[base] = pynq.MMIO(base, span, device=self.pynq)
+            except Exception as e:  # noqa: BLE001 -- remote boards report unmapped windows as RuntimeError
+                raise BoardError(f"board {self.address}: cannot map 0x{base:08x}: {e}") from None
+        return self._mmio[base]
+
+    def _probe_ip(self, instance: str, base: int, span: int) -> None:
+        assert self.overlay is not None
+        try:
+            self.mmio(base, span).read(0)
+        except BoardError as e:
+            raise OverlayError(f"overlay {self.overlay.name}: IP {instance} does not answer at 0x{base:08x} on "
+                               f"board {self.address} (is the overlay loaded?): {e}") from None
+
+    def close(self) -> None:
+        self.free_buffers()
+        for buf in self.orphans:
+            try:
+                buf.freebuffer()
+            except Exception as e:  # noqa: BLE001 -- the board is gone
+                log.warning("board %s: freeing a buffer failed: %s", self.address, e)
+        self.orphans.clear()
+
+
+_devices: dict[BoardAddress, BoardDevice] = {}
+_devices_lock = threading.Lock()
+
+
+def board_devices() -> list[BoardAddress]:
+    """Boards by device index: one per `PYNQ_REMOTE_DEVICES` entry, or the local PL on a board."""
+    return board_addresses()
+
+
+def board_device(index: int = 0, rpc_timeout_s: float = 30.0) -> BoardDevice:
+    """The (cached) connection to board `index`."""
+    addresses = board_addresses()
+    if not 0 <= index < len(addresses):
+        raise TargetUnavailable(f"board device {index} does not exist; {len(addresses)} board(s) found "
+                                f"({REMOTE_ENV}={os.environ.get(REMOTE_ENV, '')!r}, on board: {on_board()})")
+    address = addresses[index]
+    with _devices_lock:
+        if address not in _devices:
+            _devices[address] = BoardDevice(address, rpc_timeout_s)
+        return _devices[address]
+
+
+def close_board_devices() -> None:
+    """Free every pooled buffer and resident weight, and forget the connections (a new target reconnects).
+
+    Registered with `atexit`, so a process that exits without closing its target leaves nothing on a board.
+    """
+    with _devices_lock:
+        devices = list(_devices.values())
+        _devices.clear()
+    for d in devices:
+        d.close()
+
+
+atexit.register(close_board_devices)

@@ -1,0 +1,7 @@
+"""The `csim` target (`target.CsimTarget`): the kernel's HLS C++ built with g++ (`build`: toolchain,
+signature check, C ABI shim, cache) and checked against the golden model (`verify`)."""
+
+from .build import CsimError
+from .target import CsimLibrary, CsimTarget, CsimUnit
+
+__all__ = ["CsimError", "CsimLibrary", "CsimTarget", "CsimUnit"]
