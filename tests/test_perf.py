@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
+from pynqtorch import engine
 from pynqtorch.cli import app
 from pynqtorch.hw.kernels import find_kernel
 from pynqtorch.hw.perf import call_cycles, gemm_perf
@@ -55,3 +57,13 @@ def test_perf_command() -> None:
     data = json.loads(res.output)
     assert data["calls"] == 6 and data["cycles"] == 6 * 196_608
     assert data["total_s"] == pytest.approx(6 * 196_608 / 200e6 + 6 * 100e-6)
+
+
+@pytest.mark.parametrize("kernel", ["gemm_i8_dsp", "gemm_i8_packed"])
+@pytest.mark.parametrize("m,n,k", [(1, 300, 1000), (3000, 512, 2048), (257, 33, 4100)])
+def test_cycle_model_counts_the_calls_the_engine_makes(fresh_target, kernel: str, m: int, n: int, k: int) -> None:
+    """One tiler: the model predicts exactly the kernel calls of the engine on hardware-sized calls."""
+    desc = find_kernel(kernel).desc
+    engine.use("ref", kernel=kernel, large_calls=False)
+    engine.gemm(torch.randn(m, k), torch.randn(k, n))
+    assert engine.stats()["counters"]["kernel_calls"] == gemm_perf(desc, m, n, k).calls

@@ -36,7 +36,7 @@ def _check_device(device: torch.device | None) -> None:
         raise RuntimeError(f"zynq device {device} does not exist: {device_count()} zynq device(s) present")
     raise RuntimeError(f"cannot place a tensor on {device}: zynq tensors live on zynq:0, in the host memory "
                        "every board reads; further boards add compute units to the same device "
-                       "(see pynqtorch.targets.board_spread)")
+                       "(the board target spreads every GEMM over all boards of PYNQ_REMOTE_DEVICES)")
 
 
 def _format_strides(size: Sequence[int], memory_format: torch.memory_format | None) -> tuple[int, ...] | None:

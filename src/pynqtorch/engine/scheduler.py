@@ -1,9 +1,10 @@
 """Tiling and scheduling of int8 GEMMs over the compute units of the active target.
 
-A GEMM ``[B, M, K] @ [B, K, N]`` is cut into calls: each dimension into blocks of the largest multiple of
-the kernel tile the target takes per call (K further limited so the accumulator cannot overflow). Only
-blocks at the far edge of a dimension are shorter than the call and get zero padding (output cropped),
-unless every unit takes any shape (`ComputeUnit.any_shape`, the large-call golden model).
+A GEMM ``[B, M, K] @ [B, K, N]`` is cut into calls by `hw.tiling.blocks` (shared with the cycle model):
+each dimension into blocks of the largest multiple of the kernel tile the target takes per call (K further
+limited so the accumulator cannot overflow). Only blocks at the far edge of a dimension are shorter than
+the call and get zero padding (output cropped), unless every unit takes any shape (`ComputeUnit.any_shape`,
+the large-call golden model).
 Calls are spread round-robin over all units by a persistent pool with two workers per unit: while one holds
 the unit, the other prepares its next call (slice, pad, make contiguous) and collects its previous result
 (K partial results summed in a cache-resident int64 buffer, stored once per output block) — double
@@ -22,18 +23,13 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from ..hw.tiling import blocks
 from ..targets.base import ComputeUnit
 from ..targets.registry import ActiveTarget
 from .limbs import digit_bits
 from .stats import STATS
 
 _SLOTS = 2  # pipeline depth per unit
-
-
-def blocks(total: int, tile: int, limit: int) -> list[tuple[int, int, int]]:
-    """(start, size, call size) of the blocks covering `total`; call sizes are tile multiples <= limit."""
-    step = min(-(-total // tile) * tile, max(limit // tile, 1) * tile)
-    return [(s, min(step, total - s), -(-min(step, total - s) // tile) * tile) for s in range(0, total, step)]
 
 
 class Task(NamedTuple):
@@ -128,7 +124,7 @@ class Scheduler:
         self._pool = ThreadPoolExecutor(_SLOTS * len(self.units), thread_name_prefix=f"pynqtorch-{active.name}")
         self._next_unit = itertools.count()
         # Units that keep B tiles resident when told a stable key for them (the board target).
-        self._keyed = [getattr(u, "resident_b", False) for u in self.units]
+        self._keyed = [u.resident_b for u in self.units]
         # Edge calls are zero-padded to the kernel's call size unless every unit takes any shape.
         self._pad = not all(u.any_shape for u in self.units)
         arith = active.desc.arith

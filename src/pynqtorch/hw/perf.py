@@ -1,7 +1,8 @@
 """Predicted kernel time from a description's cycle model: one call, and a whole GEMM split into calls.
 
-A whole ``M×K by K×N`` GEMM is split the way the engine tiles it: a fixed dim into ``ceil(D / tile)``
-calls of the tile, a runtime dim into calls of ``max`` plus one remainder call rounded up to the tile.
+A whole ``M×K by K×N`` GEMM is split the way the engine tiles it (`hw.tiling`, the scheduler's tiler): a
+fixed dim into ``ceil(D / tile)`` calls of the tile, a runtime dim into calls of ``max`` plus one remainder
+call rounded up to the tile.
 Board time is kernel cycles at the clock plus a host overhead per call (buffer copies, cache flushes,
 register writes, polling), which the caller supplies since it depends on the host.
 """
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 from .description import Description
 from .packing import call_dims
+from .tiling import call_sizes
 
 
 @dataclass(frozen=True)
@@ -69,19 +71,6 @@ def call_cycles(desc: Description, m: int, n: int, k: int) -> int:
     return desc.perf.predict(m, n, k)
 
 
-def _splits(desc: Description, dim: str, size: int) -> list[tuple[int, int]]:
-    """(call size, number of calls) along `dim` for a GEMM dim of `size`."""
-    tile = getattr(desc.tile, dim)
-    if dim not in desc.runtime_dims:
-        return [(tile, -(-size // tile))]
-    top = desc.dim_limit(dim)
-    full, rest = divmod(size, top)
-    out = [(top, full)] if full else []
-    if rest:
-        out.append((-(-rest // tile) * tile, 1))
-    return out
-
-
 def gemm_perf(desc: Description, m: int, n: int, k: int, clock_mhz: float | None = None,
               host_us: float = 0.0) -> GemmPerf:
     """Calls, cycles and board time for a whole m×k by k×n GEMM on kernel `desc`."""
@@ -96,5 +85,5 @@ def gemm_perf(desc: Description, m: int, n: int, k: int, clock_mhz: float | None
     shapes = tuple(
         CallShape(cm, cn, ck, mc * nc * kc, call_cycles(desc, cm, cn, ck))
         for (cm, mc), (cn, nc), (ck, kc) in itertools.product(
-            _splits(desc, "m", m), _splits(desc, "n", n), _splits(desc, "k", k)))
+            *(call_sizes(size, getattr(desc.tile, d), desc.dim_limit(d)) for d, size in (("m", m), ("n", n), ("k", k)))))
     return GemmPerf(m, n, k, clock, host_us, shapes)

@@ -154,9 +154,12 @@ class ComputeUnit(abc.ABC):
 
     `any_shape`: the unit computes calls of any shape exactly (a model, not hardware), so the engine hands it
     edge blocks unpadded; the result equals the padded call's, cropped.
+    `resident_b`: the unit keeps B tiles on its device when told a stable name for them, so the engine
+    passes ``b_key`` to its `run` for tiles of cached weights (the board target).
     """
 
     any_shape = False
+    resident_b = False
 
     def __init__(self, name: str, desc: Description) -> None:
         self.name = name
