@@ -1,9 +1,9 @@
-"""Host memory behind zynq tensors, behind one small interface the board target can replace with CMA buffers.
+"""Host memory behind zynq tensors, behind one small interface (`set_allocator`) that can be replaced.
 
-Every zynq storage owns one flat `uint8` CPU tensor (its *host buffer*). The default allocator takes it
-from the CPU allocator; the board target installs one that returns views of `pynq.allocate` buffers, so a
-compute unit can read tensors by physical address without copies. Statistics (bytes live, peak, count) are
-kept here for `torch.zynq.memory_allocated()` and friends.
+Every zynq storage owns one flat `uint8` CPU tensor (its *host buffer*). The allocator takes it from the
+CPU allocator; no target replaces it today (the board target copies each tile into its own pooled
+`pynq.allocate` buffers). Statistics (bytes live, peak, count) are kept here for
+`torch.zynq.memory_allocated()` and friends.
 """
 
 from __future__ import annotations
