@@ -86,7 +86,10 @@ class Design:
         return b in group
 
 
-@pytest.fixture(params=["gemm_single", "gemm_dual"])
+BUNDLED = sorted(overlays())  # every overlay folder shipped in hw/overlay
+
+
+@pytest.fixture(params=BUNDLED)
 def bundled(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     """A copy of a bundled overlay folder (run_vivado.tcl writes next to itself)."""
     src = hw_root() / "overlay" / request.param
@@ -99,16 +102,16 @@ def bundled(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
 
 def test_bundled_overlays_are_discovered_and_name_the_brief_kernels() -> None:
     found = overlays()
-    assert {"gemm_single", "gemm_dual"} <= set(found)
+    assert {"gemm_single", "gemm_dual", "gemm_packed"} <= set(found) and len(BUNDLED) >= 3
     assert [ip.kernel for ip in found["gemm_single"].spec.ips] == ["gemm_i8_dsp"]
     assert [(ip.kernel, ip.base, ip.hp_port) for ip in found["gemm_dual"].spec.ips] == [
         ("gemm_i8_dsp", "0x40000000", "HP0"), ("gemm_i8_fabric", "0x40010000", "HP1")]
 
 
-@pytest.mark.parametrize("name", ["gemm_single", "gemm_dual"])
+@pytest.mark.parametrize("name", BUNDLED)
 def test_bundled_tcl_is_exactly_what_overlay_json_renders(name: str) -> None:
     # One fact in one place: the Tcl's IP table comes from overlay.json and cannot drift from it.
-    folder = hw_root() / "overlay" / name
+    folder = overlays()[name].folder
     for fname, text in render_overlay(load_overlay(folder / "overlay.json")).items():
         assert (folder / fname).read_text() == text, f"{fname} differs from what overlay.json renders"
 
@@ -177,8 +180,8 @@ def test_run_vivado_builds_and_copies_bit_and_hwh(bundled: Path, tmp_path: Path)
     create = next(c["args"] for c in calls if c["cmd"] == "create_project")
     assert opt(create, "-part") == "xc7z020clg400-1" and create[0] == spec.name
     repos = next(c["args"] for c in calls if c["cmd"] == "set_property" and c["args"][0] == "ip_repo_paths")
-    assert sorted(repos[1].split()) == sorted(str((bundled / ".." / ".." / "kernel" / ip.kernel).resolve())
-                                              for ip in spec.ips)
+    assert sorted(repos[1].split()) == sorted({str((bundled / ".." / ".." / "kernel" / ip.kernel).resolve())
+                                               for ip in spec.ips})  # one repository per kernel
     board = next(c["args"] for c in calls if c["cmd"] == "set_property" and c["args"][0] == "board_part")
     assert board[1] == "tul.com.tw:pynq-z2:part0:1.0"
     order = [c for c in d.cmds if c in ("update_ip_catalog", "create_bd_design", "save_bd_design", "make_wrapper",
