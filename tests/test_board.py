@@ -74,7 +74,8 @@ def test_dual_overlay_runs_both_kernels_concurrently(boards: Boards, fresh_targe
     """The DSP and LUT-fabric builds of the 256-tile GEMM serve as two units of one engine target."""
     vb = boards.start("gemm_dual")
     boards.connect(vb)
-    active = pynqtorch.use("board", kernel="gemm_i8_dsp", overlay="gemm_dual", verify=True, verify_every=1)
+    active = pynqtorch.use("board", kernel="gemm_i8_dsp", overlay="gemm_dual", verify=True, verify_every=1,
+                           timeout_s=120)  # 256³ C-simulation calls on a loaded machine
     assert [u.instance for u in active.units] == ["gemm_i8_dsp_0", "gemm_i8_fabric_0"]
     assert interchangeable(DSP, find_kernel("gemm_i8_fabric").desc)
     a = torch.randint(-128, 128, (512, 256), dtype=torch.int8)
