@@ -165,9 +165,9 @@ def test_generated_hwh_is_what_pynq_parses(tmp_path) -> None:
     parsed = RuntimeMetadataParser(Metadata(input=str(path)))
     for ip in spec.ips:
         entry = parsed.ip_dict[ip.instance]
-        assert (entry["phys_addr"], entry["addr_range"]) == (ip.base, ip.range)
+        assert (entry["phys_addr"], entry["addr_range"]) == (ip.base_int, ip.range_int)
         regs = {name: r["address_offset"] for name, r in entry["registers"].items()}
-        assert regs == {name: off for name, (off, _) in handoff_registers(ip.kernel.desc).items()}
+        assert regs == {name: off for name, (off, _) in handoff_registers(spec.kernels[ip.instance].desc).items()}
     assert parsed.clock_dict[0]["enable"] == 1
 
 
