@@ -14,6 +14,7 @@ import pytest
 from pynqtorch.hw.kernels import find_kernel
 from pynqtorch.targets.csim import CsimLibrary, CsimTarget
 from pynqtorch.targets.csim import build as csim_build
+from pynqtorch.targets.csim import shim as csim_shim
 from pynqtorch.targets.csim.build import CompileError, KernelCrash, SignatureError, build_library
 
 pytestmark = pytest.mark.skipif(CsimTarget.probe() is not None, reason=f"csim unavailable: {CsimTarget.probe()}")
@@ -145,8 +146,8 @@ def test_missing_headers_or_compiler_make_csim_unavailable(monkeypatch: pytest.M
 
 def test_generated_shim_follows_the_description() -> None:
     info = find_kernel("gemm_i8_packed")
-    shim = csim_build.generate_shim(info.folder, info.desc)
+    shim = csim_shim.generate_shim(info.folder, info.desc)
     assert '#include "gemm_i8_packed.cpp"' in shim and '#include "gemm_i8_packed.hpp"' not in shim
-    assert (f'extern "C" void {csim_build.ENTRY}(uint64_t *a, size_t a_words, uint64_t *b, size_t b_words, '
+    assert (f'extern "C" void {csim_shim.ENTRY}(uint64_t *a, size_t a_words, uint64_t *b, size_t b_words, '
             "int *c, size_t c_words, int m, int n, int k)") in shim
     assert "gemm_i8_packed(a_ap.data(), b_ap.data(), c, m, n, k);" in shim

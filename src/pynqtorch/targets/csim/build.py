@@ -1,8 +1,7 @@
-"""Building a kernel's own HLS C++ with g++ for C simulation: toolchain, signature check, C ABI shim, cache.
+"""Building a kernel's own HLS C++ with g++ for C simulation: toolchain, signature check, cache.
 
 A kernel folder is compiled into a shared library exporting one C function, ``pynqtorch_csim_call``,
-generated from `description.json`: each pointer argument becomes ``(word_t *ptr, size_t words)``, each
-scalar a plain integer, in the description's order. Libraries are cached under
+generated from `description.json` by `shim.py`. Libraries are cached under
 ``$PYNQTORCH_CACHE/csim`` (default ``~/.cache/pynqtorch/csim``) in a folder named by a hash of the
 sources, headers, shim, flags, compiler and AP headers; a build happens in a temporary folder renamed into
 place atomically, under a file lock, so concurrent processes build once and never see a partial library.
@@ -28,11 +27,10 @@ from ...hw.description import Description
 from ...hw.kernels import KernelInfo
 from ...hw.packing import call_dims, parse_ctype, words_for
 from ..base import TargetUnavailable
+from .shim import ENTRY, SOURCE_EXT, generate_shim
 
 CXXFLAGS = ("-O2", "-std=c++14")
 SHARED_FLAGS = ("-fPIC", "-shared")
-ENTRY = "pynqtorch_csim_call"
-_SOURCE_EXT = (".cpp", ".cc", ".cxx", ".c")
 _HEADER_EXT = (".h", ".hh", ".hpp", ".hxx", ".inc")
 # First call of a fresh library: a bound on the work (MACs) so the check stays quick.
 _SMOKE_MACS = 1 << 24
@@ -150,48 +148,6 @@ def check_signature(folder: Path, desc: Description) -> None:
                                  f"{folder / 'description.json'} field 'args[{i}].ctype' is {arg.ctype!r}")
 
 
-# -- shim -------------------------------------------------------------------------------------------------
-
-def _raw_type(base: str, dtype_char: str, size: int) -> str:
-    return base if not base.startswith("ap_") else f"{'u' if dtype_char == 'u' else ''}int{size * 8}_t"
-
-
-def generate_shim(folder: Path, desc: Description) -> str:
-    """C++ source of the extern "C" bridge: includes the kernel's sources and forwards raw buffers to the top.
-
-    Plain integer pointers are passed through; AP-typed buffers are copied element by element into arrays
-    of the AP type (and results copied back), so no layout assumption about AP classes is made.
-    """
-    params, before, call, after = [], [], [], []
-    for arg in desc.args:
-        ct = parse_ctype(arg.ctype)
-        raw = _raw_type(ct.base, ct.dtype.kind, ct.dtype.itemsize)
-        if not ct.pointer:
-            params.append(f"{raw} {arg.name}")
-            call.append(f"({ct.base}){arg.name}" if not ct.native else arg.name)
-            continue
-        params += [f"{raw} *{arg.name}", f"size_t {arg.name}_words"]
-        if ct.native:
-            call.append(arg.name)
-            continue
-        buf = f"{arg.name}_ap"
-        before.append(f"    std::vector<{ct.base}> {buf}({arg.name}_words);")
-        if arg.role != "c":
-            before.append(f"    for (size_t pt_i = 0; pt_i < {arg.name}_words; pt_i++) {buf}[pt_i] = {arg.name}[pt_i];")
-        else:
-            conv = "to_uint64" if ct.dtype.kind == "u" else "to_int64"
-            after.append(f"    for (size_t pt_i = 0; pt_i < {arg.name}_words; pt_i++) "
-                         f"{arg.name}[pt_i] = ({raw}){buf}[pt_i].{conv}();")
-        call.append(f"{buf}.data()")
-    includes = [f'#include "{s}"' for s in desc.sources if s.endswith(_SOURCE_EXT)]
-    return "\n".join([
-        f"// Generated from {desc.name}/description.json: C ABI bridge for C simulation of {desc.top}().",
-        "#include <cstddef>", "#include <cstdint>", "#include <vector>", *includes, "",
-        f'extern "C" void {ENTRY}({", ".join(params)}) {{',
-        *before, f"    {desc.top}({', '.join(call)});", *after, "}", "",
-    ])
-
-
 # -- build and cache --------------------------------------------------------------------------------------
 
 def _kernel_files(folder: Path, desc: Description) -> list[Path]:
@@ -248,7 +204,7 @@ def build_testbench(info: KernelInfo) -> Path:
     tb = folder / desc.testbench
     if not tb.is_file():
         raise CsimError(f"{folder / 'description.json'}: field 'testbench': {tb} does not exist")
-    sources = [folder / s for s in desc.sources if s.endswith(_SOURCE_EXT)] + [tb]
+    sources = [folder / s for s in desc.sources if s.endswith(SOURCE_EXT)] + [tb]
     parts = [" ".join(CXXFLAGS).encode()]
     parts += [p.relative_to(folder).as_posix().encode() + b"\0" + p.read_bytes()
               for p in sorted(set(_kernel_files(folder, desc)) | {tb})]

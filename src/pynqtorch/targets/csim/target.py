@@ -23,7 +23,8 @@ from ...hw.description import Description
 from ...hw.kernels import KernelInfo, find_kernel, kernels
 from ...hw.packing import call_dims, pack_operand, parse_ctype, unpack_result, word_dtype, words_for
 from ..base import ComputeUnit, Target, TargetUnavailable
-from .build import ENTRY, ap_types_dir, build_library
+from .build import ap_types_dir, build_library
+from .shim import ENTRY
 
 DEFAULT_UNITS = 2
 
