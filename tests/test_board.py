@@ -255,9 +255,12 @@ def test_model_through_the_engine_matches_csim(boards: Boards, packed_overlay) -
     try:
         for name, options in (("csim", {}), ("board", {"overlay": packed_overlay})):
             pynqtorch.use(name, kernel="gemm_i8_packed", **options)
-            with torch.no_grad():
-                outs[name] = model.to("zynq")(x.to("zynq")).cpu()
+            for weights in ("per_channel", "per_group_32"):  # per-group: one resident weight per K group
+                with torch.no_grad(), pynqtorch.quant_config(weights=weights):
+                    outs[name, weights] = model.to("zynq")(x.to("zynq")).cpu()
     finally:
         reset()
-    assert torch.equal(outs["csim"], outs["board"])
+    for weights in ("per_channel", "per_group_32"):
+        assert torch.equal(outs["csim", weights], outs["board", weights])
+    assert not torch.equal(outs["board", "per_channel"], outs["board", "per_group_32"])
     assert vb.fabric.stats.completed >= 2

@@ -42,6 +42,7 @@ def test_run_digits_table() -> None:
     res = runner.invoke(app, ["run", "digits", "-t", "ref"])
     assert res.exit_code == 0, res.output
     assert "pynqtorch report" in res.stdout and "CPU fp32" in res.stdout and "per_tensor" in res.stdout
+    assert "zynq per_group_32" in res.stdout and "per_group_128 / per_row" in res.stdout
 
 
 def test_run_minilm_json_schema() -> None:

@@ -19,6 +19,7 @@ def test_benchmark_pieces_and_rendering() -> None:
         assert host["tiles"] == 2 * 2 * 2 and host["phases_ms"]["run"] >= 0
         errors = {r["scheme"]: r for r in bench.scheme_errors("gemm_i8_packed")}
         assert errors["per_channel w, per_row a (default)"]["skewed"] < errors["per_tensor (w+a)"]["skewed"]
+        assert errors["per_group_32 w, per_row a"]["outliers"] < errors["per_channel w, per_row a (default)"]["outliers"]
         mlp = bench.mlp(1, "gemm_i8_packed", batch=4)
         assert mlp["rel_err"] < 0.05
         out = io.StringIO()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import pynqtorch  # noqa: F401  (registers the zynq device)
-from pynqtorch.examples import digits, minilm
+from pynqtorch.examples import common, digits, minilm
 from pynqtorch.targets import registry
 
 CSIM_REASON = registry.unavailable_reason("csim")
@@ -30,6 +30,10 @@ def test_digits_on_ref_within_half_a_point_of_fp32(digits_ref: dict[str, Any]) -
     assert abs(r["zynq_top1"] - r["fp32_top1"]) <= 0.005
     assert r["schemes"]["default"]["agreement"] > 0.98
     assert 0 <= r["per_tensor_top1"] <= 1
+    for size in (32, 64, 128):  # per-group weights reported beside the others, as accurate as the default
+        s = r["schemes"][f"per_group_{size}"]
+        assert s["scheme"] == f"per_group_{size} / per_row"
+        assert abs(s["top1"] - r["fp32_top1"]) <= 0.01 and s["agreement"] > 0.98
     # convolutions and the linear layer ran on the kernel; pooling and ReLU on the CPU fallback
     assert r["report"]["accelerated"]["aten::convolution_overrideable"]["calls"] == 2
     assert r["report"]["accelerated"]["aten::addmm"]["calls"] == 1
@@ -61,7 +65,8 @@ def test_digits_on_csim_matches_ref(digits_ref: dict[str, Any]) -> None:
     assert r["target"] == "csim"
     assert abs(r["zynq_top1"] - r["fp32_top1"]) <= 0.005
     # csim is bit-exact with the golden model: the same predictions as on ref
-    for name in ("default", "per_tensor"):
+    assert set(r["schemes"]) == set(digits_ref["schemes"])
+    for name in r["schemes"]:
         assert r["schemes"][name]["top1"] == digits_ref["schemes"][name]["top1"]
         assert r["schemes"][name]["agreement"] == digits_ref["schemes"][name]["agreement"]
 
@@ -77,8 +82,23 @@ def test_minilm_on_ref_cosine_thresholds() -> None:
     # the per-tensor scheme is coarser: lower similarity than the default
     assert r["per_tensor"]["mean_cosine"] < r["mean_cosine"]
     assert r["per_tensor"]["min_cosine"] < r["min_cosine"]
+    for size in (32, 64, 128):  # per-group weights reported beside the others
+        s = r["schemes"][f"per_group_{size}"]
+        assert s["mean_cosine"] >= 0.995 and s["min_cosine"] >= 0.99
     assert r["report"]["accelerated"]["aten::addmm"]["calls"] >= 36  # 6 layers x (q, k, v, o, 2 FFN)
     assert "aten::native_layer_norm" in r["fallback_ops"]
+
+
+def test_schemes_the_kernel_cannot_run_are_reported_skipped() -> None:
+    registry.use("ref", kernel="gemm_i8_dsp")  # K tile 256: no per-group scheme of 32/64/128 fits
+    try:
+        runs, skipped, _ = common.run_schemes(lambda: None, lambda _name: None)
+    finally:
+        registry.reset()
+    assert set(runs) == {"default", "per_tensor"}
+    assert set(skipped) == {"per_group_32", "per_group_64", "per_group_128"}
+    assert skipped["per_group_64"]["scheme"] == "per_group_64 / per_row"
+    assert "not a multiple of kernel 'gemm_i8_dsp''s K tile (256)" in skipped["per_group_64"]["skipped"]
 
 
 def test_minilm_model_is_the_bundled_one() -> None:

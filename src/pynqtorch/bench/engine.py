@@ -27,6 +27,8 @@ SCHEMES = {
     "per_channel w, per_tensor a": QuantConfig(weights="per_channel", activations="per_tensor"),
     "per_tensor w, per_row a": QuantConfig(weights="per_tensor", activations="per_row"),
     "per_channel w, per_row a (default)": QuantConfig(),
+    "per_group_32 w, per_row a": QuantConfig(weights="per_group_32"),
+    "per_group_128 w, per_row a": QuantConfig(weights="per_group_128"),
 }
 
 
@@ -64,20 +66,25 @@ def host_path(n: int, reps: int, kernel: str, units: int) -> dict[str, Any]:
 
 
 def scheme_errors(kernel: str) -> list[dict[str, Any]]:
-    """Relative Frobenius error of float32 GEMM vs float64, per scheme, on plain and skewed data."""
+    """Relative Frobenius error of float32 GEMM vs float64, per scheme, on plain data, skewed rows/columns
+    and weights with outliers along K (a few entries 20x the rest in every column); None where the kernel
+    cannot run the scheme."""
     engine.use("ref", kernel=kernel)
     g = torch.Generator().manual_seed(2)
     a, w = torch.randn(256, 1024, generator=g), torch.randn(1024, 512, generator=g)
     skew_a = a * torch.logspace(-2, 0, 256).unsqueeze(1)
     skew_w = w * torch.logspace(0, -2, 512).unsqueeze(0)
+    out_w = w.clone()
+    out_w[torch.randint(0, 1024, (4, 512), generator=g), torch.arange(512)] *= 20
     rows = []
     for name, cfg in SCHEMES.items():
-        errs = []
-        for x, y in ((a, w), (skew_a, skew_w)):
-            exact = x.double() @ y.double()
-            out = engine.gemm(x, y, weight=True, config=cfg).double()
-            errs.append(float((out - exact).norm() / exact.norm()))
-        rows.append({"scheme": name, "randn": errs[0], "skewed": errs[1]})
+        errs: list[float | None] = [None] * 3
+        if engine.unsupported(cfg) is None:
+            for i, (x, y) in enumerate(((a, w), (skew_a, skew_w), (a, out_w))):
+                exact = x.double() @ y.double()
+                out = engine.gemm(x, y, weight=True, config=cfg).double()
+                errs[i] = float((out - exact).norm() / exact.norm())
+        rows.append({"scheme": name, "randn": errs[0], "skewed": errs[1], "outliers": errs[2]})
     return rows
 
 
@@ -171,10 +178,10 @@ def render(res: dict[str, Any], console: Console) -> None:
     console.print("  phases of one cached-weight call (ms, summed over threads): "
                   + ", ".join(f"{k} {v:.2f}" for k, v in h["phases_ms"].items()))
     t = Table(title="relative error of float32 GEMM vs float64 (256×1024 @ 1024×512)")
-    for c in ("scheme", "randn", "skewed rows/cols"):
+    for c in ("scheme", "randn", "skewed rows/cols", "outliers along K"):
         t.add_column(c, justify="right" if c != "scheme" else "left")
     for r in res["errors"]:
-        t.add_row(r["scheme"], f"{r['randn']:.2e}", f"{r['skewed']:.2e}")
+        t.add_row(r["scheme"], *(f"{r[c]:.2e}" if r[c] is not None else "-" for c in ("randn", "skewed", "outliers")))
     console.print(t)
     m = res["mlp"]
     t = Table(title=f"MLP 784-512-512-10, batch {m['batch']}: engine (ref) vs torch fp32")

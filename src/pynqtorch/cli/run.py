@@ -73,12 +73,14 @@ def _print_digits(r: dict[str, Any]) -> None:
                     f"(target {r['target']}, kernel {r['kernel']})")
     for c in ("run", "weights / activations", "top-1", "Δ vs fp32", "argmax = fp32"):
         t.add_column(c, justify="left" if c in ("run", "weights / activations") else "right",
-                     no_wrap=c == "weights / activations")
+                     no_wrap=c in ("run", "scheme", "weights / activations"))
     t.add_row("CPU fp32", "-", f"{r['fp32_top1']:.2%}", "-", "-")
     for name, s in r["schemes"].items():
-        t.add_row(f"zynq {name}", s["scheme"], f"{s['top1']:.2%}",
-                  f"{(s['top1'] - r['fp32_top1']) * 100:+.2f} pp", f"{s['agreement']:.2%}")
+        if "skipped" not in s:
+            t.add_row(f"zynq {name}", s["scheme"], f"{s['top1']:.2%}",
+                      f"{(s['top1'] - r['fp32_top1']) * 100:+.2f} pp", f"{s['agreement']:.2%}")
     console.print(t)
+    _print_skipped(r)
     trained = ("weights from cache" if r["train_seconds"] is None
                else f"trained in {r['train_seconds']:.1f} s")
     console.print(f"[dim]{trained}: {r['weights']}[/]")
@@ -92,10 +94,20 @@ def _print_minilm(r: dict[str, Any]) -> None:
                     f"zynq vs CPU fp32 (target {r['target']}, kernel {r['kernel']})")
     for c in ("scheme", "weights / activations", "mean cosine", "min cosine", "seconds"):
         t.add_column(c, justify="left" if c in ("scheme", "weights / activations") else "right",
-                     no_wrap=c == "weights / activations")
+                     no_wrap=c in ("run", "scheme", "weights / activations"))
     for name, s in r["schemes"].items():
-        t.add_row(name, s["scheme"], f"{s['mean_cosine']:.5f}", f"{s['min_cosine']:.5f}", f"{s['seconds']:.2f}")
+        if "skipped" not in s:
+            t.add_row(name, s["scheme"], f"{s['mean_cosine']:.5f}", f"{s['min_cosine']:.5f}",
+                      f"{s['seconds']:.2f}")
     console.print(t)
+    _print_skipped(r)
+
+
+def _print_skipped(r: dict[str, Any]) -> None:
+    """The schemes the example's kernel could not run, with the reason."""
+    for name, s in r["schemes"].items():
+        if "skipped" in s:
+            console.print(f"[dim]scheme {name} not run: {escape(s['skipped'])}[/]")
 
 
 def _run_example(name: str, target: str | None, progress: Callable[[str], None]) -> dict[str, Any]:

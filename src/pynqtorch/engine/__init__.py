@@ -4,6 +4,8 @@ Public API for the ops layer and users:
 - `gemm(a, b, weight=..., config=..., out_dtype=...)`: ``a @ b`` on the active target (2-D or batched b);
   `a` may be a convolution's `Patches` (its im2col matrix, quantized without being built).
 - `QuantConfig`, `set_quant_config`, `get_quant_config`, `quant_config` (context), `resolve_config`.
+- `Scheme` (`PerTensor`, `PerLine`, `PerGroup`), `register_scheme`, `get_scheme`, `schemes`: quantization schemes;
+  `unsupported(config)` says why the active kernel cannot run one (None if it can).
 - `prepare_weight`, `QuantizedWeight`, `invalidate_weights`: the weight cache.
 - `stats()` / `reset_stats()`: plain-dict statistics (tiles per unit, time per phase, counters).
 - `use`, `active`, `available_targets`: target selection (re-exported from `pynqtorch.targets.registry`).
@@ -15,8 +17,22 @@ from typing import Any
 
 from ..hostops.patches import Patches
 from ..targets.registry import active, available_targets, current, use
-from .api import FLOAT_DTYPES, INT_DTYPES, SUPPORTED_DTYPES, gemm, prepare_weight
-from .quant import QuantConfig, get_quant_config, quant_config, resolve_config, set_quant_config
+from .api import FLOAT_DTYPES, INT_DTYPES, SUPPORTED_DTYPES, gemm, prepare_weight, unsupported
+from .quant import (
+    PerGroup,
+    PerLine,
+    PerTensor,
+    QuantConfig,
+    Quantized,
+    Scheme,
+    get_quant_config,
+    get_scheme,
+    quant_config,
+    register_scheme,
+    resolve_config,
+    schemes,
+    set_quant_config,
+)
 from .stats import STATS
 from .weights import QuantizedWeight, cached_entries, invalidate_weights
 
@@ -37,7 +53,8 @@ def reset_stats() -> None:
 
 
 __all__ = [
-    "FLOAT_DTYPES", "INT_DTYPES", "SUPPORTED_DTYPES", "Patches", "QuantConfig", "QuantizedWeight", "active",
-    "available_targets", "gemm", "get_quant_config", "invalidate_weights", "prepare_weight", "quant_config",
-    "reset_stats", "resolve_config", "set_quant_config", "stats", "use",
+    "FLOAT_DTYPES", "INT_DTYPES", "SUPPORTED_DTYPES", "Patches", "PerGroup", "PerLine", "PerTensor", "QuantConfig",
+    "Quantized", "QuantizedWeight", "Scheme", "active", "available_targets", "gemm", "get_quant_config",
+    "get_scheme", "invalidate_weights", "prepare_weight", "quant_config", "register_scheme", "reset_stats",
+    "resolve_config", "schemes", "set_quant_config", "stats", "unsupported", "use",
 ]

@@ -11,11 +11,10 @@ from collections.abc import Hashable
 
 import torch
 
-from .. import hostops
 from ..hostops.patches import Patches
 from ..targets import registry
 from .limbs import Operand, call_k, check_host_sum, combine, split
-from .quant import QuantConfig, quantize, resolve_config
+from .quant import QuantConfig, resolve_config, split_k
 from .scheduler import Scheduler, scheduler
 from .stats import STATS
 from .weights import QuantizedWeight, cached, is_current
@@ -144,23 +143,40 @@ def _kernel() -> Scheduler:
 def _weight(s: Scheduler, b3: torch.Tensor, src: torch.Tensor, handle: bool | QuantizedWeight, owner: object,
             version: Hashable | None, cfg: QuantConfig | None) -> QuantizedWeight:
     d, qmax = s.digit_bits, s.qmax
-    params = (d, qmax, cfg.weights) if cfg is not None else (d,)
+    scheme = cfg.weight_scheme if cfg is not None else None
+    if scheme is not None and scheme.group is not None and (reason := unsupported(cfg)) is not None:
+        raise ValueError(reason)
+    params = (d, qmax, scheme) if scheme is not None else (d,)
     if isinstance(handle, QuantizedWeight) and is_current(handle, src, params, owner, version):
         return handle
 
     def build() -> QuantizedWeight:
         t0 = time.perf_counter()
-        if cfg is None:
+        if scheme is None:
             op = split(b3, d, "b")
             qw = QuantizedWeight(Operand(op.stacked.contiguous(), op.count, op.bound, d), None, None)
         else:
-            qb = quantize(b3, -2, cfg.weights == "per_channel", qmax)
+            qb = scheme.quantize(b3, -2, qmax)
             op = split(qb.q.contiguous(), d, "b", (-qmax, qmax))
             qw = QuantizedWeight(op, qb.scale, qb.bad)
         STATS.phase("weight_prepare", time.perf_counter() - t0)
         return qw
 
     return cached(src, params, build, owner, version)
+
+
+def unsupported(config: QuantConfig | None = None) -> str | None:
+    """Why the active kernel cannot run quantization `config` (default: the current one), or None.
+
+    A grouped weight scheme needs groups of whole kernel K tiles, so that no call's K chunk spans two groups.
+    """
+    scheme = resolve_config(config).weight_scheme
+    desc = _kernel().active.desc
+    if scheme.group is not None and scheme.group % desc.tile.k:
+        return (f"quantization scheme {scheme.name!r} groups K by {scheme.group}, which is not a multiple of "
+                f"kernel {desc.name!r}'s K tile ({desc.tile.k}): its calls would mix groups. Use a group that "
+                f"is a multiple of {desc.tile.k}, or another weight scheme")
+    return None
 
 
 def _product(s: Scheduler, ao: Operand, bo: Operand, m: int, n: int, k: int,
@@ -187,21 +203,26 @@ def _float_gemm(a3: torch.Tensor | Patches, b3: torch.Tensor, weight_src: torch.
     s = _kernel()
     d, qmax = s.digit_bits, s.qmax
     t0 = time.perf_counter()
-    qa = quantize(a3, -1, cfg.activations == "per_row", qmax)
-    ao = split(qa.q, d, "a", (-qmax, qmax))
+    qa = cfg.activation_scheme.quantize(a3, -1, qmax)
     b_key = None
     if weight_src is not None:
         qw = _weight(s, b3, weight_src, handle, owner, version, cfg)
         bo, sb, bad_b, b_key = qw.operand, qw.scale, qw.bad, qw.serial
+        b_scheme = cfg.weight_scheme
     else:
-        qb = quantize(b3, -2, cfg.activations == "per_row", qmax)
+        b_scheme = cfg.activation_scheme
+        qb = b_scheme.quantize(b3, -2, qmax)
         bo, sb, bad_b = split(qb.q, d, "b", (-qmax, qmax)), qb.scale, qb.bad
+    k = a3.shape[2]
+    if b_scheme.group is not None:  # A's K slices meet B's groups: one batch entry per group
+        qa_q, k = split_k(qa.q, b_scheme.group), b_scheme.group
+    else:
+        qa_q = qa.q
+    ao = split(qa_q, d, "a", (-qmax, qmax))
     t_quant = time.perf_counter() - t0
-    acc = _product(s, ao, bo, a3.shape[1], b3.shape[2], a3.shape[2], b_key)
+    acc = _product(s, ao, bo, a3.shape[1], b3.shape[2], k, b_key)
     t0 = time.perf_counter()
-    c = hostops.dequantize(acc, qa.scale, sb)
-    if c is None:  # the same arithmetic in torch ops (a separate conversion: int * float is not vectorized)
-        c = acc.to(torch.promote_types(qa.scale.dtype, sb.dtype)).mul_(qa.scale).mul_(sb)
+    c = b_scheme.dequantize(acc, qa.scale, sb)
     STATS.record({"quantize": t_quant, "dequantize": time.perf_counter() - t0},
                  {"gemm_float": 1, "limb_products": ao.count * bo.count})
     if qa.bad is not None or bad_b is not None:

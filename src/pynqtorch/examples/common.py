@@ -9,26 +9,36 @@ from typing import Any, TypeVar
 
 from .. import reporting
 from ..buildcache import cache_root
-from ..engine import QuantConfig, quant_config
+from ..engine import QuantConfig, quant_config, schemes, unsupported
 from ..targets import registry
 
 T = TypeVar("T")
 
-# The schemes every example reports: the engine's default first (the figure that must hold), then the
-# coarser per-tensor scheme for comparison.
-SCHEMES: dict[str, QuantConfig] = {
-    "default": QuantConfig(),
-    "per_tensor": QuantConfig.per_tensor(),
-}
+
+def compared_schemes() -> dict[str, QuantConfig]:
+    """The schemes every example reports: the engine's default first (the figure that must hold), the
+    coarser per-tensor scheme, then every other registered weight scheme (per-group ones, and any of the
+    user's) with the default per-row activations."""
+    out = {"default": QuantConfig(), "per_tensor": QuantConfig.per_tensor()}
+    for name in schemes("weights"):
+        if name not in ("per_channel", "per_tensor"):
+            out[name] = QuantConfig(weights=name)
+    return out
 
 
 def run_schemes(forward: Callable[[], T], announce: Callable[[str], None]
-                ) -> tuple[dict[str, tuple[QuantConfig, T, float]], dict[str, Any]]:
-    """Run `forward()` on zynq under each scheme of `SCHEMES` (`announce(name)` first), each with a fresh
-    report: per scheme its config, result and seconds, and the default scheme's report as a dict."""
+                ) -> tuple[dict[str, tuple[QuantConfig, T, float]], dict[str, dict[str, str]], dict[str, Any]]:
+    """Run `forward()` on zynq under each of `compared_schemes()` (`announce(name)` first), each with a fresh
+    report: per scheme its config, result and seconds; the schemes the active kernel cannot run (their
+    entries for the example's ``schemes``: label and ``skipped`` reason); the default scheme's report."""
     runs: dict[str, tuple[QuantConfig, T, float]] = {}
+    skipped: dict[str, dict[str, str]] = {}
     report: dict[str, Any] = {}
-    for name, qcfg in SCHEMES.items():
+    for name, qcfg in compared_schemes().items():
+        reason = unsupported(qcfg)
+        if reason is not None:
+            skipped[name] = {"scheme": scheme_label(qcfg), "skipped": reason}
+            continue
         announce(name)
         reporting.reset_report()
         t0 = time.perf_counter()
@@ -37,7 +47,7 @@ def run_schemes(forward: Callable[[], T], announce: Callable[[str], None]
         runs[name] = (qcfg, out, time.perf_counter() - t0)
         if name == "default":
             report = reporting.report().to_dict()
-    return runs, report
+    return runs, skipped, report
 
 
 def select_target(target: str | None) -> registry.ActiveTarget:

@@ -125,10 +125,11 @@ def top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
 @torch.no_grad()
 def run(target: str | None = None, cfg: TrainConfig = TrainConfig(),
         progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Evaluate the digits CNN on CPU fp32 and on zynq (target `target`) under each scheme of `SCHEMES`.
+    """Evaluate the digits CNN on CPU fp32 and on zynq (target `target`) under each of `compared_schemes()`.
 
     Keys: ``fp32_top1``, ``zynq_top1`` (default scheme), ``per_tensor_top1``, ``delta_pp`` (zynq minus
-    fp32, percentage points), ``schemes`` (per scheme: top-1, agreement with fp32 predictions, seconds),
+    fp32, percentage points), ``schemes`` (per scheme: top-1, agreement with fp32 predictions, seconds;
+    only ``scheme`` and ``skipped``, the reason, for a scheme the kernel cannot run),
     ``target``, ``kernel``, ``test_size``, ``train_seconds`` (None when the weights came from the cache),
     ``weights``, ``report`` (where every op of the default-scheme run ran) and ``fallback_ops``.
     """
@@ -142,12 +143,12 @@ def run(target: str | None = None, cfg: TrainConfig = TrainConfig(),
     fp32 = top1(fp32_logits, split.y_test)
     zmodel = copy.deepcopy(model).to("zynq")
     x = split.x_test.to("zynq")
-    runs, report = run_schemes(lambda: zmodel(x).cpu(),
+    runs, skipped, report = run_schemes(lambda: zmodel(x).cpu(),
                                lambda name: step(f"evaluating on zynq ({active.name}, {name} scheme)"))
     schemes = {name: {"scheme": scheme_label(qcfg), "top1": top1(logits, split.y_test),
                       "agreement": float((logits.argmax(1) == fp32_logits.argmax(1)).float().mean()),
                       "seconds": seconds}
-               for name, (qcfg, logits, seconds) in runs.items()}
+               for name, (qcfg, logits, seconds) in runs.items()} | skipped
     zynq = schemes["default"]["top1"]
     return {"example": "digits", "target": active.name, "kernel": active.desc.name,
             "test_size": len(split.y_test), "fp32_top1": fp32, "zynq_top1": zynq,

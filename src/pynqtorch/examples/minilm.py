@@ -90,10 +90,11 @@ def cosines(got: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
 
 def run(target: str | None = None, sentences: tuple[str, ...] | list[str] = SENTENCES,
         progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Embed `sentences` on CPU fp32 and on zynq (target `target`) under each scheme of `SCHEMES`.
+    """Embed `sentences` on CPU fp32 and on zynq (target `target`) under each of `compared_schemes()`.
 
     Keys: ``mean_cosine``, ``min_cosine`` (default scheme, zynq vs CPU fp32), ``per_tensor`` (the same two
-    for the per-tensor scheme), ``schemes`` (per scheme: mean, min, seconds), ``sentences``, ``target``,
+    for the per-tensor scheme), ``schemes`` (per scheme: mean, min, seconds; only ``scheme`` and ``skipped``,
+    the reason, for a scheme the kernel cannot run), ``sentences``, ``target``,
     ``kernel``, ``cpu_seconds``, ``report`` (the default-scheme run) and ``fallback_ops``.
     """
     step = progress or (lambda _msg: None)
@@ -104,7 +105,7 @@ def run(target: str | None = None, sentences: tuple[str, ...] | list[str] = SENT
     expected = embed(model, sentences, "cpu")
     cpu_s = time.perf_counter() - t0
     model.to("zynq")
-    runs, report = run_schemes(
+    runs, skipped, report = run_schemes(
         lambda: embed(model, sentences, "zynq"),
         lambda name: step(f"embedding {len(sentences)} sentences on zynq ({active.name}, {name} scheme)"))
     schemes: dict[str, dict[str, Any]] = {}
@@ -112,6 +113,7 @@ def run(target: str | None = None, sentences: tuple[str, ...] | list[str] = SENT
         c = cosines(got, expected)
         schemes[name] = {"scheme": scheme_label(qcfg), "mean_cosine": float(c.mean()),
                          "min_cosine": float(c.min()), "seconds": seconds}
+    schemes |= skipped
     default = schemes["default"]
     return {"example": "minilm", "target": active.name, "kernel": active.desc.name,
             "sentences": len(sentences), "mean_cosine": default["mean_cosine"],
