@@ -20,11 +20,13 @@ readonly STAGES=(host chroot mounts deps python source build wheel)
 readonly MARKER=".pynqtorch-chroot"
 readonly STAMPS=".pynqtorch-stages"
 readonly MOUNTS=(proc sys dev dev/pts)
+# The Zynq-7000's Cortex-A9: NEON with VFPv3 (no VFPv4, so no fused multiply-add: VFMA would be SIGILL).
+readonly CPU_FLAGS="-mcpu=cortex-a9 -mfpu=neon -mfloat-abi=hard"
 
 CHROOT="${PWD}/armhf-chroot"
 SUITE="bookworm"
 MIRROR="http://deb.debian.org/debian"
-TORCH_TAG="v2.8.0"
+TORCH_TAG="v2.13.0"
 VISION_TAG=""
 AUDIO_TAG=""
 PYTHON_VERSION="3.10.16"
@@ -45,8 +47,8 @@ usage: build_torch.sh [options]
   --suite NAME         Debian suite (default: ${SUITE})
   --mirror URL         Debian mirror (default: ${MIRROR})
   --torch-tag TAG      PyTorch git tag (default: ${TORCH_TAG})
-  --vision [TAG]       also build torchvision (default tag v0.23.0)
-  --audio [TAG]        also build torchaudio (default tag v2.8.0)
+  --vision [TAG]       also build torchvision (default tag v0.28.0)
+  --audio [TAG]        also build torchaudio (default tag v2.11.1, its last release; not paired with torch 2.13)
   --python VERSION     Python built by pyenv (default: ${PYTHON_VERSION})
   --jobs N             parallel compile jobs, MAX_JOBS (default: ${JOBS})
   --out DIR            where the wheel stage copies wheels (default: ./dist-armv7l)
@@ -214,8 +216,7 @@ build_env() {
     echo "export MAX_JOBS=${JOBS} CMAKE_BUILD_PARALLEL_LEVEL=${JOBS} BUILD_TEST=0 USE_CUDA=0 USE_ROCM=0 \
 USE_DISTRIBUTED=0 USE_MKLDNN=0 USE_NNPACK=0 USE_XNNPACK=1 USE_QNNPACK=1 USE_PYTORCH_QNNPACK=1 USE_FBGEMM=0 \
 USE_KINETO=0 USE_OPENMP=1 USE_NUMPY=1 USE_NINJA=1 BLAS=OpenBLAS PYTORCH_BUILD_VERSION=${TORCH_TAG#v} \
-PYTORCH_BUILD_NUMBER=1 CFLAGS='-march=armv7-a -mfpu=neon-vfpv4 -mfloat-abi=hard' \
-CXXFLAGS='-march=armv7-a -mfpu=neon-vfpv4 -mfloat-abi=hard'"
+PYTORCH_BUILD_NUMBER=1 CFLAGS='${CPU_FLAGS}' CXXFLAGS='${CPU_FLAGS}'"
 }
 
 stage_build() {
@@ -261,8 +262,8 @@ parse_args() {
             --suite) SUITE="${2:?--suite needs a name}"; shift ;;
             --mirror) MIRROR="${2:?--mirror needs a URL}"; shift ;;
             --torch-tag) TORCH_TAG="${2:?--torch-tag needs a tag}"; shift ;;
-            --vision) if [[ "${2:-}" == v* ]]; then VISION_TAG="$2"; shift; else VISION_TAG="v0.23.0"; fi ;;
-            --audio) if [[ "${2:-}" == v* ]]; then AUDIO_TAG="$2"; shift; else AUDIO_TAG="v2.8.0"; fi ;;
+            --vision) if [[ "${2:-}" == v* ]]; then VISION_TAG="$2"; shift; else VISION_TAG="v0.28.0"; fi ;;
+            --audio) if [[ "${2:-}" == v* ]]; then AUDIO_TAG="$2"; shift; else AUDIO_TAG="v2.11.1"; fi ;;
             --python) PYTHON_VERSION="${2:?--python needs a version}"; shift ;;
             --jobs) JOBS="${2:?--jobs needs a number}"; shift ;;
             --out) OUT="${2:?--out needs a folder}"; shift ;;
@@ -278,7 +279,7 @@ validate() {
     [[ "$PYTHON_VERSION" =~ ^3\.10(\.[0-9]+)?$ ]] || die "--python must be a 3.10 version (the board's), got '$PYTHON_VERSION'"
     local tag
     for tag in "$TORCH_TAG" "$VISION_TAG" "$AUDIO_TAG"; do
-        [[ -z "$tag" || "$tag" =~ ^v[0-9A-Za-z.+_-]+$ ]] || die "bad git tag '$tag' (expected e.g. v2.8.0)"
+        [[ -z "$tag" || "$tag" =~ ^v[0-9A-Za-z.+_-]+$ ]] || die "bad git tag '$tag' (expected e.g. v2.13.0)"
     done
     if [[ -n "$ONLY_STAGE" && -n "$RUN_CMD" ]]; then die "--stage and --run cannot be combined"; fi
     if [[ -n "$ONLY_STAGE" && " ${STAGES[*]} " != *" $ONLY_STAGE "* ]]; then

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from pynqtorch import hostops
+from pynqtorch.buildcache import CORTEX_A9_FLAGS
+
 SCRIPT = Path(__file__).resolve().parents[1] / "sw" / "build_torch.sh"
 STAGES = ["host", "chroot", "mounts", "deps", "python", "source", "build", "wheel"]
 
@@ -30,7 +33,7 @@ def mounts_under(path: Path) -> list[str]:
 
 def test_dry_run_plan_lists_every_stage_and_its_commands(tmp_path: Path) -> None:
     chroot = tmp_path / "c"
-    r = run("--dry-run", "--chroot", str(chroot), "--torch-tag", "v2.8.0", "--jobs", "3", "--vision", "--audio",
+    r = run("--dry-run", "--chroot", str(chroot), "--torch-tag", "v2.13.0", "--jobs", "3", "--vision", "--audio",
             "--out", str(tmp_path / "out"))
     assert r.returncode == 0, r.stderr
     out = r.stdout
@@ -40,9 +43,9 @@ def test_dry_run_plan_lists_every_stage_and_its_commands(tmp_path: Path) -> None
     for mount in ("mount -t proc proc", "mount -t sysfs sys", f"mount --bind /dev {chroot}/dev",
                   f"mount --bind /dev/pts {chroot}/dev/pts"):
         assert mount in out
-    for needle in ("pyenv install --skip-existing 3.10", "--branch v2.8.0 https://github.com/pytorch/pytorch.git",
-                   "--branch v0.23.0 https://github.com/pytorch/vision.git",
-                   "--branch v2.8.0 https://github.com/pytorch/audio.git",
+    for needle in ("pyenv install --skip-existing 3.10", "--branch v2.13.0 https://github.com/pytorch/pytorch.git",
+                   "--branch v0.28.0 https://github.com/pytorch/vision.git",
+                   "--branch v2.11.1 https://github.com/pytorch/audio.git",
                    "git submodule update --init --recursive", "BUILD_TEST=0", "USE_CUDA=0", "USE_DISTRIBUTED=0",
                    "MAX_JOBS=3", "setup.py bdist_wheel", f"{tmp_path / 'out'}"):
         assert needle in out, needle
@@ -51,6 +54,71 @@ def test_dry_run_plan_lists_every_stage_and_its_commands(tmp_path: Path) -> None
     assert tail.index(f"umount {chroot}/dev/pts") < tail.index(f"umount {chroot}/dev\n") < tail.index(
         f"umount {chroot}/proc")
     assert not chroot.exists(), "a dry run must not create anything"
+
+
+def test_default_build_is_torch_2_13_for_the_cortex_a9(tmp_path: Path) -> None:
+    r = run("--dry-run", "--stage", "build", "--chroot", str(tmp_path / "c"))
+    assert r.returncode == 0, r.stderr
+    flags = " ".join(CORTEX_A9_FLAGS)  # the native host passes use the same flags on the board
+    assert "PYTORCH_BUILD_VERSION=2.13.0" in r.stdout
+    assert f"CFLAGS=\\'{flags}\\'" in r.stdout and f"CXXFLAGS=\\'{flags}\\'" in r.stdout  # as printed by %q
+    assert "vfpv4" not in r.stdout and "-march=armv7-a" not in r.stdout
+
+
+# A multiply-add chain: with -ffp-contract=fast a VFPv4 target fuses it into VFMA, which the Cortex-A9 lacks.
+PROBE = r"""
+#include <stdio.h>
+int main(void) {
+    volatile float a = 1.5f, b = 2.25f, c = 0.125f;
+    float acc = 0.0f;
+    for (int i = 0; i < 8; i++) acc = acc * a + b * c;
+    printf("%.6f\n", acc);
+    return 0;
+}
+"""
+CROSS_CC, CROSS_CXX, QEMU_ARM = "arm-linux-gnueabihf-gcc", "arm-linux-gnueabihf-g++", "qemu-arm-static"
+needs_cross = pytest.mark.skipif(
+    shutil.which(CROSS_CC) is None or shutil.which(QEMU_ARM) is None,
+    reason="needs an armhf cross compiler and qemu-arm (apt-get install g++-arm-linux-gnueabihf qemu-user-static)")
+
+
+def cross_compile_probe(out: Path, flags: list[str], static: bool = True) -> str:
+    """Compile the probe for armhf with `flags`; its disassembly."""
+    src = out.with_suffix(".c")
+    src.write_text(PROBE)
+    subprocess.run([CROSS_CC, "-O2", "-ffp-contract=fast", *(["-static"] if static else []), *flags, "-o",
+                    str(out), str(src)], check=True, timeout=120)
+    return subprocess.run(["arm-linux-gnueabihf-objdump", "-d", str(out)], check=True, capture_output=True,
+                          text=True).stdout
+
+
+@needs_cross
+def test_cortex_a9_flags_run_on_a_cortex_a9_and_vfpv4_does_not(tmp_path: Path) -> None:
+    good = tmp_path / "a9"
+    assert "vfma" not in cross_compile_probe(good, list(CORTEX_A9_FLAGS))
+    r = subprocess.run([QEMU_ARM, "-cpu", "cortex-a9", str(good)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "13.853760", r
+    # The flags this script used before: fused multiply-add, an illegal instruction on the board's CPU.
+    bad = tmp_path / "vfpv4"
+    assert "vfma" in cross_compile_probe(bad, ["-march=armv7-a", "-mfpu=neon-vfpv4", "-mfloat-abi=hard"])
+    r = subprocess.run([QEMU_ARM, "-cpu", "cortex-a9", str(bad)], capture_output=True, text=True, timeout=60)
+    assert r.returncode in (-4, 128 + 4), r  # SIGILL
+
+
+@needs_cross
+def test_native_host_passes_built_for_armhf_target_the_cortex_a9(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    if shutil.which(CROSS_CXX) is None:
+        pytest.skip(f"{CROSS_CXX} not installed")
+    monkeypatch.setenv("CXX", CROSS_CXX)
+    monkeypatch.setenv("PYNQTORCH_CACHE", str(tmp_path / "cache"))
+    lib = hostops.build()
+    attrs = subprocess.run(["arm-linux-gnueabihf-readelf", "-A", str(lib)], check=True, capture_output=True,
+                           text=True).stdout
+    assert "Tag_FP_arch: VFPv3" in attrs and "Tag_Advanced_SIMD_arch: NEONv1" in attrs, attrs
+    code = subprocess.run(["arm-linux-gnueabihf-objdump", "-d", str(lib)], check=True, capture_output=True,
+                          text=True).stdout
+    assert "vfma" not in code
 
 
 def test_dry_run_single_stage(tmp_path: Path) -> None:
@@ -139,7 +207,7 @@ def test_unavailable_binfmt_misc_is_a_clear_error(tmp_path: Path) -> None:
     hide = f"mount -t tmpfs none /proc/sys/fs && exec bash {SCRIPT} --stage host --chroot {tmp_path / 'c'}"
     r = subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c", hide],
                        check=False, capture_output=True, text=True, timeout=60)
-    if "qemu-user-static" in r.stderr:
+    if "missing host tools" in r.stderr:
         pytest.skip("host tools are not installed")
     assert r.returncode == 2
     assert "binfmt_misc is unavailable" in r.stderr
@@ -159,6 +227,13 @@ def test_real_armhf_chroot_runs_python_as_armv7l(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "armv7l" in r.stdout.splitlines(), r.stdout
     assert mounts_under(chroot) == [], "mounts must be released after --run"
+    if shutil.which(CROSS_CC) and shutil.which(QEMU_ARM):
+        # A probe built with the board's flags, linked against the chroot's own libc, runs on a Cortex-A9.
+        probe = tmp_path / "probe"
+        cross_compile_probe(probe, list(CORTEX_A9_FLAGS), static=False)
+        r = subprocess.run([QEMU_ARM, "-cpu", "cortex-a9", "-L", str(chroot), str(probe)], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0 and r.stdout.strip() == "13.853760", r
     # The stage is idempotent: a second run sees the stamp and does nothing.
     again = run("--stage", "chroot", "--chroot", str(chroot))
     assert again.returncode == 0 and "already done" in again.stdout
@@ -175,9 +250,9 @@ def test_cli_forwards_to_the_script(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-c", "from pynqtorch.cli import app; app()", "build-torch"]
     r = subprocess.run([*cmd, "--dry-run", "--stage", "source", "--chroot", str(tmp_path / "c"), "--torch-tag",
-                        "v2.8.0", "--vision"], capture_output=True, text=True, timeout=120, env=env, check=False)
+                        "v2.13.0", "--vision"], capture_output=True, text=True, timeout=120, env=env, check=False)
     assert r.returncode == 0, r.stderr
-    assert "stage source: PyTorch v2.8.0, vision v0.23.0" in r.stdout
+    assert "stage source: PyTorch v2.13.0, vision v0.28.0" in r.stdout
     bad = subprocess.run([*cmd, "--stage", "nope"], capture_output=True, text=True, timeout=120, env=env,
                          check=False)
     assert bad.returncode == 2 and "unknown stage 'nope'" in bad.stderr

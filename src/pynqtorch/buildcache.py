@@ -41,6 +41,18 @@ def compiler_version(cxx: str) -> str:
     return out.splitlines()[0].strip() + " " + machine.strip()
 
 
+# Code for the PYNQ-Z2's Cortex-A9 (NEON with VFPv3, no VFPv4: a fused multiply-add would be SIGILL); the same
+# flags as sw/build_torch.sh's CPU_FLAGS (a test holds the two equal).
+CORTEX_A9_FLAGS = ("-mcpu=cortex-a9", "-mfpu=neon", "-mfloat-abi=hard")
+
+
+def cpu_flags(cxx: str) -> tuple[str, ...]:
+    """Target CPU flags for `cxx`: the Cortex-A9's when it builds 32-bit hard-float ARM code (on the board,
+    or a cross compiler), else none (the compiler's default for its host)."""
+    machine = compiler_version(cxx).rsplit(" ", 1)[-1]
+    return CORTEX_A9_FLAGS if machine.startswith("arm") and machine.endswith("gnueabihf") else ()
+
+
 def cache_root() -> Path:
     """Cache folder: ``$PYNQTORCH_CACHE``, else ``$XDG_CACHE_HOME/pynqtorch``, else ``~/.cache/pynqtorch``."""
     env = os.environ.get("PYNQTORCH_CACHE")

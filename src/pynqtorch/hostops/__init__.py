@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from ..buildcache import cached_build
+from ..buildcache import cached_build, compiler, cpu_flags
 from .patches import Patches
 
 log = logging.getLogger(__name__)
@@ -55,15 +55,17 @@ def build() -> Path:
     src = source()
     text = src.read_bytes()
 
+    target = cpu_flags(compiler())
+
     def compile_(tmp: Path, cxx: str) -> None:
-        for flags in ((*FLAGS, *OPENMP), FLAGS):
+        for flags in ((*FLAGS, *target, *OPENMP), (*FLAGS, *target)):
             proc = subprocess.run([cxx, *flags, "-o", str(tmp / "hostops.so"), str(src)], capture_output=True,
                                   text=True, check=False)
             if proc.returncode == 0:
                 return
         raise RuntimeError(f"compiling {src} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
 
-    parts = [text, " ".join((*FLAGS, *OPENMP)).encode()]
+    parts = [text, " ".join((*FLAGS, *target, *OPENMP)).encode()]
     return cached_build("hostops", "hostops", parts, compile_) / "hostops.so"
 
 

@@ -62,11 +62,11 @@ def ap_types_dir() -> Path:
         root = importlib.resources.files("hls4ml")
     except ModuleNotFoundError:
         raise TargetUnavailable("the AP types headers come from hls4ml, which is not installed "
-                                "(pip install hls4ml==1.3.0)") from None
+                                "(pip install 'pynqtorch[csim]')") from None
     path = Path(str(root)) / "templates" / "vivado" / "ap_types"
     if not (path / "ap_int.h").is_file():
         raise TargetUnavailable(f"hls4ml is installed but {path / 'ap_int.h'} is missing; "
-                                "reinstall hls4ml==1.3.0")
+                                "reinstall it (pip install --force-reinstall 'pynqtorch[csim]')")
     return path
 
 
