@@ -167,7 +167,7 @@ def test_generated_hwh_is_what_pynq_parses(tmp_path) -> None:
         entry = parsed.ip_dict[ip.instance]
         assert (entry["phys_addr"], entry["addr_range"]) == (ip.base_int, ip.range_int)
         regs = {name: r["address_offset"] for name, r in entry["registers"].items()}
-        assert regs == {name: off for name, (off, _) in handoff_registers(spec.kernels[ip.instance].desc).items()}
+        assert regs == {name: off for name, (off, _, _) in handoff_registers(spec.kernels[ip.instance].desc).items()}
     assert parsed.clock_dict[0]["enable"] == 1
 
 
@@ -188,9 +188,9 @@ def test_tampered_hwh_is_refused_before_download(boards: Boards, tmp_path) -> No
     overlay = _handoff_overlay(tmp_path, clock_mhz=100)
     hwh = overlay / "gemm_handoff.hwh"
     text = hwh.read_text()
-    good = 'NAME="ADDRESS_OFFSET" VALUE="0x1c"'  # b_1: the low word of B's address
+    good = 'NAME="ADDRESS_OFFSET" VALUE="28"'  # b_1: the low word of B's address (0x1c)
     assert text.count(good) == 2  # one per IP
-    hwh.write_text(text.replace(good, 'NAME="ADDRESS_OFFSET" VALUE="0x18"', 1))
+    hwh.write_text(text.replace(good, 'NAME="ADDRESS_OFFSET" VALUE="24"', 1))
     vb = boards.start(None)
     vb.add_overlay(overlay)
     boards.connect(vb)

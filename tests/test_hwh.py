@@ -86,3 +86,30 @@ def test_bad_handoffs_name_the_file_and_the_expectation(tmp_path: Path, content:
             read_hwh(bad, use_pynq=use_pynq)
     with pytest.raises(HandoffError, match="no such hardware handoff"):
         read_hwh(tmp_path / "missing.hwh")
+
+
+def test_virtual_board_handoff_is_shaped_like_vivados(tmp_path: Path) -> None:
+    import xml.etree.ElementTree as ET
+
+    from pynqtorch.sim.handoff import hwh_xml
+    from pynqtorch.targets.board_overlay import find_overlay
+
+    path = tmp_path / "gemm_single.hwh"
+    path.write_text(hwh_xml(find_overlay("gemm_single")))
+    real = ET.parse(DATA / "pynqrypt.hwh").getroot().find(".//MODULE[@INSTANCE='pynqrypt_encrypt_0']")
+    ours = ET.parse(path).getroot().find(".//MODULE[@INSTANCE='gemm_i8_dsp_0']")
+    assert real is not None and ours is not None
+
+    def props(el: ET.Element, tag: str) -> set[str]:
+        return {p.get("NAME", "") for e in el.iter(tag) for p in e.findall("PROPERTY")}
+
+    assert props(ours, "REGISTER") <= props(real, "REGISTER")
+    assert props(ours, "FIELD") <= props(real, "FIELD")
+    assert all(reg.find("FIELDS/FIELD") is not None for reg in ours.iter("REGISTER"))  # nested as Vivado does
+    for use_pynq in (True, False):
+        want = read_hwh(DATA / "pynqrypt.hwh", use_pynq=use_pynq).ip("pynqrypt_encrypt_0").registers
+        ip = read_hwh(path, use_pynq=use_pynq).ip("gemm_i8_dsp_0")
+        assert (ip.vlnv, ip.interface) == ("xilinx.com:hls:gemm_i8_dsp:1.0", axi_lite_interface("CTRL"))
+        assert {r: ip.registers[r] for r in ("CTRL", "GIER", "IP_IER", "IP_ISR")} == {
+            r: want[r] for r in ("CTRL", "GIER", "IP_IER", "IP_ISR")}
+        assert (ip.registers["in1_1"], ip.registers["in2_2"], ip.registers["out_r_1"]) == (0x10, 0x20, 0x28)

@@ -26,7 +26,7 @@ PS7_MASTERS = ("M_AXI_GP0", "M_AXI_GP1")
 HLS_VLNV_PREFIX = "xilinx.com:hls:"
 
 # Verilog-2001 and VHDL-93 reserved words (lower case): Vitis HLS appends ``_r`` to an argument named so.
-HDL_RESERVED = frozenset("""
+HDL_RESERVED = frozenset("""  # noqa: SIM905 -- a word list reads best as text
 abs access after alias all always and architecture array assert assign attribute automatic begin block body
 buffer bus case casex casez cell cmos component config configuration constant deassign default defparam design
 disable disconnect downto edge else elsif end endcase endconfig endfunction endgenerate endmodule endprimitive

@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 
 from .description import Arg, Description
+from .hwh import hls_name, hls_registers
 
 # ap_ctrl bits of an HLS block-level `ap_ctrl_hs` interface.
 AP_START = 0x1
@@ -49,16 +50,30 @@ def decode_registers(desc: Description, read_u32) -> tuple[dict[str, int], dict[
     return addresses, shape
 
 
-def handoff_registers(desc: Description) -> dict[str, tuple[int, str]]:
-    """Register name -> (offset, description) as Vivado HLS names them in a .hwh: ``CTRL``, then a pointer
-    argument ``x`` as ``x_1`` (low word) and ``x_2`` (high word), a scalar ``x`` as ``x``."""
-    regs = {"CTRL": (desc.control.ap_ctrl_int, "Control signals")}
+# The block-level registers Vitis HLS puts before the arguments: name -> (offset, description, fields), a
+# field being (name, first bit, width).
+Field = tuple[str, int, int]
+_BLOCK_REGISTERS: dict[str, tuple[int, str, tuple[Field, ...]]] = {
+    "CTRL": (0x0, "Control signals", (("AP_START", 0, 1), ("AP_DONE", 1, 1), ("AP_IDLE", 2, 1), ("AP_READY", 3, 1),
+                                      ("RESERVED_1", 4, 3), ("AUTO_RESTART", 7, 1), ("RESERVED_2", 8, 24))),
+    "GIER": (0x4, "Global Interrupt Enable Register", (("Enable", 0, 1), ("RESERVED", 1, 31))),
+    "IP_IER": (0x8, "IP Interrupt Enable Register", (("CHAN0_INT_EN", 0, 1), ("CHAN1_INT_EN", 1, 1),
+                                                      ("RESERVED", 2, 30))),
+    "IP_ISR": (0xC, "IP Interrupt Status Register", (("CHAN0_INT_ST", 0, 1), ("CHAN1_INT_ST", 1, 1),
+                                                      ("RESERVED", 2, 30))),
+}
+
+
+def handoff_registers(desc: Description) -> dict[str, tuple[int, str, tuple[Field, ...]]]:
+    """The register map Vitis HLS writes into a .hwh for `desc`: ``CTRL``/``GIER``/``IP_IER``/``IP_ISR``, then
+    each argument under its HLS names (`hw.hwh.hls_registers`: ``x_1``/``x_2`` for a pointer, ``x`` for a
+    scalar, ``out_r`` for the reserved word ``out``), each with its FIELDS as Vivado nests them."""
+    regs = dict(_BLOCK_REGISTERS)
+    regs["CTRL"] = (desc.control.ap_ctrl_int, *_BLOCK_REGISTERS["CTRL"][1:])
     for arg in desc.args:
-        if arg.interface == "m_axi":
-            regs[f"{arg.name}_1"] = (arg.offset_int, f"Data signal of {arg.name} (low word)")
-            regs[f"{arg.name}_2"] = (arg.offset_int + 4, f"Data signal of {arg.name} (high word)")
-        else:
-            regs[arg.name] = (arg.offset_int, f"Data signal of {arg.name}")
+        names = hls_registers(arg.name, pointer=arg.interface == "m_axi")
+        for i, name in enumerate(names):
+            regs[name] = (arg.offset_int + 4 * i, f"Data signal of {hls_name(arg.name)}", ((hls_name(arg.name), 0, 32),))
     return regs
 
 

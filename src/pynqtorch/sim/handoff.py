@@ -1,10 +1,11 @@
 """A `.hwh` hardware handoff and a placeholder `.bit` for an overlay, so `pynq.Overlay` can load it.
 
-The `.hwh` is the subset of Vivado's XML hardware handoff that pynq's metadata parser reads: the Zynq PS7
-(`processing_system7_0`) whose M_AXI_GP0 maps each kernel IP's `s_axi_control` window (MEMRANGE, from
-`overlay.json`), and per IP its register map (ADDRESSBLOCK/REGISTER, from the kernel's `description.json`
-through `hw.registers.handoff_registers`: ``CTRL``, ``x_1``/``x_2`` for a pointer, ``x`` for a scalar) and
-PARAMETERs. The placeholder `.bit` has a valid Xilinx bitstream header (so pynq converts it to `.bin`) and a
+The `.hwh` is the subset of Vivado's XML hardware handoff that pynq's metadata parser reads, shaped as
+Vivado writes it for a Vitis HLS IP: the Zynq PS7 (`processing_system7_0`) whose M_AXI_GP0 maps each kernel
+IP's `s_axi_<bundle>` window (MEMRANGE, from `overlay.json`), and per IP (VLNV ``xilinx.com:hls:<top>:1.0``)
+its register map (ADDRESSBLOCK/REGISTER with nested FIELDS, from the kernel's `description.json` through
+`hw.registers.handoff_registers`: ``CTRL``/``GIER``/``IP_IER``/``IP_ISR``, ``x_1``/``x_2`` for a pointer,
+``x`` for a scalar, ``out_r`` for ``out``) and PARAMETERs. The placeholder `.bit` has a valid Xilinx bitstream header (so pynq converts it to `.bin`) and a
 body that only the virtual board accepts: the magic `PLACEHOLDER_MAGIC` and the overlay name. It programs
 nothing on a real FPGA; real boards need the bitstream Vivado builds (`run_vivado.tcl`).
 """
@@ -15,12 +16,12 @@ import struct
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from ..hw.hwh import axi_lite_interface
 from ..hw.overlay import OverlayInfo
 from ..hw.registers import handoff_registers
 
 PLACEHOLDER_MAGIC = b"PYNQTORCH-VIRTUAL-BOARD-PLACEHOLDER\x00"
 PS7 = "processing_system7_0"
-AXI_LITE = "s_axi_control"
 IO_PLL_MHZ = 1000.0
 # The .bit header's first field as Vivado writes it, then the 0x0001 key length.
 _BIT_PREAMBLE = struct.pack(">h", 9) + bytes.fromhex("0ff00ff00ff00ff000") + struct.pack(">h", 1)
@@ -66,32 +67,42 @@ def hwh_xml(spec: OverlayInfo) -> str:
     _params(ps, _ps7_parameters(spec.spec.clock_mhz))
     ps_map = _el(ps, "MEMORYMAP")
     for ip in spec.ips:
-        _el(ps_map, "MEMRANGE", ADDRESSBLOCK="Reg", BASENAME="C_S_AXI_CONTROL_BASEADDR",
-            BASEVALUE=f"0x{ip.base_int:08X}", HIGHNAME="C_S_AXI_CONTROL_HIGHADDR",
-            HIGHVALUE=f"0x{ip.base_int + ip.range_int - 1:08X}", INSTANCE=ip.instance, IS_DATA="TRUE",
-            IS_INSTRUCTION="TRUE", MASTERBUSINTERFACE="M_AXI_GP0", MEMTYPE="REGISTER", SLAVEBUSINTERFACE=AXI_LITE)
+        intf = axi_lite_interface(spec.kernels[ip.instance].desc.control.bundle)
+        param = f"C_{intf.upper()}"
+        _el(ps_map, "MEMRANGE", ADDRESSBLOCK="Reg", BASENAME=f"{param}_BASEADDR", BASEVALUE=f"0x{ip.base_int:08X}",
+            HIGHNAME=f"{param}_HIGHADDR", HIGHVALUE=f"0x{ip.base_int + ip.range_int - 1:08X}", INSTANCE=ip.instance,
+            IS_DATA="TRUE", IS_INSTRUCTION="TRUE", MASTERBUSINTERFACE="M_AXI_GP0", MEMTYPE="REGISTER",
+            SLAVEBUSINTERFACE=intf)
     ps_bus = _el(ps, "BUSINTERFACES")
     _el(ps_bus, "BUSINTERFACE", BUSNAME="ps7_M_AXI_GP0", DATAWIDTH=32, NAME="M_AXI_GP0", TYPE="MASTER",
         VLNV="xilinx.com:interface:aximm:1.0")
     for ip in spec.ips:
         desc = spec.kernels[ip.instance].desc
+        intf = axi_lite_interface(desc.control.bundle)
+        param = f"C_{intf.upper()}"
         mod = _el(modules, "MODULE", FULLNAME=f"/{ip.instance}", HWVERSION="1.0", INSTANCE=ip.instance,
                   IPTYPE="PERIPHERAL", IS_ENABLE="1", MODCLASS="PERIPHERAL", MODTYPE=desc.top,
                   VLNV=f"xilinx.com:hls:{desc.top}:1.0")
-        _params(mod, {"C_S_AXI_CONTROL_BASEADDR": f"0x{ip.base_int:08X}",
-                      "C_S_AXI_CONTROL_HIGHADDR": f"0x{ip.base_int + ip.range_int - 1:08X}",
-                      "C_S_AXI_CONTROL_ADDR_WIDTH": max(ip.range_int - 1, 1).bit_length(), "Component_Name": ip.instance})
         blocks = _el(mod, "ADDRESSBLOCKS")
-        block = _el(blocks, "ADDRESSBLOCK", ACCESS="read-write", INTERFACE=AXI_LITE, NAME="Reg", RANGE=ip.range_int,
+        block = _el(blocks, "ADDRESSBLOCK", ACCESS="read-write", INTERFACE=intf, NAME="Reg", RANGE=ip.range_int,
                     USAGE="register")
         regs = _el(block, "REGISTERS")
-        for name, (offset, description) in handoff_registers(desc).items():
+        for name, (offset, description, fields) in handoff_registers(desc).items():
             reg = _el(regs, "REGISTER", NAME=name)
-            for prop, value in (("DESCRIPTION", description), ("ADDRESS_OFFSET", hex(offset)), ("SIZE", 32),
-                                ("ACCESS", "read-write"), ("IS_ENABLED", "true"), ("RESET_VALUE", "0x0")):
+            for prop, value in (("DESCRIPTION", description), ("ADDRESS_OFFSET", offset), ("SIZE", 32),
+                                ("ACCESS", "read-write"), ("IS_ENABLED", "true"), ("RESET_VALUE", 0)):
                 _el(reg, "PROPERTY", NAME=prop, VALUE=value)
+            nested = _el(reg, "FIELDS")
+            for field, bit, width in fields:
+                f = _el(nested, "FIELD", NAME=field)
+                for prop, value in (("DESCRIPTION", f"{field} of {name}"), ("ADDRESS_OFFSET", bit),
+                                    ("ACCESS", "read-write"), ("BIT_OFFSET", bit), ("BIT_WIDTH", width)):
+                    _el(f, "PROPERTY", NAME=prop, VALUE=value)
+        _params(mod, {f"{param}_ADDR_WIDTH": max(ip.range_int - 1, 1).bit_length(), f"{param}_DATA_WIDTH": 32,
+                      "Component_Name": f"{spec.name}_{ip.instance}_0", f"{param}_BASEADDR": f"0x{ip.base_int:08X}",
+                      f"{param}_HIGHADDR": f"0x{ip.base_int + ip.range_int - 1:08X}"})
         bus = _el(mod, "BUSINTERFACES")
-        _el(bus, "BUSINTERFACE", BUSNAME="ps7_M_AXI_GP0", DATAWIDTH=32, NAME=AXI_LITE, TYPE="SLAVE",
+        _el(bus, "BUSINTERFACE", BUSNAME="ps7_M_AXI_GP0", DATAWIDTH=32, NAME=intf, TYPE="SLAVE",
             VLNV="xilinx.com:interface:aximm:1.0")
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8" standalone="no" ?>\n' + ET.tostring(root, "unicode") + "\n"

@@ -9,35 +9,25 @@ garbage. The overlay model itself is `hw.overlay`.
 from __future__ import annotations
 
 import os
-import xml.etree.ElementTree as ET
 from typing import Any
 
+from ...hw.hwh import HandoffError, read_hwh
 from ...hw.overlay import OverlayError, OverlayInfo
+from ...hw.vivado import arg_register
 
 
 def hwh_registers(hwh: str | os.PathLike) -> dict[str, dict[str, int]]:
-    """Register offsets by name for each IP instance in a Vivado `.hwh` (the REGISTER elements of each MODULE)."""
+    """Register offsets by name for each memory-mapped IP of a Vivado `.hwh` (read as pynq reads them)."""
     try:
-        root = ET.parse(hwh).getroot()
-    except (OSError, ET.ParseError) as e:
-        raise OverlayError(f"{hwh}: cannot read hardware handoff: {e}") from None
-    out: dict[str, dict[str, int]] = {}
-    for module in root.iter("MODULE"):
-        regs = {}
-        for reg in module.iter("REGISTER"):
-            props = {p.get("NAME"): p.get("VALUE") for p in reg.iter("PROPERTY")}
-            if "ADDRESS_OFFSET" in props:
-                regs[reg.get("NAME")] = int(props["ADDRESS_OFFSET"], 0)
-        if regs:
-            out[module.get("INSTANCE")] = regs
-    return out
+        handoff = read_hwh(hwh)
+    except HandoffError as e:
+        raise OverlayError(str(e)) from None
+    return {name: ip.registers for name, ip in handoff.ips.items() if ip.registers}
 
 
 def check_against_hwh(spec: OverlayInfo, hwh: str | os.PathLike) -> None:
-    """Raise `OverlayError` unless every kernel argument's register sits where the .hwh says it does.
-
-    An HLS pointer argument `x` appears as `x_1`/`x_2` (low/high words; `x` in older tools); a scalar as `x`.
-    """
+    """Raise `OverlayError` unless every kernel argument's register sits where the .hwh says it does (under
+    its Vitis HLS name: `hw.vivado.arg_register`)."""
     regs = hwh_registers(hwh)
     problems = []
     for ip in spec.ips:
@@ -47,7 +37,7 @@ def check_against_hwh(spec: OverlayInfo, hwh: str | os.PathLike) -> None:
         have = regs[ip.instance]
         kernel = spec.kernels[ip.instance]
         for arg in kernel.desc.args:
-            found = next((have[n] for n in (f"{arg.name}_1", arg.name, f"{arg.name}_V") if n in have), None)
+            found = arg_register(have, arg.name, arg.interface == "m_axi")
             if found is None:
                 problems.append(f"{ip.instance}: argument {arg.name!r} (description offset {arg.offset}) has no "
                                 f"register in the .hwh (registers: {sorted(have)})")
