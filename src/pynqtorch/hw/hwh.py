@@ -26,7 +26,7 @@ PS7_MASTERS = ("M_AXI_GP0", "M_AXI_GP1")
 HLS_VLNV_PREFIX = "xilinx.com:hls:"
 
 # Verilog-2001 and VHDL-93 reserved words (lower case): Vitis HLS appends ``_r`` to an argument named so.
-HDL_RESERVED = frozenset("""  # noqa: SIM905 -- a word list reads best as text
+_HDL_RESERVED_WORDS = """
 abs access after alias all always and architecture array assert assign attribute automatic begin block body
 buffer bus case casex casez cell cmos component config configuration constant deassign default defparam design
 disable disconnect downto edge else elsif end endcase endconfig endfunction endgenerate endmodule endprimitive
@@ -40,7 +40,8 @@ rnmos rol ror rpmos rtran rtranif0 rtranif1 scalared select severity shared show
 small specify specparam sra srl strong0 strong1 subtype supply0 supply1 table task then time to tran tranif0
 tranif1 transport tri tri0 tri1 triand trior trireg type unaffected units unsigned until use uwire variable vectored
 wait wand weak0 weak1 when while wire with wor xnor xor
-""".split())
+"""
+HDL_RESERVED = frozenset(_HDL_RESERVED_WORDS.split())
 
 
 class HandoffError(ValueError):
