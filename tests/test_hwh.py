@@ -91,8 +91,8 @@ def test_bad_handoffs_name_the_file_and_the_expectation(tmp_path: Path, content:
 def test_virtual_board_handoff_is_shaped_like_vivados(tmp_path: Path) -> None:
     import xml.etree.ElementTree as ET
 
+    from pynqtorch.hw.overlay import find_overlay
     from pynqtorch.sim.handoff import hwh_xml
-    from pynqtorch.targets.board_overlay import find_overlay
 
     path = tmp_path / "gemm_single.hwh"
     path.write_text(hwh_xml(find_overlay("gemm_single")))

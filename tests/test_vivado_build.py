@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from pynqtorch.hw.hwh import HandoffError, read_hwh
+from pynqtorch.hw.overlay import find_overlay
 from pynqtorch.hw.vivado import bit_header, check_build, handoff_problems
 from pynqtorch.sim.handoff import hwh_xml
-from pynqtorch.hw.overlay import find_overlay
 
 DATA = Path(__file__).parent / "data" / "hwh"
 # The header of a real Vivado 2024.1 bitstream for the PYNQ-Z2's part, up to its body length field.
