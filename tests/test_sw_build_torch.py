@@ -216,6 +216,7 @@ def test_unavailable_binfmt_misc_is_a_clear_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # debootstrap under qemu: minutes, more on a loaded machine
 def test_real_armhf_chroot_runs_python_as_armv7l(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("debootstrap needs root")
