@@ -223,7 +223,7 @@ def test_overlay_with_bit_but_no_hwh(boards: Boards, tmp_path) -> None:
     folder = write_overlay(tmp_path, "gemm_nohwh", ["gemm_i8_dsp"])
     (folder / "gemm_nohwh.bit").write_bytes(b"\x00")
     boards.connect(boards.start(folder))
-    with pytest.raises(OverlayError, match="has no gemm_nohwh.hwh beside it"):
+    with pytest.raises(OverlayError, match="no hardware handoff gemm_nohwh.hwh beside it"):
         BoardTarget(overlay=folder).compute_units(DSP)
 
 

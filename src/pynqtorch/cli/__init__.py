@@ -10,6 +10,7 @@ from . import (
     flows,  # noqa: F401
     info,  # noqa: F401
     kernels,  # noqa: F401
+    overlay,  # noqa: F401
     run,  # noqa: F401
 )
 from ._app import app

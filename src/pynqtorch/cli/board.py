@@ -15,7 +15,8 @@ from ._app import app, console, fail
 def virtual_board(
     host: str = typer.Option("127.0.0.1", help="address to bind (loopback unless you mean to expose it)"),
     port: int = typer.Option(7967, help="TCP port (7967 is PYNQ.remote's; 0 picks a free one)"),
-    overlay: str = typer.Option(None, help="overlay loaded at boot (bundled name or folder with overlay.json)"),
+    overlay: str = typer.Option(None, help="overlay loaded at boot, whose bitstream a client may download again "
+                                "(bundled name, folder with overlay.json, or a Vivado build: <name>.bit + <name>.hwh)"),
     hang: bool = typer.Option(False, help="fault: kernels never raise ap_done"),
     delay: float = typer.Option(0.0, help="fault: extra seconds per kernel call"),
     corrupt: bool = typer.Option(False, help="fault: flip a bit of one result word per call"),

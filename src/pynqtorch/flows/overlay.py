@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from importlib import resources
 
-from ..hw.overlay import HP_PORTS, Overlay, OverlayIP
+from ..hw.overlay import HP_PORTS, Overlay, OverlayError, OverlayIP
 
 DEFAULT_BASE, DEFAULT_RANGE = 0x4000_0000, 0x1_0000
 
@@ -41,6 +41,10 @@ def _fill(text: str, values: dict[str, str]) -> str:
 
 def render_overlay(spec: Overlay) -> dict[str, str]:
     """The files of an overlay folder (`overlay.json`, `block_design.tcl`, `run_vivado.tcl`) for `spec`."""
+    unwired = [ip.instance for ip in spec.ips if ip.hp_port is None]
+    if unwired:
+        raise OverlayError(f"overlay {spec.name}: IPs {unwired} have no hp_port; the block design needs one "
+                           f"of {list(HP_PORTS)} for each")
     rows = "\n".join(f"    {{{ip.instance} {ip.kernel} {ip.base} {ip.range} {ip.hp_port}}}" for ip in spec.ips)
     clock = str(spec.clock_mhz)
     kernels = " ".join(dict.fromkeys(ip.kernel for ip in spec.ips))

@@ -3,7 +3,9 @@ discovery of overlay folders. One model for the hardware flows, the board target
 
 An overlay folder `hw/overlay/<name>/` holds `overlay.json`, `block_design.tcl` and `run_vivado.tcl` (the
 two Tcl files are rendered from the same `overlay.json` by `flows.overlay.render_overlay`), and after a
-Vivado build `<name>.bit` / `<name>.hwh`. Errors name the file and the field.
+Vivado build `<name>.bit` / `<name>.hwh`. A folder of just what Vivado writes (`<name>.bit` + `<name>.hwh`,
+no `overlay.json`) is an overlay too: its IPs, addresses and clock come from the `.hwh`, the kernel each HLS
+IP runs from its VLNV (`hw.vivado`). Errors name the file and the field.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from .jsonspec import CIdentifier, load_spec
 from .kernels import KernelInfo, find_kernel, hw_root
 from .registers import register_span
+from .vivado import check_build
 
 # The PS7 M_AXI_GP0 window in which AXI-lite control registers of PL IPs are mapped.
 GP0_LOW, GP0_HIGH = 0x4000_0000, 0x7FFF_FFFF
@@ -46,7 +49,8 @@ class OverlayIP(BaseModel):
     kernel: CIdentifier
     base: str = Field(description="AXI-lite base address (hex) in the GP0 window")
     range: str = Field(description="size of the AXI-lite address window (hex, a power of two >= 4 KiB)")
-    hp_port: Literal["HP0", "HP1", "HP2", "HP3"]
+    # The HP port the IP's masters use; None for an overlay read from a Vivado build (wired in its design).
+    hp_port: Literal["HP0", "HP1", "HP2", "HP3"] | None
 
     @field_validator("base")
     @classmethod
@@ -176,16 +180,47 @@ def overlays(root: str | os.PathLike | None = None) -> dict[str, OverlayInfo]:
     return found
 
 
+def overlay_from_build(bit: str | os.PathLike) -> OverlayInfo:
+    """The overlay a Vivado build is (`bit` and the `.hwh` beside it), checked against the kernel descriptions;
+    `OverlayError` naming the files and every problem."""
+    bit = Path(bit)
+    try:
+        handoff, ips = check_build(bit)
+    except ValueError as e:  # HandoffError
+        raise OverlayError(str(e)) from None
+    clock = handoff.pl_clocks_mhz.get(0, min(handoff.pl_clocks_mhz.values()))
+    try:
+        spec = Overlay(name=bit.stem, bitstream=bit.name, clock_mhz=round(clock),
+                       ips=[OverlayIP(instance=ip.instance, kernel=ip.kernel.name, base=f"0x{ip.base:08X}",
+                                      range=f"0x{ip.range:X}", hp_port=None) for ip in ips])
+    except ValueError as e:  # pydantic's ValidationError
+        raise OverlayError(f"{bit}: the Vivado build cannot be used as an overlay: {e}") from None
+    return OverlayInfo(spec, bit.parent.resolve())
+
+
 def find_overlay(name_or_path: str | os.PathLike) -> OverlayInfo:
-    """A bundled overlay by name, or any overlay by folder, by `overlay.json` or by its .bit/.hwh (overlay.json
-    beside it)."""
+    """A bundled overlay by name, or any overlay by folder, by `overlay.json` or by its .bit/.hwh; a folder (or a
+    .bit) without `overlay.json` is read from its Vivado build (`overlay_from_build`)."""
     p = Path(name_or_path)
+    build = p.with_suffix(".bit") if p.suffix in (".bit", ".hwh") else None
     if p.suffix in (".bit", ".hwh", ".json"):
         p = p.parent
     if (p / "overlay.json").is_file():
         return OverlayInfo(load_overlay(p / "overlay.json"), p.resolve())
+    if build is not None:
+        if not build.is_file():
+            raise OverlayError(f"{build}: no such bitstream (Vivado writes <name>.bit beside <name>.hwh)")
+        return overlay_from_build(build)
+    if p.is_dir():
+        bits = sorted(p.glob("*.bit"))
+        if len(bits) == 1:
+            return overlay_from_build(bits[0])
+        hwhs = sorted(h.name for h in p.glob("*.hwh"))
+        raise OverlayError(f"{p}: not an overlay folder: expected overlay.json or one <name>.bit with its <name>.hwh, "
+                           f"found bitstreams {[b.name for b in bits]} and handoffs {hwhs}"
+                           + (" (pass the .bit to choose)" if len(bits) > 1 else ""))
     found = overlays()
     if str(name_or_path) not in found:
-        raise OverlayError(f"unknown overlay {str(name_or_path)!r} (not a folder with overlay.json, "
-                           f"nor a bundled overlay; bundled: {sorted(found)})")
+        raise OverlayError(f"unknown overlay {str(name_or_path)!r} (not a folder with overlay.json or a Vivado "
+                           f"build, nor a bundled overlay; bundled: {sorted(found)})")
     return found[str(name_or_path)]

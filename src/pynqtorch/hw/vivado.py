@@ -118,21 +118,28 @@ def bit_header(path: str | os.PathLike) -> dict[str, str]:
     return {k: v for k, v in header.items() if k != "data"}
 
 
-def check_build(bit: str | os.PathLike, hwh: str | os.PathLike | None = None) -> tuple[Handoff, list[KernelIP]]:
-    """Read and check a Vivado build (`bit` and its `.hwh`, by default beside it); `HandoffError` naming every
-    problem. Nothing is downloaded."""
+def build_problems(bit: str | os.PathLike, hwh: str | os.PathLike | None = None
+                   ) -> tuple[Handoff, list[KernelIP], list[str]]:
+    """Read a Vivado build (`bit` and its `.hwh`, by default beside it): the handoff, its kernel IPs and every
+    problem found; `HandoffError` when a file is missing or unreadable."""
     bit = Path(bit)
     hwh = Path(hwh) if hwh is not None else bit.with_suffix(".hwh")
     if not hwh.is_file():
         raise HandoffError(f"{bit}: no hardware handoff {hwh.name} beside it (Vivado writes <name>.hwh with "
                            "<name>.bit; pynq needs both)")
     handoff = read_hwh(hwh)
-    ips, problems = handoff_problems(handoff)
     header = bit_header(bit)
+    ips, problems = handoff_problems(handoff)
     part = header.get("part", "")
-    if f"xc{part}" != handoff.part[: len(part) + 2] or not part:
+    if not part or f"xc{part}" != handoff.part[: len(part) + 2]:
         problems.append(f"{bit.name} is for part {part!r} but {hwh.name} for {handoff.part}")
+    return handoff, ips, problems
+
+
+def check_build(bit: str | os.PathLike, hwh: str | os.PathLike | None = None) -> tuple[Handoff, list[KernelIP]]:
+    """`build_problems`, raising `HandoffError` naming every problem; nothing is downloaded."""
+    handoff, ips, problems = build_problems(bit, hwh)
     if problems:
-        raise HandoffError(f"{bit.parent}: the Vivado build does not match the kernel descriptions:\n  "
+        raise HandoffError(f"{Path(bit).parent}: the Vivado build does not match the kernel descriptions:\n  "
                            + "\n  ".join(problems))
     return handoff, ips

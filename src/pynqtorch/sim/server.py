@@ -5,7 +5,8 @@
         ...                                          # the unmodified pynq client talks to it
 
 The board boots with `overlay` already loaded (or none); a bitstream download from the client programs the
-fabric with the overlay a placeholder bitstream names (`sim.handoff`; `load()` makes a folder known). `live_buffers` counts buffers the client
+fabric with the overlay a placeholder bitstream names (`sim.handoff`), or with a Vivado build whose folder
+`add_overlay` made known (`program_firmware`); `load()` makes a folder known. `live_buffers` counts buffers the client
 allocated and has not freed.
 """
 
@@ -136,8 +137,11 @@ class VirtualBoard:
     def program_firmware(self, binfile: str) -> None:
         """What writing the FPGA manager's firmware node does: load the design that bitstream carries.
 
-        Only placeholder bitstreams (`sim.handoff.placeholder_bit`) name a design the virtual fabric can
-        load; anything else leaves the PL empty, as a corrupt bitstream would.
+        A placeholder bitstream (`sim.handoff.placeholder_bit`) names its overlay. A real Vivado bitstream is
+        recognised as the `.bit` of a known overlay folder with the same name (`add_overlay` of a Vivado
+        build: the downloaded `.bin` must be exactly that `.bit`'s body; the body is otherwise not
+        interpreted), and its HLS IPs run their kernels at the `.hwh`'s addresses. Anything else leaves the
+        PL empty, as a corrupt bitstream would.
         """
         if not binfile:
             return
@@ -148,8 +152,15 @@ class VirtualBoard:
             return
         design = placeholder_design(data)
         if design is None:
-            log.error("%s is not a placeholder bitstream for the virtual board; the PL now holds no IPs", binfile)
-            self.fabric.program(None, [])
+            spec = next((s for s in self._extra if s.bitstream.stem == Path(binfile).stem
+                         and _bin_of(s.bitstream) == data), None)
+            if spec is None:
+                log.error("%s is neither a placeholder bitstream nor the .bit of an overlay folder this board "
+                          "knows (%s); the PL now holds no IPs", binfile,
+                          [str(s.bitstream) for s in self._extra] or "none added")
+                self.fabric.program(None, [])
+                return
+            self.load(spec)
             return
         for spec in self._extra + list(overlays().values()):
             if spec.name == design:
@@ -175,3 +186,13 @@ class VirtualBoard:
         if server is not None:
             threading.Thread(target=lambda: server.stop(0), daemon=True).start()
         raise BoardDied()
+
+
+def _bin_of(bit: Path) -> bytes | None:
+    """The `.bin` pynq writes to /lib/firmware for `bit` (its body, 32-bit words byte-swapped), or None."""
+    from pynq.pl_server.embedded_device import bit2bin
+
+    try:
+        return bit2bin(bit.read_bytes())
+    except Exception:  # noqa: BLE001 -- not a readable, complete bitstream: it matches nothing
+        return None

@@ -21,7 +21,7 @@ from .connection import (
     on_board,
     open_pynq_device,
 )
-from .overlay import check_against_hwh, check_ip_dict, complete_clock_rates
+from .overlay import check_ip_dict, check_loadable, complete_clock_rates
 from .weights import ResidentWeights, weight_cache_budget
 
 log = logging.getLogger(__name__)
@@ -68,13 +68,11 @@ class BoardDevice:
         with self.lock:
             if self.overlay == spec and not download:
                 return
-            bit, hwh = spec.bitstream, spec.hwh
-            if bit.exists() and hwh.exists():
-                check_against_hwh(spec, hwh)
+            bit = spec.bitstream
+            if bit.exists():
+                check_loadable(spec)  # before anything reaches the board
                 if download is not False:
                     self._download(spec)
-            elif bit.exists():
-                raise OverlayError(f"{bit} has no {hwh.name} beside it; pynq needs both to load an overlay")
             elif download:
                 raise OverlayError(f"overlay {spec.name}: no bitstream at {bit} to download")
             self._mmio.clear()

@@ -13,7 +13,7 @@ from typing import Any
 
 from ...hw.hwh import HandoffError, read_hwh
 from ...hw.overlay import OverlayError, OverlayInfo
-from ...hw.vivado import arg_register
+from ...hw.vivado import arg_register, check_build
 
 
 def hwh_registers(hwh: str | os.PathLike) -> dict[str, dict[str, int]]:
@@ -46,6 +46,17 @@ def check_against_hwh(spec: OverlayInfo, hwh: str | os.PathLike) -> None:
                                 f"{arg.offset} in {kernel.folder / 'description.json'}")
     if problems:
         raise OverlayError(f"{hwh} disagrees with the kernel descriptions:\n  " + "\n  ".join(problems))
+
+
+def check_loadable(spec: OverlayInfo) -> None:
+    """Raise `OverlayError` naming every problem unless `spec`'s `.bit` + `.hwh` may be downloaded: the build
+    matches the kernel descriptions (`hw.vivado.check_build`: part, .bit header, a kernel for every HLS IP,
+    every register offset) and, for an overlay.json folder, its IPs sit where overlay.json says."""
+    try:
+        check_build(spec.bitstream, spec.hwh)
+    except HandoffError as e:
+        raise OverlayError(str(e)) from None
+    check_against_hwh(spec, spec.hwh)
 
 
 def check_ip_dict(spec: OverlayInfo, ip_dict: dict[str, Any]) -> None:
