@@ -45,6 +45,11 @@ class BoardFiles:
         if path == FIRMWARE_NODE:
             self._on_firmware(data.decode().strip())
 
+    def set_loaded(self, binfile: str) -> None:
+        """Record `binfile` in the FPGA manager's firmware node, as a boot that loaded it leaves it."""
+        with self._lock:
+            self._files[FIRMWARE_NODE] = binfile.encode()
+
     def firmware(self, name: str) -> bytes | None:
         with self._lock:
             return self._files.get(FIRMWARE_DIR + name)

@@ -133,6 +133,7 @@ class VirtualBoard:
         spec = self.add_overlay(overlay)
         self.fabric.program(spec.name, [IPSpec(ip.instance, spec.kernels[ip.instance], ip.base_int, ip.range_int)
                                       for ip in spec.ips])
+        self.files.set_loaded(spec.bitstream.with_suffix(".bin").name)
 
     def program_firmware(self, binfile: str) -> None:
         """What writing the FPGA manager's firmware node does: load the design that bitstream carries.
@@ -148,7 +149,7 @@ class VirtualBoard:
         data = self.files.firmware(binfile)
         if data is None:
             log.error("firmware %s was never written to /lib/firmware; PL left unprogrammed", binfile)
-            self.fabric.program(None, [])
+            self._empty_pl()
             return
         design = placeholder_design(data)
         if design is None:
@@ -158,7 +159,7 @@ class VirtualBoard:
                 log.error("%s is neither a placeholder bitstream nor the .bit of an overlay folder this board "
                           "knows (%s); the PL now holds no IPs", binfile,
                           [str(s.bitstream) for s in self._extra] or "none added")
-                self.fabric.program(None, [])
+                self._empty_pl()
                 return
             self.load(spec)
             return
@@ -168,7 +169,12 @@ class VirtualBoard:
                 return
         log.error("bitstream %s names overlay %r, which this board does not know; the PL now holds no IPs",
                   binfile, design)
+        self._empty_pl()
+
+    def _empty_pl(self) -> None:
+        """A bitstream that did not configure anything: no IPs, and no design named as loaded."""
         self.fabric.program(None, [])
+        self.files.set_loaded("")
 
     def _library(self, kernel: KernelInfo, instance: str) -> Any:
         """The C-sim library of `kernel` for IP `instance` (a private copy per IP: no shared static state)."""

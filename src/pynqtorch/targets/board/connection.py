@@ -120,6 +120,9 @@ def open_pynq_device(address: BoardAddress, rpc_timeout_s: float = DEFAULT_RPC_T
     except ImportError as e:
         raise TargetUnavailable(f"board target needs pynq (pip install 'pynqtorch[board]'): {e}") from None
     if address.host is None:
+        if os.geteuid() != 0:
+            raise TargetUnavailable("the board target needs root on the board: pynq maps the PL's registers "
+                                    "(/dev/mem) and allocates DMA buffers; run as root (e.g. sudo -E python ...)")
         return pynq.Device.active_device
     try:
         from pynq.pl_server.remote_device import RemoteDevice
@@ -153,7 +156,9 @@ class BufferPool:
         import pynq
 
         self.allocated += 1
-        return pynq.allocate((words,), dtype, target=self._device)
+        # Cacheable: the CPU reads and writes them at full speed; each call flushes its inputs before ap_start and
+        # invalidates its result after ap_done (`BoardUnit`).
+        return pynq.allocate((words,), dtype, target=self._device, cacheable=True)
 
     def address(self, buf: Any) -> int:
         """Physical address of a pool buffer (asked once: on a remote board each query is an RPC)."""

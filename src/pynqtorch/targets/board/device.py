@@ -7,6 +7,7 @@ import atexit
 import logging
 import os
 import threading
+from pathlib import Path
 from typing import Any
 
 from ...hw.overlay import OverlayError, OverlayInfo
@@ -39,12 +40,13 @@ class BoardDevice:
         self.lock = threading.Lock()
         self._mmio: dict[int, Any] = {}
         self._users = 0
+        self.loads = 0  # overlay (re)loads on this connection
         self.orphans: list[Any] = []  # buffers a busy IP may still write; freed when the connection closes
 
     def _allocate(self, words: int, dtype: Any) -> Any:
         import pynq
 
-        return pynq.allocate((words,), dtype, target=self.pynq)
+        return pynq.allocate((words,), dtype, target=self.pynq, cacheable=True)  # flushed/invalidated per call
 
     def acquire(self) -> None:
         """Count one more compute unit using this board's buffers."""
@@ -64,21 +66,52 @@ class BoardDevice:
         self.pool.close()
 
     def load(self, spec: OverlayInfo, download: bool | None = None) -> None:
-        """Load `spec` (downloading .bit/.hwh through pynq.Overlay when present) and check its IPs respond."""
+        """Load `spec` (downloading .bit/.hwh through pynq.Overlay when present) and check its IPs respond.
+
+        An IP's registers are only read once the board is known to hold `spec`'s bitstream: downloaded here,
+        or named by pynq's PL state (`loaded_bitstream`); an AXI read no IP answers can stall the bus.
+        """
         with self.lock:
             if self.overlay == spec and not download:
                 return
             bit = spec.bitstream
+            downloaded = False
             if bit.exists():
                 check_loadable(spec)  # before anything reaches the board
                 if download is not False:
                     self._download(spec)
+                    downloaded = True
             elif download:
                 raise OverlayError(f"overlay {spec.name}: no bitstream at {bit} to download")
+            if not downloaded:
+                held = self.loaded_bitstream()
+                if held is None or Path(held).stem != bit.stem:
+                    raise OverlayError(
+                        f"overlay {spec.name}: board {self.address} holds {held or 'no bitstream pynq knows of'}, "
+                        f"not {bit.name}, so its IPs are not touched (an AXI read that no IP answers can stall the "
+                        f"bus); download it: put {bit.name} + {spec.hwh.name} in {spec.folder} (or pass download=True)")
             self._mmio.clear()
             self.overlay = spec
+            self.loads += 1  # units rewrite every register after this (a download resets the PL)
             for ip in spec.ips:
                 self._probe_ip(ip.instance, ip.base_int, ip.range_int)
+
+    def loaded_bitstream(self) -> str | None:
+        """The bitstream the board holds by pynq's own PL state, or None: on the board pynq's global state file,
+        for a PYNQ.remote board its FPGA manager's firmware node (``<name>.bin``)."""
+        try:
+            if self.address.host is None:
+                from pynq.pl_server.global_state import global_state_file_exists, load_global_state
+
+                return load_global_state().bitfile_name if global_state_file_exists() else None
+            from pynq.pl_server.remote_device import BS_FPGA_MAN
+
+            held = self.pynq.read_file(BS_FPGA_MAN, output_as_string=True)
+        except Exception as e:  # noqa: BLE001 -- no state to read: nothing is known to be loaded
+            log.warning("board %s: cannot read the PL state: %s", self.address, error_text(e))
+            return None
+        held = held.decode() if isinstance(held, bytes) else str(held)
+        return held.strip().strip("\x00") or None
 
     def _download(self, spec: OverlayInfo) -> None:
         """Load `spec`'s .bit + .hwh through `pynq.Overlay`, then check pynq's parsed address map against it."""

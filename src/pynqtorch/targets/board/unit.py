@@ -58,7 +58,8 @@ class BoardUnit(ComputeUnit):
         self._mmio = board.mmio(base, span)
         self._ctrl = desc.control.ap_ctrl_int
         self._hw = threading.Lock()  # held while the IP's registers are programmed and it runs
-        self._written: dict[int, bytes] = {}
+        self._written: dict[int, bytes] = {}  # register values this IP holds since the board's last (re)load
+        self._loads = board.loads
         self._held: list[Any] = []  # buffers of a call that timed out; kept until the IP is idle again
         self._verify_count = 0
         self._args = {a.role: a for a in desc.args}
@@ -149,9 +150,13 @@ class BoardUnit(ComputeUnit):
 
     def _start_and_wait(self, bufs: dict[str, Any], m: int, n: int, k: int) -> None:
         self._idle()
+        if self._loads != self.board.loads:  # a (re)download reset the PL: every register is zero again
+            self._written.clear()
+            self._loads = self.board.loads
         addresses = {a.name: self.board.pool.address(bufs[a.role]) for a in pointer_args(self.desc)}
         for offset, value in register_values(self.desc, addresses, m, n, k).items():
             if self._written.get(offset) != value:
+                self._written.pop(offset, None)  # unknown until the write has gone through
                 self._mmio.write(offset, value)
                 self._written[offset] = value
         self._mmio.write(self._ctrl, AP_START)
@@ -162,6 +167,7 @@ class BoardUnit(ComputeUnit):
             if ctrl & AP_DONE or (ctrl & AP_IDLE and not ctrl & AP_START):
                 return
             if time.monotonic() > deadline:
+                self._written.clear()  # whatever resets the IP next, its registers are written again
                 raise KernelTimeout(f"{self.name}: kernel {self.desc.name} at IP {self.instance} "
                                     f"(0x{self.base:08x}) on board {self.board.address} did not raise ap_done "
                                     f"within {self.timeout_s} s; its buffers are held until it goes idle",
