@@ -133,3 +133,19 @@ def test_bad_builds_download_nothing(boards: Boards, tmp_path: Path) -> None:
     with pytest.raises(OverlayError, match=r"mygemm.bit: no hardware handoff mygemm.hwh beside it"):
         BoardTarget(overlay=folder / "mygemm.bit").compute_units(PACKED)
     assert vb.design is None  # nothing was downloaded
+
+
+def test_registers_are_rewritten_after_a_reload(boards: Boards, tmp_path: Path) -> None:
+    """A download resets the PL (every register reads zero); a unit must not trust what it wrote before."""
+    folder = vivado_folder(tmp_path)
+    vb = boards.start(None)
+    vb.add_overlay(folder)
+    boards.connect(vb)
+    target = BoardTarget(overlay=folder)
+    unit = target.compute_units(PACKED)[0]
+    rng = np.random.default_rng(5)
+    a, b = rng.integers(-128, 128, (3, 16), dtype=np.int8), rng.integers(-128, 128, (16, 16), dtype=np.int8)
+    want = golden_gemm(a, b, PACKED.arith)
+    assert np.array_equal(unit.run(a, b), want)
+    target.board.load(find_overlay(folder), download=True)  # the same design again: a fresh, zeroed PL
+    assert np.array_equal(unit.run(a, b), want)  # same shapes, same pooled buffers: addresses written again

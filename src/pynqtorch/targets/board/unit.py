@@ -55,6 +55,7 @@ class BoardUnit(ComputeUnit):
         self.base = base
         self.timeout_s = timeout_s
         self.verify_every = verify_every
+        self._span = span
         self._mmio = board.mmio(base, span)
         self._ctrl = desc.control.ap_ctrl_int
         self._hw = threading.Lock()  # held while the IP's registers are programmed and it runs
@@ -152,6 +153,7 @@ class BoardUnit(ComputeUnit):
         self._idle()
         if self._loads != self.board.loads:  # a (re)download reset the PL: every register is zero again
             self._written.clear()
+            self._mmio = self.board.mmio(self.base, self._span)  # and the board's mappings were renewed
             self._loads = self.board.loads
         addresses = {a.name: self.board.pool.address(bufs[a.role]) for a in pointer_args(self.desc)}
         for offset, value in register_values(self.desc, addresses, m, n, k).items():
