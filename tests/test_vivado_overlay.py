@@ -22,6 +22,7 @@ from pynqtorch.sim.handoff import hwh_xml
 from pynqtorch.targets import registry
 from pynqtorch.targets.base import golden_gemm
 from pynqtorch.targets.board import BoardTarget
+from pynqtorch.targets.board.overlay import check_interrupt
 
 DATA = Path(__file__).parent / "data" / "hwh"
 PACKED = find_kernel("gemm_i8_packed").desc
@@ -149,3 +150,24 @@ def test_registers_are_rewritten_after_a_reload(boards: Boards, tmp_path: Path) 
     assert np.array_equal(unit.run(a, b), want)
     target.board.load(find_overlay(folder), download=True)  # the same design again: a fresh, zeroed PL
     assert np.array_equal(unit.run(a, b), want)  # same shapes, same pooled buffers: addresses written again
+
+
+def test_interrupt_wait_is_refused_where_it_cannot_work(boards: Boards, tmp_path: Path) -> None:
+    """wait='interrupt' needs pynq on the board and a wired interrupt; elsewhere a clear error before any unit."""
+    folder = vivado_folder(tmp_path)
+    vb = boards.start(None)
+    vb.add_overlay(folder)
+    boards.connect(vb)
+    with pytest.raises(ValueError, match="wait must be 'poll' or 'interrupt'"):
+        BoardTarget(overlay=folder, wait="irq")  # type: ignore[arg-type]
+    target = BoardTarget(overlay=folder, wait="interrupt")
+    with pytest.raises(registry.TargetUnavailable, match="interrupt-driven wait needs pynq on the board itself"):
+        target.compute_units(PACKED)
+    # The wiring check itself, on pynq's own parse of the downloaded design (its IPs' interrupt is not wired).
+    ip_dict = target.board.ip_dict
+    assert ip_dict is not None and ip_dict["gemm_i8_packed_0"]["interrupts"] == {}
+    with pytest.raises(OverlayError, match=r"IP gemm_i8_packed_0: its `interrupt` is not wired to an AXI interrupt "
+                                           r"controller in mygemm.hwh; use wait='poll'"):
+        check_interrupt(ip_dict, "gemm_i8_packed_0", "mygemm.hwh")
+    check_interrupt({"gemm_i8_packed_0": {"interrupts": {"interrupt": {"controller": "axi_intc_0", "index": 0}}}},
+                    "gemm_i8_packed_0", "mygemm.hwh")  # the shape pynq gives a wired one

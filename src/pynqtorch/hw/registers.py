@@ -16,6 +16,9 @@ AP_START = 0x1
 AP_DONE = 0x2
 AP_IDLE = 0x4
 AP_READY = 0x8
+# The interrupt registers Vitis HLS puts after ap_ctrl: global enable, IP enable (bit 0: ap_done), IP status
+# (toggle on write).
+GIER, IP_IER, IP_ISR = 0x4, 0x8, 0xC
 # The AXI-lite window of an HLS IP is at least this large.
 MIN_REG_SPACE = 0x40
 
@@ -56,10 +59,10 @@ Field = tuple[str, int, int]
 _BLOCK_REGISTERS: dict[str, tuple[int, str, tuple[Field, ...]]] = {
     "CTRL": (0x0, "Control signals", (("AP_START", 0, 1), ("AP_DONE", 1, 1), ("AP_IDLE", 2, 1), ("AP_READY", 3, 1),
                                       ("RESERVED_1", 4, 3), ("AUTO_RESTART", 7, 1), ("RESERVED_2", 8, 24))),
-    "GIER": (0x4, "Global Interrupt Enable Register", (("Enable", 0, 1), ("RESERVED", 1, 31))),
-    "IP_IER": (0x8, "IP Interrupt Enable Register", (("CHAN0_INT_EN", 0, 1), ("CHAN1_INT_EN", 1, 1),
+    "GIER": (GIER, "Global Interrupt Enable Register", (("Enable", 0, 1), ("RESERVED", 1, 31))),
+    "IP_IER": (IP_IER, "IP Interrupt Enable Register", (("CHAN0_INT_EN", 0, 1), ("CHAN1_INT_EN", 1, 1),
                                                       ("RESERVED", 2, 30))),
-    "IP_ISR": (0xC, "IP Interrupt Status Register", (("CHAN0_INT_ST", 0, 1), ("CHAN1_INT_ST", 1, 1),
+    "IP_ISR": (IP_ISR, "IP Interrupt Status Register", (("CHAN0_INT_ST", 0, 1), ("CHAN1_INT_ST", 1, 1),
                                                       ("RESERVED", 2, 30))),
 }
 

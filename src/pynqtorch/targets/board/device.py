@@ -22,7 +22,7 @@ from .connection import (
     on_board,
     open_pynq_device,
 )
-from .overlay import check_ip_dict, check_loadable, complete_clock_rates
+from .overlay import check_interrupt, check_ip_dict, check_loadable, complete_clock_rates
 from .weights import ResidentWeights, weight_cache_budget
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ class BoardDevice:
         self._mmio: dict[int, Any] = {}
         self._users = 0
         self.loads = 0  # overlay (re)loads on this connection
+        self.ip_dict: dict[str, Any] | None = None  # pynq's parse of the design this connection downloaded
         self.orphans: list[Any] = []  # buffers a busy IP may still write; freed when the connection closes
 
     def _allocate(self, words: int, dtype: Any) -> Any:
@@ -84,6 +85,7 @@ class BoardDevice:
             elif download:
                 raise OverlayError(f"overlay {spec.name}: no bitstream at {bit} to download")
             if not downloaded:
+                self.ip_dict = None
                 held = self.loaded_bitstream()
                 if held is None or Path(held).stem != bit.stem:
                     raise OverlayError(
@@ -95,6 +97,20 @@ class BoardDevice:
             self.loads += 1  # units rewrite every register after this (a download resets the PL)
             for ip in spec.ips:
                 self._probe_ip(ip.instance, ip.base_int, ip.range_int)
+
+    def interrupt(self, instance: str) -> Any:
+        """pynq's `Interrupt` for IP `instance`'s ap_done line; `OverlayError` unless the overlay this connection
+        downloaded wires it to an interrupt controller, `TargetUnavailable` for a PYNQ.remote board."""
+        if self.address.host is not None:
+            raise TargetUnavailable(f"board {self.address}: an interrupt-driven wait needs pynq on the board itself "
+                                    "(PYNQ.remote has no interrupts); use wait='poll'")
+        if self.ip_dict is None:
+            raise OverlayError(f"IP {instance}: its interrupt wiring is only known for an overlay this process "
+                               "downloaded (with its .bit + .hwh); use wait='poll'")
+        check_interrupt(self.ip_dict, instance, self.overlay.hwh.name if self.overlay else "the .hwh")
+        import pynq
+
+        return pynq.Interrupt(f"{instance}/interrupt")
 
     def loaded_bitstream(self) -> str | None:
         """The bitstream the board holds by pynq's own PL state, or None: on the board pynq's global state file,
@@ -130,6 +146,7 @@ class BoardDevice:
             raise BoardError(f"board {self.address}: loading {spec.bitstream} through pynq.Overlay failed: "
                              f"{error_text(e)}") from e
         check_ip_dict(spec, ol.ip_dict)
+        self.ip_dict = ol.ip_dict
 
     def mmio(self, base: int, span: int) -> Any:
         if base not in self._mmio:

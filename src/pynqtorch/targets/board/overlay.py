@@ -59,6 +59,15 @@ def check_loadable(spec: OverlayInfo) -> None:
     check_against_hwh(spec, spec.hwh)
 
 
+def check_interrupt(ip_dict: dict[str, Any], instance: str, hwh_name: str) -> None:
+    """Raise `OverlayError` unless pynq's `ip_dict` has IP `instance`'s ``interrupt`` reaching an interrupt
+    controller (what `pynq.Interrupt` needs)."""
+    entry = ip_dict.get(instance)
+    if entry is None or "interrupt" not in (entry.get("interrupts") or {}):
+        raise OverlayError(f"IP {instance}: its `interrupt` is not wired to an AXI interrupt controller in "
+                           f"{hwh_name}; use wait='poll'")
+
+
 def check_ip_dict(spec: OverlayInfo, ip_dict: dict[str, Any]) -> None:
     """Raise `OverlayError` unless pynq's parsed `ip_dict` maps every kernel IP where overlay.json says."""
     problems = []

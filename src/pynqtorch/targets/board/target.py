@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Literal
 
 from ...hw.description import Description
 from ...hw.kernels import KernelInfo
@@ -78,6 +79,8 @@ class BoardTarget(Target):
     the bundled overlay with most IPs of the kernel), loaded on each board. timeout_s: ap_done deadline
     per call. verify: cross-check every `verify_every`-th call of each unit against the golden model.
     download: force (True) or skip (False) the bitstream download; None downloads when a .bit exists.
+    wait: "poll" (default) reads ap_ctrl until ap_done; "interrupt" sleeps on each IP's interrupt (pynq on the
+    board itself, an overlay downloaded here whose IPs' `interrupt` reaches an AXI interrupt controller).
     """
 
     name = "board"
@@ -85,11 +88,15 @@ class BoardTarget(Target):
 
     def __init__(self, device: int | None = None, overlay: str | os.PathLike | None = None, *,
                  devices: str | Sequence[int] | None = None, timeout_s: float = 10.0, verify: bool = False,
-                 verify_every: int = 8, rpc_timeout_s: float = 30.0, download: bool | None = None) -> None:
+                 verify_every: int = 8, rpc_timeout_s: float = 30.0, download: bool | None = None,
+                 wait: Literal["poll", "interrupt"] = "poll") -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
         if verify_every < 1:
             raise ValueError(f"verify_every must be >= 1, got {verify_every}")
+        if wait not in ("poll", "interrupt"):
+            raise ValueError(f"wait must be 'poll' or 'interrupt', got {wait!r}")
+        self.wait = wait
         self.overlay = overlay
         self.timeout_s = timeout_s
         self.verify_every = verify_every if verify else 0
@@ -118,6 +125,8 @@ class BoardTarget(Target):
                                     + ", ".join(f"{ip.instance}={ip.kernel}" for ip in spec.ips) + ")")
         for board in self.boards:
             board.load(spec, self.download)
+        irq = {(i, ip.instance): board.interrupt(ip.instance) if self.wait == "interrupt" else None
+               for ip in ips for i, board in enumerate(self.boards)}  # every refusal before any unit exists
         return [BoardUnit(board, ip.instance, ip.base_int, ip.range_int, spec.kernels[ip.instance].desc,
-                          self.timeout_s, self.verify_every)
-                for ip in ips for board in self.boards]
+                          self.timeout_s, self.verify_every, irq[i, ip.instance])
+                for ip in ips for i, board in enumerate(self.boards)]

@@ -7,6 +7,7 @@ IP, so a second caller can pack and transfer tile i+1 while tile i runs (double 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -17,12 +18,13 @@ import numpy as np
 
 from ...hw.description import Description
 from ...hw.packing import call_dims, pack_operand, unpack_result, word_dtype, words_for
-from ...hw.registers import AP_DONE, AP_IDLE, AP_START, pointer_args, register_values
+from ...hw.registers import AP_DONE, AP_IDLE, AP_START, GIER, IP_IER, IP_ISR, pointer_args, register_values
 from ..base import ComputeUnit, golden_gemm
 from .connection import BoardError, error_text
 from .device import BoardDevice
 
 log = logging.getLogger(__name__)
+_ONE = (1).to_bytes(4, "little")  # a register value, as `register_values` encodes them
 
 
 class KernelTimeout(BoardError):
@@ -48,7 +50,7 @@ class BoardUnit(ComputeUnit):
     resident_b = True
 
     def __init__(self, board: BoardDevice, instance: str, base: int, span: int, desc: Description,
-                 timeout_s: float, verify_every: int) -> None:
+                 timeout_s: float, verify_every: int, interrupt: Any = None) -> None:
         super().__init__(f"board{board.address.index}/{instance}", desc)
         self.board = board
         self.instance = instance
@@ -56,6 +58,7 @@ class BoardUnit(ComputeUnit):
         self.timeout_s = timeout_s
         self.verify_every = verify_every
         self._span = span
+        self._interrupt = interrupt  # pynq `Interrupt` of ap_done, or None to poll ap_ctrl
         self._mmio = board.mmio(base, span)
         self._ctrl = desc.control.ap_ctrl_int
         self._hw = threading.Lock()  # held while the IP's registers are programmed and it runs
@@ -161,7 +164,14 @@ class BoardUnit(ComputeUnit):
                 self._written.pop(offset, None)  # unknown until the write has gone through
                 self._mmio.write(offset, value)
                 self._written[offset] = value
+        if self._interrupt is not None:
+            for offset in (GIER, IP_IER):  # ap_done raises the IP's interrupt line
+                if self._written.get(offset) != _ONE:
+                    self._mmio.write(offset, _ONE)
+                    self._written[offset] = _ONE
         self._mmio.write(self._ctrl, AP_START)
+        if self._interrupt is not None:
+            self._wait_interrupt()
         deadline = time.monotonic() + self.timeout_s
         polls = 0
         while True:
@@ -177,6 +187,17 @@ class BoardUnit(ComputeUnit):
             polls += 1
             if polls > 64:
                 time.sleep(0.0002)
+
+    def _wait_interrupt(self) -> None:
+        """Sleep until the IP's interrupt fires (at most `timeout_s`), then acknowledge it; ap_ctrl is read after."""
+        try:
+            asyncio.run(asyncio.wait_for(self._interrupt.wait(), self.timeout_s))
+        except asyncio.TimeoutError:
+            self._written.clear()
+            raise KernelTimeout(f"{self.name}: kernel {self.desc.name} at IP {self.instance} (0x{self.base:08x}) "
+                                f"raised no interrupt within {self.timeout_s} s; its buffers are held until it "
+                                "goes idle", started=True) from None
+        self._mmio.write(IP_ISR, _ONE)  # toggle-on-write: clears the ap_done status
 
     def _verify(self, a: np.ndarray, b: np.ndarray, result: np.ndarray) -> None:
         want = golden_gemm(a, b, self.desc.arith)
