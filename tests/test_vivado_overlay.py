@@ -78,7 +78,17 @@ def test_overlay_check_exit_codes_and_messages(tmp_path: Path) -> None:
     assert code == 2 and "mygemm.hwh: not a Vivado hardware handoff (expected complete XML)" in out, out
 
 
-def test_vivado_build_runs_on_the_virtual_board(boards: Boards, tmp_path: Path) -> None:
+def test_vivado_build_runs_on_the_virtual_board(boards: Boards, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import pynq
+
+    real_allocate, kinds = pynq.allocate, []
+
+    def allocate(*args: object, **kwargs: object) -> object:  # pynq's own allocation, its options recorded
+        kinds.append(kwargs.get("cacheable"))
+        return real_allocate(*args, **kwargs)
+
+    monkeypatch.setattr(pynq, "allocate", allocate)
     folder = vivado_folder(tmp_path)
     vb = boards.start(None)
     vb.add_overlay(folder)  # the virtual board knows the build; the PL starts empty
@@ -89,6 +99,7 @@ def test_vivado_build_runs_on_the_virtual_board(boards: Boards, tmp_path: Path) 
     a, b = rng.integers(-128, 128, (5, 40), dtype=np.int8), rng.integers(-128, 128, (40, 48), dtype=np.int8)
     for u in units:
         assert np.array_equal(u.run(a, b), golden_gemm(a, b, PACKED.arith))
+    assert kinds and all(k is True for k in kinds)  # cacheable buffers (flushed/invalidated around each call)
 
 
 @pytest.mark.parametrize("how", ["env", "use"])
