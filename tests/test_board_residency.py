@@ -194,6 +194,6 @@ def test_tampered_hwh_is_refused_before_download(boards: Boards, tmp_path) -> No
     vb = boards.start(None)
     vb.add_overlay(overlay)
     boards.connect(vb)
-    with pytest.raises(OverlayError, match=r"gemm_i8_packed_0: argument 'b' is at 0x18 in the .hwh but 0x1c"):
+    with pytest.raises(OverlayError, match=r"IP gemm_i8_packed_0: argument 'b' is at 0x18 in gemm_handoff.hwh but 0x1c"):
         BoardTarget(overlay=overlay).compute_units(PACKED)
     assert vb.design is None  # nothing was downloaded
