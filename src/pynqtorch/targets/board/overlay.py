@@ -13,37 +13,23 @@ from typing import Any
 
 from ...hw.hwh import HandoffError, read_hwh
 from ...hw.overlay import OverlayError, OverlayInfo
-from ...hw.vivado import arg_register, check_build
+from ...hw.vivado import check_build, ip_problems
 
 
-def hwh_registers(hwh: str | os.PathLike) -> dict[str, dict[str, int]]:
-    """Register offsets by name for each memory-mapped IP of a Vivado `.hwh` (read as pynq reads them)."""
+def check_against_hwh(spec: OverlayInfo, hwh: str | os.PathLike) -> None:
+    """Raise `OverlayError` unless every IP of overlay.json is in the .hwh with its kernel's registers where the
+    description says (`hw.vivado.ip_problems`: Vitis HLS names, control interface, every offset)."""
     try:
         handoff = read_hwh(hwh)
     except HandoffError as e:
         raise OverlayError(str(e)) from None
-    return {name: ip.registers for name, ip in handoff.ips.items() if ip.registers}
-
-
-def check_against_hwh(spec: OverlayInfo, hwh: str | os.PathLike) -> None:
-    """Raise `OverlayError` unless every kernel argument's register sits where the .hwh says it does (under
-    its Vitis HLS name: `hw.vivado.arg_register`)."""
-    regs = hwh_registers(hwh)
     problems = []
     for ip in spec.ips:
-        if ip.instance not in regs:
-            problems.append(f"IP {ip.instance} has no register map in the .hwh")
-            continue
-        have = regs[ip.instance]
-        kernel = spec.kernels[ip.instance]
-        for arg in kernel.desc.args:
-            found = arg_register(have, arg.name, arg.interface == "m_axi")
-            if found is None:
-                problems.append(f"{ip.instance}: argument {arg.name!r} (description offset {arg.offset}) has no "
-                                f"register in the .hwh (registers: {sorted(have)})")
-            elif found != arg.offset_int:
-                problems.append(f"{ip.instance}: argument {arg.name!r} is at 0x{found:x} in the .hwh but "
-                                f"{arg.offset} in {kernel.folder / 'description.json'}")
+        have = handoff.ips.get(ip.instance)
+        if have is None:
+            problems.append(f"IP {ip.instance} has no register map in the .hwh (IPs: {sorted(handoff.ips)})")
+        else:
+            problems += ip_problems(handoff, have, spec.kernels[ip.instance])
     if problems:
         raise OverlayError(f"{hwh} disagrees with the kernel descriptions:\n  " + "\n  ".join(problems))
 
