@@ -46,3 +46,17 @@ def test_board_extra_keeps_the_images_pynq_and_torch(tmp_path: Path) -> None:
 
     remote = _dry_run(pip, "remote", tmp_path / "remote.json")
     assert remote.get("pynq", "0").split(".")[0] >= "4", remote
+
+    # Installed for real: the image's pynq and torch stay, pynqtorch imports, and PYNQ.remote (pynq >= 4)
+    # is refused with one clear message instead of failing deep inside pynq 3.1.
+    subprocess.run([*pip, "install", "--quiet", f"{REPO}[board]"], check=True, timeout=3600)
+    listed = subprocess.run([*pip, "list", "--format=json"], check=True, capture_output=True, text=True).stdout
+    after = {p["name"].lower(): p["version"] for p in json.loads(listed)}
+    assert (after["pynq"], after["torch"]) == (before["pynq"], before["torch"])
+    probe = ("from pynqtorch.targets.board.connection import BoardAddress, open_pynq_device\n"
+             "open_pynq_device(BoardAddress(0, '127.0.0.1', 7999))")
+    r = subprocess.run([str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True, timeout=600,
+                       check=False, cwd=tmp_path)
+    assert r.returncode != 0
+    assert f"PYNQ_REMOTE_DEVICES needs pynq >= 4.0 (PYNQ.remote) on this machine; found pynq {before['pynq']}" in \
+        r.stderr, r.stderr[-2000:]

@@ -9,6 +9,7 @@ instead of hanging. On the board itself (pynq 3.1 images) the local device is py
 from __future__ import annotations
 
 import collections
+import importlib.metadata
 import logging
 import os
 import threading
@@ -124,6 +125,10 @@ def open_pynq_device(address: BoardAddress, rpc_timeout_s: float = DEFAULT_RPC_T
             raise TargetUnavailable("the board target needs root on the board: pynq maps the PL's registers "
                                     "(/dev/mem) and allocates DMA buffers; run as root (e.g. sudo -E python ...)")
         return pynq.Device.active_device
+    version = importlib.metadata.version("pynq")
+    if int(version.split(".")[0]) < 4:  # pynq 3.1 has a RemoteDevice, but not the services pynqtorch uses
+        raise TargetUnavailable(f"{REMOTE_ENV} needs pynq >= 4.0 (PYNQ.remote) on this machine; found pynq {version} "
+                                "(pip install 'pynqtorch[remote]'; on the board itself keep its pynq 3.1)")
     try:
         from pynq.pl_server.remote_device import RemoteDevice
     except ImportError:
