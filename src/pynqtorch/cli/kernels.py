@@ -25,13 +25,30 @@ def _kernel(name_or_folder: str) -> KernelInfo:
 
 
 def _tile(info: KernelInfo) -> str:
-    t = info.desc.tile
+    d = info.desc
+    if d.op != "gemm":
+        return ", ".join(d.aten)
+    t = d.tile
     return f"{t.m}x{t.n}x{t.k}"
 
 
 def _max(info: KernelInfo) -> str:
     d = info.desc
+    if d.op == "map":
+        return f"block {d.limits.block}"
+    if d.op == "rows":
+        return f"{d.limits.max_rows} rows x {d.limits.max_cols}"
     return "x".join(str(d.dim_limit(x)) for x in ("m", "n", "k"))
+
+
+def _json_entry(k: KernelInfo) -> dict:
+    d = k.desc
+    entry = {"name": k.name, "op": d.op, "priority": d.priority, "origin": k.origin, "folder": str(k.folder)}
+    if d.op == "gemm":
+        entry.update(tile=d.tile.model_dump(), runtime_dims=d.runtime_dims, max={x: d.dim_limit(x) for x in "mnk"})
+    else:
+        entry.update(aten=d.aten, io=d.io.model_dump(), limits=d.limits.model_dump())
+    return entry
 
 
 @app.command("kernels")
@@ -39,16 +56,13 @@ def list_kernels(json_out: bool = typer.Option(False, "--json", help="Print one 
     """Every kernel found (bundled, PYNQTORCH_KERNEL_PATH, add_kernel_path) with op, tile and folder."""
     found = sorted(kernels().values(), key=lambda k: (-k.desc.priority, k.name))
     if json_out:
-        emit_json({"kernels": [{"name": k.name, "op": k.desc.op, "tile": k.desc.tile.model_dump(),
-                                "runtime_dims": k.desc.runtime_dims, "max": {d: k.desc.dim_limit(d) for d in "mnk"},
-                                "priority": k.desc.priority, "origin": k.origin, "folder": str(k.folder)}
-                               for k in found],
-                   "errors": list(kernel_errors())})
+        emit_json({"kernels": [_json_entry(k) for k in found], "errors": list(kernel_errors())})
         return
-    t = Table("kernel", "op", "tile m×n×k", "runtime dims", "max m×n×k", "priority", "origin", "folder")
+    t = Table("kernel", "op", "tile m×n×k / aten ops", "runtime dims", "max m×n×k / call", "priority", "origin",
+              "folder")
     for k in found:
-        t.add_row(k.name, k.desc.op, _tile(k), ",".join(k.desc.runtime_dims) or "-", _max(k),
-                  str(k.desc.priority), k.origin, str(k.folder))
+        dims = ",".join(k.desc.runtime_dims) or "-" if k.desc.op == "gemm" else "-"
+        t.add_row(k.name, k.desc.op, _tile(k), dims, _max(k), str(k.desc.priority), k.origin, str(k.folder))
     console.print(t)
     for err in kernel_errors():
         console.print(f"[yellow]invalid kernel description:[/] {err}")
@@ -96,6 +110,9 @@ def verify(kernel: str = typer.Argument(..., help="Kernel name or folder."),
     from ..targets.csim.verify import folder_warnings, run_trials
 
     info = _kernel(kernel)
+    if info.desc.op != "gemm":
+        _verify_blocks(info, seed, json_out)
+        return
     try:
         results = run_trials(info, trials=trials, seed=seed)
     except (BuildError, CsimError, TargetUnavailable) as e:
@@ -122,6 +139,43 @@ def verify(kernel: str = typer.Argument(..., help="Kernel name or folder."),
         raise typer.Exit(1)
 
 
+def _verify_blocks(info: KernelInfo, seed: int, json_out: bool) -> None:
+    """`verify` of a map/rows kernel: C simulation vs torch's op within the description's tolerance."""
+    from ..buildcache import BuildError
+    from ..targets.base import TargetUnavailable
+    from ..targets.csim.build import CsimError
+    from ..targets.csim.verify import folder_warnings
+    from ..targets.csim.verify_blocks import run_block_trials
+
+    try:
+        results = run_block_trials(info, seed=seed)
+    except (BuildError, CsimError, TargetUnavailable) as e:
+        fail(str(e))
+    warnings = folder_warnings(info)
+    bad = [r for r in results if not r.ok]
+    tol = info.desc.verify.tolerance
+    if json_out:
+        emit_json({"kernel": info.name, "folder": str(info.folder), "ok": not bad, "warnings": warnings,
+                   "tolerance": tol.model_dump(), "trials": [asdict(r) for r in results]})
+    else:
+        for w in warnings:
+            console.print(f"[yellow]warning:[/] {w}")
+        t = Table("case", "op", "call", "output", "fails", "max |abs|", "max rel", "max ULP", "mean ULP",
+                  "first failure \\[i] x: kernel vs torch",
+                  title=f"{info.name}: C simulation vs torch (tolerance |d| <= {tol.abs:g} + {tol.rel:g}·|torch|)")
+        for r in results:
+            first = "" if r.first is None else escape(f"[{r.first[0]}] {r.first[1]:g}: {r.first[2]:.7g} vs "
+                                                      f"{r.first[3]:.7g}")
+            t.add_row(r.case, r.op.removeprefix("aten::"), r.sizes, r.output,
+                      f"[red]{r.failures}[/]" if r.failures else "0", f"{r.max_abs:.3g}", f"{r.max_rel:.3g}",
+                      str(r.max_ulp), f"{r.mean_ulp:.2f}", first)
+        console.print(t)
+        console.print(f"[bold red]FAIL[/]: {len(bad)} of {len(results)} comparisons out of tolerance" if bad
+                      else f"[bold green]PASS[/]: {len(results)} comparisons within tolerance")
+    if bad:
+        raise typer.Exit(1)
+
+
 @app.command("perf")
 def perf(kernel: str = typer.Argument(..., help="Kernel name or folder."),
          m: int = typer.Option(..., "--m", min=1, help="Rows of A (whole GEMM)."),
@@ -134,6 +188,9 @@ def perf(kernel: str = typer.Argument(..., help="Kernel name or folder."),
     from ..hw.perf import gemm_perf
 
     info = _kernel(kernel)
+    if info.desc.op != "gemm":
+        fail(f"perf predicts whole GEMMs; {info.name} is a {info.desc.op} kernel whose cycles per call are "
+             f"{info.desc.perf.cycles}")
     try:
         p = gemm_perf(info.desc, m, n, k, clock_mhz=clock_mhz, host_us=host_us)
     except ValueError as e:

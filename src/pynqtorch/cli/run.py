@@ -16,6 +16,7 @@ from rich.table import Table
 from ..device.report import OpStat, Report
 from ..examples import EXAMPLES
 from ..targets.base import TargetUnavailable
+from ..targets.offload import parse_offload
 from ..targets.registry import target_names, unavailable_reason
 from ._app import app, console, emit_json, err_console, fail
 
@@ -64,7 +65,7 @@ def report_from_dict(d: dict[str, Any]) -> Report:
     def ops(x: dict[str, dict[str, float]]) -> dict[str, OpStat]:
         return {k: OpStat(int(v["calls"]), float(v["seconds"])) for k, v in x.items()}
 
-    return Report(ops(d["accelerated"]), ops(d["cpu"]), d["engine"])
+    return Report(ops(d["accelerated"]), ops(d["cpu"]), d["engine"], d.get("fallback_reasons", {}))
 
 
 def _print_digits(r: dict[str, Any]) -> None:
@@ -110,14 +111,15 @@ def _print_skipped(r: dict[str, Any]) -> None:
             console.print(f"[dim]scheme {name} not run: {escape(s['skipped'])}[/]")
 
 
-def _run_example(name: str, target: str | None, progress: Callable[[str], None]) -> dict[str, Any]:
+def _run_example(name: str, target: str | None, progress: Callable[[str], None],
+                 offload: str | None) -> dict[str, Any]:
     if name == "digits":
         from ..examples import digits
 
-        return digits.run(target, progress=progress)
+        return digits.run(target, progress=progress, offload=offload)
     from ..examples import minilm
 
-    return minilm.run(target, progress=progress)
+    return minilm.run(target, progress=progress, offload=offload)
 
 
 @app.command("run")
@@ -125,15 +127,23 @@ def run_cmd(
     example: Annotated[str, typer.Argument(help=f"Example to run: {', '.join(EXAMPLES)}.")],
     target: Annotated[str | None, typer.Option(
         "--target", "-t", help="ref | csim | board | auto (default: PYNQTORCH_TARGET, else ref).")] = None,
+    offload: Annotated[str | None, typer.Option(
+        "--offload", help="Non-GEMM ops on map/rows kernels: gemm (none), all, or op names such as "
+                          "gelu,softmax,layer_norm (default: PYNQTORCH_OFFLOAD, else gemm).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Run an example model on the zynq device and compare it with CPU fp32."""
     if example not in EXAMPLES:
         fail(f"unknown example {example!r}; choose one of {', '.join(EXAMPLES)}")
     check_target(target)
+    if offload is not None:
+        try:
+            parse_offload(offload)
+        except ValueError as e:
+            fail(str(e))
     try:
         with progress_steps(not json_out) as step:
-            result = _run_example(example, target, step)
+            result = _run_example(example, target, step, offload)
     except TargetUnavailable as e:
         fail(str(e))
     if json_out:

@@ -27,12 +27,15 @@ class Report:
     accelerated: dict[str, OpStat] = field(default_factory=dict)
     cpu: dict[str, OpStat] = field(default_factory=dict)
     engine: dict[str, Any] = field(default_factory=dict)  # filled by `pynqtorch.report()`
+    # Why calls of accelerated ops went to the CPU instead: op -> reason -> calls.
+    reasons: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         def ops(d: dict[str, OpStat]) -> dict[str, dict[str, float]]:
             return {k: {"calls": v.calls, "seconds": v.seconds} for k, v in sorted(d.items())}
 
-        return {"accelerated": ops(self.accelerated), "cpu": ops(self.cpu), "engine": self.engine}
+        return {"accelerated": ops(self.accelerated), "cpu": ops(self.cpu), "engine": self.engine,
+                "fallback_reasons": {k: dict(v) for k, v in sorted(self.reasons.items())}}
 
     def __rich__(self) -> Table:
         table = Table(title="pynqtorch report", show_lines=False)
@@ -43,6 +46,9 @@ class Report:
             for name, s in sorted(ops.items(), key=lambda kv: -kv[1].seconds):
                 table.add_row(name, where, str(s.calls), f"{s.seconds * 1e3:.3f}",
                               f"{s.seconds * 1e6 / max(s.calls, 1):.1f}")
+        for name, why in sorted(self.reasons.items()):
+            for reason, calls in sorted(why.items()):
+                table.add_row(f"{name} on cpu: {reason}", "(reason)", str(calls), "", "")
         units = self.engine.get("units", {})
         if units:
             table.caption = (f"target {self.engine.get('target')}, kernel {self.engine.get('kernel')}; "
@@ -61,6 +67,7 @@ class Report:
 _lock = threading.Lock()
 _accelerated: dict[str, OpStat] = {}
 _cpu: dict[str, OpStat] = {}
+_reasons: dict[str, dict[str, int]] = {}
 
 
 def record(name: str, seconds: float, accelerated: bool) -> None:
@@ -74,11 +81,19 @@ def record(name: str, seconds: float, accelerated: bool) -> None:
         s.seconds += seconds
 
 
+def record_reason(name: str, reason: str) -> None:
+    """Count one call of accelerated op `name` that went to the CPU because of `reason`."""
+    with _lock:
+        why = _reasons.setdefault(name, {})
+        why[reason] = why.get(reason, 0) + 1
+
+
 def report() -> Report:
     """Which ops ran where since the last `reset_report()` (op counters only)."""
     with _lock:
         return Report({k: OpStat(v.calls, v.seconds) for k, v in _accelerated.items()},
-                      {k: OpStat(v.calls, v.seconds) for k, v in _cpu.items()})
+                      {k: OpStat(v.calls, v.seconds) for k, v in _cpu.items()},
+                      reasons={k: dict(v) for k, v in _reasons.items()})
 
 
 def reset_report() -> None:
@@ -86,3 +101,4 @@ def reset_report() -> None:
     with _lock:
         _accelerated.clear()
         _cpu.clear()
+        _reasons.clear()

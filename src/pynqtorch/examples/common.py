@@ -50,9 +50,17 @@ def run_schemes(forward: Callable[[], T], announce: Callable[[str], None]
     return runs, skipped, report
 
 
-def select_target(target: str | None) -> registry.ActiveTarget:
-    """Make `target` active (None keeps the current choice, else ``PYNQTORCH_TARGET``, else ref)."""
-    return registry.use(target) if target is not None else registry.active()
+def select_target(target: str | None, offload: str | list[str] | None = None) -> registry.ActiveTarget:
+    """Make `target` active (None keeps the current choice, else ``PYNQTORCH_TARGET``, else ref) with the
+    `offload` selection (None keeps the current one, else ``PYNQTORCH_OFFLOAD``)."""
+    if target is None and offload is None:
+        return registry.active()
+    return registry.use(target, offload=offload)
+
+
+def ops_on_target(report: dict[str, Any]) -> list[str]:
+    """The aten ops that ran on kernels, from `Report.to_dict()`."""
+    return sorted(report["accelerated"])
 
 
 def cache_dir() -> Path:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .common import cache_dir, fallback_ops, run_schemes, scheme_label, select_target
+from .common import cache_dir, fallback_ops, ops_on_target, run_schemes, scheme_label, select_target
 
 
 class DigitsCNN(nn.Module):
@@ -124,17 +124,18 @@ def top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 @torch.no_grad()
 def run(target: str | None = None, cfg: TrainConfig = TrainConfig(),
-        progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+        progress: Callable[[str], None] | None = None, offload: str | list[str] | None = None) -> dict[str, Any]:
     """Evaluate the digits CNN on CPU fp32 and on zynq (target `target`) under each of `compared_schemes()`.
 
     Keys: ``fp32_top1``, ``zynq_top1`` (default scheme), ``per_tensor_top1``, ``delta_pp`` (zynq minus
     fp32, percentage points), ``schemes`` (per scheme: top-1, agreement with fp32 predictions, seconds;
     only ``scheme`` and ``skipped``, the reason, for a scheme the kernel cannot run),
     ``target``, ``kernel``, ``test_size``, ``train_seconds`` (None when the weights came from the cache),
-    ``weights``, ``report`` (where every op of the default-scheme run ran) and ``fallback_ops``.
+    ``weights``, ``report`` (where every op of the default-scheme run ran), ``fallback_ops`` and
+    ``ops_on_target``; `offload` selects non-GEMM ops for map/rows kernels (see `pynqtorch.use`).
     """
     step = progress or (lambda _msg: None)
-    active = select_target(target)
+    active = select_target(target, offload)
     step("loading the digits data set")
     split = load_split(cfg)
     step("training the CNN on CPU" if not weights_path(cfg).is_file() else "loading cached weights")
@@ -154,4 +155,5 @@ def run(target: str | None = None, cfg: TrainConfig = TrainConfig(),
             "test_size": len(split.y_test), "fp32_top1": fp32, "zynq_top1": zynq,
             "per_tensor_top1": schemes["per_tensor"]["top1"], "delta_pp": (zynq - fp32) * 100,
             "schemes": schemes, "train_seconds": train_s, "weights": str(weights_path(cfg)),
-            "report": report, "fallback_ops": fallback_ops(report)}
+            "report": report, "fallback_ops": fallback_ops(report),
+            "ops_on_target": ops_on_target(report), "offload": str(active.offload)}

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .common import fallback_ops, run_schemes, scheme_label, select_target
+from .common import fallback_ops, ops_on_target, run_schemes, scheme_label, select_target
 
 SENTENCES: tuple[str, ...] = (
     "The quick brown fox jumps over the lazy dog.",
@@ -89,16 +89,17 @@ def cosines(got: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
 
 
 def run(target: str | None = None, sentences: tuple[str, ...] | list[str] = SENTENCES,
-        progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+        progress: Callable[[str], None] | None = None, offload: str | list[str] | None = None) -> dict[str, Any]:
     """Embed `sentences` on CPU fp32 and on zynq (target `target`) under each of `compared_schemes()`.
 
     Keys: ``mean_cosine``, ``min_cosine`` (default scheme, zynq vs CPU fp32), ``per_tensor`` (the same two
     for the per-tensor scheme), ``schemes`` (per scheme: mean, min, seconds; only ``scheme`` and ``skipped``,
     the reason, for a scheme the kernel cannot run), ``sentences``, ``target``,
-    ``kernel``, ``cpu_seconds``, ``report`` (the default-scheme run) and ``fallback_ops``.
+    ``kernel``, ``cpu_seconds``, ``report`` (the default-scheme run), ``fallback_ops`` and ``ops_on_target``
+    (aten ops that ran on kernels). `offload` selects non-GEMM ops for map/rows kernels (see `pynqtorch.use`).
     """
     step = progress or (lambda _msg: None)
-    active = select_target(target)
+    active = select_target(target, offload)
     step("loading all-MiniLM-L6-v2")
     model = load_model()
     t0 = time.perf_counter()
@@ -119,4 +120,5 @@ def run(target: str | None = None, sentences: tuple[str, ...] | list[str] = SENT
             "sentences": len(sentences), "mean_cosine": default["mean_cosine"],
             "min_cosine": default["min_cosine"],
             "per_tensor": {k: schemes["per_tensor"][k] for k in ("mean_cosine", "min_cosine")},
-            "schemes": schemes, "cpu_seconds": cpu_s, "report": report, "fallback_ops": fallback_ops(report)}
+            "schemes": schemes, "cpu_seconds": cpu_s, "report": report, "fallback_ops": fallback_ops(report),
+            "ops_on_target": ops_on_target(report), "offload": str(active.offload)}

@@ -1,8 +1,10 @@
-"""Scaffolding: new kernel folders (a fixed-tile int8 GEMM) and new overlay folders, from templates."""
+"""Scaffolding: new kernel folders (a fixed-tile int8 GEMM, or a map/rows kernel for one aten op) and new
+overlay folders, from templates."""
 
 from __future__ import annotations
 
 import keyword
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -69,9 +71,60 @@ def render_kernel(name: str, tile: int, variant: Literal["dsp", "fabric"]) -> di
     return out
 
 
-def new_kernel(name: str, dest: Path, tile: int = 64, variant: Literal["dsp", "fabric"] = "dsp") -> list[Path]:
-    """Create kernel folder `dest/name`; returns the files written."""
-    files = render_kernel(name, tile, variant)
+@dataclass(frozen=True)
+class OpTemplate:
+    """A map or rows kernel the scaffold can write: its family, aten op, C++ (float `v` for map; `d` = x - max
+    and the row's `sum` of exp(d) for rows) and double reference, and the tolerance it verifies with."""
+
+    family: Literal["map", "rows"]
+    aten: str
+    expr: str
+    ref: str
+    tol_abs: str
+    tol_rel: str = "1e-5"
+    match: str = "{}"
+    row: str = ""
+
+
+OPS = {
+    "gelu": OpTemplate("map", "aten::gelu", "0.5f * v * (1.0f + std::erf(v * 0.70710678118654752f))",
+                       "0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)))", "2e-6", match='{"approximate": "none"}'),
+    "silu": OpTemplate("map", "aten::silu", "v / (1.0f + std::exp(-v))", "v / (1.0 + std::exp(-v))", "2e-6"),
+    "sigmoid": OpTemplate("map", "aten::sigmoid", "1.0f / (1.0f + std::exp(-v))", "1.0 / (1.0 + std::exp(-v))",
+                          "1e-7"),
+    "tanh": OpTemplate("map", "aten::tanh", "std::tanh(v)", "std::tanh(v)", "1e-7"),
+    "exp": OpTemplate("map", "aten::exp", "std::exp(v)", "std::exp(v)", "1e-7"),
+    "softmax": OpTemplate("rows", "aten::_softmax", "std::exp(d) * k", "std::exp(d) / sum", "1e-7",
+                          row="const float k = 1.0f / sum;"),
+    "log_softmax": OpTemplate("rows", "aten::_log_softmax", "d - k", "d - std::log(sum)", "2e-6",
+                              row="const float k = std::log(sum);"),
+}
+
+
+def render_op_kernel(name: str, op: str) -> dict[str, str]:
+    """The files of a float32 map/rows kernel folder named `name` computing aten op `op` (a key of `OPS`)."""
+    check_identifier(name, "kernel name")
+    if op not in OPS:
+        raise ScaffoldError(f"--op {op!r} is not one the scaffold writes; choose one of {sorted(OPS)}")
+    t = OPS[op]
+    values = {"NAME": name, "UNAME": name.upper(), "OP": op, "ATEN": t.aten, "EXPR": t.expr, "STORE": t.expr,
+              "REF": t.ref, "TOL_ABS": t.tol_abs, "TOL_REL": t.tol_rel, "MATCH": t.match, "ROW": t.row}
+    root = resources.files("pynqtorch.flows").joinpath("templates")
+    out = {}
+    for template, target in KERNEL_FILES.items():
+        folder = "kernel" if template in ("hls_config.cfg", "run_hls.tcl") else t.family
+        text = root.joinpath(folder, template).read_text()
+        for key, value in values.items():
+            text = text.replace(f"@{key}@", value)
+        out[target.format(name=name)] = text
+    return out
+
+
+def new_kernel(name: str, dest: Path, tile: int = 64, variant: Literal["dsp", "fabric"] = "dsp",
+               op: str | None = None) -> list[Path]:
+    """Create kernel folder `dest/name` (a GEMM, or with `op` a map/rows kernel of that op); returns the files
+    written."""
+    files = render_kernel(name, tile, variant) if op is None else render_op_kernel(name, op)
     folder = dest / name
     _fresh_folder(folder)
     return _write_all(folder, files)

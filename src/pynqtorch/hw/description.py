@@ -9,12 +9,11 @@ offsets the board target programs, plus a cycle model. Errors name the file and 
 from __future__ import annotations
 
 import ast
-from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .jsonspec import CIdentifier, load_spec
+from .jsonspec import CIdentifier
 
 Role = Literal["a", "b", "c", "m", "n", "k"]
 DIM_ROLES = ("m", "n", "k")
@@ -27,6 +26,17 @@ class DescriptionError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _hex_offset(v: str) -> str:
+    try:
+        int(v, 16)
+    except ValueError as e:
+        raise ValueError(f"offset {v!r} is not a hex number such as '0x10'") from e
+    return v
+
+
+HexOffset = Annotated[str, AfterValidator(_hex_offset)]
 
 
 class Arith(_Strict):
@@ -52,21 +62,12 @@ class Arg(_Strict):
     role: Role
     interface: Literal["m_axi", "s_axilite"]
     ctype: str
-    offset: str = Field(description="AXI-lite register offset (hex string) of this argument")
+    offset: HexOffset = Field(description="AXI-lite register offset (hex string) of this argument")
     # Operand packing: how many int8 operands one word of `ctype` holds (1: low bits of each word).
     pack: int = Field(1, ge=1, le=8)
     # Memory layout of a/b/c: a is MxK row-major; b is KxN row-major ("kn") or NxK ("nk", i.e. B^T).
     layout: Literal["mk", "kn", "nk", "mn", "scalar"] = "scalar"
     bundle: str | None = None
-
-    @field_validator("offset")
-    @classmethod
-    def _hex(cls, v: str) -> str:
-        try:
-            int(v, 16)
-        except ValueError as e:
-            raise ValueError(f"offset {v!r} is not a hex number such as '0x10'") from e
-        return v
 
     @property
     def offset_int(self) -> int:
@@ -95,6 +96,28 @@ _PERF_NODES = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Name, ast.Constant, a
 _PERF_FUNCS = {"ceil": lambda x: -(-x // 1), "max": max, "min": min}
 
 
+def check_expression(v: str, names: set[str], field: str) -> str:
+    """Reject a cycle model that is not arithmetic in `names` (and ceil/max/min); returns it unchanged."""
+    try:
+        tree = ast.parse(v, mode="eval")
+    except SyntaxError as e:
+        raise ValueError(f"{field}: {v!r} is not an expression ({e.msg})") from None
+    for node in ast.walk(tree):
+        if not isinstance(node, _PERF_NODES):
+            raise ValueError(f"cycle model {v!r}: {type(node).__name__} is not allowed")  # noqa: TRY004
+        if isinstance(node, ast.Name) and node.id not in names | set(_PERF_FUNCS):
+            raise ValueError(f"cycle model {v!r}: unknown name {node.id!r} (use {', '.join(sorted(names))})")
+        if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name) and node.func.id in _PERF_FUNCS):
+            raise ValueError(f"cycle model {v!r}: only {sorted(_PERF_FUNCS)} may be called")
+    return v
+
+
+def eval_expression(v: str, values: dict[str, int]) -> int:
+    """Value of a checked cycle model for the given sizes."""
+    code = compile(ast.parse(v, mode="eval"), "<perf>", "eval")
+    return int(eval(code, {"__builtins__": {}}, {**values, **_PERF_FUNCS}))
+
+
 class Perf(_Strict):
     """Cycle model: an arithmetic expression in m, n, k (one kernel call), e.g. ``k*n + m*(k + n)``."""
 
@@ -104,20 +127,11 @@ class Perf(_Strict):
     @field_validator("cycles")
     @classmethod
     def _safe(cls, v: str) -> str:
-        tree = ast.parse(v, mode="eval")
-        for node in ast.walk(tree):
-            if not isinstance(node, _PERF_NODES):
-                raise ValueError(f"cycle model {v!r}: {type(node).__name__} is not allowed")  # noqa: TRY004
-            if isinstance(node, ast.Name) and node.id not in _PERF_NAMES | set(_PERF_FUNCS):
-                raise ValueError(f"cycle model {v!r}: unknown name {node.id!r} (use m, n, k)")
-            if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name) and node.func.id in _PERF_FUNCS):
-                raise ValueError(f"cycle model {v!r}: only {sorted(_PERF_FUNCS)} may be called")
-        return v
+        return check_expression(v, _PERF_NAMES, "cycles")
 
     def predict(self, m: int, n: int, k: int) -> int:
         """Predicted cycles for one kernel call on an m×k by k×n problem."""
-        code = compile(ast.parse(self.cycles, mode="eval"), "<perf>", "eval")
-        return int(eval(code, {"__builtins__": {}}, {"m": m, "n": n, "k": k, **_PERF_FUNCS}))
+        return eval_expression(self.cycles, {"m": m, "n": n, "k": k})
 
 
 class Description(_Strict):
@@ -172,8 +186,3 @@ class Description(_Strict):
             assert self.max is not None
             return getattr(self.max, dim)
         return getattr(self.tile, dim)
-
-
-def load_description(path: str | Path) -> Description:
-    """Read and validate a `description.json`, raising `DescriptionError` naming file and field."""
-    return load_spec(Path(path), Description, DescriptionError)

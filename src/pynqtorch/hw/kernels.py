@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from .description import Description, DescriptionError, load_description
+from .description import DescriptionError
+from .families import AnyDescription, load_description
 
 _user_paths: list[Path] = []
 
@@ -43,7 +44,7 @@ def _search_paths() -> list[tuple[Path, str]]:
 class KernelInfo:
     """A kernel folder found on the search path, with its validated description."""
 
-    desc: Description
+    desc: AnyDescription
     folder: Path
     origin: str  # "bundled", "env" or "user"
 
@@ -97,8 +98,15 @@ def find_kernel(name_or_folder: str | os.PathLike) -> KernelInfo:
 
 
 def preferred_kernel() -> KernelInfo:
-    """The kernel the engine uses when none is named: highest description priority."""
-    ks = kernels()
+    """The GEMM kernel the engine uses when none is named: highest description priority."""
+    ks = [k for k in kernels().values() if k.desc.op == "gemm"]
     if not ks:
-        raise FileNotFoundError("no kernels found (bundled hw/kernel is missing and PYNQTORCH_KERNEL_PATH is empty)")
-    return max(ks.values(), key=lambda k: (k.desc.priority, k.name))
+        raise FileNotFoundError("no GEMM kernels found (bundled hw/kernel is missing and PYNQTORCH_KERNEL_PATH "
+                                "is empty)")
+    return max(ks, key=lambda k: (k.desc.priority, k.name))
+
+
+def kernels_for_op(aten: str) -> list[KernelInfo]:
+    """The map/rows kernels declaring aten op `aten` (``aten::gelu``), highest priority first."""
+    found = [k for k in kernels().values() if k.desc.op != "gemm" and aten in k.desc.aten]
+    return sorted(found, key=lambda k: (-k.desc.priority, k.name))

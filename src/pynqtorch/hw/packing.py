@@ -20,6 +20,7 @@ _NATIVE = {
     "short": "i2", "int16_t": "i2", "unsigned short": "u2", "uint16_t": "u2",
     "int": "i4", "int32_t": "i4", "unsigned": "u4", "unsigned int": "u4", "uint32_t": "u4",
     "long long": "i8", "int64_t": "i8", "unsigned long long": "u8", "uint64_t": "u8",
+    "float": "f4",
 }
 _AP = re.compile(r"ap_(u?)int\s*<\s*(\d+)\s*>")
 
@@ -34,7 +35,7 @@ class CType:
 
     @property
     def native(self) -> bool:
-        """True for plain C integer types, False for Xilinx AP types (`ap_int<W>`, `ap_uint<W>`)."""
+        """True for plain C types, False for Xilinx AP types (`ap_int<W>`, `ap_uint<W>`)."""
         return self.base in _NATIVE
 
 

@@ -7,6 +7,8 @@ both sides read one definition of where each argument lives.
 from __future__ import annotations
 
 import struct
+import time
+from collections.abc import Callable
 
 from .description import Arg, Description
 from .hwh import hls_name, hls_registers
@@ -21,6 +23,22 @@ AP_READY = 0x8
 GIER, IP_IER, IP_ISR = 0x4, 0x8, 0xC
 # The AXI-lite window of an HLS IP is at least this large.
 MIN_REG_SPACE = 0x40
+
+
+def wait_done(read_ctrl: Callable[[], int], timeout_s: float) -> bool:
+    """Poll ap_ctrl until ap_done (or idle and not started); False when `timeout_s` passes first. Polls
+    back to back at first, then every 0.2 ms."""
+    deadline = time.monotonic() + timeout_s
+    polls = 0
+    while True:
+        ctrl = read_ctrl()
+        if ctrl & AP_DONE or (ctrl & AP_IDLE and not ctrl & AP_START):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        polls += 1
+        if polls > 64:
+            time.sleep(0.0002)
 
 
 def pointer_args(desc: Description) -> list[Arg]:

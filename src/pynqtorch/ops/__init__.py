@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import torch
 
-from . import conv, gemm
+from ..hw.families import ROWS_OPS
+from ..targets import registry
+from ..targets.offload import Offload, declared_ops
+from . import blockops, conv, gemm, pointwise, rows
 
 _lib: list[torch.library.Library] = []
 
 
 def register() -> None:
-    """Install the GEMM-family kernels (mm, addmm, bmm, baddbmm, mv, addmv, dot, convolution)."""
+    """Install the GEMM-family kernels (mm, addmm, bmm, baddbmm, mv, addmv, dot, convolution) and those of the
+    ops map/rows kernels declare (`blockops`)."""
     if _lib:
         return
     lib = torch.library.Library("aten", "IMPL")
@@ -21,3 +25,15 @@ def register() -> None:
     for name, fn in conv.BACKWARD.items():
         lib.impl(name, fn, "PrivateUse1")
     _lib.append(lib)
+    register_block_ops()
+    registry.on_use(register_block_ops)
+
+
+def register_block_ops(offload: Offload | None = None) -> None:
+    """Register kernels for every op a map/rows kernel on the search path declares (and the rows ops, and
+    the ops `offload` selects)."""
+    ops = set(declared_ops()) | set(ROWS_OPS)
+    if offload is not None and offload.ops:
+        ops |= offload.ops
+    blockops.register(rows.make_kernel, sorted(o for o in ops if o in ROWS_OPS))
+    blockops.register(pointwise.make_kernel, sorted(o for o in ops if o not in ROWS_OPS))

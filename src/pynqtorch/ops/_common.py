@@ -10,12 +10,16 @@ from typing import Any
 import torch
 
 from ..device.fallback import device_mismatch, run_on_cpu
-from ..device.report import record
+from ..device.report import record, record_reason
 from ..device.storage import adopt_result, cpu_view, is_zynq
 
 
 class NotOffloadable(Exception):
-    """This call of an accelerated op cannot run on the kernel (dtype, layout...); it runs on CPU instead."""
+    """This call of an accelerated op cannot run on the kernel (dtype, layout...); it runs on CPU instead.
+
+    A message (``NotOffloadable("rows of 2048 elements exceed ...")``) is counted as the fallback's reason in
+    the report; without one the call is an ordinary CPU fallback (e.g. the op is not selected for offload).
+    """
 
 
 def to_cpu(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -47,9 +51,11 @@ def accelerated(op: torch._ops.OpOverload, cpu_op: torch._ops.OpOverload | None 
                         out = fn(*args, **kwargs)
                 else:
                     out = fn(*args, **kwargs)
-            except NotOffloadable:
+            except NotOffloadable as e:
+                if e.args and isinstance(e.args[0], str):
+                    record_reason(name, e.args[0])
                 return run_on_cpu(cpu_op or op, args, kwargs)
-            result = adopt_result(out)
+            result = tuple(map(adopt_result, out)) if isinstance(out, tuple) else adopt_result(out)
             record(name, time.perf_counter() - t0, accelerated=True)
             return result
 

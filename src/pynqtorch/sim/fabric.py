@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..hw import blocks as hwb
 from ..hw.kernels import KernelInfo
 from ..hw.packing import word_dtype, words_for
 from ..hw.registers import AP_DONE, AP_IDLE, AP_READY, AP_START, decode_registers
@@ -130,6 +131,9 @@ class KernelIP:
         self._fabric.stats.completed += 1
 
     def _run_kernel(self, regs: np.ndarray) -> None:
+        if self.desc.op != "gemm":
+            self._run_block_kernel(regs)
+            return
         addresses, shape = decode_registers(self.desc, lambda off: int(regs[off // 4]))
         kwargs: dict[str, Any] = {}
         views: dict[str, np.ndarray] = {}
@@ -145,6 +149,24 @@ class KernelIP:
         if self._fabric.faults.corrupt and views["c"].size:
             out = views["c"]
             out[random.randrange(out.size)] ^= 1
+
+
+    def _run_block_kernel(self, regs: np.ndarray) -> None:
+        """A map/rows kernel: buffers and sizes (n or rows, cols) and eps from the registers, per `hw.blocks`."""
+        addresses, scalars = hwb.decode_registers(self.desc, lambda off: int(regs[off // 4]))
+        sizes = hwb.check_sizes(self.desc, {r: int(v) for r, v in scalars.items() if r in ("n", "rows", "cols")})
+        kwargs: dict[str, Any] = {}
+        for arg in self.desc.args:
+            if not arg.pointer:
+                kwargs[arg.name] = scalars[arg.role]
+                continue
+            dt = hwb.word_dtype(self.desc, arg)
+            words = hwb.elements(self.desc, arg.role, sizes)
+            kwargs[arg.name] = self._fabric.memory.view(addresses[arg.name], words * dt.itemsize).view(dt)
+        self._fabric.library(self.spec.kernel, self.spec.instance).call(**kwargs)
+        out = kwargs[self.desc.roles["out"].name]
+        if self._fabric.faults.corrupt and out.size:
+            out.view(f"u{out.dtype.itemsize}")[random.randrange(out.size)] ^= 1
 
 
 # Zynq-7000 system-level control registers (SLCR): the PLL and PL clock controls pynq's `Clocks` programs

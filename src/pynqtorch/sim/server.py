@@ -37,8 +37,9 @@ log = logging.getLogger(__name__)
 
 def _csim_library(kernel: KernelInfo, copy: int) -> Any:
     from ..targets.csim import CsimLibrary
+    from ..targets.csim.blocks import BlockLibrary
 
-    return CsimLibrary(kernel, copy=copy)
+    return (CsimLibrary if kernel.desc.op == "gemm" else BlockLibrary)(kernel, copy=copy)
 
 
 class VirtualBoard:

@@ -198,6 +198,11 @@ class Target(abc.ABC):
     def compute_units(self, kernel: Description | KernelInfo) -> list[ComputeUnit]:
         """Compute units running `kernel` on this target (a `KernelInfo` also says where its sources are)."""
 
+    def block_units(self, kernel: KernelInfo) -> list:
+        """Units running map/rows kernel `kernel` (`targets.blocks.BlockUnit`); TargetUnavailable when this
+        target cannot run it."""
+        raise TargetUnavailable(f"target {self.name!r} does not run {kernel.desc.op} kernels")
+
     def call_limits(self, desc: Description) -> Tile:
         """Largest m, n, k one call of this target's units takes: the description's, unless the target
         can do more (the golden model takes any multiple of the tile, see `targets.ref`)."""

@@ -58,6 +58,12 @@ class RefTarget(Target):
         desc = description_of(kernel)
         return [RefUnit(f"ref{i}", desc, any_shape=self.large_calls) for i in range(self.units)]
 
+    def block_units(self, kernel: KernelInfo) -> list:
+        """Units running torch's own op (the reference semantics of a map/rows kernel)."""
+        from .blocks import RefBlockUnit
+
+        return [RefBlockUnit(f"ref:{kernel.name}", kernel)]
+
     def call_limits(self, desc: Description) -> Tile:
         if not self.large_calls:
             return super().call_limits(desc)

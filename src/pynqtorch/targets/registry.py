@@ -20,6 +20,7 @@ from typing import Any
 from ..hw.description import Description, Tile
 from ..hw.kernels import KernelInfo, find_kernel, preferred_kernel
 from .base import ComputeUnit, Target, TargetUnavailable
+from .offload import Offload, OffloadSpec, choose_kernel, parse_offload
 
 DEFAULT_TARGET = "ref"
 ENV_TARGET = "PYNQTORCH_TARGET"
@@ -87,8 +88,18 @@ class ActiveTarget:
     units: list[ComputeUnit]
     limits: Tile
     options: dict[str, Any]
+    offload: Offload = field(default_factory=lambda: Offload(frozenset()))
     _on_close: list[Callable[[], None]] = field(default_factory=list)
+    _blocks: dict[str, list | str] = field(default_factory=dict)
     closed: bool = False
+
+    def block_binding(self, aten: str) -> tuple[KernelInfo, list] | str | None:
+        """For a non-GEMM aten op: None when the offload selection leaves it to CPU, else its kernel and
+        units on this target, or the reason it cannot run here."""
+        if not self.offload.selects(aten):
+            return None
+        with _lock:
+            return choose_kernel(self.target, aten, self._blocks)
 
     def on_close(self, fn: Callable[[], None]) -> None:
         """Call `fn` when this target is replaced or closed (the engine stops its worker threads)."""
@@ -102,12 +113,21 @@ class ActiveTarget:
             fn()
         for u in self.units:
             u.close()
+        for units in self._blocks.values():
+            for u in units if isinstance(units, list) else ():
+                u.close()
 
 
 KernelSpec = str | os.PathLike | Description | KernelInfo
 
 _lock = threading.RLock()
 _active: ActiveTarget | None = None
+_use_hooks: list[Callable[[Offload], None]] = []
+
+
+def on_use(fn: Callable[[Offload], None]) -> None:
+    """Call `fn(offload)` whenever `use()` selects ops to offload (the ops layer registers their kernels)."""
+    _use_hooks.append(fn)
 
 
 def _resolve_kernel(kernel: KernelSpec | None) -> tuple[Description, Path | None]:
@@ -119,10 +139,13 @@ def _resolve_kernel(kernel: KernelSpec | None) -> tuple[Description, Path | None
         info = kernel
     else:
         info = find_kernel(kernel)
+    if info.desc.op != "gemm":
+        raise ValueError(f"kernel {info.name!r} is a {info.desc.op} kernel; use(kernel=) takes a GEMM kernel, "
+                         "map/rows kernels are chosen per op by use(offload=...)")
     return info.desc, info.folder
 
 
-def _build(name: str, kernel: KernelSpec | None, options: dict[str, Any]) -> ActiveTarget:
+def _build(name: str, kernel: KernelSpec | None, options: dict[str, Any], offload: Offload) -> ActiveTarget:
     if name == "auto":
         name = _auto()
     cls = target_class(name)
@@ -137,11 +160,14 @@ def _build(name: str, kernel: KernelSpec | None, options: dict[str, Any]) -> Act
     units = target.compute_units(desc if folder is None else KernelInfo(desc, folder, "active"))
     if not units:
         raise TargetUnavailable(f"target {name!r} offers no compute units for kernel {desc.name!r}")
-    return ActiveTarget(name, target, desc, folder, units, target.call_limits(desc), dict(options))
+    return ActiveTarget(name, target, desc, folder, units, target.call_limits(desc), dict(options), offload)
 
 
-def use(target: str | None = None, kernel: KernelSpec | None = None, **options: Any) -> ActiveTarget:
-    """Select the target (name or 'auto') and kernel (name, folder, Description or KernelInfo) for the engine.
+def use(target: str | None = None, kernel: KernelSpec | None = None, offload: OffloadSpec = None,
+        **options: Any) -> ActiveTarget:
+    """Select the target (name or 'auto'), GEMM kernel (name, folder, Description or KernelInfo) and the
+    non-GEMM ops offloaded to map/rows kernels (`offload`: 'gemm', 'all' or op names, see
+    `targets.offload`).
 
     `options` go to the target's constructor (e.g. ``units=4`` for ref/null). Omitted arguments keep the
     current choice. The previous target is closed.
@@ -149,13 +175,16 @@ def use(target: str | None = None, kernel: KernelSpec | None = None, **options: 
     global _active
     with _lock:
         cur = _active
+        selection = cur.offload if offload is None and cur is not None else parse_offload(offload)
         if target is None:
             target = cur.name if cur is not None else os.environ.get(ENV_TARGET, DEFAULT_TARGET)
             if cur is not None and not options:
                 options = cur.options
         if kernel is None and cur is not None:
             kernel = cur.desc if cur.kernel_folder is None else KernelInfo(cur.desc, cur.kernel_folder, "active")
-        new = _build(target, kernel, options)
+        new = _build(target, kernel, options, selection)
+        for hook in _use_hooks:
+            hook(selection)
         _active = new
     if cur is not None:
         cur.close()

@@ -32,6 +32,8 @@ def interchangeable(x: Description, y: Description) -> bool:
     def packing(d: Description) -> list[tuple]:
         return [(r, d.arg(r).layout, d.arg(r).pack, word_dtype(d.arg(r))) for r in ("a", "b", "c")]
 
+    if x.op != "gemm" or y.op != "gemm":
+        return False
     return (x.arith == y.arith and x.tile == y.tile and x.runtime_dims == y.runtime_dims and x.max == y.max
             and packing(x) == packing(y))
 
@@ -103,6 +105,7 @@ class BoardTarget(Target):
         self.download = download
         self.boards = [board_device(i, rpc_timeout_s) for i in _device_indices(device, devices)]
         self.board = self.boards[0]
+        self.spec: OverlayInfo | None = None  # the overlay loaded by compute_units
 
     @classmethod
     def probe(cls) -> str | None:
@@ -125,8 +128,17 @@ class BoardTarget(Target):
                                     + ", ".join(f"{ip.instance}={ip.kernel}" for ip in spec.ips) + ")")
         for board in self.boards:
             board.load(spec, self.download)
+        self.spec = spec
         irq = {(i, ip.instance): board.interrupt(ip.instance) if self.wait == "interrupt" else None
                for ip in ips for i, board in enumerate(self.boards)}  # every refusal before any unit exists
         return [BoardUnit(board, ip.instance, ip.base_int, ip.range_int, spec.kernels[ip.instance].desc,
                           self.timeout_s, self.verify_every, irq[i, ip.instance])
                 for ip in ips for i, board in enumerate(self.boards)]
+
+    def block_units(self, kernel: KernelInfo) -> list:
+        """One unit per IP of the loaded overlay running map/rows kernel `kernel`, on every chosen board."""
+        from .blocks import board_block_units
+
+        if self.spec is None:
+            raise TargetUnavailable("board: no overlay loaded yet (the GEMM units load it)")
+        return board_block_units(self.boards, self.spec, kernel, self.timeout_s)

@@ -18,7 +18,7 @@ import numpy as np
 
 from ...hw.description import Description
 from ...hw.packing import call_dims, pack_operand, unpack_result, word_dtype, words_for
-from ...hw.registers import AP_DONE, AP_IDLE, AP_START, GIER, IP_IER, IP_ISR, pointer_args, register_values
+from ...hw.registers import AP_IDLE, AP_START, GIER, IP_IER, IP_ISR, pointer_args, register_values, wait_done
 from ..base import ComputeUnit, golden_gemm
 from .connection import BoardError, error_text
 from .device import BoardDevice
@@ -172,21 +172,11 @@ class BoardUnit(ComputeUnit):
         self._mmio.write(self._ctrl, AP_START)
         if self._interrupt is not None:
             self._wait_interrupt()
-        deadline = time.monotonic() + self.timeout_s
-        polls = 0
-        while True:
-            ctrl = self._read_ctrl()
-            if ctrl & AP_DONE or (ctrl & AP_IDLE and not ctrl & AP_START):
-                return
-            if time.monotonic() > deadline:
-                self._written.clear()  # whatever resets the IP next, its registers are written again
-                raise KernelTimeout(f"{self.name}: kernel {self.desc.name} at IP {self.instance} "
-                                    f"(0x{self.base:08x}) on board {self.board.address} did not raise ap_done "
-                                    f"within {self.timeout_s} s; its buffers are held until it goes idle",
-                                    started=True)
-            polls += 1
-            if polls > 64:
-                time.sleep(0.0002)
+        if not wait_done(self._read_ctrl, self.timeout_s):
+            self._written.clear()  # whatever resets the IP next, its registers are written again
+            raise KernelTimeout(f"{self.name}: kernel {self.desc.name} at IP {self.instance} (0x{self.base:08x}) on "
+                                f"board {self.board.address} did not raise ap_done within {self.timeout_s} s; its "
+                                "buffers are held until it goes idle", started=True)
 
     def _wait_interrupt(self) -> None:
         """Sleep until the IP's interrupt fires (at most `timeout_s`), then acknowledge it; ap_ctrl is read after."""

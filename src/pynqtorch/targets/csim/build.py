@@ -23,7 +23,9 @@ from functools import cache
 from pathlib import Path
 
 from ...buildcache import atomic_write, cached_build
+from ...hw.blocks import elements, max_sizes
 from ...hw.description import Description
+from ...hw.families import AnyDescription, BlockDescription
 from ...hw.kernels import KernelInfo
 from ...hw.packing import call_dims, parse_ctype, words_for
 from ..base import TargetUnavailable
@@ -120,7 +122,7 @@ def _definitions(text: str, top: str) -> Iterator[list[str]]:
             yield _split_params(text[match.end():i - 1])
 
 
-def check_signature(folder: Path, desc: Description) -> None:
+def check_signature(folder: Path, desc: AnyDescription) -> None:
     """Reject, before compiling, sources whose top function is missing or disagrees with the description."""
     found: list[tuple[str, list[str]]] = []
     for rel in desc.sources:
@@ -150,7 +152,7 @@ def check_signature(folder: Path, desc: Description) -> None:
 
 # -- build and cache --------------------------------------------------------------------------------------
 
-def _kernel_files(folder: Path, desc: Description) -> list[Path]:
+def _kernel_files(folder: Path, desc: AnyDescription) -> list[Path]:
     """Files whose content decides the library: listed sources plus every header in the kernel folder."""
     files = {folder / s for s in desc.sources}
     files |= {p for p in folder.rglob("*") if p.suffix in _HEADER_EXT and p.is_file()}
@@ -226,6 +228,16 @@ def smoke_dims(desc: Description) -> dict[str, int]:
     return call_dims(desc, **dims)
 
 
+def block_call_spec(desc: BlockDescription, sizes: dict[str, int]) -> list[dict]:
+    """`call_spec` of a map/rows kernel for a call of `sizes` (eps gets a typical 1e-5)."""
+    spec = []
+    for arg in desc.args:
+        dt = parse_ctype(arg.ctype).dtype.str
+        spec.append({"dtype": dt, "words": elements(desc, arg.role, sizes)} if arg.pointer
+                    else {"dtype": dt, "value": sizes.get(arg.role, 1e-5)})
+    return spec
+
+
 def call_spec(desc: Description, dims: dict[str, int]) -> list[dict]:
     """Per argument: pointer (dtype, words) or scalar (dtype, value) for a call of `dims`."""
     spec = []
@@ -257,15 +269,20 @@ lib.{ENTRY}(*args)
 """
 
 
-def _first_call(build: Path, desc: Description) -> None:
+def _first_call(build: Path, desc: AnyDescription) -> None:
     ok, crash = build / "first_call.ok", build / "first_call.crash"
     if ok.is_file():
         return
     if crash.is_file():
         raise KernelCrash(crash.read_text().strip())
-    dims = smoke_dims(desc)
-    cmd = [sys.executable, "-c", _SMOKE, str(build / "kernel.so"), json.dumps(call_spec(desc, dims))]
-    shape = f"m={dims['m']} n={dims['n']} k={dims['k']}"
+    if desc.op == "gemm":
+        dims = smoke_dims(desc)
+        spec = call_spec(desc, dims)
+    else:
+        dims = max_sizes(desc)
+        spec = block_call_spec(desc, dims)
+    cmd = [sys.executable, "-c", _SMOKE, str(build / "kernel.so"), json.dumps(spec)]
+    shape = " ".join(f"{k}={v}" for k, v in dims.items())
     try:
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=SMOKE_TIMEOUT_S)
     except subprocess.TimeoutExpired:

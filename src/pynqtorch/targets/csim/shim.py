@@ -1,12 +1,13 @@
 """The C ABI shim of a kernel for C simulation: one ``extern "C"`` function, `ENTRY`, generated from
 `description.json`: each pointer argument becomes ``(word_t *ptr, size_t words)``, each scalar a plain
-integer, in the description's order."""
+integer (or float), in the description's order."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from ...hw.description import Description
+from ...hw.families import OUTPUT_ROLES, AnyDescription
 from ...hw.packing import parse_ctype
 
 ENTRY = "pynqtorch_csim_call"
@@ -17,7 +18,12 @@ def _raw_type(base: str, dtype_char: str, size: int) -> str:
     return base if not base.startswith("ap_") else f"{'u' if dtype_char == 'u' else ''}int{size * 8}_t"
 
 
-def generate_shim(folder: Path, desc: Description) -> str:
+def _output(arg: Any) -> bool:
+    """Whether the kernel writes this buffer (GEMM role c, or a map/rows output)."""
+    return arg.role == "c" or arg.role in OUTPUT_ROLES
+
+
+def generate_shim(folder: Path, desc: AnyDescription) -> str:
     """C++ source of the extern "C" bridge: includes the kernel's sources and forwards raw buffers to the top.
 
     Plain integer pointers are passed through; AP-typed buffers are copied element by element into arrays
@@ -37,7 +43,7 @@ def generate_shim(folder: Path, desc: Description) -> str:
             continue
         buf = f"{arg.name}_ap"
         before.append(f"    std::vector<{ct.base}> {buf}({arg.name}_words);")
-        if arg.role != "c":
+        if not _output(arg):
             before.append(f"    for (size_t pt_i = 0; pt_i < {arg.name}_words; pt_i++) {buf}[pt_i] = {arg.name}[pt_i];")
         else:
             conv = "to_uint64" if ct.dtype.kind == "u" else "to_int64"
