@@ -295,3 +295,4 @@ def test_kernels_added_later_register_their_ops(tmp_path: Path) -> None:
 
         kernels._user_paths.remove(folder.resolve())
         kernels._scan.cache_clear()
+

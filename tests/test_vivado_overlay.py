@@ -163,6 +163,23 @@ def test_registers_are_rewritten_after_a_reload(boards: Boards, tmp_path: Path) 
     assert np.array_equal(unit.run(a, b), want)  # same shapes, same pooled buffers: addresses written again
 
 
+
+def test_block_units_follow_a_reload(boards: Boards, tmp_path: Path) -> None:
+    """Map/rows units too: after a download (PL reset, mappings renewed) the next call still computes."""
+    folder = vivado_folder(tmp_path, overlay="gemm_ops", name="myops")
+    vb = boards.start(None)
+    vb.add_overlay(folder)
+    boards.connect(vb)
+    target = BoardTarget(overlay=folder)
+    target.compute_units(PACKED)  # loads the design
+    (unit,) = target.block_units(find_kernel("gelu_f32"))
+    x = {"x": np.linspace(-4, 4, 300, dtype=np.float32)}
+    first = unit.run("aten::gelu", x, {})
+    target.board.load(find_overlay(folder), download=True)  # the same design again: a fresh, zeroed PL
+    again = unit.run("aten::gelu", x, {})
+    assert first.keys() == again.keys() and all(np.array_equal(first[k], again[k]) for k in first)
+    unit.close()
+
 def test_interrupt_wait_is_refused_where_it_cannot_work(boards: Boards, tmp_path: Path) -> None:
     """wait='interrupt' needs pynq on the board and a wired interrupt; elsewhere a clear error before any unit."""
     folder = vivado_folder(tmp_path)

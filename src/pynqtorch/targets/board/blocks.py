@@ -30,7 +30,9 @@ class BoardBlockUnit(BlockUnit):
         self.instance = instance
         self.base = base
         self.timeout_s = timeout_s
+        self._span = span
         self._mmio = board.mmio(base, span)
+        self._loads = board.loads
         self._ctrl = info.desc.control.ap_ctrl_int
         self._hw = threading.Lock()
         board.acquire()
@@ -48,7 +50,10 @@ class BoardBlockUnit(BlockUnit):
             addresses = {name: pool.address(buf) for name, buf in bufs.items()}
             values = hwb.register_values(self.desc, addresses, {**scalars, **sizes})
             with self._hw:
-                for offset, value in values.items():
+                if self._loads != self.board.loads:  # a (re)download renewed the board's mappings
+                    self._mmio = self.board.mmio(self.base, self._span)
+                    self._loads = self.board.loads
+                for offset, value in values.items():  # all of them, every call: a PL reset zeroes them
                     self._mmio.write(offset, value)
                 self._mmio.write(self._ctrl, AP_START)
                 if not wait_done(lambda: int(self._mmio.read(self._ctrl)), self.timeout_s):
