@@ -293,6 +293,19 @@ CASES: list[Case] = (
         ("nan_handling", lambda a: (torch.nan_to_num(a.log()), torch.isnan(a.sqrt()).sum(), a.log().nansum()), ("a",)),
         ("linalg", lambda p: (torch.linalg.det(p[:4, :4]), torch.linalg.inv(p[:4, :4] + 4 * torch.eye(4, device=p.device)),
                               torch.linalg.slogdet(p[:4, :4]), torch.linalg.qr(p[:4, :4]).R), ("p",)),
+        # accelerated ops (GEMM family, convolutions): values within the int8 tolerance, strides exactly CPU's
+        ("gemm_family", lambda a, b, n, v: (a @ b.t(), n.t() @ a, torch.addmm(b[:, :4], a, n.t()[:5, :4].t().t()),
+                                            torch.bmm(a[None], b.t()[None]), a @ v, torch.dot(v, v),
+                                            torch.baddbmm(a[None], a[None, :, :4], b[None, :4]), F.linear(a, b, v[:4])),
+         ("a", "b", "n", "v")),
+        ("conv_layouts", lambda img, seq: (
+            F.conv2d(img, img[:4, :3, :3, :3]), F.conv2d(img, img.flatten()[:12].view(3, 1, 2, 2), groups=3, padding=1),
+            F.conv2d(img.contiguous(memory_format=torch.channels_last), img[:4, :3, :3, :3]),
+            F.conv2d(img, img[:, :, :3, :3].contiguous(memory_format=torch.channels_last)),
+            F.conv2d(img[:, :1].contiguous(memory_format=torch.channels_last), img[:, :1, :3, :3]),
+            F.conv2d(img.contiguous(memory_format=torch.channels_last), img.flatten()[:27].view(3, 1, 3, 3), groups=3),
+            F.conv1d(seq, seq[:, :, :3]), F.conv1d(seq, seq[:, :, :2].reshape(6, 1, 2), groups=3, stride=2),
+            F.conv2d(img, img[:4, :3, :3, :3]).view(2, -1)), ("img", "seq")),
         # random ops, seeded identically on both sides
         ("rand_like", _seeded(lambda a: (torch.rand_like(a), torch.randn_like(a), torch.randint_like(a, 10))), ("a",)),
         ("bernoulli", _seeded(lambda p: torch.bernoulli(p / 2)), ("p",)),
@@ -315,6 +328,9 @@ def _cpu(x: Any) -> Any:
 def _compare(got: Any, want: Any, exact: bool) -> None:
     if isinstance(got, torch.Tensor):
         assert got.device.type == "zynq", f"result on {got.device}, expected zynq"
+    for g, w in zip(torch.utils._pytree.tree_leaves(got), torch.utils._pytree.tree_leaves(want), strict=True):
+        if isinstance(w, torch.Tensor) and w.numel() > 1:  # CPU's layout, whichever device ran the op
+            assert (g.shape, g.stride()) == (w.shape, w.stride()), "result layout differs from CPU's"
     got = tree_map(_cpu, got)
     if exact:
         torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)

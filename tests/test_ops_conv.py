@@ -40,8 +40,9 @@ def test_conv2d_matches_cpu(cfg):
     with torch.no_grad():
         want = conv(x)
         pynqtorch.reset_report()
-        got = conv.to("zynq")(x.to("zynq")).cpu()
-    assert got.shape == want.shape
+        z = conv.to("zynq")(x.to("zynq"))
+        got = z.cpu()
+    assert got.shape == want.shape and z.stride() == want.stride()
     assert rel_err(got, want) < 0.02
     assert pynqtorch.report().accelerated["aten::convolution_overrideable"].calls == 1
 
@@ -54,8 +55,25 @@ def test_conv1d_matches_cpu(cfg):
     x = torch.randn(3, c_in, 23)
     with torch.no_grad():
         want = conv(x)
-        got = conv.to("zynq")(x.to("zynq")).cpu()
+        z = conv.to("zynq")(x.to("zynq"))
+        got = z.cpu()
+    assert z.stride() == want.stride()
     assert rel_err(got, want) < 0.02
+
+
+@pytest.mark.parametrize("groups", [1, 2, 8])
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_conv_output_layout_is_cpus_and_flattens_with_view(groups, fmt):
+    """Contiguous in, contiguous out; channels-last in, channels-last out; ``view(n, -1)`` as LeNet does."""
+    torch.manual_seed(4)
+    conv = torch.nn.Conv2d(8, 8, 3, padding=1, groups=groups).eval()
+    x = torch.randn(3, 8, 7, 7).contiguous(memory_format=fmt)
+    with torch.no_grad():
+        want = conv(x)
+        z = conv.to("zynq")(x.to("zynq"))
+    assert z.stride() == want.stride() and z.is_contiguous(memory_format=fmt)
+    if fmt == torch.contiguous_format:
+        assert rel_err(z.view(3, -1).cpu(), want.view(3, -1)) < 0.02
 
 
 def test_im2col_gemm_is_exact_equivalent_of_conv_in_float64():

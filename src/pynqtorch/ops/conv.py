@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+from torch._prims_common import suggest_memory_format
 
 from ..device.fallback import run_on_cpu
 from ..hostops.patches import Patches
@@ -31,9 +32,13 @@ def _weight_matrix(w: torch.Tensor, groups: int) -> torch.Tensor:
 
 def conv2d_as_gemm(x: torch.Tensor, w: torch.Tensor, w_owner: torch.Tensor | None, bias: torch.Tensor | None,
                    stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int], groups: int,
-                   matmul: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+                   matmul: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                   channels_last: bool | None = None) -> torch.Tensor:
     """2-D convolution of CPU tensors as im2col + GEMM (activations as A, weights as the cached B, owned by
     `w_owner`).
+
+    The result has CPU's layout: channels-last when the input or the weight suggests it (torch's
+    `suggest_memory_format`), contiguous otherwise; `channels_last` overrides the choice.
 
     The engine computes the (batched) products unless a test passes `matmul(a, b)` with exact float64
     arithmetic to check the lowering alone.
@@ -62,9 +67,18 @@ def conv2d_as_gemm(x: torch.Tensor, w: torch.Tensor, w_owner: torch.Tensor | Non
     og = o // groups
     if bias is not None:  # on the [.., N*OH*OW, Og] product: a contiguous broadcast
         out.add_(bias.view(groups, 1, og) if groups > 1 else bias)
-    if groups == 1:  # channels-last result, no copy
-        return out.reshape(n, oh, ow, o).permute(0, 3, 1, 2)
-    return out.reshape(groups, n, oh, ow, og).permute(1, 0, 4, 2, 3).reshape(n, o, oh, ow)
+    if channels_last is None:
+        channels_last = channels_last_output(x, w)
+    if groups > 1:  # [G, N*OH*OW, Og] -> [N, G*Og, OH, OW]
+        nchw = out.reshape(groups, n, oh, ow, og).permute(1, 0, 4, 2, 3).reshape(n, o, oh, ow)
+    else:  # the product is channels-last already
+        nchw = out.reshape(n, oh, ow, o).permute(0, 3, 1, 2)
+    return nchw.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def channels_last_output(x: torch.Tensor, w: torch.Tensor) -> bool:
+    """Whether CPU's 2-D convolution returns channels-last for input `x` and weight `w`."""
+    return torch.channels_last in (suggest_memory_format(x), suggest_memory_format(w))
 
 
 # aten::convolution_overrideable(Tensor input, Tensor weight, Tensor? bias, SymInt[] stride, SymInt[] padding,
@@ -79,7 +93,7 @@ def convolution_overrideable(input: torch.Tensor, weight: torch.Tensor, bias: to
     x, w, b = to_cpu(input), to_cpu(weight), to_cpu(bias)
     if x.dim() == 3:  # conv1d as a 2-D convolution of height 1
         out = conv2d_as_gemm(x.unsqueeze(2), w.unsqueeze(2), weight, b, (1, stride[0]), (0, padding[0]),
-                             (1, dilation[0]), groups)
+                             (1, dilation[0]), groups, channels_last=False)  # CPU's conv1d: contiguous
         return out.squeeze(2)
     return conv2d_as_gemm(x, w, weight, b, stride, padding, dilation, groups)
 
