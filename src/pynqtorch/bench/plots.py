@@ -82,3 +82,43 @@ def model_plot(res: dict[str, Any], out: Path) -> Path:
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
     return _save(fig, out / "models_latency.png")
+
+
+def zoo_plot(res: dict[str, Any], out: Path) -> Path:
+    """``zoo.png``: zynq/CPU time ratio per model (median, min-max range) and where each zynq forward's time
+    goes, as a fraction of the CPU forward."""
+    rows = [r for r in res["rows"] if "ratio" in r]
+    names = [r["model"] for r in rows]
+    x = range(len(rows))
+    fig = Figure(figsize=(max(7.0, 0.9 * len(rows)), 7))
+    ax = fig.add_subplot(2, 1, 1)
+    med = [r["ratio"] for r in rows]
+    ax.bar(x, med, color="tab:blue", yerr=[[m - r["ratio_min"] for m, r in zip(med, rows)],
+                                           [r["ratio_max"] - m for m, r in zip(med, rows)]], capsize=3)
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.axhline(2.0, color="tab:red", ls="--", lw=0.8, label="target per model (2x)")
+    if res.get("geomean_ratio"):
+        ax.axhline(res["geomean_ratio"], color="tab:green", ls=":", label=f"geomean {res['geomean_ratio']:.2f}x")
+    ax.set_xticks(list(x), names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("zynq / CPU fp32 time")
+    ax.set_title(f"model zoo on {res['target']} ({res['threads']} threads, {res['reps']} interleaved rounds)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    ax = fig.add_subplot(2, 1, 2)
+    bottom = [0.0] * len(rows)
+    parts = (("kernel_run_ms", "kernel calls"), ("host_ms", "accelerated ops: host"),
+             ("fallback_ms", "CPU-fallback ops"), ("other_ms", "dispatch and the rest"))
+    for key, label in parts:
+        vals = []
+        for r in rows:
+            t = r["time"]
+            v = t["accelerated_ms"] - t["kernel_run_ms"] if key == "host_ms" else t[key]
+            vals.append(v / r["cpu_ms"])
+        ax.bar(x, vals, bottom=bottom, label=label)
+        bottom = [b + v for b, v in zip(bottom, vals)]
+    ax.set_xticks(list(x), names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("zynq time / CPU time")
+    ax.set_title("where the zynq time goes")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    return _save(fig, out / "zoo.png")

@@ -1,4 +1,4 @@
-"""`pynqtorch bench gemm|models|engine|all`: benchmark tables, JSON and PNG plots in an output folder."""
+"""`pynqtorch bench gemm|models|engine|zoo|all`: benchmark tables, JSON and PNG plots in an output folder."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from ..targets.registry import unavailable_reason
 from ._app import app, console, emit_json, err_console, fail
 from .run import check_target
 
-SUITES = ("gemm", "models", "engine", "all")
+SUITES = ("gemm", "models", "engine", "zoo", "all")
 
 
 @contextmanager
@@ -88,6 +88,28 @@ def models_table(res: dict[str, Any]) -> Table:
     return t
 
 
+def zoo_table(res: dict[str, Any]) -> Table:
+    geo = res["geomean_ratio"]
+    t = Table(title=f"model zoo on {res['target']}, eager, vs CPU fp32 ({res['threads']} threads; median of "
+                    f"{res['reps']} interleaved rounds, range in brackets)",
+              caption=f"geometric mean of the ratios: {'-' if geo is None else format(geo, '.2f')}x; time split "
+                      "per zynq forward: kernel calls / host part of accelerated ops / CPU-fallback ops / rest")
+    for c in ("model", "CPU ms", "zynq ms", "zynq/CPU", "rel. err", "kernel calls", "accel. ops", "fallback ops",
+              "kernel / host / fallback / rest ms"):
+        t.add_column(c, justify="left" if c == "model" else "right")
+    for r in res["rows"]:
+        if "error" in r:
+            t.add_row(r["model"], "[red]failed[/]", "", "", "", "", "", "", r["error"][:60])
+            continue
+        w = r["time"]
+        split = (f"{w['kernel_run_ms']:.1f} / {w['accelerated_ms'] - w['kernel_run_ms']:.1f} / "
+                 f"{w['fallback_ms']:.1f} / {w['other_ms']:.1f}")
+        t.add_row(r["model"], f"{r['cpu_ms']:.2f}", f"{r['zynq_ms']:.2f}",
+                  f"{r['ratio']:.2f}x [{r['ratio_min']:.2f}-{r['ratio_max']:.2f}]", f"{r['rel_err']:.1e}",
+                  str(r["kernel_calls"]), str(r["accelerated_ops"]), str(r["fallback_ops"]), split)
+    return t
+
+
 def _write(out: Path, name: str, res: dict[str, Any]) -> Path:
     path = out / f"{name}.json"
     path.write_text(json.dumps(res, indent=2) + "\n")
@@ -129,6 +151,21 @@ def _engine(quick: bool, out: Path, show: bool) -> dict[str, Any]:
     return {**res, "files": [str(path)]}
 
 
+def _zoo(quick: bool, target: str, models: list[str] | None, out: Path, show: bool) -> dict[str, Any]:
+    from ..bench import plots, zoo
+
+    names = models or list(zoo.MODELS)
+    unknown = sorted(set(names) - set(zoo.MODELS))
+    if unknown:
+        fail(f"unknown zoo model(s) {', '.join(unknown)}; choose from {', '.join(zoo.MODELS)}")
+    with _bar(len(names), show) as advance:
+        res = zoo.run(quick, names, target, advance)
+    files = [_write(out, "zoo", res), plots.zoo_plot(res, out)]
+    if show:
+        console.print(zoo_table(res))
+    return {**res, "files": [str(f) for f in files]}
+
+
 @app.command("bench")
 def bench_cmd(
     suite: Annotated[str, typer.Argument(help=f"Benchmark suite: {' | '.join(SUITES)}.")],
@@ -138,8 +175,13 @@ def bench_cmd(
         "--target", "-t", help="Target to measure (repeatable; gemm default: ref, models default: ref and "
                                "csim).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    model: Annotated[list[str] | None, typer.Option(
+        "--model", "-m", help="zoo: only these models (repeatable; default: all).")] = None,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", min=1, help="Torch threads for CPU and zynq runs alike (default: torch's).")] = None,
 ) -> None:
-    """GEMM sweep (time, speedup, error, predicted board time), model latency per target, engine benchmark."""
+    """GEMM sweep (time, speedup, error, predicted board time), model latency per target, engine benchmark,
+    model zoo (real architectures, zynq/CPU ratio, error, kernel calls, fallbacks, time split)."""
     if suite not in SUITES:
         fail(f"unknown benchmark suite {suite!r}; choose one of {', '.join(SUITES)}")
     for t in target or []:
@@ -149,6 +191,10 @@ def bench_cmd(
     except OSError as e:
         fail(f"cannot create output folder {out}: {e}")
     show = not json_out
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     result: dict[str, Any] = {"suite": suite, "quick": quick, "out": str(out)}
     if suite in ("gemm", "all"):
         result["gemm"] = _gemm(quick, target or ["ref"], out, show)
@@ -157,13 +203,16 @@ def bench_cmd(
         result["models"] = _models(quick, target or usable, out, show)
     if suite in ("engine", "all"):
         result["engine"] = _engine(quick, out, show)
-    failed = [r for r in result.get("models", {}).get("rows", []) if "error" in r]
+    if suite in ("zoo", "all"):
+        result["zoo"] = _zoo(quick, (target or ["ref"])[0], model, out, show)
+    failed = [r for part in ("models", "zoo") for r in result.get(part, {}).get("rows", []) if "error" in r]
     if json_out:
         emit_json(result)
     else:
-        files = [f for part in ("gemm", "models", "engine") for f in result.get(part, {}).get("files", [])]
+        files = [f for part in ("gemm", "models", "engine", "zoo") for f in result.get(part, {}).get("files", [])]
         console.print("wrote " + ", ".join(files))
     if failed:
         err_console.print(f"[bold red]error:[/] {len(failed)} model run(s) failed: "
-                          + "; ".join(f"{r['model']} on {r['target']}: {r['error']}" for r in failed))
+                          + "; ".join(f"{r['model']} on {r.get('target', result.get('zoo', {}).get('target'))}: "
+                                      f"{r['error']}" for r in failed))
         raise typer.Exit(1)

@@ -127,6 +127,8 @@ class Scheduler:
         self._keyed = [u.resident_b for u in self.units]
         # Edge calls are zero-padded to the kernel's call size unless every unit takes any shape.
         self._pad = not all(u.any_shape for u in self.units)
+        # A batch of one-call GEMMs goes to one unit at once when every unit takes stacks (the golden model).
+        self._stacks = all(u.stacks for u in self.units)
         arith = active.desc.arith
         self._tile = (active.desc.tile.m, active.desc.tile.n, active.desc.tile.k)
         # Digit width for exact limbs and the symmetric quantization range of this kernel.
@@ -155,6 +157,8 @@ class Scheduler:
             task = Task(0, (0, m, -(-m // tile[0]) * tile[0]), (0, n, -(-n // tile[1]) * tile[1]),
                         (0, k, -(-k // tile[2]) * tile[2]), 0)
             return self._single(a.numpy()[0], b.numpy()[0], task, _tile_key(b_key, task), t0)
+        if self._stacks and m <= lim.m and n <= lim.n and k <= min(lim.k, k_call):
+            return self._stack(a, b, t0)
         mb, nb = blocks(m, tile[0], lim.m), blocks(n, tile[1], lim.n)
         kb = blocks(k, tile[2], min(lim.k, k_call))
         tasks = [Task(i, bm, bn, bk, (i * len(mb) + x) * len(nb) + y)
@@ -209,6 +213,20 @@ class Scheduler:
         STATS.unit_calls(self.units[u].name, 1, tiles, int(padded), t2 - t1)
         STATS.record({"prepare": t1 - t0, "run": t2 - t1, "collect": t3 - t2, "schedule_wall": t3 - start},
                      {"kernel_calls": 1})
+        return out
+
+    def _stack(self, a: torch.Tensor, b: torch.Tensor, start: float) -> torch.Tensor:
+        """A batch of GEMMs that are one call each, as one invocation of one unit in the caller's thread."""
+        u = next(self._next_unit) % len(self.units)
+        with self._unit_locks[u]:
+            t1 = time.perf_counter()
+            out = self.units[u].run_stack(a, b)
+            t2 = time.perf_counter()
+        tile = self._tile
+        bt, m, k = a.shape
+        tiles = bt * -(-m // tile[0]) * -(-b.shape[2] // tile[1]) * -(-k // tile[2])
+        STATS.unit_calls(self.units[u].name, 1, tiles, 0, t2 - t1)
+        STATS.record({"prepare": t1 - start, "run": t2 - t1, "schedule_wall": t2 - start}, {"kernel_calls": 1})
         return out
 
     def _work(self, job: _Job, u: int) -> None:

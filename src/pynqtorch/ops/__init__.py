@@ -7,14 +7,15 @@ import torch
 from ..hw.families import ROWS_OPS
 from ..targets import registry
 from ..targets.offload import Offload, declared_ops
-from . import blockops, conv, gemm, pointwise, rows
+from . import blockops, conv, gemm, pointwise, recurrent, rows
 
 _lib: list[torch.library.Library] = []
 
 
 def register() -> None:
-    """Install the GEMM-family kernels (mm, addmm, bmm, baddbmm, mv, addmv, dot, convolution) and those of the
-    ops map/rows kernels declare (`blockops`)."""
+    """Install the GEMM-family kernels (mm, addmm, bmm, baddbmm, mv, addmv, dot, convolution), the LSTM/GRU
+    layers (at the autograd key: they hand PyTorch's composite the cases that need gradients) and the kernels
+    of the ops map/rows kernels declare (`blockops`)."""
     if _lib:
         return
     lib = torch.library.Library("aten", "IMPL")
@@ -24,6 +25,8 @@ def register() -> None:
                  kernel, "PrivateUse1")
     for name, fn in conv.BACKWARD.items():
         lib.impl(name, fn, "PrivateUse1")
+    for name, fn in recurrent.AUTOGRAD_KERNELS.items():
+        lib.impl(name, fn, "AutogradPrivateUse1")
     _lib.append(lib)
     register_block_ops()
     registry.on_use(register_block_ops)

@@ -149,6 +149,22 @@ def golden_gemm(a: np.ndarray, b: np.ndarray, arith: Arith, *, narrow: bool = Fa
     return acc
 
 
+def golden_stack(a: torch.Tensor, b: torch.Tensor, arith: Arith) -> torch.Tensor:
+    """`golden_gemm` of every pair of a stack: int8 ``a`` ``[B, m, k]`` and ``b`` ``[B, k, n]`` give the
+    accumulators ``[B, m, n]`` (int32 for accumulators of at most 32 bits, else int64).
+
+    One float32 batched product when every sum is provably exact in float32 and inside the accumulator
+    (``k * 128 * 128 <= 2**24``, so neither wrap nor saturation can trigger); otherwise call by call.
+    """
+    k = a.shape[2]
+    if k * (1 << 14) <= min(1 << 24, (1 << (arith.acc_bits - 1)) - 1):
+        out = torch.bmm(a.to(torch.float32), b.to(torch.float32))
+        return out.to(torch.int32 if arith.acc_bits <= 32 else torch.int64)
+    an, bn = a.numpy(), b.numpy()
+    return torch.from_numpy(np.stack([golden_gemm(np.ascontiguousarray(an[i]), np.ascontiguousarray(bn[i]),
+                                                  arith, narrow=True) for i in range(a.shape[0])]))
+
+
 class ComputeUnit(abc.ABC):
     """One place a kernel call can run; several units of a target run concurrently.
 
@@ -160,6 +176,8 @@ class ComputeUnit(abc.ABC):
 
     any_shape = False
     resident_b = False
+    # The unit runs a whole stack of calls at once (`run_stack`): a model, where stacking costs nothing.
+    stacks = False
 
     def __init__(self, name: str, desc: Description) -> None:
         self.name = name
@@ -173,6 +191,11 @@ class ComputeUnit(abc.ABC):
         with self._lock:
             self.calls += 1
             return self._run(a, b)
+
+    def run_stack(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """The calls ``a[i] @ b[i]`` of int8 stacks ``[B, m, k]`` and ``[B, k, n]`` as one unit invocation (units
+        with `stacks` only)."""
+        raise NotImplementedError(f"{type(self).__name__} runs one call at a time")
 
     @abc.abstractmethod
     def _run(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:

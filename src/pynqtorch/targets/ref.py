@@ -11,10 +11,11 @@ cannot overflow.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from ..hw.description import Description, Tile
 from ..hw.kernels import KernelInfo
-from .base import ComputeUnit, Target, description_of, golden_gemm
+from .base import ComputeUnit, Target, description_of, golden_gemm, golden_stack
 
 # Per-dimension call limit of ref units in large-call mode (rounded up to a tile multiple); keeps the
 # float32 copies and int64 result of one call within a few hundred MB.
@@ -24,14 +25,20 @@ LARGE_CALL = {"m": 1 << 12, "n": 1 << 12, "k": 1 << 12}
 class RefUnit(ComputeUnit):
     """Runs one call with the golden model of the kernel's arithmetic (int32 results for accumulators of
     at most 32 bits, as the hardware returns them). With `any_shape` (large-call mode) edge calls come
-    unpadded: padding with zeros adds nothing to the exact sums."""
+    unpadded: padding with zeros adds nothing to the exact sums, and stacks of calls (a grouped convolution's
+    groups, a batched product's batches) come as one invocation."""
 
     def __init__(self, name: str, desc: Description, any_shape: bool = False) -> None:
         super().__init__(name, desc)
-        self.any_shape = any_shape
+        self.any_shape = self.stacks = any_shape
 
     def _run(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return golden_gemm(a, b, self.desc.arith, narrow=True)
+
+    def run_stack(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        with self._lock:
+            self.calls += 1
+            return golden_stack(a, b, self.desc.arith)
 
 
 class RefTarget(Target):

@@ -1,0 +1,197 @@
+"""The model zoo: real architectures on zynq vs CPU fp32, eager, same threads, one interleaved run.
+
+Transformers models are built from their config classes (random init, fixed seeds, nothing downloaded):
+ResNet, MobileNetV2, ConvNeXt, ViT, BERT, GPT-2, T5; plus a LeNet (flattened with ``view``), an LSTM, a GRU
+and ``nn.TransformerEncoder``. Per model: the zynq/CPU time ratio (median of interleaved rounds), the
+relative error of the output, kernel calls, ops that fell back to CPU and where the zynq time goes
+(accelerated ops, of which engine phases; CPU-fallback ops; the rest is dispatch and framework time).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..device.report import report, reset_report
+from ..targets import registry
+
+
+@dataclass
+class ZooModel:
+    """A model in eval mode and its input (CPU); `run(model, x)` returns the output tensor to compare."""
+
+    name: str
+    family: str
+    model: nn.Module
+    inputs: tuple[torch.Tensor, ...]
+    run: Callable[..., torch.Tensor]
+
+
+def _hf_out(field: str) -> Callable[..., torch.Tensor]:
+    return lambda m, *xs: getattr(m(*xs), field)
+
+
+class LeNet(nn.Module):
+    """LeNet-5 for 1×28×28 inputs, flattened with ``view`` as the classic code does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 6, 5, padding=2), nn.Conv2d(6, 16, 5)
+        self.fc1, self.fc2, self.fc3 = nn.Linear(16 * 5 * 5, 120), nn.Linear(120, 84), nn.Linear(84, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = torch.max_pool2d(torch.relu(self.conv2(x)), 2)
+        x = x.view(x.size(0), -1)
+        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+class Recurrent(nn.Module):
+    """A two-layer LSTM or GRU over a sequence, returning the full output."""
+
+    def __init__(self, kind: type[nn.RNNBase], inp: int, hidden: int) -> None:
+        super().__init__()
+        self.rnn = kind(inp, hidden, num_layers=2, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rnn(x)[0]
+
+
+def _image(n: int, c: int, s: int, g: torch.Generator) -> tuple[torch.Tensor]:
+    return (torch.randn(n, c, s, s, generator=g),)
+
+
+def _tokens(n: int, s: int, vocab: int, g: torch.Generator) -> tuple[torch.Tensor]:
+    return (torch.randint(0, vocab, (n, s), generator=g),)
+
+
+def _build(name: str, quick: bool) -> ZooModel:
+    """Model `name` with seeded weights and inputs (`quick`: smaller batch and sizes)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import transformers as tf
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    b = 2 if quick else 8
+    img = 32 if quick else 64
+    seq = 32 if quick else 64
+    if name == "lenet":
+        return ZooModel(name, "cnn", LeNet(), (torch.randn(4 * b, 1, 28, 28, generator=g),), lambda m, x: m(x))
+    if name == "resnet":
+        cfg = tf.ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1])
+        return ZooModel(name, "cnn", tf.ResNetModel(cfg), _image(b, 3, img, g), _hf_out("pooler_output"))
+    if name == "mobilenet_v2":
+        cfg = tf.MobileNetV2Config(depth_multiplier=0.35, image_size=img)
+        return ZooModel(name, "cnn", tf.MobileNetV2Model(cfg), _image(b, 3, img, g), _hf_out("pooler_output"))
+    if name == "convnext":
+        cfg = tf.ConvNextConfig(hidden_sizes=[24, 48, 96, 192], depths=[1, 1, 2, 1], image_size=img)
+        return ZooModel(name, "cnn", tf.ConvNextModel(cfg), _image(b, 3, img, g), _hf_out("pooler_output"))
+    if name == "vit":
+        cfg = tf.ViTConfig(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256,
+                           image_size=img, patch_size=8)
+        return ZooModel(name, "transformer", tf.ViTModel(cfg, add_pooling_layer=False), _image(b, 3, img, g),
+                        _hf_out("last_hidden_state"))
+    if name == "bert":
+        cfg = tf.BertConfig(vocab_size=1000, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
+                            intermediate_size=512)
+        return ZooModel(name, "transformer", tf.BertModel(cfg, add_pooling_layer=False),
+                        _tokens(b, seq, 1000, g), _hf_out("last_hidden_state"))
+    if name == "gpt2":
+        cfg = tf.GPT2Config(vocab_size=1000, n_positions=128, n_embd=128, n_layer=4, n_head=4)
+        return ZooModel(name, "transformer", tf.GPT2Model(cfg), _tokens(b, seq, 1000, g),
+                        _hf_out("last_hidden_state"))
+    if name == "t5":
+        cfg = tf.T5Config(vocab_size=1000, d_model=128, d_kv=32, d_ff=256, num_layers=2, num_heads=4)
+        enc, dec = _tokens(b, seq, 1000, g)[0], _tokens(b, seq // 2, 1000, g)[0]
+        return ZooModel(name, "transformer", tf.T5Model(cfg), (enc, dec),
+                        lambda m, e, d: m(input_ids=e, decoder_input_ids=d).last_hidden_state)
+    if name == "transformer_encoder":
+        layer = nn.TransformerEncoderLayer(128, 4, 256, dropout=0.0, batch_first=True)
+        return ZooModel(name, "transformer", nn.TransformerEncoder(layer, 2, enable_nested_tensor=False),
+                        (torch.randn(b, seq, 128, generator=g),), lambda m, x: m(x))
+    if name in ("lstm", "gru"):
+        model = Recurrent(nn.LSTM if name == "lstm" else nn.GRU, 64, 128)
+        return ZooModel(name, "rnn", model, (torch.randn(b, seq, 64, generator=g),), lambda m, x: m(x))
+    raise ValueError(f"unknown zoo model {name!r}; choose from {', '.join(MODELS)}")
+
+
+MODELS = ("lenet", "resnet", "mobilenet_v2", "convnext", "vit", "bert", "gpt2", "t5", "transformer_encoder",
+          "lstm", "gru")
+
+
+def _where(rep: dict[str, Any], seconds: float, reps: int) -> dict[str, float]:
+    """Per-forward milliseconds: accelerated ops (of which engine kernel calls `run` and host passes), CPU
+    fallback ops, and the rest (dispatch, framework, Python between ops)."""
+    acc = sum(v["seconds"] for v in rep["accelerated"].values()) / reps
+    cpu = sum(v["seconds"] for v in rep["cpu"].values()) / reps
+    phases = rep["engine"].get("phases_s", {})
+    run = phases.get("run", 0.0) / reps
+    return {"total_ms": seconds * 1e3, "accelerated_ms": acc * 1e3, "kernel_run_ms": run * 1e3,
+            "fallback_ms": cpu * 1e3, "other_ms": max(seconds - acc - cpu, 0.0) * 1e3}
+
+
+@torch.no_grad()
+def measure(name: str, quick: bool, reps: int) -> dict[str, Any]:
+    """One zoo row: CPU fp32 and zynq forwards timed in interleaved rounds (median ratio and range)."""
+    zm = _build(name, quick)
+    model = zm.model.eval()
+    zmodel = copy.deepcopy(model).to("zynq")
+    zx = tuple(x.to("zynq") for x in zm.inputs)
+    expected = zm.run(model, *zm.inputs)
+    got = zm.run(zmodel, *zx).cpu()  # warm-up: weights quantized once here
+    zm.run(model, *zm.inputs)
+    reset_report()
+    cpu_t, zynq_t = [], []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        zm.run(model, *zm.inputs)
+        t1 = time.perf_counter()
+        zm.run(zmodel, *zx).cpu()
+        t2 = time.perf_counter()
+        cpu_t.append(t1 - t0)
+        zynq_t.append(t2 - t1)
+    rep = report().to_dict()
+    ratios = sorted(z / c for z, c in zip(zynq_t, cpu_t, strict=True))
+    e, g = expected.double(), got.double()
+    counters = rep["engine"].get("counters", {})
+    return {
+        "model": name, "family": zm.family,
+        "params": sum(p.numel() for p in model.parameters()),
+        "cpu_ms": statistics.median(cpu_t) * 1e3, "zynq_ms": statistics.median(zynq_t) * 1e3,
+        "ratio": statistics.median(ratios), "ratio_min": ratios[0], "ratio_max": ratios[-1],
+        "rel_err": float((g - e).norm() / e.norm()) if e.norm() > 0 else float((g - e).norm()),
+        "kernel_calls": counters.get("kernel_calls", 0) // reps,
+        "accelerated_ops": sum(v["calls"] for v in rep["accelerated"].values()) // reps,
+        "fallback_ops": sum(v["calls"] for v in rep["cpu"].values()) // reps,
+        "top_fallbacks": {k: v["calls"] // reps for k, v in
+                          sorted(rep["cpu"].items(), key=lambda kv: -kv[1]["seconds"])[:5]},
+        "time": _where(rep, statistics.median(zynq_t), reps),
+    }
+
+
+def run(quick: bool = False, models: Sequence[str] = MODELS, target: str = "ref",
+        advance: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Zoo rows on `target` (eager), plus the geometric mean of the ratios."""
+    reps = 3 if quick else 7
+    registry.use(target)
+    rows = []
+    for name in models:
+        if advance is not None:
+            advance(f"{name} on {target}")
+        try:
+            rows.append(measure(name, quick, reps))
+        except (RuntimeError, NotImplementedError, TypeError, ValueError) as e:
+            rows.append({"model": name, "error": f"{type(e).__name__}: {e}"})
+    ok = [r["ratio"] for r in rows if "ratio" in r]
+    geo = math.exp(sum(math.log(r) for r in ok) / len(ok)) if ok else None
+    return {"target": target, "threads": torch.get_num_threads(), "reps": reps, "quick": quick,
+            "geomean_ratio": geo, "rows": rows}

@@ -1,0 +1,68 @@
+"""`pynqtorch bench zoo`: real architectures on zynq (rows, JSON, plot), and ref == csim bit for bit on them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import pynqtorch
+from pynqtorch.bench import zoo
+from pynqtorch.cli import app
+from pynqtorch.targets import registry
+
+runner = CliRunner()
+CSIM_REASON = registry.unavailable_reason("csim")
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    yield
+    registry.reset()
+
+
+def test_bench_zoo_quick_json_and_plot(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["bench", "zoo", "--quick", "--json", "--out", str(tmp_path),
+                              "-m", "lenet", "-m", "gru"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)["zoo"]
+    rows = {r["model"]: r for r in out["rows"]}
+    assert set(rows) == {"lenet", "gru"} and out["target"] == "ref"
+    for r in rows.values():
+        assert r["ratio_min"] <= r["ratio"] <= r["ratio_max"] and r["cpu_ms"] > 0 and r["zynq_ms"] > 0
+        assert 0 < r["rel_err"] < 0.05  # int8 quantization: close to fp32, not equal
+        assert r["kernel_calls"] > 0 and r["accelerated_ops"] > 0
+        assert r["time"]["accelerated_ms"] > 0
+    assert rows["lenet"]["accelerated_ops"] == 5  # 2 convolutions and 3 linear layers, after a view flatten
+    assert "aten::max_pool2d_with_indices" in rows["lenet"]["top_fallbacks"]
+    assert rows["gru"]["accelerated_ops"] == 1  # the whole two-layer GRU is one op
+    assert out["geomean_ratio"] > 0
+    assert json.loads((tmp_path / "zoo.json").read_text())["rows"] == out["rows"]
+    png = (tmp_path / "zoo.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+
+
+def test_bench_zoo_rejects_unknown_model(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["bench", "zoo", "--quick", "--out", str(tmp_path), "-m", "alexnet"])
+    assert res.exit_code != 0 and "alexnet" in res.output
+
+
+@pytest.mark.skipif(CSIM_REASON is not None, reason=str(CSIM_REASON))
+@pytest.mark.parametrize("name", ["lenet", "mobilenet_v2", "gru", "bert"])
+def test_zoo_models_ref_equals_csim_bit_for_bit(name: str) -> None:
+    """Every GEMM of the model (convolutions, grouped and depthwise, batched attention products, the recurrent
+    steps) gives the same integers on the golden model and on the kernel's C++: the outputs are equal."""
+    m = zoo._build(name, quick=True)
+    model = m.model.eval().to("zynq")
+    xs = tuple(x.to("zynq") for x in m.inputs)
+    outs = {}
+    for target in ("ref", "csim"):
+        registry.use(target)
+        pynqtorch.reset_report()
+        with torch.no_grad():
+            outs[target] = m.run(model, *xs).cpu()
+        assert pynqtorch.report().engine["counters"]["kernel_calls"] > 0
+    assert torch.equal(outs["ref"], outs["csim"])
