@@ -284,8 +284,9 @@ def test_ref_units_in_large_call_mode_get_edge_calls_unpadded(large_calls: bool)
     engine.use("ref", kernel=RUNTIME, units=1, large_calls=large_calls)
     unit = registry.active().units[0]
     seen: list[tuple[int, int, int]] = []
-    run = unit._run
+    run, run_stack = unit._run, unit.run_stack
     unit._run = lambda a, b: (seen.append((a.shape[0], b.shape[1], a.shape[1])), run(a, b))[1]
+    unit.run_stack = lambda a, b: (seen.append((a.shape[1], b.shape[2], a.shape[2])), run_stack(a, b))[1]
     g = torch.Generator().manual_seed(3)
     a = torch.randint(-128, 128, (300, 1100), dtype=torch.int8, generator=g)
     b = torch.randint(-128, 128, (1100, 70), dtype=torch.int8, generator=g)

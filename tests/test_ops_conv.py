@@ -166,3 +166,27 @@ def test_derived_operand_made_once_per_view_and_write_generation():
     gemm_derived(eye, None, "k", make(z))  # no zynq owner: made every call
     gemm_derived(eye, None, "k", make(z))
     assert len(made) == 6
+
+
+@pytest.mark.parametrize("groups", [96, 12])
+def test_grouped_conv_shares_kernel_calls_and_stays_exact(groups):
+    """Hardware-shaped calls: the groups' products go to the kernel as diagonal blocks of shared calls (far
+    fewer calls than groups, no more tiles); the golden model takes all groups in one invocation. Both give
+    the same result bit for bit."""
+    from pynqtorch.targets import registry
+
+    torch.manual_seed(5)
+    conv = torch.nn.Conv2d(96, 96, 3, padding=1, groups=groups).eval().to("zynq")
+    x = torch.randn(2, 96, 9, 9).to("zynq")
+    outs, calls = {}, {}
+    try:
+        for name, large in (("stack", True), ("hw", False)):
+            registry.use("ref", large_calls=large)
+            pynqtorch.reset_report()
+            with torch.no_grad():
+                outs[name] = conv(x).cpu()
+            calls[name] = pynqtorch.report().engine["counters"]["kernel_calls"]
+    finally:
+        registry.reset()
+    assert torch.equal(outs["stack"], outs["hw"])
+    assert calls["stack"] == 1 and calls["hw"] <= groups // 2

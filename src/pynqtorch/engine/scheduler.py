@@ -139,13 +139,15 @@ class Scheduler:
         self._pool.shutdown(wait=True)
 
     def gemm(self, a: torch.Tensor, b: torch.Tensor, k_call: int, b_key: Hashable | None = None,
-             narrow: bool = False) -> torch.Tensor:
+             narrow: bool = False, pack: bool = True) -> torch.Tensor:
         """Exact ``a @ b`` for int8 ``a`` ``[B, M, K]`` and ``b`` ``[B, K, N]``; `k_call` caps K per call.
 
         The result is int64, or the unit's int32 accumulator when the whole GEMM is one call. `narrow`
         says every sum over K provably fits int32: K partial results are then summed in int32.
         `b_key`: a hashable that names `b`'s contents for as long as they exist unchanged (a cached weight);
         units that keep operands on their device get it, extended by the tile's position, with each call.
+        A batch of small products (a grouped convolution's groups) shares calls when `pack` allows
+        (`_packed`); units taking stacks get all one-call products of a batch at once.
         """
         bt, m, k = a.shape
         n = b.shape[2]
@@ -153,12 +155,16 @@ class Scheduler:
             return torch.zeros((bt, m, n), dtype=torch.int64)
         t0 = time.perf_counter()
         tile, lim = self._tile, self.active.limits
-        if bt == 1 and m <= lim.m and n <= lim.n and k <= min(lim.k, k_call):
+        one_call = m <= lim.m and n <= lim.n and k <= min(lim.k, k_call)
+        if one_call and self._stacks:
+            return self._stack(a, b, t0)
+        p = self._pack_factor(bt, n, k, min(lim.k, k_call)) if pack and not self._stacks else 1
+        if p > 1:
+            return self._packed(a, b, p, k_call, b_key, narrow)
+        if one_call and bt == 1:
             task = Task(0, (0, m, -(-m // tile[0]) * tile[0]), (0, n, -(-n // tile[1]) * tile[1]),
                         (0, k, -(-k // tile[2]) * tile[2]), 0)
             return self._single(a.numpy()[0], b.numpy()[0], task, _tile_key(b_key, task), t0)
-        if self._stacks and m <= lim.m and n <= lim.n and k <= min(lim.k, k_call):
-            return self._stack(a, b, t0)
         mb, nb = blocks(m, tile[0], lim.m), blocks(n, tile[1], lim.n)
         kb = blocks(k, tile[2], min(lim.k, k_call))
         tasks = [Task(i, bm, bn, bk, (i * len(mb) + x) * len(nb) + y)
@@ -215,8 +221,38 @@ class Scheduler:
                      {"kernel_calls": 1})
         return out
 
+    def _pack_factor(self, bt: int, n: int, k: int, k_limit: int) -> int:
+        """How many products of a batch share one call as diagonal blocks: the most that fit the call limits
+        without costing more kernel tiles than running them apart (1: no packing)."""
+        tn, tk = self._tile[1], self._tile[2]
+        apart = -(-n // tn) * -(-k // tk)
+        best = 1
+        for p in range(2, min(bt, self.active.limits.n // n, k_limit // k) + 1):
+            if -(-p * n // tn) * -(-p * k // tk) <= p * apart:
+                best = p
+        return best
+
+    def _packed(self, a: torch.Tensor, b: torch.Tensor, p: int, k_call: int, b_key: Hashable | None,
+                narrow: bool) -> torch.Tensor:
+        """Products ``a[i] @ b[i]`` of a batch, `p` per call: A blocks side by side along K, B blocks on the
+        diagonal of a ``[p*k, p*n]`` matrix (zeros elsewhere add nothing to the exact sums), the result's
+        diagonal blocks taken apart again."""
+        bt, m, k = a.shape
+        n = b.shape[2]
+        g = -(-bt // p)
+        if g * p != bt:
+            a = torch.cat([a, a.new_zeros(g * p - bt, m, k)])
+            b = torch.cat([b, b.new_zeros(g * p - bt, k, n)])
+        ap = a.reshape(g, p, m, k).permute(0, 2, 1, 3).reshape(g, m, p * k)
+        bp = b.new_zeros(g, p * k, p * n)
+        bp.view(g, p, k, p, n).diagonal(dim1=1, dim2=3).copy_(b.reshape(g, p, k, n).permute(0, 2, 3, 1))
+        key = None if b_key is None else ("packed", p, b_key)
+        out = self.gemm(ap, bp, k_call, key, narrow, pack=False)
+        return out.reshape(g, m, p, n).permute(0, 2, 1, 3).reshape(g * p, m, n)[:bt]
+
     def _stack(self, a: torch.Tensor, b: torch.Tensor, start: float) -> torch.Tensor:
-        """A batch of GEMMs that are one call each, as one invocation of one unit in the caller's thread."""
+        """GEMMs that are one call each (a batch of them, or one), as one invocation of one unit in the caller's
+        thread; tensors in and out, no copies."""
         u = next(self._next_unit) % len(self.units)
         with self._unit_locks[u]:
             t1 = time.perf_counter()
@@ -224,8 +260,10 @@ class Scheduler:
             t2 = time.perf_counter()
         tile = self._tile
         bt, m, k = a.shape
-        tiles = bt * -(-m // tile[0]) * -(-b.shape[2] // tile[1]) * -(-k // tile[2])
-        STATS.unit_calls(self.units[u].name, 1, tiles, 0, t2 - t1)
+        n = b.shape[2]
+        tiles = bt * -(-m // tile[0]) * -(-n // tile[1]) * -(-k // tile[2])
+        padded = int(m % tile[0] != 0 or n % tile[1] != 0 or k % tile[2] != 0)
+        STATS.unit_calls(self.units[u].name, 1, tiles, padded, t2 - t1)
         STATS.record({"prepare": t1 - start, "run": t2 - t1, "schedule_wall": t2 - start}, {"kernel_calls": 1})
         return out
 

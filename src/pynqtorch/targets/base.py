@@ -153,16 +153,20 @@ def golden_stack(a: torch.Tensor, b: torch.Tensor, arith: Arith) -> torch.Tensor
     """`golden_gemm` of every pair of a stack: int8 ``a`` ``[B, m, k]`` and ``b`` ``[B, k, n]`` give the
     accumulators ``[B, m, n]`` (int32 for accumulators of at most 32 bits, else int64).
 
-    One float32 batched product when every sum is provably exact in float32 and inside the accumulator
-    (``k * 128 * 128 <= 2**24``, so neither wrap nor saturation can trigger); otherwise call by call.
+    While ``k * 128 * 128`` fits the accumulator (so neither wrap nor saturation can trigger) the products are
+    exact sums: one exact integer GEMM for a single pair (`int8_gemm_exact`), one float32 batched product
+    while ``k * 128 * 128 <= 2**24``; otherwise call by call.
     """
-    k = a.shape[2]
-    if k * (1 << 14) <= min(1 << 24, (1 << (arith.acc_bits - 1)) - 1):
-        out = torch.bmm(a.to(torch.float32), b.to(torch.float32))
-        return out.to(torch.int32 if arith.acc_bits <= 32 else torch.int64)
+    bt, _, k = a.shape
+    acc_dtype = torch.int32 if arith.acc_bits <= 32 else torch.int64
+    fits = k * (1 << 14) <= (1 << (arith.acc_bits - 1)) - 1
+    if fits and bt == 1 and a.dtype == b.dtype == torch.int8 and a.numel() and b.numel() and int8_gemm_exact():
+        return torch._int_mm(a[0].contiguous(), b[0].contiguous()).to(acc_dtype)[None]
+    if fits and k * (1 << 14) <= 1 << 24:
+        return torch.bmm(a.to(torch.float32), b.to(torch.float32)).to(acc_dtype)
     an, bn = a.numpy(), b.numpy()
     return torch.from_numpy(np.stack([golden_gemm(np.ascontiguousarray(an[i]), np.ascontiguousarray(bn[i]),
-                                                  arith, narrow=True) for i in range(a.shape[0])]))
+                                                  arith, narrow=True) for i in range(bt)]))
 
 
 class ComputeUnit(abc.ABC):
