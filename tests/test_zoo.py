@@ -66,3 +66,27 @@ def test_zoo_models_ref_equals_csim_bit_for_bit(name: str) -> None:
             outs[target] = m.run(model, *xs).cpu()
         assert pynqtorch.report().engine["counters"]["kernel_calls"] > 0
     assert torch.equal(outs["ref"], outs["csim"])
+
+
+def test_board_host_cost_measured_per_phase_on_the_virtual_board() -> None:
+    from pynqtorch.bench import hostcost
+    from pynqtorch.targets.board import PHASES
+
+    (row,) = hostcost.measure_virtual([(16, 16, 8)], reps=2)
+    assert row["calls_per_gemm"] == 1
+    assert all(row[f"{p}_s"] > 0 for p in PHASES)
+
+
+def test_predicted_board_time_adds_the_host_cost_of_every_call() -> None:
+    from pynqtorch.bench import hostcost
+    from pynqtorch.hw.kernels import find_kernel
+    from pynqtorch.hw.perf import gemm_perf
+
+    desc = find_kernel("gemm_i8_packed").desc
+    host = hostcost.HostCost("test", fixed_us=100.0, ns_per_byte=2.0)
+    got = hostcost.predicted_board_s(desc, [(3, 2000, 300, 64)], 100.0, host)
+    p = gemm_perf(desc, 2000, 300, 64, clock_mhz=100.0)
+    assert got["calls"] == 3 * p.calls > 3  # M and N split into several calls
+    assert got["kernel_s"] == pytest.approx(3 * p.kernel_s)
+    want = 3 * sum(s.count * (100e-6 + 2e-9 * (s.m * s.k + s.k * s.n + 4 * s.m * s.n)) for s in p.shapes)
+    assert got["host_s"] == pytest.approx(want)

@@ -4,7 +4,11 @@ Transformers models are built from their config classes (random init, fixed seed
 ResNet, MobileNetV2, ConvNeXt, ViT, BERT, GPT-2, T5; plus a LeNet (flattened with ``view``), an LSTM, a GRU
 and ``nn.TransformerEncoder``. Per model: the zynq/CPU time ratio (median of interleaved rounds), the
 relative error of the output, kernel calls, ops that fell back to CPU and where the zynq time goes
-(accelerated ops, of which engine phases; CPU-fallback ops; the rest is dispatch and framework time).
+(accelerated ops, of which engine phases; CPU-fallback ops; the rest is dispatch and framework time), and
+the predicted board time of the model's GEMMs: kernel cycles (`hw.perf`) plus the modelled Cortex-A9 host
+cost of every call (`bench.hostcost`). GEMMs are recorded on the CPU run (linear, matmul, bmm, convolutions);
+those inside CPU's fused attention and recurrent kernels are not seen there, so those models' board
+figures are partial.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from torch import nn
 
 from ..device.report import report, reset_report
 from ..targets import registry
+from .gemm import CLOCK_MHZ
+from .hostcost import CORTEX_A9, predicted_board_s
+from .models import GemmShapes
 
 
 @dataclass
@@ -146,7 +153,9 @@ def measure(name: str, quick: bool, reps: int) -> dict[str, Any]:
     model = zm.model.eval()
     zmodel = copy.deepcopy(model).to("zynq")
     zx = tuple(x.to("zynq") for x in zm.inputs)
-    expected = zm.run(model, *zm.inputs)
+    with GemmShapes() as rec:
+        expected = zm.run(model, *zm.inputs)
+    board = predicted_board_s(registry.active().desc, rec.shapes, CLOCK_MHZ, CORTEX_A9)
     got = zm.run(zmodel, *zx).cpu()  # warm-up: weights quantized once here
     zm.run(model, *zm.inputs)
     reset_report()
@@ -175,6 +184,7 @@ def measure(name: str, quick: bool, reps: int) -> dict[str, Any]:
         "top_fallbacks": {k: v["calls"] // reps for k, v in
                           sorted(rep["cpu"].items(), key=lambda kv: -kv[1]["seconds"])[:5]},
         "time": _where(rep, statistics.median(zynq_t), reps),
+        "board": {"kernel_ms": board["kernel_s"] * 1e3, "host_ms": board["host_s"] * 1e3, "calls": board["calls"]},
     }
 
 
@@ -194,4 +204,4 @@ def run(quick: bool = False, models: Sequence[str] = MODELS, target: str = "ref"
     ok = [r["ratio"] for r in rows if "ratio" in r]
     geo = math.exp(sum(math.log(r) for r in ok) / len(ok)) if ok else None
     return {"target": target, "threads": torch.get_num_threads(), "reps": reps, "quick": quick,
-            "geomean_ratio": geo, "rows": rows}
+            "clock_mhz": CLOCK_MHZ, "board_host": CORTEX_A9.name, "geomean_ratio": geo, "rows": rows}

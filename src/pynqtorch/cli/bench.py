@@ -94,19 +94,22 @@ def zoo_table(res: dict[str, Any]) -> Table:
                     f"{res['reps']} interleaved rounds, range in brackets)",
               caption=f"geometric mean of the ratios: {'-' if geo is None else format(geo, '.2f')}x; time split "
                       "per zynq forward: kernel calls / host part of accelerated ops / CPU-fallback ops / rest")
+    t.caption += (f"; board: predicted kernel ms ({res['clock_mhz']:g} MHz cycle model) + host ms "
+                  f"({res['board_host']}) over its calls")
     for c in ("model", "CPU ms", "zynq ms", "zynq/CPU", "rel. err", "kernel calls", "accel. ops", "fallback ops",
-              "kernel / host / fallback / rest ms"):
+              "kernel / host / fallback / rest ms", "board: kernel + host ms (calls)"):
         t.add_column(c, justify="left" if c == "model" else "right")
     for r in res["rows"]:
         if "error" in r:
-            t.add_row(r["model"], "[red]failed[/]", "", "", "", "", "", "", r["error"][:60])
+            t.add_row(r["model"], "[red]failed[/]", "", "", "", "", "", "", r["error"][:60], "")
             continue
         w = r["time"]
         split = (f"{w['kernel_run_ms']:.1f} / {w['accelerated_ms'] - w['kernel_run_ms']:.1f} / "
                  f"{w['fallback_ms']:.1f} / {w['other_ms']:.1f}")
         t.add_row(r["model"], f"{r['cpu_ms']:.2f}", f"{r['zynq_ms']:.2f}",
                   f"{r['ratio']:.2f}x [{r['ratio_min']:.2f}-{r['ratio_max']:.2f}]", f"{r['rel_err']:.1e}",
-                  str(r["kernel_calls"]), str(r["accelerated_ops"]), str(r["fallback_ops"]), split)
+                  str(r["kernel_calls"]), str(r["accelerated_ops"]), str(r["fallback_ops"]), split,
+                  f"{r['board']['kernel_ms']:.2f} + {r['board']['host_ms']:.1f} ({r['board']['calls']})")
     return t
 
 
