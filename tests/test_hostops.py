@@ -182,7 +182,8 @@ def test_im2col_quantize_matches_quantizing_the_matrix(conv: tuple, per_line: bo
     x = torch.randn(shape, generator=g) * torch.logspace(-2, 2, shape[-1])
     x[0, 0, 0, 0] = 40.0  # with stride 3 this pixel is in a window; (0, 1) is not
     x.view(-1)[1] = 1e4
-    for layout in (x, x.contiguous(memory_format=torch.channels_last), x.half().float()):
+    for layout in (x, x.contiguous(memory_format=torch.channels_last), x.half().float(),
+                   x.transpose(2, 3).contiguous().transpose(2, 3)):  # W-major planes: odd strides
         p = _patches(layout, k, stride, padding, dilation, groups)
         got = hostops.im2col_quantize(p, per_line, 127)
         assert got is not None

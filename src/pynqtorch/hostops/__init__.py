@@ -127,7 +127,7 @@ def im2col_quantize(p: Patches, per_line: bool, qmax: int) -> tuple[torch.Tensor
         return None
     if p.dtype != torch.float32:
         p = dataclasses.replace(p, x=p.x.float())
-    xh = p.channels_last()
+    xh = p.gather_layout()
     geo = torch.tensor(p.geometry(xh), dtype=torch.int64)
     groups, rows, k = p.shape
     q = torch.empty((groups, rows, k), dtype=torch.int8)

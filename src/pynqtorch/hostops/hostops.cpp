@@ -172,22 +172,22 @@ namespace {
 // The window geometry of pynqtorch_im2col_quantize and the gather of one patch-matrix row.
 struct Windows {
   const float* x;
-  int64_t n, c, h, w, sn, sh, sw, groups, kh, kw, st_h, st_w, pad_h, pad_w, dil_h, dil_w, oh, ow;
+  int64_t n, c, h, w, sn, sh, sw, groups, kh, kw, st_h, st_w, pad_h, pad_w, dil_h, dil_w, oh, ow, sc;
   int64_t cg, k, rows;
   bool runs;  // a kernel row's kw pixels are one run of kw*c floats (adjacent, all channels used)
 
   explicit Windows(const float* x_, const int64_t* geo)
       : x(x_), n(geo[0]), c(geo[1]), h(geo[2]), w(geo[3]), sn(geo[4]), sh(geo[5]), sw(geo[6]), groups(geo[7]),
         kh(geo[8]), kw(geo[9]), st_h(geo[10]), st_w(geo[11]), pad_h(geo[12]), pad_w(geo[13]), dil_h(geo[14]),
-        dil_w(geo[15]), oh(geo[16]), ow(geo[17]), cg(c / groups), k(kh * kw * cg), rows(n * oh * ow),
-        runs(groups == 1 && dil_w == 1 && sw == c) {}
+        dil_w(geo[15]), oh(geo[16]), ow(geo[17]), sc(geo[18]), cg(c / groups), k(kh * kw * cg),
+        rows(n * oh * ow), runs(groups == 1 && dil_w == 1 && sc == 1 && sw == c) {}
 
   void gather(int64_t g, int64_t r, float* dst) const {
     const int64_t b = r / (oh * ow), oy = (r / ow) % oh, ox = r % ow;
     const int64_t x0 = ox * st_w - pad_w;
     for (int64_t i = 0; i < kh; ++i) {
       const int64_t y = oy * st_h - pad_h + i * dil_h;
-      const float* src = x + b * sn + y * sh + g * cg;
+      const float* src = x + b * sn + y * sh + g * cg * sc;
       if (y < 0 || y >= h) {
         for (int64_t t = 0; t < kw * cg; ++t) dst[t] = 0.0f;
         dst += kw * cg;
@@ -201,7 +201,7 @@ struct Windows {
           if (xx < 0 || xx >= w) {
             for (int64_t t = 0; t < cg; ++t) dst[t] = 0.0f;
           } else {
-            for (int64_t t = 0; t < cg; ++t) dst[t] = src[xx * sw + t];
+            for (int64_t t = 0; t < cg; ++t) dst[t] = src[xx * sw + t * sc];
           }
         }
       }
@@ -212,8 +212,9 @@ struct Windows {
 }  // namespace
 
 // Quantized im2col of a 2-D convolution input, without the float patch matrix: x is float32 [N, H, W, C]
-// (channels contiguous) with element strides (sn, sh, sw, 1); geo holds
-//   {n, c, h, w, sn, sh, sw, groups, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, oh, ow}.
+// with element strides (sn, sh, sw, sc) (channels-last for plain convolutions, any layout for grouped ones:
+// a depthwise window reads one channel plane); geo holds
+//   {n, c, h, w, sn, sh, sw, groups, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, oh, ow, sc}.
 // The patch matrix of group g has one row per output position (n, oy, ox) and columns (i, j, c) for the
 // cg = c / groups channels of the group, zero outside the input. q is int8 [groups, n*oh*ow, kh*kw*cg];
 // scale is [groups * n*oh*ow] (per_row) or one float: the same values pynqtorch_quantize_rows/_tensor give

@@ -39,17 +39,21 @@ class Patches:
     def requires_grad(self) -> bool:
         return self.x.requires_grad
 
-    def channels_last(self) -> torch.Tensor:
-        """`x` as ``[N, H, W, C]`` with contiguous channels (a copy only if they are not)."""
+    def gather_layout(self) -> torch.Tensor:
+        """`x` as ``[N, H, W, C]`` for the native pass: channels contiguous (a copy only if they are not) for a
+        plain convolution, whose windows are runs of pixels × channels; any layout for a grouped one, whose
+        windows read few channels each (a depthwise window stays in one channel plane)."""
         xh = self.x.permute(0, 2, 3, 1)
-        return xh if xh.stride(-1) == 1 or xh.shape[-1] == 1 else xh.contiguous()
+        if self.groups > 1 or xh.stride(-1) == 1 or xh.shape[-1] == 1:
+            return xh
+        return xh.contiguous()
 
     def geometry(self, xh: torch.Tensor) -> list[int]:
         """The layout numbers of the native pass (see ``pynqtorch_im2col_quantize``) for ``xh =
-        channels_last()``."""
+        gather_layout()``."""
         n, h, w, c = xh.shape
         return [n, c, h, w, xh.stride(0), xh.stride(1), xh.stride(2), self.groups, *self.kernel, *self.stride,
-                *self.padding, *self.dilation, *self.out]
+                *self.padding, *self.dilation, *self.out, xh.stride(3)]
 
     def materialize(self) -> torch.Tensor:
         """The float matrix: one padded channels-last copy, then one copy of all windows."""
