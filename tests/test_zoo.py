@@ -68,13 +68,12 @@ def test_zoo_models_ref_equals_csim_bit_for_bit(name: str) -> None:
     assert torch.equal(outs["ref"], outs["csim"])
 
 
-def test_board_host_cost_measured_per_phase_on_the_virtual_board() -> None:
+def test_board_host_cost_measured_on_the_virtual_board() -> None:
     from pynqtorch.bench import hostcost
-    from pynqtorch.targets.board import PHASES
 
     (row,) = hostcost.measure_virtual([(16, 16, 8)], reps=2)
-    assert row["calls_per_gemm"] == 1
-    assert all(row[f"{p}_s"] > 0 for p in PHASES)
+    assert (row["m"], row["n"], row["k"]) == (16, 16, 8)
+    assert 0 < row["prepare_s"] < row["call_s"]  # packing is part of the call, which also crosses gRPC
 
 
 def test_predicted_board_time_adds_the_host_cost_of_every_call() -> None:

@@ -1,11 +1,11 @@
-"""Host cost of board calls: measured per phase against the virtual board, modelled for the Cortex-A9.
+"""Host cost of board calls: measured against the virtual board, modelled for the Cortex-A9.
 
-A board call spends host time in four phases (`targets.board.PHASES`): prepare (pack A and B into words),
+A board call spends host time in four stages (`targets/board/unit.py`): prepare (pack A and B into words),
 transfer (copy into pynq buffers, flush), wait (registers, ap_start, polling for ap_done) and collect
-(invalidate, unpack). `measure_virtual` runs calls of given shapes through the board target against an
-in-process virtual PYNQ-Z2 and reports the mean seconds per phase; there every buffer write, flush and
-register access is a gRPC round trip and "wait" includes the C-simulation, so these are upper bounds of the
-PC-side cost, not the board's.
+(invalidate, unpack). `measure_virtual` times calls of given shapes on one unit of the board target against
+an in-process virtual PYNQ-Z2: the packing alone, and the whole call, where every buffer write, flush and
+register access is a gRPC round trip and the kernel is C-simulated (an upper bound of the PC-side cost, not
+the board's).
 
 `HostCost` models the board's own host (pynq on the Zynq's ARM cores, buffers in local CMA memory): a fixed
 part per call (Python of pynqtorch's prepare/collect, pynq's register writes and polls, two cache-maintenance
@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..hw.description import Description
 from ..hw.perf import gemm_perf
@@ -76,7 +75,7 @@ def _virtual_board(kernel: str, units: int) -> Iterator[None]:
     from ..sim.server import VirtualBoard
     from ..targets import registry
     from ..targets.board import close_board_devices
-    from ..targets.board_device import REMOTE_ENV
+    from ..targets.board.connection import REMOTE_ENV
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "hostcost"
@@ -102,33 +101,32 @@ def _virtual_board(kernel: str, units: int) -> Iterator[None]:
                 os.environ[REMOTE_ENV] = old
 
 
-def measure_virtual(shapes: Sequence[tuple[int, int, int]], kernel: str = "gemm_i8_packed", units: int = 1,
+def measure_virtual(shapes: Sequence[tuple[int, int, int]], kernel: str = "gemm_i8_packed",
                     reps: int = 5) -> list[dict[str, Any]]:
-    """Mean host seconds per call and phase for int8 GEMMs ``m×k @ k×n`` on the virtual board (one warm-up,
-    then `reps` GEMMs of each shape, activations only: B is passed as a plain operand every time)."""
-    from .. import engine
+    """Median host seconds of one board call ``m×k @ k×n`` (int8, shapes the kernel takes in one call) on
+    the virtual board: `prepare_s`, packing A and B into words (the unit's own packing, the part that is
+    host work on the board as well), and `call_s`, the whole call (buffers, flushes, registers, the
+    C-simulated kernel and reading back, each a gRPC round trip here)."""
     from ..targets import registry
-    from ..targets.board import PHASES
 
     rows = []
-    with _virtual_board(kernel, units):
-        target = registry.active().target
+    with _virtual_board(kernel, 1):
+        unit = registry.active().units[0]
         g = np.random.default_rng(0)
         for m, n, k in shapes:
-            a = torch.from_numpy(g.integers(-128, 128, (m, k), dtype=np.int8))
-            b = torch.from_numpy(g.integers(-128, 128, (k, n), dtype=np.int8))
-            engine.gemm(a, b, out_dtype=torch.int32)
-            before = target.timings()
-            walls = []
+            a = g.integers(-128, 128, (m, k), dtype=np.int8)
+            b = g.integers(-128, 128, (k, n), dtype=np.int8)
+            unit.run(a, b)
+            prep, call = [], []
             for _ in range(reps):
                 t0 = time.perf_counter()
-                engine.gemm(a, b, out_dtype=torch.int32)
-                walls.append(time.perf_counter() - t0)
-            after = target.timings()
-            calls = sum(after[u]["calls"] - before[u]["calls"] for u in after)
-            row: dict[str, Any] = {"m": m, "n": n, "k": k, "calls_per_gemm": calls / reps,
-                                   "gemm_wall_s": statistics.median(walls)}
-            for p in PHASES:
-                row[f"{p}_s"] = sum(after[u][p] - before[u][p] for u in after) / max(calls, 1)
-            rows.append(row)
+                unit._pack("a", a, m, n, k)
+                unit._pack("b", b, m, n, k)
+                t1 = time.perf_counter()
+                unit.run(a, b)
+                t2 = time.perf_counter()
+                prep.append(t1 - t0)
+                call.append(t2 - t1)
+            rows.append({"m": m, "n": n, "k": k, "prepare_s": statistics.median(prep),
+                         "call_s": statistics.median(call)})
     return rows

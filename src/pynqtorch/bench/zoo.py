@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..device.report import report, reset_report
+from ..reporting import report, reset_report
 from ..targets import registry
 from .gemm import CLOCK_MHZ
 from .hostcost import CORTEX_A9, predicted_board_s
