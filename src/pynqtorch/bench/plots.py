@@ -101,7 +101,7 @@ def zoo_plot(res: dict[str, Any], out: Path) -> Path:
         ax.axhline(res["geomean_ratio"], color="tab:green", ls=":", label=f"geomean {res['geomean_ratio']:.2f}x")
     ax.set_xticks(list(x), names, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("zynq / CPU fp32 time")
-    ax.set_title(f"model zoo on {res['target']} ({res['threads']} threads, {res['reps']} interleaved rounds)")
+    ax.set_title(f"model zoo on {res['target']} (torch threads: {res['threads']}, {res['reps']} interleaved rounds)")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
     ax = fig.add_subplot(2, 1, 2)

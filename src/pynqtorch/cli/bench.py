@@ -90,7 +90,7 @@ def models_table(res: dict[str, Any]) -> Table:
 
 def zoo_table(res: dict[str, Any]) -> Table:
     geo = res["geomean_ratio"]
-    t = Table(title=f"model zoo on {res['target']}, eager, vs CPU fp32 ({res['threads']} threads; median of "
+    t = Table(title=f"model zoo on {res['target']}, eager, vs CPU fp32 (torch threads: {res['threads']}; median of "
                     f"{res['reps']} interleaved rounds, range in brackets)",
               caption=f"geometric mean of the ratios: {'-' if geo is None else format(geo, '.2f')}x; time split "
                       "per zynq forward: kernel calls / host part of accelerated ops / CPU-fallback ops / rest")
