@@ -89,3 +89,20 @@ def test_predicted_board_time_adds_the_host_cost_of_every_call() -> None:
     assert got["kernel_s"] == pytest.approx(3 * p.kernel_s)
     want = 3 * sum(s.count * (100e-6 + 2e-9 * (s.m * s.k + s.k * s.n + 4 * s.m * s.n)) for s in p.shapes)
     assert got["host_s"] == pytest.approx(want)
+
+
+def test_packing_rule_is_shared_by_engine_and_prediction() -> None:
+    """`hw.tiling.pack_factor` decides how many of a batch's products share a call, for the scheduler and the
+    predicted board time alike: depthwise 3×3 on `gemm_i8_packed` (tile n 16, k 8) packs 16 channels."""
+    from pynqtorch.bench import hostcost
+    from pynqtorch.hw.kernels import find_kernel
+    from pynqtorch.hw.perf import gemm_perf
+    from pynqtorch.hw.tiling import pack_factor
+
+    assert pack_factor(96, 1, 9, 16, 8, 256, 1024) == 16
+    assert pack_factor(12, 8, 72, 16, 8, 256, 1024) == 2
+    assert pack_factor(8, 64, 64, 16, 8, 256, 1024) == 1  # blocks would cost more tiles than apart
+    assert pack_factor(96, 300, 9, 16, 8, 256, 1024) == 1  # does not fit one call's N
+    desc = find_kernel("gemm_i8_packed").desc
+    got = hostcost.predicted_board_s(desc, [(96, 392, 1, 9)], 100.0)
+    assert got["calls"] == 6 * gemm_perf(desc, 392, 16, 144, clock_mhz=100.0).calls

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..hw.description import Description
 from ..hw.perf import gemm_perf
+from ..hw.tiling import pack_factor
 
 
 @dataclass(frozen=True)
@@ -58,10 +59,13 @@ CORTEX_A9 = HostCost("PYNQ-Z2 Cortex-A9 650 MHz (modelled)", fixed_us=300.0, ns_
 def predicted_board_s(desc: Description, shapes: Sequence[tuple[int, int, int, int]], clock_mhz: float,
                       host: HostCost = CORTEX_A9) -> dict[str, float]:
     """Kernel seconds (cycle model) and host seconds (`host`) of all GEMM `shapes` ``(batch, m, n, k)`` on
-    `desc`, with the engine's call splitting; also the number of calls."""
+    `desc`, with the engine's call splitting and packing of batches; also the number of calls."""
     kernel = host_s = 0.0
     calls = 0
     for b, m, n, k in shapes:
+        g = pack_factor(b, n, k, desc.tile.n, desc.tile.k, desc.dim_limit("n"), desc.dim_limit("k"))
+        if g > 1:  # the engine packs `g` products of the batch into each call (diagonal blocks)
+            b, n, k = -(-b // g), g * n, g * k
         p = gemm_perf(desc, m, n, k, clock_mhz=clock_mhz)
         kernel += b * p.kernel_s
         host_s += b * sum(s.count * host.call_s(s.m, s.n, s.k) for s in p.shapes)

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ..hw.tiling import blocks
+from ..hw.tiling import blocks, pack_factor
 from ..targets.base import ComputeUnit
 from ..targets.registry import ActiveTarget
 from .limbs import digit_bits
@@ -158,7 +158,8 @@ class Scheduler:
         one_call = m <= lim.m and n <= lim.n and k <= min(lim.k, k_call)
         if one_call and self._stacks:
             return self._stack(a, b, t0)
-        p = self._pack_factor(bt, n, k, min(lim.k, k_call)) if pack and not self._stacks else 1
+        p = (pack_factor(bt, n, k, tile[1], tile[2], lim.n, min(lim.k, k_call)) if pack and not self._stacks
+             else 1)
         if p > 1:
             return self._packed(a, b, p, k_call, b_key, narrow)
         if one_call and bt == 1:
@@ -220,17 +221,6 @@ class Scheduler:
         STATS.record({"prepare": t1 - t0, "run": t2 - t1, "collect": t3 - t2, "schedule_wall": t3 - start},
                      {"kernel_calls": 1})
         return out
-
-    def _pack_factor(self, bt: int, n: int, k: int, k_limit: int) -> int:
-        """How many products of a batch share one call as diagonal blocks: the most that fit the call limits
-        without costing more kernel tiles than running them apart (1: no packing)."""
-        tn, tk = self._tile[1], self._tile[2]
-        apart = -(-n // tn) * -(-k // tk)
-        best = 1
-        for p in range(2, min(bt, self.active.limits.n // n, k_limit // k) + 1):
-            if -(-p * n // tn) * -(-p * k // tk) <= p * apart:
-                best = p
-        return best
 
     def _packed(self, a: torch.Tensor, b: torch.Tensor, p: int, k_call: int, b_key: Hashable | None,
                 narrow: bool) -> torch.Tensor:
