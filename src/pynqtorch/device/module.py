@@ -114,3 +114,64 @@ def set_rng_state(new_state: torch.Tensor, device: torch.device | str | int | No
 
 def get_amp_supported_dtype() -> list[torch.dtype]:
     return [torch.float16, torch.bfloat16]
+
+
+def empty_cache() -> None:
+    """Release cached memory: a no-op, since host buffers are freed with their tensors and nothing is cached."""
+
+
+def memory_reserved(device: torch.device | str | int | None = None) -> int:
+    """Bytes reserved for zynq storages: the allocated bytes (no cache holds more)."""
+    return memory_allocated(device)
+
+
+def max_memory_reserved(device: torch.device | str | int | None = None) -> int:
+    return max_memory_allocated(device)
+
+
+def mem_get_info(device: torch.device | str | int | None = None) -> tuple[int, int]:
+    """(free, total) bytes of the host memory zynq tensors live in."""
+    _index(device)
+    page = os.sysconf("SC_PAGE_SIZE")
+    return os.sysconf("SC_AVPHYS_PAGES") * page, os.sysconf("SC_PHYS_PAGES") * page
+
+
+# Streams and events: engine calls are synchronous, so a stream orders nothing beyond program order and an
+# event holds the host time it was recorded (`elapsed_time` in milliseconds). They are PyTorch's generic
+# `torch.Stream`/`torch.Event` on zynq, served by the native device guard (`native.cpp`).
+class Stream(torch.Stream):
+    """A zynq stream (`torch.Stream` on the zynq device)."""
+
+    def __new__(cls, device: torch.device | str | int | None = None, priority: int = 0) -> Stream:
+        return super().__new__(cls, device=torch.device("zynq", _index(device)), priority=priority)
+
+
+def Event(enable_timing: bool = False, blocking: bool = False, interprocess: bool = False) -> torch.Event:  # noqa: N802
+    """A zynq event (`torch.Event` on the zynq device; PyTorch accepts no subclass in `elapsed_time`)."""
+    return torch.Event(device="zynq", enable_timing=enable_timing, blocking=blocking, interprocess=interprocess)
+
+
+def current_stream(device: torch.device | str | int | None = None) -> torch.Stream:
+    return torch.accelerator.current_stream(torch.device("zynq", _index(device)))
+
+
+def set_stream(stream: torch.Stream) -> None:
+    torch.accelerator.set_stream(stream)
+
+
+class stream:  # noqa: N801 - the name device modules use (`torch.cuda.stream`)
+    """Context manager selecting `stream` as the current zynq stream (None: no change)."""
+
+    def __init__(self, stream: torch.Stream | None) -> None:
+        self.stream = stream
+        self.previous: torch.Stream | None = None
+
+    def __enter__(self) -> torch.Stream | None:
+        if self.stream is not None:
+            self.previous = current_stream(self.stream.device_index)
+            set_stream(self.stream)
+        return self.stream
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            set_stream(self.previous)

@@ -8,11 +8,12 @@ import types
 import torch
 from torch.utils.backend_registration import _setup_privateuseone_for_python_backend
 
-from . import fallback, kernels, module, rnn, serialization
+from . import fallback, kernels, module, native, rnn, serialization
 
 _libs: list[torch.library.Library] = []
 
 
+# The pure-Python hooks and guard serve only when the native ones (`native.py`) cannot be built.
 class _Hooks(torch._C._acc.PrivateUse1Hooks):
     def is_available(self) -> bool:
         return True
@@ -46,6 +47,7 @@ def register() -> None:
     if current not in ("privateuseone", "zynq"):
         raise RuntimeError(f"PrivateUse1 is already taken by backend {current!r}; pynqtorch needs it for 'zynq'")
     if current == "privateuseone":
+        native.install(module.device_count())
         mod = _backend_module()
         _setup_privateuseone_for_python_backend("zynq", backend_module=mod, hook=_Hooks(), device_guard=_Guard())
         sys.modules.setdefault("torch.zynq", mod)
