@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import importlib.metadata as md
-import os
 import platform
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from ._app import app, console, emit_json
+from ._app import app, console, emit_json, fail
 
 
 def _version(dist: str) -> str | None:
@@ -27,15 +27,14 @@ def collect() -> dict:
 
     from .. import hostops
     from ..hw.kernels import kernel_errors, kernels
-    from ..targets.registry import DEFAULT_TARGET, ENV_TARGET, available_targets, current
+    from ..targets.registry import available_targets, current, env_target
 
     return {
         "versions": {"pynqtorch": pynqtorch.__version__, "torch": torch.__version__, "pynq": _version("pynq"),
                      "hls4ml": _version("hls4ml"), "python": platform.python_version(),
                      "machine": platform.machine()},
         "devices": {"count": torch.zynq.device_count(), "current": torch.zynq.current_device()},
-        "active_target": (cur.name if (cur := current()) is not None
-                          else os.environ.get(ENV_TARGET, DEFAULT_TARGET)),
+        "active_target": cur.name if (cur := current()) is not None else env_target(),
         "targets": available_targets(),
         "host_passes": hostops.status(),
         "kernels": {k.name: {"origin": k.origin, "folder": str(k.folder), "priority": k.desc.priority}
@@ -47,7 +46,10 @@ def collect() -> dict:
 @app.command()
 def info(json_out: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
     """Versions, zynq devices, active target, available targets (and why not), kernels."""
-    data = collect()
+    try:
+        data = collect()
+    except ValueError as e:
+        fail(str(e))
     if json_out:
         emit_json(data)
         return
@@ -65,4 +67,4 @@ def info(json_out: bool = typer.Option(False, "--json", help="Print one JSON obj
         k.add_row(name, d["origin"], str(d["priority"]), d["folder"])
     console.print(k)
     for err in data["kernel_errors"]:
-        console.print(f"[yellow]invalid kernel description:[/] {err}")
+        console.print(f"[yellow]broken:[/] {escape(err)}")

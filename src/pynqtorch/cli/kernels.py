@@ -65,7 +65,7 @@ def list_kernels(json_out: bool = typer.Option(False, "--json", help="Print one 
         t.add_row(k.name, k.desc.op, _tile(k), dims, _max(k), str(k.desc.priority), k.origin, str(k.folder))
     console.print(t)
     for err in kernel_errors():
-        console.print(f"[yellow]invalid kernel description:[/] {err}")
+        console.print(f"[yellow]broken:[/] {escape(err)}")
 
 
 @app.command("csim")

@@ -9,6 +9,7 @@ offsets the board target programs, plus a cycle model. Errors name the file and 
 from __future__ import annotations
 
 import ast
+import operator
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -91,9 +92,37 @@ class Hls(_Strict):
 
 
 _PERF_NAMES = {"m", "n", "k"}
+_PERF_FUNCS = {"ceil": lambda x: -(-x // 1), "max": max, "min": min}
 _PERF_NODES = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Name, ast.Constant, ast.Load, ast.Add, ast.Sub,
                ast.Mult, ast.FloorDiv, ast.Div, ast.Mod, ast.Pow, ast.USub, ast.Call)
-_PERF_FUNCS = {"ceil": lambda x: -(-x // 1), "max": max, "min": min}
+_PERF_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv,
+                ast.Div: operator.truediv, ast.Mod: operator.mod, ast.Pow: operator.pow}
+# Bounds that keep evaluating a cycle model instant: no value beyond 2**64 cycles, no exponent beyond 64.
+_PERF_MAX = 2**64
+_PERF_MAX_EXP = 64
+
+
+def _perf_eval(node: ast.AST, env: dict[str, int]) -> int | float:
+    """Evaluate a checked cycle-model node, refusing exponents and values beyond the bounds."""
+    if isinstance(node, ast.Expression):
+        return _perf_eval(node.body, env)
+    if isinstance(node, ast.Constant):
+        value = node.value
+    elif isinstance(node, ast.Name):
+        value = env[node.id]
+    elif isinstance(node, ast.UnaryOp):
+        value = _perf_eval(node.operand, env)
+        value = -value if isinstance(node.op, ast.USub) else value
+    elif isinstance(node, ast.Call):
+        value = _PERF_FUNCS[node.func.id](*(_perf_eval(a, env) for a in node.args))
+    else:
+        left, right = _perf_eval(node.left, env), _perf_eval(node.right, env)
+        if isinstance(node.op, ast.Pow) and not 0 <= right <= _PERF_MAX_EXP:
+            raise ValueError(f"exponent {right} is outside 0..{_PERF_MAX_EXP}")
+        value = _PERF_BINOPS[type(node.op)](left, right)
+    if abs(value) > _PERF_MAX:
+        raise ValueError(f"{value:.3g} exceeds 2**64 cycles")
+    return value
 
 
 def check_expression(v: str, names: set[str], field: str) -> str:
@@ -113,9 +142,12 @@ def check_expression(v: str, names: set[str], field: str) -> str:
 
 
 def eval_expression(v: str, values: dict[str, int]) -> int:
-    """Value of a checked cycle model for the given sizes."""
-    code = compile(ast.parse(v, mode="eval"), "<perf>", "eval")
-    return int(eval(code, {"__builtins__": {}}, {**values, **_PERF_FUNCS}))
+    """Value of a checked cycle model for the given sizes, evaluated with bounds (`ValueError` beyond them)."""
+    try:
+        return int(_perf_eval(ast.parse(v, mode="eval"), values))
+    except (ValueError, ArithmeticError, TypeError) as e:
+        sizes = ", ".join(f"{k}={x}" for k, x in values.items())
+        raise ValueError(f"cycle model {v!r} at {sizes}: {e}") from None
 
 
 class Perf(_Strict):
@@ -130,8 +162,11 @@ class Perf(_Strict):
         return check_expression(v, _PERF_NAMES, "cycles")
 
     def predict(self, m: int, n: int, k: int) -> int:
-        """Predicted cycles for one kernel call on an m×k by k×n problem."""
-        return eval_expression(self.cycles, {"m": m, "n": n, "k": k})
+        """Predicted cycles for one kernel call on an m×k by k×n problem (`ValueError` if the model fails)."""
+        value = eval_expression(self.cycles, {"m": m, "n": n, "k": k})
+        if value < 0:
+            raise ValueError(f"cycle model {self.cycles!r} at m={m}, n={n}, k={k} is negative ({value})")
+        return value
 
 
 class Description(_Strict):
@@ -175,7 +210,44 @@ class Description(_Strict):
         offsets = [a.offset_int for a in self.args]
         if len(set(offsets)) != len(offsets):
             raise ValueError(f"args: duplicate register offsets in {[a.offset for a in self.args]}")
+        self._check_limits()
+        self._check_widths()
+        for dims in ({d: getattr(self.tile, d) for d in DIM_ROLES}, {d: self.dim_limit(d) for d in DIM_ROLES}):
+            try:
+                self.perf.predict(**dims)
+            except ValueError as e:
+                raise ValueError(f"perf.cycles: {e}") from None
         return self
+
+    def _check_limits(self) -> None:
+        if self.max is None:
+            return
+        for d in DIM_ROLES:
+            top, tile = getattr(self.max, d), getattr(self.tile, d)
+            if top < tile or top % tile:
+                raise ValueError(f"max.{d}: {top} must be a multiple of tile.{d} = {tile} (and at least it)")
+
+    def _check_widths(self) -> None:
+        """Operands travel in 8-bit lanes (`pack` per word) and results come back one per word of c."""
+        from .packing import parse_ctype  # packing builds on this module
+
+        bits = {}
+        for i, a in enumerate(self.args):
+            try:
+                bits[a.role] = parse_ctype(a.ctype).dtype.itemsize * 8
+            except ValueError as e:
+                raise ValueError(f"args[{i}].ctype: {e}") from None
+        for i, a in enumerate(self.args):
+            if a.role in ("a", "b"):
+                if a.pack > 1 and self.arith.operand_bits != 8:
+                    raise ValueError(f"args[{i}].pack: packed operands travel in 8-bit lanes, but "
+                                     f"arith.operand_bits is {self.arith.operand_bits}")
+                if a.pack * self.arith.operand_bits > bits[a.role]:
+                    raise ValueError(f"args[{i}].ctype: a {bits[a.role]}-bit word of {a.ctype!r} cannot hold "
+                                     f"{a.pack} operand(s) of {self.arith.operand_bits} bits")
+            elif a.role == "c" and (a.pack != 1 or self.arith.acc_bits > bits["c"]):
+                raise ValueError(f"args[{i}]: results come back one per word, but {a.ctype!r} "
+                                 f"(pack {a.pack}) cannot hold an arith.acc_bits = {self.arith.acc_bits} accumulator")
 
     def arg(self, role: str) -> Arg:
         return next(a for a in self.args if a.role == role)

@@ -31,13 +31,17 @@ def _read(path: Path, error: type[Exception]) -> Any:
         raise error(f"{path}: no such file") from None
     except json.JSONDecodeError as e:
         raise error(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise error(f"{path}: cannot be read: {e}") from None
 
 
 def _validate(path: Path, raw: Any, model: type[M], error: type[Exception]) -> M:
     try:
         return model.model_validate(raw)
     except ValidationError as e:
-        lines = [f"{path}: field '{_field_path(err['loc']) or '<root>'}': {err['msg']}" for err in e.errors()]
+        # Whole-model checks have no location; their messages start with the field they name.
+        lines = [f"{path}: field '{_field_path(err['loc'])}': {err['msg']}" if err["loc"]
+                 else f"{path}: {err['msg'].removeprefix('Value error, ')}" for err in e.errors()]
         raise error("\n".join(lines)) from None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -66,13 +67,18 @@ def _scan(env_key: str) -> tuple[dict[str, KernelInfo], tuple[str, ...]]:
     found: dict[str, KernelInfo] = {}
     errors: list[str] = []
     for root, origin in _search_paths():
+        if origin == "env" and not root.is_dir():
+            errors.append(f"PYNQTORCH_KERNEL_PATH entry {str(root)!r} "
+                          f"{'is not a folder' if root.exists() else 'does not exist'}")
         for folder in _folders(root):
             try:
                 desc = load_description(folder / "description.json")
             except DescriptionError as e:
-                errors.append(str(e))
+                errors.append(f"kernel {folder.name!r} skipped: {e}")
                 continue
             found.setdefault(desc.name, KernelInfo(desc, folder.resolve(), origin))
+    for err in errors:
+        warnings.warn(err, UserWarning, stacklevel=3)
     return found, tuple(errors)
 
 
@@ -82,7 +88,7 @@ def kernels() -> dict[str, KernelInfo]:
 
 
 def kernel_errors() -> tuple[str, ...]:
-    """Descriptions found on the search path that failed validation."""
+    """Problems met on the search path: missing entries and kernels skipped for an invalid description."""
     return _scan(os.environ.get("PYNQTORCH_KERNEL_PATH", ""))[1]
 
 

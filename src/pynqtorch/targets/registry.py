@@ -72,6 +72,18 @@ def available_targets() -> dict[str, str | None]:
     return {name: unavailable_reason(name) for name in target_names()}
 
 
+def env_target() -> str:
+    """The target named by ``PYNQTORCH_TARGET`` (unset or empty: the default); `ValueError` naming the valid
+    targets for anything else."""
+    name = os.environ.get(ENV_TARGET, "").strip()
+    if not name:
+        return DEFAULT_TARGET
+    if name != "auto" and name not in _registered:
+        raise ValueError(f"{ENV_TARGET}={name!r} is not a target; choose one of {target_names()} or 'auto' "
+                         f"(or leave it unset for {DEFAULT_TARGET!r})")
+    return name
+
+
 def _auto() -> str:
     usable = [n for n in target_names() if unavailable_reason(n) is None]
     return max(usable, key=lambda n: target_class(n).priority)
@@ -177,7 +189,7 @@ def use(target: str | None = None, kernel: KernelSpec | None = None, offload: Of
         cur = _active
         selection = cur.offload if offload is None and cur is not None else parse_offload(offload)
         if target is None:
-            target = cur.name if cur is not None else os.environ.get(ENV_TARGET, DEFAULT_TARGET)
+            target = cur.name if cur is not None else env_target()
             if cur is not None and not options:
                 options = cur.options
         if kernel is None and cur is not None:
