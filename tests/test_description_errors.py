@@ -33,29 +33,29 @@ def _write(folder: Path, mutate) -> Path:
 
 @pytest.mark.timeout(60)  # a hang here is the bug
 @pytest.mark.parametrize(("mutate", "message"), [
-    (lambda d: d["perf"].update(cycles="n*k +"), "field 'perf.cycles': Value error, cycle model 'n*k +' is not an "
-                                                 "expression"),
-    (lambda d: d["perf"].update(cycles="9**9**9**9"), "perf.cycles: cycle model '9**9**9**9' at m=1, n=16, k=8: "
-                                                      "exponent 387420489 is outside 0..64"),
-    (lambda d: d["perf"].update(cycles="(m*n*k)**64"), "perf.cycles: cycle model '(m*n*k)**64' at m=1, n=16, k=8: "
-                                                       "7.27e+134 exceeds 2**64 cycles"),
-    (lambda d: d["perf"].update(cycles="k // (n - 16)"), "perf.cycles: cycle model 'k // (n - 16)' at m=1, n=16, "
-                                                         "k=8: integer division or modulo by zero"),
-    (lambda d: d["perf"].update(cycles="m - 2*n"), "perf.cycles: cycle model 'm - 2*n' at m=1, n=16, k=8 is "
-                                                   "negative"),
+    (lambda d: d["perf"].update(cycles="n*k +"), ("field 'perf.cycles': Value error, cycle model 'n*k +' is not an "
+                                                 "expression")),
+    (lambda d: d["perf"].update(cycles="9**9**9**9"), ("perf.cycles: cycle model '9**9**9**9' at m=1, n=16, k=8: "
+                                                      "exponent 387420489 is outside 0..64")),
+    (lambda d: d["perf"].update(cycles="(m*n*k)**64"), ("perf.cycles: cycle model '(m*n*k)**64' at m=1, n=16, k=8: "
+                                                       "7.27e+134 exceeds 2**64 cycles")),
+    (lambda d: d["perf"].update(cycles="k // (n - 16)"), ("perf.cycles: cycle model 'k // (n - 16)' at m=1, n=16, "
+                                                         "k=8: integer division or modulo by zero")),
+    (lambda d: d["perf"].update(cycles="m - 2*n"), ("perf.cycles: cycle model 'm - 2*n' at m=1, n=16, k=8 is "
+                                                   "negative")),
     (lambda d: d["perf"].update(cycles="max()"), "perf.cycles: cycle model 'max()' at m=1, n=16, k=8:"),
-    (lambda d: d["perf"].update(cycles="'x' * 9"), "field 'perf.cycles': Value error, cycle model \"'x' * 9\": "
-                                                   "constant 'x' is not a number"),
-    (lambda d: d["perf"].update(cycles="k.real"), "field 'perf.cycles': Value error, cycle model 'k.real': "
-                                                  "Attribute is not allowed"),
+    (lambda d: d["perf"].update(cycles="'x' * 9"), ("field 'perf.cycles': Value error, cycle model \"'x' * 9\": "
+                                                   "constant 'x' is not a number")),
+    (lambda d: d["perf"].update(cycles="k.real"), ("field 'perf.cycles': Value error, cycle model 'k.real': "
+                                                  "Attribute is not allowed")),
     (lambda d: d["max"].update(k=4), "max.k: 4 must be a multiple of tile.k = 8"),
     (lambda d: d["max"].update(k=1020), "max.k: 1020 must be a multiple of tile.k = 8"),
-    (lambda d: d["arith"].update(operand_bits=16), "args[0].pack: packed operands travel in 8-bit lanes, but "
-                                                   "arith.operand_bits is 16"),
-    (lambda d: d["arith"].update(acc_bits=64), "args[2]: results come back one per word, but 'int*' (pack 1) "
-                                               "cannot hold an arith.acc_bits = 64 accumulator"),
-    (lambda d: d["args"][0].update(ctype="ap_uint<32>*"), "args[0].ctype: a 32-bit word of 'ap_uint<32>*' cannot "
-                                                          "hold 8 operand(s) of 8 bits"),
+    (lambda d: d["arith"].update(operand_bits=16), ("args[0].pack: packed operands travel in 8-bit lanes, but "
+                                                   "arith.operand_bits is 16")),
+    (lambda d: d["arith"].update(acc_bits=64), ("args[2]: results come back one per word, but 'int*' (pack 1) "
+                                               "cannot hold an arith.acc_bits = 64 accumulator")),
+    (lambda d: d["args"][0].update(ctype="ap_uint<32>*"), ("args[0].ctype: a 32-bit word of 'ap_uint<32>*' cannot "
+                                                          "hold 8 operand(s) of 8 bits")),
     (lambda d: d["args"][0].update(ctype="float*"), "args[0].ctype: C type 'float*' is not supported"),
 ])
 def test_bad_description_names_file_and_field(tmp_path: Path, mutate, message: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import torch
+from typing_extensions import Self
 
 from .allocator import get_allocator
 
@@ -142,11 +143,11 @@ def mem_get_info(device: torch.device | str | int | None = None) -> tuple[int, i
 class Stream(torch.Stream):
     """A zynq stream (`torch.Stream` on the zynq device)."""
 
-    def __new__(cls, device: torch.device | str | int | None = None, priority: int = 0) -> Stream:
+    def __new__(cls, device: torch.device | str | int | None = None, priority: int = 0) -> Self:
         return super().__new__(cls, device=torch.device("zynq", _index(device)), priority=priority)
 
 
-def Event(enable_timing: bool = False, blocking: bool = False, interprocess: bool = False) -> torch.Event:  # noqa: N802
+def Event(enable_timing: bool = False, blocking: bool = False, interprocess: bool = False) -> torch.Event:
     """A zynq event (`torch.Event` on the zynq device; PyTorch accepts no subclass in `elapsed_time`)."""
     return torch.Event(device="zynq", enable_timing=enable_timing, blocking=blocking, interprocess=interprocess)
 
@@ -159,7 +160,7 @@ def set_stream(stream: torch.Stream) -> None:
     torch.accelerator.set_stream(stream)
 
 
-class stream:  # noqa: N801 - the name device modules use (`torch.cuda.stream`)
+class stream:  # the name device modules use (`torch.cuda.stream`)
     """Context manager selecting `stream` as the current zynq stream (None: no change)."""
 
     def __init__(self, stream: torch.Stream | None) -> None:
