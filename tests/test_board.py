@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,6 +150,36 @@ def test_board_process_dying_is_a_clear_error(boards: Boards, board_process: typ
     with pytest.raises(BoardError, match="failed: UNAVAILABLE"):
         unit.run(a, b)
     assert proc.proc.wait(30) == 70
+
+
+_DIE_CHILD = """
+import sys, torch, pynqtorch
+pynqtorch.use(target="board")
+a, b = torch.randn(8, 64).to("zynq"), torch.randn(64, 32).to("zynq")
+(a @ b).cpu()
+print("ready", flush=True)
+sys.stdin.readline()
+try:
+    (a @ b).cpu()
+except Exception as e:
+    print(type(e).__name__, e, flush=True)
+"""
+
+
+def test_exit_after_board_death_logs_one_line_per_board(board_process: type[BoardProcess], packed_overlay) -> None:
+    server = board_process("--overlay", str(packed_overlay))
+    env = dict(os.environ, PYTHONPATH=str(Path(pynqtorch.__file__).parents[1]), PYNQ_REMOTE_DEVICES=server.address)
+    child = subprocess.Popen([sys.executable, "-c", _DIE_CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+    assert child.stdout.readline() == "ready\n"
+    server.proc.kill()
+    server.proc.wait(30)
+    out, err = child.communicate("\n", timeout=300)
+    assert child.returncode == 0
+    assert out.startswith("BoardError board0/") and "UNAVAILABLE" in out
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert f"board {server.address}:" in lines[0] and "not freed, the board is gone (UNAVAILABLE" in lines[0]
 
 
 def test_corrupted_results_are_caught_by_verify(boards: Boards, packed_overlay) -> None:

@@ -142,6 +142,17 @@ def open_pynq_device(address: BoardAddress, rpc_timeout_s: float = DEFAULT_RPC_T
     return device
 
 
+def free_buffers(bufs: list[Any]) -> tuple[int, Exception | None]:
+    """Free pynq buffers: (how many were not freed, the first error). After one failure the rest are not
+    tried: the board is gone, and each further RPC would fail again or wait for its deadline."""
+    for i, b in enumerate(bufs):
+        try:
+            b.freebuffer()
+        except Exception as e:  # noqa: BLE001 -- any failure here means the board is gone
+            return len(bufs) - i, e
+    return 0, None
+
+
 class BufferPool:
     """Reusable pynq buffers by (word count, dtype): after warm-up a call allocates nothing."""
 
@@ -182,17 +193,13 @@ class BufferPool:
             self._addresses.pop(id(buf), None)
         buf.freebuffer()
 
-    def close(self) -> None:
-        """Free every pooled buffer; a board that is gone keeps nothing to free, so its errors are logged."""
+    def close(self) -> tuple[int, Exception | None]:
+        """Free every pooled buffer (`free_buffers`' result: a board that is gone keeps nothing to free)."""
         with self._lock:
             bufs = [b for spare in self._free.values() for b in spare]
             self._free.clear()
             self._addresses.clear()
-        for b in bufs:
-            try:
-                b.freebuffer()
-            except Exception as e:  # noqa: BLE001 -- any failure here means the buffer is gone
-                log.warning("freeing a board buffer failed (board gone?): %s", e)
+        return free_buffers(bufs)
 
 
 def error_text(e: Exception) -> str:

@@ -7,6 +7,7 @@ import atexit
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from .connection import (
     BufferPool,
     board_addresses,
     error_text,
+    free_buffers,
     on_board,
     open_pynq_device,
 )
@@ -43,6 +45,7 @@ class BoardDevice:
         self.loads = 0  # overlay (re)loads on this connection
         self.ip_dict: dict[str, Any] | None = None  # pynq's parse of the design this connection downloaded
         self.orphans: list[Any] = []  # buffers a busy IP may still write; freed when the connection closes
+        self._gone = False  # freeing failed once (reported once)
 
     def _allocate(self, words: int, dtype: Any) -> Any:
         import pynq
@@ -62,9 +65,17 @@ class BoardDevice:
         if idle:
             self.free_buffers()
 
-    def free_buffers(self) -> None:
-        self.weights.close()
-        self.pool.close()
+    def free_buffers(self, extra: Sequence[Any] = ()) -> None:
+        """Free resident weights, pooled buffers and `extra`; a board that is gone gets one log line, once."""
+        left = 0
+        err = None
+        for n, e in (self.weights.close(), self.pool.close(), free_buffers(list(extra))):
+            left += n
+            err = err or e
+        if err is not None and not self._gone:
+            self._gone = True
+            log.warning("board %s: %d buffer(s) not freed, the board is gone (%s)", self.address, left,
+                        error_text(err))
 
     def load(self, spec: OverlayInfo, download: bool | None = None) -> None:
         """Load `spec` (downloading .bit/.hwh through pynq.Overlay when present) and check its IPs respond.
@@ -167,13 +178,8 @@ class BoardDevice:
                                f"board {self.address} (is the overlay loaded?): {e}") from None
 
     def close(self) -> None:
-        self.free_buffers()
-        for buf in self.orphans:
-            try:
-                buf.freebuffer()
-            except Exception as e:  # noqa: BLE001 -- the board is gone
-                log.warning("board %s: freeing a buffer failed: %s", self.address, e)
-        self.orphans.clear()
+        orphans, self.orphans = self.orphans, []
+        self.free_buffers(orphans)
 
 
 _devices: dict[BoardAddress, BoardDevice] = {}

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from .connection import free_buffers
+
 WEIGHT_CACHE_ENV = "PYNQTORCH_BOARD_WEIGHT_CACHE_MB"
 DEFAULT_WEIGHT_CACHE_MB = 64.0
 
@@ -103,7 +105,9 @@ class ResidentWeights:
                 if room:
                     entry.nbytes = w.nbytes
                     self.used += w.nbytes
-            self._free(victims)
+            left, err = free_buffers(victims)
+            if err is not None:
+                log.warning("evicting resident weights: %d buffer(s) not freed (board gone?): %s", left, err)
             if not room:
                 with self._lock:
                     self.stats.skipped += 1
@@ -151,24 +155,16 @@ class ResidentWeights:
             if entry is not None:
                 entry.pins -= 1
 
-    def close(self) -> None:
-        """Free every resident buffer (errors from a board that is gone are logged)."""
+    def close(self) -> tuple[int, Exception | None]:
+        """Free every resident buffer (`free_buffers`' result: a board that is gone keeps nothing to free)."""
         with self._lock:
             bufs = [e.buf for e in self._entries.values() if e.buf is not None]
             self._entries.clear()
             self.used = 0
-        self._free(bufs)
+        return free_buffers(bufs)
 
     @property
     def resident(self) -> int:
         """Number of tiles on the board."""
         with self._lock:
             return sum(e.buf is not None for e in self._entries.values())
-
-    @staticmethod
-    def _free(bufs: list[Any]) -> None:
-        for b in bufs:
-            try:
-                b.freebuffer()
-            except Exception as e:  # noqa: BLE001 -- a board that is gone has nothing left to free
-                log.warning("freeing a resident weight buffer failed (board gone?): %s", e)
