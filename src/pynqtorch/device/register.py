@@ -30,12 +30,22 @@ class _Guard(torch._C._acc.DeviceGuard):
         return torch._C._autograd.DeviceType.PrivateUse1
 
 
+def _module_getattr(name: str) -> type:
+    """Inductor asks the device module for its codegen classes: zynq's refuse, naming the backend that works."""
+    from ..compile_backend import CODEGEN_BASES, refusing_codegen
+
+    if name in CODEGEN_BASES:
+        return refusing_codegen(name)
+    raise AttributeError(f"module 'torch.zynq' has no attribute {name!r}")
+
+
 def _backend_module() -> types.ModuleType:
-    mod = types.ModuleType("torch.zynq", "The zynq device: device queries, memory statistics, RNG.")
+    mod = types.ModuleType("torch.zynq", "The zynq device: device queries, memory statistics, RNG, streams.")
     for name in dir(module):
         obj = getattr(module, name)
         if callable(obj) and not name.startswith("__") and getattr(obj, "__module__", "") == module.__name__:
             setattr(mod, name, obj)
+    mod.__getattr__ = _module_getattr  # type: ignore[method-assign]
     return mod
 
 

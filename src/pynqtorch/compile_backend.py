@@ -1,0 +1,181 @@
+"""`torch.compile(model, backend="pynqtorch")`: GEMM-family nodes run on the kernel, the rest is compiled for CPU.
+
+Dynamo hands the backend an FX graph of the model. The graph is split, in program order, into runs of
+GEMM-family nodes (matmul, linear, convolution, attention, ...) and runs of everything else. GEMM runs stay
+calls on the zynq tensors, so they reach the active target's kernel with quantized-weight caching intact.
+The other runs are compiled by inductor for CPU: zynq tensors live in host memory, so each run receives
+zero-copy CPU views of its zynq inputs and its results become zynq tensors without copies (views of an
+input stay views of it). A run is compiled per input geometry on first use. Runs that need autograd, or
+that inductor cannot compile (e.g. they create zynq tensors), run eagerly on the zynq tensors instead.
+
+PyTorch's default backend (inductor on the whole graph) cannot generate code for zynq tensors, whose data
+PyTorch does not see as a pointer; `refusing_codegen` makes it fail with an error that names this backend.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.fx
+
+from .device.storage import adopt_result, alias, cpu_view, is_zynq, mark_written
+
+log = logging.getLogger(__name__)
+
+# Names of the torch functions, Tensor methods and aten ops whose nodes run on zynq (they lower to the kernel).
+GEMM_NAMES = frozenset({
+    "linear", "matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "addmm", "baddbmm", "addbmm", "addmv", "mv",
+    "dot", "addr", "einsum", "tensordot", "inner", "bilinear", "chain_matmul", "multi_dot", "conv1d", "conv2d",
+    "convolution", "_convolution", "scaled_dot_product_attention", "multi_head_attention_forward",
+    "_native_multi_head_attention", "_transformer_encoder_layer_fwd", "_addmm_activation",
+})
+
+NAME = "pynqtorch"
+DEFAULT_BACKEND_ERROR = (
+    "torch.compile's default backend (inductor) cannot generate code for zynq tensors (their data lives in "
+    f"host buffers PyTorch does not see as pointers); use torch.compile(model, backend={NAME!r})")
+
+
+def is_gemm_node(node: torch.fx.Node) -> bool:
+    """True for a call of a GEMM-family function, method or op."""
+    if node.op == "call_method":
+        return node.target in GEMM_NAMES
+    if node.op != "call_function":
+        return False
+    target = node.target
+    name = getattr(target, "__name__", "")
+    if isinstance(target, torch._ops.OpOverload):
+        name = target._schema.name.split("::")[-1]
+    return name in GEMM_NAMES
+
+
+def _geometry(args: Sequence[Any]) -> tuple:
+    return tuple((tuple(a.shape), a.stride(), a.dtype, a.storage_offset()) if isinstance(a, torch.Tensor)
+                 else a for a in args)
+
+
+class _HostRun:
+    """A run of non-GEMM nodes: inductor-compiled for CPU views of its inputs, per input geometry."""
+
+    def __init__(self, gm: torch.fx.GraphModule) -> None:
+        self.gm = gm
+        self.compiled: dict[tuple, Callable[..., Any] | None] = {}
+
+    def __call__(self, *args: Any) -> Any:
+        if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+            return self.gm(*args)  # autograd runs through the zynq tensors
+        views = [cpu_view(a) if is_zynq(a) else a for a in args]
+        key = _geometry(views)
+        if key not in self.compiled:
+            self.compiled[key] = self._compile(views)
+        fn = self.compiled[key]
+        if fn is None:
+            return self.gm(*args)
+        versions = [v._version if isinstance(v, torch.Tensor) else None for v in views]
+        out = fn(*views)
+        for a, v, before in zip(args, views, versions):
+            if is_zynq(a) and v._version != before:
+                mark_written(a)
+        return _to_zynq(out, [(a, v) for a, v in zip(args, views) if is_zynq(a)])
+
+    def _compile(self, views: list[Any]) -> Callable[..., Any] | None:
+        from torch._inductor.compile_fx import compile_fx
+
+        try:
+            return compile_fx(self.gm, views)
+        except Exception as e:  # noqa: BLE001 -- any inductor failure: this run stays eager on zynq
+            log.debug("inductor cannot compile a CPU run (%s: %s); it runs eagerly on zynq", type(e).__name__, e)
+            return None
+
+
+def _to_zynq(out: Any, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> Any:
+    """Results of a CPU run as zynq tensors: views of an input's memory alias it, fresh memory is adopted."""
+    owners = {v.untyped_storage()._cdata: z for z, v in pairs}
+
+    def one(r: Any) -> Any:
+        if not isinstance(r, torch.Tensor) or r.device.type != "cpu":
+            return r
+        sid = r.untyped_storage()._cdata
+        if sid in owners:
+            return alias(owners[sid], r)
+        owners[sid] = z = adopt_result(r)
+        return z
+
+    if isinstance(out, (list, tuple)):
+        return type(out)(one(r) for r in out)
+    return one(out)
+
+
+def split(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """`gm` split into submodules `submod_<i>` alternating GEMM runs and other runs, in program order."""
+    from torch.fx.passes.split_module import split_module
+
+    part, kind = 0, None
+    parts: dict[torch.fx.Node, int] = {}
+    for node in gm.graph.nodes:
+        if node.op in ("placeholder", "output", "get_attr"):
+            continue
+        k = is_gemm_node(node)
+        if kind is not None and k != kind:
+            part += 1
+        kind = k
+        parts[node] = part
+    gemm_parts = {parts[n] for n in parts if is_gemm_node(n)}
+    out = split_module(gm, gm, lambda n: parts[n], keep_original_order=True)
+    for name, sub in out.named_children():
+        if name.startswith("submod_") and int(name.removeprefix("submod_")) not in gemm_parts:
+            setattr(out, name, _HostModule(sub))
+    return out
+
+
+class _HostModule(torch.nn.Module):
+    def __init__(self, gm: torch.fx.GraphModule) -> None:
+        super().__init__()
+        self.run = _HostRun(gm)
+
+    def forward(self, *args: Any) -> Any:
+        return self.run(*args)
+
+
+def pynqtorch(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
+    """The `torch.compile` backend: GEMM-family nodes on the kernel, other runs compiled by inductor for CPU."""
+    if not any(is_zynq(x) for x in example_inputs) and not any(
+            is_zynq(v) for v in (*gm.parameters(), *gm.buffers())):
+        from torch._inductor.compile_fx import compile_fx
+
+        return compile_fx(gm, example_inputs)  # nothing on zynq: plain inductor
+    if not any(is_gemm_node(n) for n in gm.graph.nodes):
+        return _HostRun(gm)
+    return split(gm).forward
+
+
+CODEGEN_BASES = {
+    "Scheduling": ("torch._inductor.codegen.cpp", "CppScheduling"),
+    "PythonWrapperCodegen": ("torch._inductor.codegen.wrapper", "PythonWrapperCodegen"),
+    "CppWrapperCodegen": ("torch._inductor.codegen.cpp_wrapper_cpu", "CppWrapperCpu"),
+    "WrapperFxCodegen": ("torch._inductor.codegen.wrapper_fxir", "WrapperFxCodegen"),
+}
+
+
+def refusing_codegen(name: str) -> type:
+    """Inductor's codegen class `name` for zynq: creating one raises `DEFAULT_BACKEND_ERROR`.
+
+    Inductor asks the device module for its codegen classes (and needs device op overrides for it), so a
+    graph on zynq reaches these and fails with a message naming the backend that works.
+    """
+    import importlib
+
+    from torch._inductor.codegen.common import register_device_op_overrides
+    from torch._inductor.codegen.cpu_device_op_overrides import CpuDeviceOpOverrides
+
+    register_device_op_overrides("zynq", CpuDeviceOpOverrides())
+    module, base = CODEGEN_BASES[name]
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(DEFAULT_BACKEND_ERROR)
+
+    return type(f"Zynq{name}", (getattr(importlib.import_module(module), base),),
+                {"__init__": refuse, "create": staticmethod(refuse)})
