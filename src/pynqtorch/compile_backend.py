@@ -39,8 +39,14 @@ DEFAULT_BACKEND_ERROR = (
     f"host buffers PyTorch does not see as pointers); use torch.compile(model, backend={NAME!r})")
 
 
+GEMM_MODULES = (torch.nn.Linear, torch.nn.Bilinear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.MultiheadAttention,
+                torch.nn.TransformerEncoderLayer, torch.nn.TransformerDecoderLayer)
+
+
 def is_gemm_node(node: torch.fx.Node) -> bool:
-    """True for a call of a GEMM-family function, method or op."""
+    """True for a call of a GEMM-family function, method, op or module."""
+    if node.op == "call_module":
+        return isinstance(node.graph.owning_module.get_submodule(node.target), GEMM_MODULES)
     if node.op == "call_method":
         return node.target in GEMM_NAMES
     if node.op != "call_function":

@@ -1,0 +1,139 @@
+"""torch.compile on zynq: the `pynqtorch` backend agrees with eager with GEMMs on the kernel; the default fails clearly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import pynqtorch
+from pynqtorch.compile_backend import DEFAULT_BACKEND_ERROR, is_gemm_node, split
+from pynqtorch.compile_backend import pynqtorch as backend
+from pynqtorch.examples.digits import DigitsCNN
+
+
+class Block(nn.Module):
+    """A pre-norm transformer block: attention written out (matmuls, softmax) and a GELU MLP."""
+
+    def __init__(self, d: int = 32, heads: int = 4) -> None:
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        att = F.softmax(q @ k.transpose(-2, -1) / (d // self.heads) ** 0.5, dim=-1)
+        x = x + self.proj((att @ v).transpose(1, 2).reshape(b, t, d))
+        return x + self.mlp(self.ln2(x))
+
+
+def _mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
+MODELS = {
+    "mlp": (_mlp, (16, 20), True),
+    "digits_cnn": (DigitsCNN, (8, 1, 8, 8), True),
+    "transformer_block": (Block, (2, 12, 32), False),
+}
+
+
+def _accelerated() -> dict[str, int]:
+    return {k: v.calls for k, v in pynqtorch.report().accelerated.items()}
+
+
+def _kernel_calls() -> int:
+    return sum(u["calls"] for u in pynqtorch.report().engine.get("units", {}).values())
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_compiled_agrees_with_eager_and_runs_gemms_on_the_kernel(name: str) -> None:
+    make, shape, exact = MODELS[name]
+    torch.manual_seed(0)
+    model = make().eval().to("zynq")
+    x = torch.randn(shape)
+    compiled = torch.compile(model, backend=backend)
+    with torch.no_grad():
+        pynqtorch.reset_report()
+        eager = model(x.to("zynq")).cpu()
+        eager_ops, eager_kernel = _accelerated(), _kernel_calls()
+        pynqtorch.reset_report()
+        got = compiled(x.to("zynq"))
+        assert got.device.type == "zynq"
+        got = got.cpu()
+        compiled_ops, compiled_kernel = _accelerated(), _kernel_calls()
+        want = make().eval()
+        want.load_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
+        cpu = want(x)
+    assert eager_ops and compiled_ops == eager_ops  # the same GEMMs, each on the kernel
+    assert compiled_kernel == eager_kernel > 0
+    if exact:  # between GEMMs only exact ops (ReLU, max-pool): the same bits
+        assert torch.equal(got, eager)
+    else:  # LayerNorm/softmax/GELU compiled by inductor may differ from eager in the last bits
+        assert ((got - eager).norm() / eager.norm()).item() < 1e-3
+    assert ((got - cpu).norm() / cpu.norm()).item() < 0.05  # the int8 scheme vs float32
+
+
+def test_compiled_gradients_match_eager() -> None:
+    torch.manual_seed(1)
+    model = _mlp().to("zynq")
+    x, y = torch.randn(16, 20).to("zynq"), torch.randint(0, 10, (16,)).to("zynq")
+    compiled = torch.compile(model, backend=backend)
+    grads = []
+    for fn in (model, compiled):
+        model.zero_grad()
+        F.cross_entropy(fn(x), y).backward()
+        grads.append([p.grad.cpu().clone() for p in model.parameters()])
+    for g_eager, g_compiled in zip(*grads):
+        assert torch.equal(g_eager, g_compiled)
+
+
+class _Accumulate(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("w", torch.randn(8, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x @ self.w
+        self.w.add_(1.0)
+        return y
+
+
+def test_writes_in_a_compiled_run_invalidate_cached_weights() -> None:
+    torch.manual_seed(2)
+    x = torch.randn(3, 8)
+    eager, model = _Accumulate().to("zynq"), _Accumulate().to("zynq")
+    model.load_state_dict(eager.state_dict())
+    compiled = torch.compile(model, backend=backend)
+    with torch.no_grad():
+        for _ in range(3):
+            assert torch.equal(compiled(x.to("zynq")).cpu(), eager(x.to("zynq")).cpu())
+    assert torch.equal(model.w.cpu(), eager.w.cpu())
+
+
+def _two_layers(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
+    return F.linear(torch.relu(x @ w1).mul(2), w2).softmax(-1)
+
+
+@pytest.mark.parametrize("fn", [_two_layers, _mlp()], ids=["functions", "modules"])
+def test_graph_is_split_into_gemm_and_host_runs(fn) -> None:
+    parts = split(torch.fx.symbolic_trace(fn))
+    subs = [m for n, m in parts.named_children() if n.startswith("submod_")]
+    kinds = [isinstance(m, torch.fx.GraphModule) and any(is_gemm_node(n) for n in m.graph.nodes) for m in subs]
+    assert kinds == ([True, False, True, False] if fn is _two_layers else [True, False, True, False, True])
+
+
+def test_default_backend_fails_naming_the_pynqtorch_backend() -> None:
+    model = _mlp().to("zynq")
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match="backend='pynqtorch'") as e:
+        torch.compile(model)(torch.randn(2, 20).to("zynq"))
+    assert DEFAULT_BACKEND_ERROR in str(e.value)
+    # CPU models keep compiling with the default backend
+    cpu = nn.Linear(4, 3)
+    x = torch.randn(2, 4)
+    assert torch.allclose(torch.compile(cpu)(x), cpu(x))
