@@ -78,6 +78,29 @@ def test_compiled_agrees_with_eager_and_runs_gemms_on_the_kernel(name: str) -> N
     assert ((got - cpu).norm() / cpu.norm()).item() < 0.05  # the int8 scheme vs float32
 
 
+def test_changing_shapes_recompile_correctly() -> None:
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 4), nn.Softmax(-1)).eval().to("zynq")
+    compiled = torch.compile(model, backend=backend)
+    with torch.no_grad():
+        for batch in (8, 5, 3, 7):  # the second shape makes dynamo compile a graph with a symbolic batch
+            x = torch.randn(batch, 8).to("zynq")
+            got, want = compiled(x).cpu(), model(x).cpu()
+            assert got.shape == (batch, 4)
+            assert ((got - want).norm() / want.norm()).item() < 1e-5
+
+
+def test_results_that_view_an_input_alias_it() -> None:
+    fn = torch.compile(lambda x, w: ((x @ w).t(), x.view(-1)), backend=backend)
+    x, w = torch.randn(4, 8).to("zynq"), torch.randn(8, 3).to("zynq")
+    with torch.no_grad():
+        prod, flat = fn(x, w)
+    assert prod.shape == (3, 4) and prod.stride() == (1, 3)
+    assert flat.untyped_storage()._cdata == x.untyped_storage()._cdata
+    x.add_(1.0)
+    assert torch.equal(flat.cpu(), x.cpu().view(-1))
+
+
 def test_compiled_gradients_match_eager() -> None:
     torch.manual_seed(1)
     model = _mlp().to("zynq")

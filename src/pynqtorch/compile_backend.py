@@ -67,10 +67,20 @@ class _HostRun:
     """A run of non-GEMM nodes: inductor-compiled for CPU views of its inputs, per input geometry."""
 
     def __init__(self, gm: torch.fx.GraphModule) -> None:
+        # inductor wants a graph returning a tuple: a single result is returned as a 1-tuple and unwrapped
+        out = next(n for n in reversed(gm.graph.nodes) if n.op == "output")
+        self.single = not isinstance(out.args[0], (tuple, list))
+        if self.single:
+            out.args = ((out.args[0],),)
+            gm.recompile()
         self.gm = gm
         self.compiled: dict[tuple, Callable[..., Any] | None] = {}
 
     def __call__(self, *args: Any) -> Any:
+        out = self._run(args)
+        return out[0] if self.single else out
+
+    def _run(self, args: tuple) -> Any:
         if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
             return self.gm(*args)  # autograd runs through the zynq tensors
         views = [cpu_view(a) if is_zynq(a) else a for a in args]
