@@ -105,7 +105,7 @@ struct Hooks final : public at::PrivateUse1HooksInterface {
 
 // ---- device guard: streams and events -----------------------------------------------------------
 
-std::atomic<c10::DeviceIndex> g_device_count{1};
+std::atomic<c10::DeviceIndex> g_device_count{1};  // boards named when pynqtorch was imported
 thread_local c10::DeviceIndex t_device = 0;
 thread_local c10::StreamId t_stream = 0;
 std::atomic<c10::StreamId> g_next_stream{1};
@@ -122,9 +122,7 @@ struct Guard final : public c10::impl::DeviceGuardImplInterface {
   c10::Device getDevice() const override { return {kZynq, t_device}; }
   void setDevice(c10::Device d) const override {
     TORCH_CHECK(d.type() == kZynq, "expected a zynq device, got ", d);
-    TORCH_CHECK(!d.has_index() || d.index() < g_device_count.load(), "zynq device ", static_cast<int>(d.index()),
-                " does not exist: ", static_cast<int>(g_device_count.load()), " zynq device(s) present");
-    if (d.has_index()) t_device = d.index();
+    if (d.has_index()) t_device = d.index();  // indices are checked where devices are named (torch.zynq)
   }
   void uncheckedSetDevice(c10::Device d) const noexcept override {
     if (d.has_index()) t_device = d.index();
