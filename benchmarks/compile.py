@@ -10,7 +10,7 @@ import torch
 
 import pynqtorch
 from pynqtorch.bench.timing import interleaved_medians
-from pynqtorch.compile_backend import pynqtorch as backend
+from pynqtorch.device.compiler import pynqtorch as backend
 from pynqtorch.examples.digits import DigitsCNN
 
 MODELS = {

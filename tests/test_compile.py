@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import pynqtorch
-from pynqtorch.compile_backend import DEFAULT_BACKEND_ERROR, is_gemm_node, split
-from pynqtorch.compile_backend import pynqtorch as backend
+from pynqtorch.device.compiler import DEFAULT_BACKEND_ERROR, is_gemm_node, split
+from pynqtorch.device.compiler import pynqtorch as backend
 from pynqtorch.examples.digits import DigitsCNN
 
 

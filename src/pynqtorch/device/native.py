@@ -19,8 +19,7 @@ from pathlib import Path
 import torch
 import torch.utils.cpp_extension as cpp
 
-from ..buildcache import cached_build
-from ..targets.base import TargetUnavailable
+from ..buildcache import BuildError, cached_build
 from .allocator import get_allocator
 
 log = logging.getLogger(__name__)
@@ -63,7 +62,7 @@ def install(device_count: int) -> bool:
         return False
     try:
         lib = ctypes.CDLL(str(build()))
-    except (TargetUnavailable, RuntimeError, OSError) as e:
+    except (BuildError, RuntimeError, OSError) as e:
         log.warning("zynq native hooks unavailable (no pinned memory, streams or torch.accelerator memory "
                     "statistics): %s", e)
         return False

@@ -32,7 +32,7 @@ class _Guard(torch._C._acc.DeviceGuard):
 
 def _module_getattr(name: str) -> type:
     """Inductor asks the device module for its codegen classes: zynq's refuse, naming the backend that works."""
-    from ..compile_backend import CODEGEN_BASES, refusing_codegen
+    from .compiler import CODEGEN_BASES, refusing_codegen
 
     if name in CODEGEN_BASES:
         return refusing_codegen(name)

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .ctype import parse_ctype
 from .jsonspec import CIdentifier
 
 Role = Literal["a", "b", "c", "m", "n", "k"]
@@ -229,8 +230,6 @@ class Description(_Strict):
 
     def _check_widths(self) -> None:
         """Operands travel in 8-bit lanes (`pack` per word) and results come back one per word of c."""
-        from .packing import parse_ctype  # packing builds on this module
-
         bits = {}
         for i, a in enumerate(self.args):
             try:

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.fx
 
-from .device.storage import adopt_result, alias, cpu_view, is_zynq, mark_written
+from .storage import adopt_result, alias, cpu_view, is_zynq, mark_written
 
 log = logging.getLogger(__name__)
 
