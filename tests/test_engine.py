@@ -18,8 +18,8 @@ def make_desc(name: str, tile: dict[str, int], runtime: dict[str, int] | None = 
     """A kernel description built in the test: fixed (runtime=None) or with runtime m/n/k up to `runtime`."""
     args: list[dict[str, Any]] = [
         {"name": "in1", "role": "a", "interface": "m_axi", "ctype": "int*", "offset": "0x10", "layout": "mk"},
-        {"name": "in2", "role": "b", "interface": "m_axi", "ctype": "int*", "offset": "0x1c",
-         "layout": "kn" if runtime is None else "nk", "pack": 1 if runtime is None else 8},
+        {"name": "in2", "role": "b", "interface": "m_axi", "ctype": "int*" if runtime is None else "ap_uint<64>*",
+         "offset": "0x1c", "layout": "kn" if runtime is None else "nk", "pack": 1 if runtime is None else 8},
         {"name": "out", "role": "c", "interface": "m_axi", "ctype": "int*", "offset": "0x28", "layout": "mn"},
     ]
     extra: dict[str, Any] = {}
