@@ -32,16 +32,13 @@ GEMM_NAMES = frozenset({
     "convolution", "_convolution", "scaled_dot_product_attention", "multi_head_attention_forward",
     "_native_multi_head_attention", "_transformer_encoder_layer_fwd", "_addmm_activation",
 })
+GEMM_MODULES = (torch.nn.Linear, torch.nn.Bilinear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.MultiheadAttention,
+                torch.nn.TransformerEncoderLayer, torch.nn.TransformerDecoderLayer)
 
 NAME = "pynqtorch"
 DEFAULT_BACKEND_ERROR = (
     "torch.compile's default backend (inductor) cannot generate code for zynq tensors (their data lives in "
     f"host buffers PyTorch does not see as pointers); use torch.compile(model, backend={NAME!r})")
-
-
-GEMM_MODULES = (torch.nn.Linear, torch.nn.Bilinear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.MultiheadAttention,
-                torch.nn.TransformerEncoderLayer, torch.nn.TransformerDecoderLayer)
-
 
 def is_gemm_node(node: torch.fx.Node) -> bool:
     """True for a call of a GEMM-family function, method, op or module."""
