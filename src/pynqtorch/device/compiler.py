@@ -40,6 +40,7 @@ DEFAULT_BACKEND_ERROR = (
     "torch.compile's default backend (inductor) cannot generate code for zynq tensors (their data lives in "
     f"host buffers PyTorch does not see as pointers); use torch.compile(model, backend={NAME!r})")
 
+
 def is_gemm_node(node: torch.fx.Node) -> bool:
     """True for a call of a GEMM-family function, method, op or module."""
     if node.op == "call_module":
