@@ -1,5 +1,5 @@
-"""torch.compile on zynq: ``python benchmarks/compile.py [--reps N]`` prints eager, compiled (backend
-"pynqtorch") and CPU float32 times per forward, interleaved in one run, and their ratios."""
+"""torch.compile on zynq: ``python benchmarks/compile.py [--reps N] [--threads T]`` prints eager, compiled
+(backend "pynqtorch") and CPU float32 times per forward, interleaved in one run, and their ratios."""
 
 from __future__ import annotations
 
@@ -38,8 +38,13 @@ def measure(make: Callable[[], torch.nn.Module], shape: tuple[int, ...], reps: i
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (default: torch's); on a loaded machine 1 avoids OpenMP spinning")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     pynqtorch.use(target="ref")
+    print(f"torch threads: {torch.get_num_threads()}")
     print(f"{'model':32} {'eager ms':>9} {'compiled ms':>12} {'cpu ms':>8} {'eager/compiled':>15} {'compiled/cpu':>13}")
     for name, (make, shape) in MODELS.items():
         eager_s, compiled_s, cpu_s = measure(make, shape, args.reps)
