@@ -154,7 +154,7 @@ def test_board_process_dying_is_a_clear_error(boards: Boards, board_process: typ
 
 _DIE_CHILD = """
 import sys, torch, pynqtorch
-pynqtorch.use(target="board")
+pynqtorch.use(target="board", overlay=sys.argv[1])
 a, b = torch.randn(8, 64).to("zynq"), torch.randn(64, 32).to("zynq")
 (a @ b).cpu()
 print("ready", flush=True)
@@ -169,8 +169,8 @@ except Exception as e:
 def test_exit_after_board_death_logs_one_line_per_board(board_process: type[BoardProcess], packed_overlay) -> None:
     server = board_process("--overlay", str(packed_overlay))
     env = dict(os.environ, PYTHONPATH=str(Path(pynqtorch.__file__).parents[1]), PYNQ_REMOTE_DEVICES=server.address)
-    child = subprocess.Popen([sys.executable, "-c", _DIE_CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=env)
+    child = subprocess.Popen([sys.executable, "-c", _DIE_CHILD, str(packed_overlay)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     assert child.stdout.readline() == "ready\n"
     server.proc.kill()
     server.proc.wait(30)
