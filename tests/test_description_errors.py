@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 import pynqtorch
 from pynqtorch.cli import app
-from pynqtorch.hw.description import DescriptionError, load_description
+from pynqtorch.hw.description import DescriptionError
+from pynqtorch.hw.families import load_description
 from pynqtorch.hw.kernels import find_kernel, kernel_errors, kernels
 from pynqtorch.targets import registry
 
@@ -33,7 +34,7 @@ def _write(folder: Path, mutate) -> Path:
 
 @pytest.mark.timeout(60)  # a hang here is the bug
 @pytest.mark.parametrize(("mutate", "message"), [
-    (lambda d: d["perf"].update(cycles="n*k +"), ("field 'perf.cycles': Value error, cycle model 'n*k +' is not an "
+    (lambda d: d["perf"].update(cycles="n*k +"), ("field 'perf.cycles': Value error, cycles: 'n*k +' is not an "
                                                  "expression")),
     (lambda d: d["perf"].update(cycles="9**9**9**9"), ("perf.cycles: cycle model '9**9**9**9' at m=1, n=16, k=8: "
                                                       "exponent 387420489 is outside 0..64")),
@@ -44,8 +45,7 @@ def _write(folder: Path, mutate) -> Path:
     (lambda d: d["perf"].update(cycles="m - 2*n"), ("perf.cycles: cycle model 'm - 2*n' at m=1, n=16, k=8 is "
                                                    "negative")),
     (lambda d: d["perf"].update(cycles="max()"), "perf.cycles: cycle model 'max()' at m=1, n=16, k=8:"),
-    (lambda d: d["perf"].update(cycles="'x' * 9"), ("field 'perf.cycles': Value error, cycle model \"'x' * 9\": "
-                                                   "constant 'x' is not a number")),
+    (lambda d: d["perf"].update(cycles="'x' * 9"), "perf.cycles: cycle model \"'x' * 9\" at m=1, n=16, k=8:"),
     (lambda d: d["perf"].update(cycles="k.real"), ("field 'perf.cycles': Value error, cycle model 'k.real': "
                                                   "Attribute is not allowed")),
     (lambda d: d["max"].update(k=4), "max.k: 4 must be a multiple of tile.k = 8"),
@@ -56,7 +56,7 @@ def _write(folder: Path, mutate) -> Path:
                                                "cannot hold an arith.acc_bits = 64 accumulator")),
     (lambda d: d["args"][0].update(ctype="ap_uint<32>*"), ("args[0].ctype: a 32-bit word of 'ap_uint<32>*' cannot "
                                                           "hold 8 operand(s) of 8 bits")),
-    (lambda d: d["args"][0].update(ctype="float*"), "args[0].ctype: C type 'float*' is not supported"),
+    (lambda d: d["args"][0].update(ctype="double*"), "args[0].ctype: C type 'double*' is not supported"),
 ])
 def test_bad_description_names_file_and_field(tmp_path: Path, mutate, message: str) -> None:
     path = _write(tmp_path / "bad", mutate)

@@ -39,9 +39,7 @@ def _validate(path: Path, raw: Any, model: type[M], error: type[Exception]) -> M
     try:
         return model.model_validate(raw)
     except ValidationError as e:
-        # Whole-model checks have no location; their messages start with the field they name.
-        lines = [f"{path}: field '{_field_path(err['loc'])}': {err['msg']}" if err["loc"]
-                 else f"{path}: {err['msg'].removeprefix('Value error, ')}" for err in e.errors()]
+        lines = [f"{path}: field '{_field_path(err['loc']) or '<root>'}': {err['msg']}" for err in e.errors()]
         raise error("\n".join(lines)) from None
 
 
