@@ -182,30 +182,41 @@ def perf(kernel: str = typer.Argument(..., help="Kernel name or folder."),
          n: int = typer.Option(..., "--n", min=1, help="Columns of B (whole GEMM)."),
          k: int = typer.Option(..., "--k", min=1, help="Inner dimension (whole GEMM)."),
          clock_mhz: float | None = typer.Option(None, "--clock-mhz", help="Kernel clock (default: hls.clock_ns)."),
-         host_us: float = typer.Option(0.0, "--host-us", min=0.0, help="Host overhead per kernel call, µs."),
+         host_us: float = typer.Option(0.0, "--host-us", min=0.0, help="Extra host overhead per kernel call, µs."),
+         board_host: bool = typer.Option(False, "--board-host",
+                                         help="Add the board target's per-call host stages (Cortex-A9 estimate)."),
          json_out: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
-    """Predicted cycles and latency per call, and calls and board time for a whole m×k by k×n GEMM."""
-    from ..hw.perf import gemm_perf
+    """Predicted cycles per call with the cycle model's terms, and calls and board time for a whole GEMM."""
+    from ..hw.perf import BOARD_HOST, gemm_perf
 
     info = _kernel(kernel)
     if info.desc.op != "gemm":
         fail(f"perf predicts whole GEMMs; {info.name} is a {info.desc.op} kernel whose cycles per call are "
              f"{info.desc.perf.cycles}")
     try:
-        p = gemm_perf(info.desc, m, n, k, clock_mhz=clock_mhz, host_us=host_us)
+        p = gemm_perf(info.desc, m, n, k, clock_mhz=clock_mhz, host_us=host_us,
+                      host=BOARD_HOST if board_host else None)
     except ValueError as e:
         fail(str(e))
     mhz = p.clock_mhz
+    terms = info.desc.perf.expressions()
     if json_out:
-        emit_json({"kernel": info.name, "cycles_model": info.desc.perf.cycles, "clock_mhz": mhz, "m": m, "n": n,
-                   "k": k, "calls": p.calls, "cycles": p.cycles, "kernel_s": p.kernel_s, "host_us": host_us,
-                   "host_s": p.host_s, "total_s": p.total_s, "shapes": [asdict(s) for s in p.shapes]})
+        emit_json({"cycles": p.cycles, "breakdown": p.breakdown, "kernel": info.name, "terms": terms,
+                   "params": info.desc.perf.params, "clock_mhz": mhz, "m": m, "n": n, "k": k, "calls": p.calls,
+                   "kernel_s": p.kernel_s, "host_us": host_us, "host_s": p.host_s, "total_s": p.total_s,
+                   "shapes": [asdict(s) | {"cycles": s.cycles} for s in p.shapes]})
         return
-    console.print(f"{info.name}: cycles per call = {info.desc.perf.cycles}  at {mhz:g} MHz")
-    t = Table("call m×n×k", "calls", "cycles / call", "latency / call")
-    for s in p.shapes:
-        t.add_row(f"{s.m}x{s.n}x{s.k}", f"{s.count:,}", f"{s.cycles:,}", f"{s.cycles / mhz:,.1f} µs")
+    params = ", ".join(f"{k_}={v}" for k_, v in info.desc.perf.params.items())
+    console.print(f"{info.name}: cycle model at {mhz:g} MHz" + (f" ({params})" if params else ""))
+    t = Table("term", "expression", *[f"{s.m}x{s.n}x{s.k} (x{s.count:,})" for s in p.shapes], "whole GEMM",
+              title="cycles per call by term (an estimate)")
+    total = p.breakdown
+    for term, expr in terms.items():
+        t.add_row(term, expr, *[f"{s.breakdown[term]:,}" for s in p.shapes], f"{total[term]:,}")
+    t.add_row("[bold]total[/]", "", *[f"[bold]{s.cycles:,}[/]" for s in p.shapes], f"[bold]{p.cycles:,}[/]")
+    t.add_row("latency / call", "", *[f"{s.cycles / mhz:,.1f} µs" for s in p.shapes], "")
     console.print(t)
+    host = f"{p.host_s * 1e3:,.3f} ms host" + (" (board stages estimate)" if board_host else "")
     console.print(f"GEMM {m}x{k} by {k}x{n}: {p.calls:,} kernel calls, {p.cycles:,} cycles = "
-                  f"{p.kernel_s * 1e3:,.3f} ms kernel + {p.calls:,} x {host_us:g} µs host = "
-                  f"[bold]{p.total_s * 1e3:,.3f} ms[/] predicted board time")
+                  f"{p.kernel_s * 1e3:,.3f} ms kernel + {host} = [bold]{p.total_s * 1e3:,.3f} ms[/] predicted "
+                  f"board time; {m * n * k / p.cycles:,.1f} MAC/cycle")

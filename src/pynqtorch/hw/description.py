@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from .jsonspec import CIdentifier
 
@@ -94,6 +94,9 @@ _PERF_NAMES = {"m", "n", "k"}
 _PERF_NODES = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Name, ast.Constant, ast.Load, ast.Add, ast.Sub,
                ast.Mult, ast.FloorDiv, ast.Div, ast.Mod, ast.Pow, ast.USub, ast.Call)
 _PERF_FUNCS = {"ceil": lambda x: -(-x // 1), "max": max, "min": min}
+_PERF_MAX_POW = 4
+# A term larger than this at the largest call (about 3 hours at 100 MHz) is treated as unbounded.
+PERF_BOUND = 1 << 40
 
 
 def check_expression(v: str, names: set[str], field: str) -> str:
@@ -109,6 +112,13 @@ def check_expression(v: str, names: set[str], field: str) -> str:
             raise ValueError(f"cycle model {v!r}: unknown name {node.id!r} (use {', '.join(sorted(names))})")
         if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name) and node.func.id in _PERF_FUNCS):
             raise ValueError(f"cycle model {v!r}: only {sorted(_PERF_FUNCS)} may be called")
+        if isinstance(node, ast.Constant) and (isinstance(node.value, bool)
+                                               or not isinstance(node.value, int | float)):
+            raise ValueError(f"cycle model {v!r}: constant {node.value!r} is not a number")  # noqa: TRY004
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow) and not (
+                isinstance(node.right, ast.Constant) and isinstance(node.right.value, int)
+                and 0 <= node.right.value <= _PERF_MAX_POW):
+            raise ValueError(f"cycle model {v!r}: powers need a constant exponent from 0 to {_PERF_MAX_POW}")
     return v
 
 
@@ -119,19 +129,49 @@ def eval_expression(v: str, values: dict[str, int]) -> int:
 
 
 class Perf(_Strict):
-    """Cycle model: an arithmetic expression in m, n, k (one kernel call), e.g. ``k*n + m*(k + n)``."""
+    """Cycle model of one kernel call: named `terms` (expressions in m, n, k and the `params`), summed.
 
-    cycles: str
+    ``params`` name the AXI and pipeline constants the terms use (read latency, write response, pipeline
+    depth, ...); a single ``cycles`` expression is the older form, read as one term named ``cycles``.
+    """
+
+    cycles: str | None = None
+    terms: dict[str, str] = {}
+    params: dict[str, int] = {}
     ii: int = Field(1, ge=1)
 
-    @field_validator("cycles")
-    @classmethod
-    def _safe(cls, v: str) -> str:
-        return check_expression(v, _PERF_NAMES, "cycles")
+    @model_validator(mode="after")
+    def _safe(self) -> Perf:
+        if (self.cycles is None) == (not self.terms):
+            raise ValueError("give either 'terms' (named cycle terms) or 'cycles' (one expression), not both")
+        for name, value in self.params.items():
+            if not name.isidentifier() or name in _PERF_NAMES | set(_PERF_FUNCS):
+                raise ValueError(f"params.{name}: not a usable name (identifiers other than m, n, k, ceil, max, min)")
+            if not 0 <= value <= 1 << 20:
+                raise ValueError(f"params.{name}: {value} is outside 0 .. {1 << 20} cycles")
+        names = _PERF_NAMES | set(self.params)
+        for name, expr in self.expressions().items():
+            if not name.isidentifier():
+                raise ValueError(f"terms.{name}: a term name must be an identifier")
+            field = f"terms.{name}" if self.terms else "cycles"
+            try:
+                check_expression(expr, names, field)
+            except ValueError as e:
+                raise ValueError(str(e) if str(e).startswith(field) else f"{field}: {e}") from None
+        return self
+
+    def expressions(self) -> dict[str, str]:
+        """Term name -> expression (``{"cycles": ...}`` for the single-expression form)."""
+        return dict(self.terms) if self.terms else {"cycles": self.cycles or "0"}
+
+    def breakdown(self, m: int, n: int, k: int) -> dict[str, int]:
+        """Cycles of each term for one call on an m×k by k×n problem."""
+        values = {"m": m, "n": n, "k": k, **self.params}
+        return {name: eval_expression(expr, values) for name, expr in self.expressions().items()}
 
     def predict(self, m: int, n: int, k: int) -> int:
         """Predicted cycles for one kernel call on an m×k by k×n problem."""
-        return eval_expression(self.cycles, {"m": m, "n": n, "k": k})
+        return sum(self.breakdown(m, n, k).values())
 
 
 class Description(_Strict):
@@ -169,6 +209,7 @@ class Description(_Strict):
                 )
         if self.runtime_dims and self.max is None:
             raise ValueError("max: required when runtime_dims is not empty")
+        self._bounded_perf()
         names = [a.name for a in self.args]
         if len(set(names)) != len(names):
             raise ValueError(f"args: duplicate argument names in {names}")
@@ -176,6 +217,19 @@ class Description(_Strict):
         if len(set(offsets)) != len(offsets):
             raise ValueError(f"args: duplicate register offsets in {[a.offset for a in self.args]}")
         return self
+
+    def _bounded_perf(self) -> None:
+        """Every perf term is a finite, non-negative cycle count from the smallest to the largest call."""
+        prefix = "perf.terms." if self.perf.terms else "perf."
+        for dims in ((self.tile.m, self.tile.n, self.tile.k), tuple(self.dim_limit(d) for d in DIM_ROLES)):
+            try:
+                values = self.perf.breakdown(*dims)
+            except (ArithmeticError, ValueError, TypeError) as e:
+                raise ValueError(f"perf: evaluating at m, n, k = {dims} failed: {e}") from None
+            for name, v in values.items():
+                if not 0 <= v <= PERF_BOUND:
+                    raise ValueError(f"{prefix}{name}: {v} cycles at m, n, k = {dims} is negative or unbounded "
+                                     f"(limit {PERF_BOUND})")
 
     def arg(self, role: str) -> Arg:
         return next(a for a in self.args if a.role == role)
