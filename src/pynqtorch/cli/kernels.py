@@ -51,18 +51,33 @@ def _json_entry(k: KernelInfo) -> dict:
     return entry
 
 
+def _estimate(info: KernelInfo) -> dict[str, int] | str:
+    """The kernel's resource estimate (`pynqtorch fit`), or why there is none."""
+    from ..hw.fit import estimate_kernel
+    from ..hw.hls_source import SourceError
+
+    try:
+        return estimate_kernel(info).total.as_dict()
+    except (SourceError, ValueError) as e:
+        return f"no estimate: {e}"
+
+
 @app.command("kernels")
 def list_kernels(json_out: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
-    """Every kernel found (bundled, PYNQTORCH_KERNEL_PATH, add_kernel_path) with op, tile and folder."""
+    """Every kernel found (bundled, PYNQTORCH_KERNEL_PATH, add_kernel_path): op, tile, estimated resources."""
     found = sorted(kernels().values(), key=lambda k: (-k.desc.priority, k.name))
+    estimates = {k.name: _estimate(k) for k in found}
     if json_out:
-        emit_json({"kernels": [_json_entry(k) for k in found], "errors": list(kernel_errors())})
+        emit_json({"kernels": [_json_entry(k) | {"estimate": estimates[k.name]} for k in found],
+                   "errors": list(kernel_errors())})
         return
-    t = Table("kernel", "op", "tile m×n×k / aten ops", "runtime dims", "max m×n×k / call", "priority", "origin",
-              "folder")
+    t = Table("kernel", "op", "tile m×n×k / aten ops", "runtime dims", "max m×n×k / call", "priority",
+              "DSP / BRAM18 / LUT / FF (estimate)", "origin", "folder")
     for k in found:
         dims = ",".join(k.desc.runtime_dims) or "-" if k.desc.op == "gemm" else "-"
-        t.add_row(k.name, k.desc.op, _tile(k), dims, _max(k), str(k.desc.priority), k.origin, str(k.folder))
+        e = estimates[k.name]
+        res = e if isinstance(e, str) else " / ".join(f"{v:,}" for v in e.values())
+        t.add_row(k.name, k.desc.op, _tile(k), dims, _max(k), str(k.desc.priority), res, k.origin, str(k.folder))
     console.print(t)
     for err in kernel_errors():
         console.print(f"[yellow]invalid kernel description:[/] {err}")
