@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from pynqtorch.bench import gemm, models
 from pynqtorch.cli import app
 from pynqtorch.hw.kernels import find_kernel
-from pynqtorch.hw.perf import gemm_perf
+from pynqtorch.hw.perf import BOARD_HOST, gemm_perf
 from pynqtorch.targets import registry
 
 runner = CliRunner()
@@ -78,7 +78,7 @@ def test_gemm_shapes_recorded_for_prediction() -> None:
         torch.nn.functional.scaled_dot_product_attention(q, torch.randn(2, 3, 9, 8), torch.randn(2, 3, 9, 4))
     assert whole.shapes == [(1, 50, 8, 27), (1, 2, 4, 200), (2, 2 * 9, 3, 18), (6, 7, 9, 8), (6, 7, 4, 9)]
     desc = find_kernel("gemm_i8_packed").desc
-    expected = sum(b * gemm_perf(desc, m, n, k, clock_mhz=100).kernel_s for b, m, n, k in rec.shapes)
+    expected = sum(b * gemm_perf(desc, m, n, k, clock_mhz=100, host=BOARD_HOST).total_s for b, m, n, k in rec.shapes)
     assert models.predicted_board_s(desc, rec.shapes) == pytest.approx(expected)
 
 

@@ -156,7 +156,7 @@ def test_user_kernel_from_kernel_path_is_usable(tmp_path: Path, monkeypatch: pyt
     assert preferred_kernel().name == "user_gemm"
     [unit] = CsimTarget(units=1).compute_units(info.desc)
     rng = np.random.default_rng(5)
-    a, b = rng.integers(-128, 128, (9, 96), dtype=np.int8), rng.integers(-128, 128, (96, 48), dtype=np.int8)
+    a, b = rng.integers(-128, 128, (9, 96), dtype=np.int8), rng.integers(-128, 128, (96, 64), dtype=np.int8)
     assert np.array_equal(unit.run(a, b), golden_gemm(a, b, info.desc.arith))
 
 
@@ -170,5 +170,5 @@ def test_description_not_on_search_path_needs_its_folder(tmp_path: Path) -> None
     with pytest.raises(RuntimeError, match="'elsewhere_gemm' is not on the kernel search path"):
         CsimTarget(units=1).compute_units(info.desc)
     [unit] = CsimTarget(units=1).compute_units(KernelInfo(info.desc, info.folder, "folder"))
-    a, b = np.ones((1, 8), np.int8), np.ones((8, 16), np.int8)
-    assert unit.run(a, b).tolist() == [[8] * 16]
+    a, b = np.ones((1, 8), np.int8), np.ones((8, 32), np.int8)
+    assert unit.run(a, b).tolist() == [[8] * 32]

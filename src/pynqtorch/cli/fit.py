@@ -9,8 +9,17 @@ from rich.table import Table
 
 from ..flows.overlay import OverlayError, find_overlay
 from ..hw.description import DescriptionError
-from ..hw.fit import AVAILABLE, LIMIT, PART, KernelFit, OverlayFit, estimate_kernel, estimate_overlay, hwh_ips
-from ..hw.fit import report_json
+from ..hw.fit import (
+    AVAILABLE,
+    LIMIT,
+    PART,
+    KernelFit,
+    OverlayFit,
+    estimate_kernel,
+    estimate_overlay,
+    hwh_ips,
+    report_json,
+)
 from ..hw.hls_source import SourceError
 from ..hw.kernels import KernelInfo, find_kernel, kernels
 from ._app import app, console, emit_json, fail
@@ -41,6 +50,20 @@ def _estimate(target: str) -> KernelFit | OverlayFit:
     info = find_overlay(target)
     return estimate_overlay(info.name, [(ip.instance, _kernel(ip.kernel, str(info.folder / "overlay.json")),
                                          ip.hp_port) for ip in info.spec.ips])
+
+
+def overlay_estimates() -> dict[str, dict | str]:
+    """`fit --json` of every bundled overlay by name (or why it could not be estimated)."""
+    from ..flows.overlay import overlays
+
+    out: dict[str, dict | str] = {}
+    for name, info in overlays().items():
+        try:
+            out[name] = estimate_overlay(name, [(ip.instance, find_kernel(ip.kernel), ip.hp_port)
+                                                for ip in info.spec.ips]).as_json()
+        except (KeyError, DescriptionError, SourceError, ValueError) as e:
+            out[name] = f"no estimate: {e}"
+    return out
 
 
 def _row(t: Table, name: str, res: dict[str, int], rule: str = "", bold: bool = False) -> None:

@@ -195,7 +195,7 @@ def type_bits(ctype: str, types: dict[str, int | None], consts: dict[str, int]) 
 
 def _strip_comments(text: str) -> str:
     """The text without comments, a statement split over lines (open brackets) joined onto its first line."""
-    text = re.sub(r"/\*.*?\*/", lambda m: "\n" * m.group(0).count("\n"), text, flags=re.S)
+    text = re.sub(r"/\*.*?\*/", lambda m: "\n" * m.group(0).count("\n"), text, flags=re.DOTALL)
     lines: list[str] = []
     carry = 0
     for line in re.sub(r"//[^\n]*", "", text).splitlines():
