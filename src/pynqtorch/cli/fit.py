@@ -17,6 +17,7 @@ from ..hw.fit import (
     OverlayFit,
     estimate_kernel,
     estimate_overlay,
+    fits,
     hwh_ips,
     report_json,
 )
@@ -103,7 +104,7 @@ def fit(target: str = typer.Argument(..., help="Overlay (name or folder, also on
         est = _estimate(target)
     except (OverlayError, DescriptionError, SourceError, ValueError) as e:
         fail(str(e))
-    ok = est.fits() if isinstance(est, OverlayFit) else _fits_kernel(est)
+    ok = fits(est.total)
     if json_out:
         if isinstance(est, OverlayFit):
             emit_json(est.as_json())
@@ -117,8 +118,3 @@ def fit(target: str = typer.Argument(..., help="Overlay (name or folder, also on
                       + f" (estimate; limit {LIMIT:.0%} of every resource of the {PART})")
     raise typer.Exit(0 if ok else 1)
 
-
-def _fits_kernel(est: KernelFit) -> bool:
-    from ..hw.fit import fits
-
-    return fits(est.total)

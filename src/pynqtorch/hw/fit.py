@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .hls_source import Array, Function, Loop, Product, Source, read_source
+from .hls_source import Array, Function, Product, Source, read_source, unrolled_copies
 from .kernels import KernelInfo
 
 PART = "xc7z020clg400-1"
@@ -213,25 +213,9 @@ def multiplier(widths: tuple[int, int], impl: str | None) -> tuple[Resources, st
     raise ValueError(f"BIND_OP impl={impl!r} is not a multiplier implementation (dsp, fabric)")
 
 
-def _unrolled(loop: Loop | None, all_unrolled: bool) -> int:
-    n = 1
-    while loop is not None:
-        if loop.unroll is not None:
-            n *= loop.copies()
-        elif all_unrolled or loop.in_pipeline():
-            if loop.trip is None:
-                raise ValueError(f"loop over {loop.var!r} (line {loop.line}) is unrolled but its bound is not a "
-                                 "constant")
-            n *= loop.trip
-        loop = loop.parent
-    return n
-
-
-def product_items(src: Source, fn: Function, copies: int, piped: bool, where: str) -> list[Item]:
-    items = []
-    for p in fn.products:
-        items.append(_product_item(p, copies * _unrolled(p.loop, piped), where))
-    return items
+def product_items(fn: Function, copies: int, piped: bool, where: str) -> list[Item]:
+    """Multipliers of the products in `fn` (`copies` of the function, `piped`: called from a pipeline)."""
+    return [_product_item(p, copies * unrolled_copies(p.loop, piped), where) for p in fn.products]
 
 
 def _product_item(p: Product, n: int, where: str) -> Item:
@@ -302,7 +286,7 @@ def estimate_kernel(info: KernelInfo) -> KernelFit:
         for arr in fn.arrays.values():
             items += [Item(it.what, it.res * n, it.rule + (f" (x{n} copies)" if n > 1 else ""))
                       for it in array_items(arr, f"{where}/{name}")]
-        items += product_items(src, fn, n, name in piped, where)
+        items += product_items(fn, n, name in piped, where)
         if name not in piped:
             loops += len(fn.loops)
     items += maxi_items(src, src.functions[top])

@@ -57,12 +57,6 @@ class Loop:
     pipelined: bool = False
     tripcount_max: int | None = None
 
-    def copies(self) -> int:
-        """Hardware copies of the body this loop makes (1 unless unrolled)."""
-        if self.unroll is None:
-            return 1
-        return (self.trip or 1) if self.unroll == 0 else self.unroll
-
     def in_pipeline(self) -> bool:
         """True inside a pipelined loop (such loops are unrolled completely by HLS)."""
         p = self.parent
@@ -123,6 +117,7 @@ class Source:
 
     def copies(self, top: str) -> dict[str, int]:
         """Hardware copies of every function reachable from `top` (unrolled call sites multiply)."""
+        piped = self.pipelined_callees(top)
         out: dict[str, int] = {}
 
         def visit(name: str, n: int, depth: int) -> None:
@@ -130,7 +125,7 @@ class Source:
                 return
             out[name] = out.get(name, 0) + n
             for callee, loop in self.functions[name].calls:
-                visit(callee, n * loop_copies(loop), depth + 1)
+                visit(callee, n * unrolled_copies(loop, name in piped), depth + 1)
 
         visit(top, 1, 0)
         return out
@@ -153,11 +148,18 @@ class Source:
         return out
 
 
-def loop_copies(loop: Loop | None) -> int:
-    """Copies of a statement inside `loop` that unrolling makes (product over the enclosing loops)."""
+def unrolled_copies(loop: Loop | None, in_pipelined_function: bool = False) -> int:
+    """Copies of a statement inside `loop` that unrolling makes: the product over the enclosing loops of
+    their UNROLL factor (complete: the trip count), a loop nested in a pipelined loop (or in a function
+    called from one) counting as completely unrolled, as Vitis HLS does."""
     n = 1
     while loop is not None:
-        n *= loop.copies()
+        if loop.unroll is not None or in_pipelined_function or loop.in_pipeline():
+            factor = loop.unroll or loop.trip
+            if factor is None:
+                raise ValueError(f"loop over {loop.var!r} (line {loop.line}) is unrolled but its bound is not "
+                                 "a constant")
+            n *= factor
         loop = loop.parent
     return n
 
