@@ -200,3 +200,18 @@ def test_unknown_storage_impl_is_an_error(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["fit", str(folder)])
     assert res.exit_code == 2 and "uram" in res.output
     shutil.rmtree(folder)
+
+
+def test_float_operators_hand_computed(tmp_path: Path) -> None:
+    """One core per float operator site: BIND_OP impl where given, else the core's default."""
+    body = """    float x[4];
+    for (int i = 0; i < 4; i++) {
+#pragma HLS UNROLL
+        float t = x[i] * 0.5f;
+#pragma HLS BIND_OP variable=t op=fmul impl=fabric
+        float e = std::exp(t) + 1.0f;
+    }"""
+    got = items(write_kernel(tmp_path / "small", body))
+    assert got["fmul t (line 6)"] == Resources(LUT=4 * 700, FF=4 * 450)
+    assert got["exp e (line 8)"] == Resources(DSP=4 * 7, LUT=4 * 900, FF=4 * 1100)
+    assert got["fadd e (line 8)"] == Resources(DSP=4 * 2, LUT=4 * 220, FF=4 * 350)

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .hls_source import Array, Function, Product, Source, read_source, unrolled_copies
+from .hls_source import Array, FloatOp, Function, Product, Source, read_source, unrolled_copies
 from .kernels import KernelInfo
 
 PART = "xc7z020clg400-1"
@@ -42,6 +42,14 @@ INTERCONNECT_BASE = (180, 250)     # axi_interconnect (GP0 control path) with on
 INTERCONNECT_PER_MI = (160, 200)
 SMARTCONNECT_BASE = (600, 900)     # smartconnect, one per HP port
 SMARTCONNECT_PER_SI = (450, 700)
+# Single-precision operator cores (DSP, LUT, FF), typical Vitis HLS 7-series cores at 100 MHz; double
+# precision counts 2.5x. fadd/fsub/fmul use DSPs unless BIND_OP impl=fabric.
+FLOAT_CORES = {"fadd": {"dsp": (2, 220, 350), "fabric": (0, 430, 550)},
+               "fmul": {"dsp": (3, 130, 150), "fabric": (0, 700, 450)},
+               "fdiv": {"fabric": (0, 800, 1400)}, "sqrt": {"fabric": (0, 500, 800)},
+               "exp": {"dsp": (7, 900, 1100)}, "log": {"dsp": (10, 1500, 1500)},
+               "erf": {"dsp": (10, 2500, 2500)}, "tanh": {"dsp": (10, 2500, 2500)},
+               "pow": {"dsp": (17, 3000, 3000)}}
 
 
 @dataclass(frozen=True)
@@ -220,9 +228,31 @@ def product_items(fn: Function, copies: int, piped: bool, where: str) -> list[It
 
 def _product_item(p: Product, n: int, where: str) -> Item:
     if None in p.widths:
-        raise ValueError(f"{where}:{p.line}: product {p.target!r}: operand width unknown")
+        return Item(f"product {p.target} (line {p.line})", Resources(DSP=n),
+                    f"{n} x [operand width unknown: assumed one DSP48E1]")
     one, rule = multiplier((int(p.widths[0]), int(p.widths[1])), p.impl)
     return Item(f"product {p.target} (line {p.line})", one * n, f"{n} x [{rule}]")
+
+
+def float_core(op: FloatOp) -> tuple[Resources, str]:
+    """One floating-point operator core: BIND_OP impl where given, else the core's default."""
+    cores = FLOAT_CORES["fadd" if op.kind == "fsub" else op.kind]
+    impl = op.impl if op.impl in cores else next(iter(cores))
+    dsp, lut, ff = cores[impl]
+    scale = 2.5 if op.bits > 32 else 1.0
+    res = Resources(DSP=round(dsp * scale), LUT=round(lut * scale), FF=round(ff * scale))
+    how = f"BIND_OP impl={op.impl}" if op.impl else f"default impl={impl}"
+    return res, f"{op.kind} ({op.bits}-bit float, {how})"
+
+
+def float_items(fn: Function, copies: int, piped: bool) -> list[Item]:
+    """Floating-point operator cores of `fn`, one per operator site and unrolled copy."""
+    items = []
+    for op in fn.float_ops:
+        n = copies * unrolled_copies(op.loop, piped)
+        one, rule = float_core(op)
+        items.append(Item(f"{op.kind} {op.target} (line {op.line})", one * n, f"{n} x [{rule}]"))
+    return items
 
 
 # --- interfaces ----------------------------------------------------------------------------------------------
@@ -287,6 +317,7 @@ def estimate_kernel(info: KernelInfo) -> KernelFit:
             items += [Item(it.what, it.res * n, it.rule + (f" (x{n} copies)" if n > 1 else ""))
                       for it in array_items(arr, f"{where}/{name}")]
         items += product_items(fn, n, name in piped, where)
+        items += float_items(fn, n, name in piped)
         if name not in piped:
             loops += len(fn.loops)
     items += maxi_items(src, src.functions[top])

@@ -35,8 +35,15 @@ _ARRAY = re.compile(r"^\s*(?:static\s+)?(?:const\s+)?([A-Za-z_][\w:]*(?:\s*<[^;=
 _DECL = re.compile(r"(?:^|[(,;{]\s*|\s)(?:const\s+)?([A-Za-z_][\w:]*(?:\s*<[^;=()]*?>)?)\s+\*?\s*(\w+)\s*"
                    r"(?=[=\[;,)])")
 _STREAM = re.compile(r"^\s*(?:static\s+)?hls::stream\s*<\s*(.+?)\s*>\s+(\w+)\s*;")
+_FLOAT_ASSIGN = re.compile(r"^\s*(?:const\s+)?(?:float\s+|double\s+)?(\w+)\s*(?:\[[^\]]*\]\s*)?([-+*/]?=)(?!=)\s*(.+);\s*$")
 _PRODUCT = re.compile(r"^\s*(?:[\w:<>]+\s+)?(\w+)\s*(\+?=)\s*(.+);\s*$")
 _CALL = re.compile(r"\b(\w+)\s*\(")
+_FLOAT_TYPES = {"float": 32, "double": 64}
+_FLOAT_FUNCS = {"exp": "exp", "expf": "exp", "erf": "erf", "erff": "erf", "tanh": "tanh", "tanhf": "tanh",
+                "sqrt": "sqrt", "sqrtf": "sqrt", "rsqrt": "sqrt", "log": "log", "logf": "log", "pow": "pow",
+                "powf": "pow"}
+_NUMBER = re.compile(r"(?<![\w.])\d+\.?\d*(?:[eE][+-]?\d+)?[fFlLuU]*")
+_BINARY = {"+": "fadd", "-": "fsub", "*": "fmul", "/": "fdiv"}
 _PRAGMA = re.compile(r"^\s*#\s*pragma\s+HLS\s+(\w+)(.*)$", re.IGNORECASE)
 _OPTION = re.compile(r"(\w+)\s*=\s*([\w.]+)")
 
@@ -90,12 +97,25 @@ class Product:
 
 
 @dataclass
+class FloatOp:
+    """One floating-point operator core: `kind` (fadd, fmul, fdiv, exp, ...), `impl` from BIND_OP or None."""
+
+    target: str
+    kind: str
+    bits: int
+    line: int
+    loop: Loop | None
+    impl: str | None = None
+
+
+@dataclass
 class Function:
     name: str
     params: dict[str, str]
     loops: list[Loop] = field(default_factory=list)
     arrays: dict[str, Array] = field(default_factory=dict)
     products: list[Product] = field(default_factory=list)
+    float_ops: list[FloatOp] = field(default_factory=list)
     calls: list[tuple[str, Loop | None]] = field(default_factory=list)
     interfaces: list[dict[str, str]] = field(default_factory=list)
     dataflow: bool = False
@@ -219,10 +239,33 @@ def _options(rest: str) -> dict[str, str]:
     return opts
 
 
+def _literal_bits(expr: str) -> int | None:
+    """Width of an integer literal operand (two's complement), None when `expr` is not one."""
+    m = re.fullmatch(r"\(?\s*(-?\d+)[uUlL]*\s*\)?", expr.strip())
+    return None if m is None else int(m.group(1)).bit_length() + 1
+
+
 def _operand(expr: str) -> str | None:
     """The variable an operand expression reads (``x[l]`` → ``x``), or None for anything else."""
     m = re.fullmatch(r"\(?\s*(\w+)\s*(?:\[[^\]]*\]\s*)*\)?(?:\.range\([^)]*\))?", expr.strip())
     return m.group(1) if m else None
+
+
+def _float_kinds(op: str, rhs: str) -> list[str]:
+    """Floating-point operator cores of ``target op= rhs``: top-level + - * / and math calls."""
+    kinds = [_BINARY[op[0]]] if op != "=" and op[0] in _BINARY else []
+    kinds += [_FLOAT_FUNCS[f] for f in _CALL.findall(rhs) if f in _FLOAT_FUNCS]
+    flat, depth, prev = _NUMBER.sub("0", rhs), 0, "("
+    for ch in flat:  # operators at any depth but inside [] (index arithmetic)
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+        elif depth == 0 and ch in _BINARY and prev not in "(=+-*/?:<>!&|,":
+            kinds.append(_BINARY[ch])
+        if not ch.isspace():
+            prev = ch
+    return kinds
 
 
 def _top_level_product(rhs: str) -> tuple[str, str] | None:
@@ -308,6 +351,10 @@ def _read_statement(path: Path, lineno: int, line: str, func: Function, loop: Lo
             func.arrays[opts["variable"]].storage = opts
         elif kind == "STREAM" and opts.get("variable") in func.arrays:
             func.arrays[opts["variable"]].stream_depth = eval_int(opts.get("depth", "2"), consts)
+        elif kind == "BIND_OP" and opts.get("op", "").startswith("f"):
+            for fop in func.float_ops:
+                if fop.target == opts.get("variable") and fop.kind in (opts["op"], opts["op"].replace("fsub", "fadd")):
+                    fop.impl = opts.get("impl")
         elif kind == "BIND_OP" and opts.get("op") == "mul":
             for prod in reversed(func.products):
                 if prod.target == opts.get("variable"):
@@ -343,12 +390,18 @@ def _read_statement(path: Path, lineno: int, line: str, func: Function, loop: Lo
             stream = re.fullmatch(r"hls::stream\s*<\s*(.+)\s*>", ctype)
             func.arrays[a.group(2)] = Array(a.group(2), ctype, type_bits(stream.group(1) if stream else ctype,
                                                                           types, consts), [int(d) for d in dims])
+    if (s := _FLOAT_ASSIGN.match(line)) is not None and func.types.get(s.group(1), "").replace(
+            "const", "").strip() in _FLOAT_TYPES:
+        bits = _FLOAT_TYPES[func.types[s.group(1)].replace("const", "").strip()]
+        for kind in _float_kinds(s.group(2), s.group(3)):
+            func.float_ops.append(FloatOp(s.group(1), kind, bits, lineno, loop))
+        return
     if (s := _PRODUCT.match(line)) is not None and (ops := _top_level_product(s.group(3))) is not None:
         widths = []
         for op in ops:
             var = _operand(op)
             ctype = func.types.get(var) if var else None
-            widths.append(type_bits(ctype, types, consts) if ctype else None)
+            widths.append(type_bits(ctype, types, consts) if ctype else _literal_bits(op))
         if None in widths:
             notes.append(f"{where}: product {s.group(3).strip()!r}: operand width unknown")
         prod = Product(s.group(1), (widths[0], widths[1]), lineno, loop)
