@@ -11,7 +11,6 @@ import pytest
 from typer.testing import CliRunner
 
 from pynqtorch.cli import app
-from pynqtorch.flows.overlay import overlays
 from pynqtorch.hw.fit import (
     AVAILABLE,
     LIMIT,
@@ -23,6 +22,7 @@ from pynqtorch.hw.fit import (
     multiplier,
 )
 from pynqtorch.hw.kernels import find_kernel, kernels
+from pynqtorch.hw.overlay import overlays
 from pynqtorch.targets.base import dsp_pair_products
 
 HEADER = """#include "ap_int.h"
@@ -120,7 +120,7 @@ def test_dsp_pair_trick_is_exact_for_every_int8_triple() -> None:
 @pytest.mark.parametrize("name", sorted(overlays()))
 def test_every_bundled_overlay_fits_within_80_percent(name: str) -> None:
     info = overlays()[name]
-    est = estimate_overlay(name, [(ip.instance, find_kernel(ip.kernel), ip.hp_port) for ip in info.spec.ips])
+    est = estimate_overlay(name, [(ip.instance, info.kernels[ip.instance], ip.hp_port) for ip in info.ips])
     used = est.total.as_dict()
     assert all(used[r] <= LIMIT * AVAILABLE[r] for r in AVAILABLE), used
     assert est.fits()
@@ -168,8 +168,8 @@ def test_fit_command_overlay_json_and_exit_codes(tmp_path: Path) -> None:
 
 def test_fit_from_a_folder_with_only_bit_and_hwh(tmp_path: Path) -> None:
     """IPs come from the .hwh (HLS MODULEs), kernels from the kernel path."""
+    from pynqtorch.hw.overlay import find_overlay
     from pynqtorch.sim.handoff import hwh_xml, placeholder_bit
-    from pynqtorch.targets.board_overlay import find_overlay
 
     spec = find_overlay("gemm_dual")
     folder = tmp_path / "built"

@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..flows.overlay import OverlayError, find_overlay
 from ..hw.description import DescriptionError
 from ..hw.fit import (
     AVAILABLE,
@@ -23,6 +22,7 @@ from ..hw.fit import (
 )
 from ..hw.hls_source import SourceError
 from ..hw.kernels import KernelInfo, find_kernel, kernels
+from ..hw.overlay import OverlayError, OverlayInfo, find_overlay, overlays
 from ._app import app, console, emit_json, fail
 
 
@@ -48,21 +48,21 @@ def _estimate(target: str) -> KernelFit | OverlayFit:
         return estimate_overlay(hwhs[0].stem, [(inst, _kernel(top, str(hwhs[0])), None) for inst, top in ips])
     if (p / "description.json").is_file() or (not (p / "overlay.json").is_file() and target in kernels()):
         return estimate_kernel(_kernel(target, "kernel"))
-    info = find_overlay(target)
-    return estimate_overlay(info.name, [(ip.instance, _kernel(ip.kernel, str(info.folder / "overlay.json")),
-                                         ip.hp_port) for ip in info.spec.ips])
+    return _overlay(find_overlay(target))
+
+
+def _overlay(info: OverlayInfo) -> OverlayFit:
+    """Estimate of an overlay folder (`OverlayInfo.kernels` says which kernel each IP runs)."""
+    return estimate_overlay(info.name, [(ip.instance, info.kernels[ip.instance], ip.hp_port) for ip in info.ips])
 
 
 def overlay_estimates() -> dict[str, dict | str]:
     """`fit --json` of every bundled overlay by name (or why it could not be estimated)."""
-    from ..flows.overlay import overlays
-
     out: dict[str, dict | str] = {}
     for name, info in overlays().items():
         try:
-            out[name] = estimate_overlay(name, [(ip.instance, find_kernel(ip.kernel), ip.hp_port)
-                                                for ip in info.spec.ips]).as_json()
-        except (KeyError, DescriptionError, SourceError, ValueError) as e:
+            out[name] = _overlay(info).as_json()
+        except (OverlayError, DescriptionError, SourceError, ValueError) as e:
             out[name] = f"no estimate: {e}"
     return out
 
