@@ -53,12 +53,12 @@ def test_cache_hit_and_rebuild_on_change(tmp_path: Path, cache: Path) -> None:
     changed = build_library(find_kernel(folder))
     assert changed != first and changed.is_file()
     source = folder / "gemm_i8_packed.cpp"
-    source.write_text(source.read_text().replace("acc[p] = 0;", "acc[p] = 1;"))
+    source.write_text(source.read_text().replace("(acc_t)0", "(acc_t)1"))
     broken = CsimLibrary(find_kernel(folder))
     assert broken.path not in (first, changed)
-    c = np.zeros(16, np.int32)
-    broken.call(a=np.zeros(1, np.uint64), b=np.zeros(16, np.uint64), c=c, m=1, n=16, k=8)
-    assert c.tolist() == [1] * 16  # the edited source is what runs
+    c = np.zeros(32, np.int32)
+    broken.call(a=np.zeros(1, np.uint64), b=np.zeros(32, np.uint64), c=c, m=1, n=32, k=8)
+    assert c.tolist() == [1] * 32  # the edited source is what runs
     assert len([p for p in cache.iterdir() if p.is_dir() and "-lib-" in p.name]) == 3
     assert not [p for p in cache.iterdir() if p.name.startswith(".build-")]
 
