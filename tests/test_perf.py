@@ -110,6 +110,8 @@ def _with_perf(tmp_path: Path, perf: object) -> Path:
     ({"terms": {"load": "__import__('os')"}}, "perf", "only \\['ceil', 'max', 'min'\\] may be called"),
     ({"terms": {"load": "n*latency"}}, "perf", "terms.load: .*unknown name 'latency'"),
     ({"terms": {"load": "k**k"}}, "perf", "powers need a constant exponent from 0 to 4"),
+    ({"terms": {"load": "k**'2'"}}, "perf", "powers need a constant exponent from 0 to 4"),
+    ({"terms": {"load": "k + 'x'"}}, "perf", "constant 'x' is not a number"),
     ({"terms": {"load": "n - k*k"}}, "<root>", "perf.terms.load: -\\d+ cycles at m, n, k = .* negative or unbounded"),
     ({"terms": {"load": "(k**2)**2 * n"}}, "<root>", "perf.terms.load: \\d+ cycles at m, n, k = \\(1024, 256, 1024\\)"),
     ({"terms": {"load": "k//(n - 32)"}}, "<root>", "perf: evaluating at m, n, k = \\(1, 32, 8\\) failed"),
