@@ -45,18 +45,18 @@ rows:
 #pragma HLS PIPELINE II=1
             const int j = x / 2;
             const int h = x % 2;
-            acc_t s = 0;
+            int s = 0;  // at most 128 * 2^14 in magnitude
         words:
             for (int w = 0; w < NB; w++) {
-                const word_t aw = a_row[h * NB + w];
-                const word_t bw = b_buf[w][h * D + j];
+                const unsigned long long aw = a_row[h * NB + w].to_uint64();
+                const unsigned long long bw = b_buf[w][h * D + j].to_uint64();
             lanes:
                 for (int l = 0; l < GEMM_I8_FABRIC_LANES; l++) {
-                    op_t av = aw.range(8 * l + 7, 8 * l);
-                    op_t bv = bw.range(8 * l + 7, 8 * l);
+                    op_t av = (signed char)(aw >> (8 * l));  // lane l: bits 8l+7 .. 8l (constant shifts: wiring)
+                    op_t bv = (signed char)(bw >> (8 * l));
                     prod_t prod = av * bv;
 #pragma HLS BIND_OP variable=prod op=mul impl=fabric
-                    s += prod;
+                    s += prod.to_int();
                 }
             }
             acc = (h == 0 ? (acc_t)0 : acc) + s;

@@ -17,11 +17,13 @@ static void dsp_pair(const op_t x[GEMM_I8_PACKED_LANES], word_t y0, word_t y1, s
 #pragma HLS INLINE
     sum8_t t0 = 0;
     sum8_t t1 = 0;
+    const unsigned long long w0 = y0.to_uint64();
+    const unsigned long long w1 = y1.to_uint64();
 lanes:
     for (int l = 0; l < GEMM_I8_PACKED_LANES; l++) {
 #pragma HLS UNROLL
-        op_t lo = y0.range(8 * l + 7, 8 * l);
-        op_t hi = y1.range(8 * l + 7, 8 * l);
+        op_t lo = (op_t)(w0 >> (8 * l));  // lane l: bits 8l+7 .. 8l (constant shifts: wiring)
+        op_t hi = (op_t)(w1 >> (8 * l));
         pair_t w = ((pair_t)hi << 16) + lo;
         op_t xl = x[l];
         dsp_t p = w * xl;
@@ -90,24 +92,25 @@ steps:
         }
         op_t av[GEMM_I8_PACKED_LANES];
 #pragma HLS ARRAY_PARTITION variable=av type=complete
+        const unsigned long long aw64 = aw.to_uint64();
     split_a:
         for (int l = 0; l < GEMM_I8_PACKED_LANES; l++) {
-            av[l] = aw.range(8 * l + 7, 8 * l);
+            av[l] = (op_t)(aw64 >> (8 * l));
         }
-        cvec_t out = 0;
     pairs:
         for (int q = 0; q < GEMM_I8_PACKED_PAIRS; q++) {
 #pragma HLS UNROLL
             sum8_t s0, s1;
             dsp_pair(av, b_buf[2 * q][g * kw + t], b_buf[2 * q + 1][g * kw + t], s0, s1);
-            acc_t r0 = (t == 0 ? (acc_t)0 : acc[2 * q]) + s0;
-            acc_t r1 = (t == 0 ? (acc_t)0 : acc[2 * q + 1]) + s1;
-            acc[2 * q] = r0;
-            acc[2 * q + 1] = r1;
-            out.range(64 * q + 31, 64 * q) = r0.range(31, 0);
-            out.range(64 * q + 63, 64 * q + 32) = r1.range(31, 0);
+            acc[2 * q] = (t == 0 ? (acc_t)0 : acc[2 * q]) + s0;
+            acc[2 * q + 1] = (t == 0 ? (acc_t)0 : acc[2 * q + 1]) + s1;
         }
         if (t == kw - 1) {
+            cvec_t out = 0;
+        pack_c:
+            for (int p = 0; p < GEMM_I8_PACKED_PAR; p++) {
+                out.range(32 * p + 31, 32 * p) = acc[p].range(31, 0);
+            }
             c_s.write(out);
             t = 0;
             g = (g == groups - 1) ? 0 : g + 1;
