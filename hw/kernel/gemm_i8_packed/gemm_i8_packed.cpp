@@ -22,14 +22,15 @@ static void dsp_pair(const op_t x[GEMM_I8_PACKED_LANES], word_t y0, word_t y1, s
 lanes:
     for (int l = 0; l < GEMM_I8_PACKED_LANES; l++) {
 #pragma HLS UNROLL
-        op_t lo = (op_t)(w0 >> (8 * l));  // lane l: bits 8l+7 .. 8l (constant shifts: wiring)
-        op_t hi = (op_t)(w1 >> (8 * l));
-        pair_t w = ((pair_t)hi << 16) + lo;
+        const signed char lo = (signed char)(w0 >> (8 * l));  // lane l: bits 8l+7 .. 8l (wiring)
+        const signed char hi = (signed char)(w1 >> (8 * l));
+        pair_t w = hi * 65536 + lo;
         op_t xl = x[l];
         dsp_t p = w * xl;
 #pragma HLS BIND_OP variable=p op=mul impl=dsp
-        prod_t p0 = p.range(15, 0);
-        prod_t p1 = (p >> 16) + p[15];
+        const long long pv = p.to_int64();
+        prod_t p0 = (short)pv;                              // low 16 bits, signed
+        prod_t p1 = (short)((pv >> 16) + ((pv >> 15) & 1)); // undo the borrow of a negative low product
         t0 += p0;
         t1 += p1;
     }
