@@ -17,7 +17,6 @@ from ..hw.fit import (
     estimate_kernel,
     estimate_overlay,
     fits,
-    hwh_ips,
     report_json,
 )
 from ..hw.hls_source import SourceError
@@ -26,28 +25,21 @@ from ..hw.overlay import OverlayError, OverlayInfo, find_overlay, overlays
 from ._app import app, console, emit_json, fail
 
 
-def _kernel(name: str, where: str) -> KernelInfo:
+def _kernel(name: str) -> KernelInfo:
     try:
         return find_kernel(name)
-    except KeyError:
-        fail(f"{where}: no kernel description for IP {name!r} on the kernel path (known: {sorted(kernels())})")
+    except KeyError as e:
+        fail(e.args[0])
     except DescriptionError as e:
         fail(str(e))
 
 
 def _estimate(target: str) -> KernelFit | OverlayFit:
-    """An overlay (name, folder with overlay.json, or folder with a .hwh) or a kernel (name or folder)."""
+    """A kernel (name or folder) or an overlay (name, folder with overlay.json, or a Vivado build's folder
+    with only <name>.bit + <name>.hwh: `hw.overlay.find_overlay` reads its IPs from the .hwh)."""
     p = Path(target)
-    if p.is_dir() and not (p / "overlay.json").is_file() and not (p / "description.json").is_file():
-        hwhs = sorted(p.glob("*.hwh"))
-        if not hwhs:
-            fail(f"{p}: neither overlay.json, description.json nor a .hwh in this folder")
-        ips = hwh_ips(hwhs[0])
-        if not ips:
-            fail(f"{hwhs[0]}: no HLS IP in this hardware handoff")
-        return estimate_overlay(hwhs[0].stem, [(inst, _kernel(top, str(hwhs[0])), None) for inst, top in ips])
-    if (p / "description.json").is_file() or (not (p / "overlay.json").is_file() and target in kernels()):
-        return estimate_kernel(_kernel(target, "kernel"))
+    if (p / "description.json").is_file() or (not p.exists() and target in kernels()):
+        return estimate_kernel(_kernel(target))
     return _overlay(find_overlay(target))
 
 

@@ -9,7 +9,6 @@ gave it, so a reader can check the arithmetic. An overlay adds the block design'
 from __future__ import annotations
 
 import math
-import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -358,13 +357,3 @@ def estimate_overlay(name: str, ips: list[tuple[str, KernelInfo, str | None]]) -
             notes.append(f"{inst}: HP port not known, assumed {port}")
         hp[port] = hp.get(port, 0) + masters(info)
     return OverlayFit(name, per_ip, infrastructure(hp, len(ips)), notes)
-
-
-def hwh_ips(hwh: Path) -> list[tuple[str, str]]:
-    """(instance, HLS top) of every HLS IP in a Vivado .hwh (MODULE elements with an ``xilinx.com:hls:`` VLNV)."""
-    try:
-        root = ET.parse(hwh).getroot()
-    except (ET.ParseError, OSError) as e:
-        raise ValueError(f"{hwh}: cannot read hardware handoff: {e}") from None
-    return [(m.get("INSTANCE", ""), m.get("MODTYPE", "")) for m in root.iter("MODULE")
-            if m.get("VLNV", "").startswith("xilinx.com:hls:")]
