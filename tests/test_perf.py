@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from pynqtorch import engine
 from pynqtorch.cli import app
-from pynqtorch.hw.description import DescriptionError, load_description
+from pynqtorch.hw.description import DescriptionError
+from pynqtorch.hw.families import load_description
 from pynqtorch.hw.kernels import find_kernel
 from pynqtorch.hw.perf import BOARD_HOST, HostModel, call_breakdown, call_cycles, gemm_perf
 
@@ -106,7 +107,7 @@ def _with_perf(tmp_path: Path, perf: object) -> Path:
 
 
 @pytest.mark.parametrize(("perf", "field", "why"), [
-    ({"terms": {"load": "n*k//8 +"}}, "perf", "terms.load: cycle model 'n\\*k//8 \\+': not an expression"),
+    ({"terms": {"load": "n*k//8 +"}}, "perf", "terms.load: 'n\\*k//8 \\+' is not an expression"),
     ({"terms": {"load": "__import__('os')"}}, "perf", "only \\['ceil', 'max', 'min'\\] may be called"),
     ({"terms": {"load": "n*latency"}}, "perf", "terms.load: .*unknown name 'latency'"),
     ({"terms": {"load": "k**k"}}, "perf", "powers need a constant exponent from 0 to 4"),
