@@ -172,7 +172,7 @@ def test_registers_are_rewritten_after_a_reload(boards: Boards, tmp_path: Path) 
 
 def test_block_units_follow_a_reload(boards: Boards, tmp_path: Path) -> None:
     """Map/rows units too: after a download (PL reset, mappings renewed) the next call still computes."""
-    folder = vivado_folder(tmp_path, overlay="gemm_ops", name="myops")
+    folder = vivado_folder(tmp_path, overlay="gemm_ops", name="myops", seed=1)
     vb = boards.start(None)
     vb.add_overlay(folder)
     boards.connect(vb)
