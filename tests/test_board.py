@@ -52,7 +52,7 @@ def test_remote_device_entries() -> None:
         parse_remote("127.0.0.1:x")
 
 
-@pytest.mark.parametrize("m,n,k", [(1, 16, 8), (3, 32, 24), (17, 48, 64), (64, 256, 128), (5, 16, 1024)])
+@pytest.mark.parametrize("m,n,k", [(1, 32, 8), (3, 64, 24), (17, 96, 64), (64, 256, 128), (5, 32, 1024)])
 def test_tiles_bit_identical_to_csim_and_golden(boards: Boards, packed_overlay, m: int, n: int, k: int) -> None:
     boards.connect(boards.start(packed_overlay))
     unit = BoardTarget(overlay=packed_overlay).compute_units(PACKED)[0]
@@ -111,7 +111,7 @@ def test_hang_times_out_clearly_and_the_unit_recovers(boards: Boards, packed_ove
     boards.connect(vb)
     unit = BoardTarget(overlay=packed_overlay, timeout_s=0.5).compute_units(PACKED)[0]
     rng = np.random.default_rng(2)
-    a, b = _ints(rng, (2, 16)), _ints(rng, (16, 16))
+    a, b = _ints(rng, (2, 16)), _ints(rng, (16, 32))
     vb.faults.hang = True
     t0 = time.monotonic()
     with pytest.raises(KernelTimeout, match=r"gemm_i8_packed_0 \(0x40000000\).*did not raise ap_done within 0.5 s"):
@@ -130,7 +130,7 @@ def test_server_death_mid_call_is_a_clear_error(boards: Boards, packed_overlay) 
     vb = boards.start(packed_overlay)
     boards.connect(vb)
     unit = BoardTarget(overlay=packed_overlay, timeout_s=5).compute_units(PACKED)[0]
-    a, b = np.ones((1, 8), np.int8), np.ones((8, 16), np.int8)
+    a, b = np.ones((1, 8), np.int8), np.ones((8, 32), np.int8)
     unit.run(a, b)
     vb.faults.die_at_start = 1
     with pytest.raises(BoardError, match=r"board0/gemm_i8_packed_0: board 127.0.0.1:\d+ failed: UNAVAILABLE"):
@@ -145,8 +145,8 @@ def test_board_process_dying_is_a_clear_error(boards: Boards, board_process: typ
     proc = board_process("--overlay", str(packed_overlay), "--die-at-start", "2")
     boards.connect(proc.address)
     unit = BoardTarget(overlay=packed_overlay).compute_units(PACKED)[0]
-    a, b = np.ones((1, 8), np.int8), np.ones((8, 16), np.int8)
-    assert np.array_equal(unit.run(a, b), np.full((1, 16), 8))
+    a, b = np.ones((1, 8), np.int8), np.ones((8, 32), np.int8)
+    assert np.array_equal(unit.run(a, b), np.full((1, 32), 8))
     with pytest.raises(BoardError, match="failed: UNAVAILABLE"):
         unit.run(a, b)
     assert proc.proc.wait(30) == 70
@@ -186,11 +186,11 @@ def test_corrupted_results_are_caught_by_verify(boards: Boards, packed_overlay) 
     vb = boards.start(packed_overlay, corrupt=True)
     boards.connect(vb)
     rng = np.random.default_rng(4)
-    a, b = _ints(rng, (4, 32)), _ints(rng, (32, 16))
+    a, b = _ints(rng, (4, 32)), _ints(rng, (32, 32))
     plain = BoardTarget(overlay=packed_overlay).compute_units(PACKED)[0]
     assert not np.array_equal(plain.run(a, b), golden_gemm(a, b, PACKED.arith))  # what verify guards against
     checked = BoardTarget(overlay=packed_overlay, verify=True).compute_units(PACKED)[0]
-    with pytest.raises(VerifyError, match=r"tile 4x32x16 differs from the golden model in 1 element"):
+    with pytest.raises(VerifyError, match=r"tile 4x32x32 differs from the golden model in 1 element"):
         checked.run(a, b)
 
 
@@ -199,8 +199,8 @@ def test_ten_thousand_calls_leak_no_buffers(boards: Boards, packed_overlay) -> N
     boards.connect(vb)
     target = BoardTarget(overlay=packed_overlay)
     units = target.compute_units(PACKED)
-    a, b = np.full((1, 8), 3, np.int8), np.full((8, 16), -2, np.int8)
-    want = np.full((1, 16), -48)
+    a, b = np.full((1, 8), 3, np.int8), np.full((8, 32), -2, np.int8)
+    want = np.full((1, 32), -48)
 
     def worker(unit, calls: int) -> None:
         for _ in range(calls):
@@ -266,7 +266,7 @@ def test_bad_tile_shape_is_refused_before_the_kernel_runs(boards: Boards, packed
     vb = boards.start(packed_overlay)
     boards.connect(vb)
     unit = BoardTarget(overlay=packed_overlay).compute_units(PACKED)[0]
-    with pytest.raises(ValueError, match="n=8 must be a positive multiple of 16"):
+    with pytest.raises(ValueError, match="n=8 must be a positive multiple of 32"):
         unit.run(np.ones((1, 8), np.int8), np.ones((8, 8), np.int8))
     assert vb.fabric.stats.starts == 0
 

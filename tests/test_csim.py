@@ -49,8 +49,8 @@ def test_fixed_tile_kernels_bit_exact(units: dict[str, CsimUnit], name: str) -> 
     assert int(unit.run(*cases[2])[0, 0]) == 256 * 127 * 127
 
 
-@pytest.mark.parametrize(("m", "n", "k"), [(1, 16, 8), (3, 48, 40), (17, 256, 1024), (256, 256, 256),
-                                           (1024, 16, 16), (5, 112, 264)])
+@pytest.mark.parametrize(("m", "n", "k"), [(1, 32, 8), (3, 96, 40), (17, 256, 1024), (256, 256, 256),
+                                           (1024, 32, 16), (5, 224, 264)])
 def test_packed_kernel_runtime_shapes_bit_exact(units: dict[str, CsimUnit], m: int, n: int, k: int) -> None:
     unit = units["gemm_i8_packed"]
     rng = np.random.default_rng(m * 1000 + n + k)
@@ -69,33 +69,33 @@ def test_unit_rejects_shapes_the_kernel_does_not_take(units: dict[str, CsimUnit]
     with pytest.raises(ValueError, match="fixed tiles of m=256"):
         units["gemm_i8_dsp"].run(np.zeros((128, 256), np.int8), np.zeros((256, 256), np.int8))
     with pytest.raises(ValueError, match="k=1032 must be a positive multiple of 8 up to 1024"):
-        units["gemm_i8_packed"].run(np.zeros((1, 1032), np.int8), np.zeros((1032, 16), np.int8))
+        units["gemm_i8_packed"].run(np.zeros((1, 1032), np.int8), np.zeros((1032, 32), np.int8))
     with pytest.raises(ValueError, match="inner dims differ"):
-        units["gemm_i8_packed"].run(np.zeros((1, 16), np.int8), np.zeros((8, 16), np.int8))
+        units["gemm_i8_packed"].run(np.zeros((1, 16), np.int8), np.zeros((8, 32), np.int8))
 
 
 def test_library_call_checks_buffers_and_scalars(units: dict[str, CsimUnit]) -> None:
     lib = units["gemm_i8_packed"].library
     a = np.zeros(2 * 16 // 8, np.uint64)
-    b = np.zeros(16 * 16 // 8, np.uint64)
-    c = np.full(2 * 16, -1, np.int32)
-    lib.call(a=a, b=b, c=c, m=2, n=16, k=16)
+    b = np.zeros(32 * 16 // 8, np.uint64)
+    c = np.full(2 * 32, -1, np.int32)
+    lib.call(a=a, b=b, c=c, m=2, n=32, k=16)
     assert not c.any()
     with pytest.raises(TypeError, match="missing \\['k'\\], unexpected \\['kk'\\]"):
-        lib.call(a=a, b=b, c=c, m=2, n=16, kk=16)
+        lib.call(a=a, b=b, c=c, m=2, n=32, kk=16)
     with pytest.raises(TypeError, match="buffer 'a' has dtype int64, expected uint64"):
-        lib.call(a=a.view(np.int64), b=b, c=c, m=2, n=16, k=16)
-    with pytest.raises(ValueError, match="buffer 'c' has 31 words, needs 32"):
-        lib.call(a=a, b=b, c=c[:31], m=2, n=16, k=16)
+        lib.call(a=a.view(np.int64), b=b, c=c, m=2, n=32, k=16)
+    with pytest.raises(ValueError, match="buffer 'c' has 63 words, needs 64"):
+        lib.call(a=a, b=b, c=c[:63], m=2, n=32, k=16)
     with pytest.raises(TypeError, match="scalar 'm' must be an int"):
-        lib.call(a=a, b=b, c=c, m=2.0, n=16, k=16)
-    with pytest.raises(ValueError, match="n=8 must be a positive multiple of 16"):
+        lib.call(a=a, b=b, c=c, m=2.0, n=32, k=16)
+    with pytest.raises(ValueError, match="n=8 must be a positive multiple of 32"):
         lib.call(a=a, b=b, c=c, m=2, n=8, k=16)
     with pytest.raises(TypeError, match="buffer 'a' is not C-contiguous"):
-        lib.call(a=np.zeros(8, np.uint64)[::2], b=b, c=c, m=2, n=16, k=16)
+        lib.call(a=np.zeros(8, np.uint64)[::2], b=b, c=c, m=2, n=32, k=16)
     c.flags.writeable = False
     with pytest.raises(TypeError, match="result buffer 'c' is read-only"):
-        lib.call(a=a, b=b, c=c, m=2, n=16, k=16)
+        lib.call(a=a, b=b, c=c, m=2, n=32, k=16)
 
 
 def test_library_words_from_packing_drive_the_kernel(units: dict[str, CsimUnit]) -> None:
@@ -156,7 +156,7 @@ def test_user_kernel_from_kernel_path_is_usable(tmp_path: Path, monkeypatch: pyt
     assert preferred_kernel().name == "user_gemm"
     [unit] = CsimTarget(units=1).compute_units(info.desc)
     rng = np.random.default_rng(5)
-    a, b = rng.integers(-128, 128, (9, 96), dtype=np.int8), rng.integers(-128, 128, (96, 48), dtype=np.int8)
+    a, b = rng.integers(-128, 128, (9, 96), dtype=np.int8), rng.integers(-128, 128, (96, 64), dtype=np.int8)
     assert np.array_equal(unit.run(a, b), golden_gemm(a, b, info.desc.arith))
 
 
@@ -170,5 +170,5 @@ def test_description_not_on_search_path_needs_its_folder(tmp_path: Path) -> None
     with pytest.raises(RuntimeError, match="'elsewhere_gemm' is not on the kernel search path"):
         CsimTarget(units=1).compute_units(info.desc)
     [unit] = CsimTarget(units=1).compute_units(KernelInfo(info.desc, info.folder, "folder"))
-    a, b = np.ones((1, 8), np.int8), np.ones((8, 16), np.int8)
-    assert unit.run(a, b).tolist() == [[8] * 16]
+    a, b = np.ones((1, 8), np.int8), np.ones((8, 32), np.int8)
+    assert unit.run(a, b).tolist() == [[8] * 32]

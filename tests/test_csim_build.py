@@ -53,12 +53,12 @@ def test_cache_hit_and_rebuild_on_change(tmp_path: Path, cache: Path) -> None:
     changed = build_library(find_kernel(folder))
     assert changed != first and changed.is_file()
     source = folder / "gemm_i8_packed.cpp"
-    source.write_text(source.read_text().replace("acc[p] = 0;", "acc[p] = 1;"))
+    source.write_text(source.read_text().replace("(acc_t)0", "(acc_t)1"))
     broken = CsimLibrary(find_kernel(folder))
     assert broken.path not in (first, changed)
-    c = np.zeros(16, np.int32)
-    broken.call(a=np.zeros(1, np.uint64), b=np.zeros(16, np.uint64), c=c, m=1, n=16, k=8)
-    assert c.tolist() == [1] * 16  # the edited source is what runs
+    c = np.zeros(32, np.int32)
+    broken.call(a=np.zeros(1, np.uint64), b=np.zeros(32, np.uint64), c=c, m=1, n=32, k=8)
+    assert c.tolist() == [1] * 32  # the edited source is what runs
     assert len([p for p in cache.iterdir() if p.is_dir() and "-lib-" in p.name]) == 3
     assert not [p for p in cache.iterdir() if p.name.startswith(".build-")]
 
@@ -68,7 +68,7 @@ def test_two_processes_build_the_same_kernel_at_once(tmp_path: Path, cache: Path
     code = ("import sys, numpy as np\n"
             "from pynqtorch.targets.csim import CsimLibrary\n"
             "lib = CsimLibrary(sys.argv[1])\n"
-            "a = np.ones(65536, np.int32); c = np.zeros(65536, np.int32)\n"
+            "a = np.full(8192, 0x0101010101010101, np.uint64); c = np.zeros(65536, np.int32)\n"
             "lib.call(in1=a, in2=a, out=c)\n"
             "assert (c == 256).all()\n"
             "print(lib.path)\n")
@@ -102,7 +102,7 @@ def test_compile_error_shows_compiler_lines_and_file(tmp_path: Path, cache: Path
     ({"top": "gemm_i8_missing"}, "field 'top': no definition of function 'gemm_i8_missing'"),
     ({"runtime_dims": ["m"], "max": {"m": 256, "n": 256, "k": 256},
       "extra_arg": {"name": "m", "role": "m", "interface": "s_axilite", "ctype": "int", "offset": "0x34"}},
-     "gemm_i8_dsp() takes 3 arguments (const int *in1, const int *in2, int *out) but"),
+     "gemm_i8_dsp() takes 3 arguments (const word_t *in1, const word_t *in2, int *out) but"),
     ({"rename": "x1"}, "argument 0 of gemm_i8_dsp() is 'in1' but"),
     ({"sources": ["gone.cpp"]}, "field 'sources':"),
 ])

@@ -35,8 +35,9 @@ def test_bundled_kernels_are_found_and_valid() -> None:
 def test_fixed_kernels_registers_and_binding(name: str) -> None:
     desc = find_kernel(name).desc
     assert [(a.name, a.role, a.interface, a.ctype, a.offset_int, a.pack) for a in desc.args] == [
-        ("in1", "a", "m_axi", "int*", 0x10, 1), ("in2", "b", "m_axi", "int*", 0x1C, 1),
+        ("in1", "a", "m_axi", "ap_uint<64>*", 0x10, 8), ("in2", "b", "m_axi", "ap_uint<64>*", 0x1C, 8),
         ("out", "c", "m_axi", "int*", 0x28, 1)]
+    assert [a.layout for a in desc.args] == ["mk", "nk", "mn"]
     assert desc.control.bundle == "CTRL" and desc.control.ap_ctrl == "0x00"
     assert (desc.tile.m, desc.tile.n, desc.tile.k) == (256, 256, 256) and desc.runtime_dims == []
     assert desc.priority == 0

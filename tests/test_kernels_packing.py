@@ -85,10 +85,10 @@ def test_bad_operands_are_rejected() -> None:
 
 def test_call_dims_follow_the_description() -> None:
     packed = find_kernel("gemm_i8_packed").desc
-    assert call_dims(packed, 1, 16, 8) == {"m": 1, "n": 16, "k": 8}
+    assert call_dims(packed, 1, 32, 8) == {"m": 1, "n": 32, "k": 8}
     assert call_dims(packed, 1024, 256, 1024)["k"] == 1024
-    for bad, msg in [((1, 24, 8), "n=24 must be a positive multiple of 16 up to 256"),
-                     ((1, 16, 1032), "k=1032"), ((0, 16, 8), "m=0"), ((1025, 16, 8), "m=1025")]:
+    for bad, msg in [((1, 48, 8), "n=48 must be a positive multiple of 32 up to 256"),
+                     ((1, 32, 1032), "k=1032"), ((0, 32, 8), "m=0"), ((1025, 32, 8), "m=1025")]:
         with pytest.raises(ValueError, match=msg):
             call_dims(packed, *bad)
     dsp = find_kernel("gemm_i8_dsp").desc

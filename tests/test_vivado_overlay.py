@@ -14,7 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 import pynqtorch
-from board_fixtures import Boards
+from board_fixtures import Boards, write_overlay
 from pynqtorch.cli import app
 from pynqtorch.hw.kernels import find_kernel
 from pynqtorch.hw.overlay import OverlayError, find_overlay
@@ -29,11 +29,17 @@ PACKED = find_kernel("gemm_i8_packed").desc
 REAL_HEADER = (DATA / "dpu.bit.header").read_bytes()[:-4]  # a real Vivado .bit header, up to its length field
 
 
-def vivado_folder(tmp_path: Path, overlay: str = "gemm_packed", name: str = "mygemm", seed: int = 0) -> Path:
-    """`<name>.bit` (a real Vivado header, an arbitrary body) and `<name>.hwh` for a bundled overlay's design."""
+def two_packed(tmp_path: Path) -> Path:
+    """An overlay folder with two packed GEMM IPs (the bundled gemm_packed has one)."""
+    return write_overlay(tmp_path / "src", "gemm_packed2", ["gemm_i8_packed"] * 2)
+
+
+def vivado_folder(tmp_path: Path, overlay: str | Path | None = None, name: str = "mygemm", seed: int = 0) -> Path:
+    """`<name>.bit` (a real Vivado header, an arbitrary body) and `<name>.hwh` for an overlay's design (default:
+    two packed GEMM IPs)."""
     folder = tmp_path / name
     folder.mkdir(parents=True)
-    (folder / f"{name}.hwh").write_text(hwh_xml(find_overlay(overlay)))
+    (folder / f"{name}.hwh").write_text(hwh_xml(find_overlay(overlay or two_packed(tmp_path))))
     body = np.random.default_rng(seed).integers(0, 256, 8192, dtype=np.uint8).tobytes()
     (folder / f"{name}.bit").write_bytes(REAL_HEADER + struct.pack(">i", len(body)) + body)
     return folder
@@ -64,7 +70,7 @@ def test_overlay_check_exit_codes_and_messages(tmp_path: Path) -> None:
     code, out = cli("overlay", "check", str(folder))
     assert code == 1 and "(xilinx.com:hls:my_conv:1.0): no kernel description with top function 'my_conv'" in out
     # overlay.json beside a build that disagrees with it: the IP's base in both.
-    spec = json.loads((find_overlay("gemm_packed").folder / "overlay.json").read_text())
+    spec = json.loads((tmp_path / "src" / "gemm_packed2" / "overlay.json").read_text())
     spec["ips"][1]["base"] = "0x40020000"
     hwh.write_text(text)
     (folder / "overlay.json").write_text(json.dumps({**spec, "name": "mygemm", "bitstream": "mygemm.bit"}))
@@ -96,7 +102,7 @@ def test_vivado_build_runs_on_the_virtual_board(boards: Boards, tmp_path: Path,
     units = BoardTarget(overlay=folder, verify=True, verify_every=1).compute_units(PACKED)
     assert vb.design == "mygemm" and len(units) == 2  # the real .bit was downloaded and recognised
     rng = np.random.default_rng(3)
-    a, b = rng.integers(-128, 128, (5, 40), dtype=np.int8), rng.integers(-128, 128, (40, 48), dtype=np.int8)
+    a, b = rng.integers(-128, 128, (5, 40), dtype=np.int8), rng.integers(-128, 128, (40, 64), dtype=np.int8)
     for u in units:
         assert np.array_equal(u.run(a, b), golden_gemm(a, b, PACKED.arith))
     assert kinds and all(k is True for k in kinds)  # cacheable buffers (flushed/invalidated around each call)
@@ -156,7 +162,7 @@ def test_registers_are_rewritten_after_a_reload(boards: Boards, tmp_path: Path) 
     target = BoardTarget(overlay=folder)
     unit = target.compute_units(PACKED)[0]
     rng = np.random.default_rng(5)
-    a, b = rng.integers(-128, 128, (3, 16), dtype=np.int8), rng.integers(-128, 128, (16, 16), dtype=np.int8)
+    a, b = rng.integers(-128, 128, (3, 16), dtype=np.int8), rng.integers(-128, 128, (16, 32), dtype=np.int8)
     want = golden_gemm(a, b, PACKED.arith)
     assert np.array_equal(unit.run(a, b), want)
     target.board.load(find_overlay(folder), download=True)  # the same design again: a fresh, zeroed PL
@@ -166,7 +172,7 @@ def test_registers_are_rewritten_after_a_reload(boards: Boards, tmp_path: Path) 
 
 def test_block_units_follow_a_reload(boards: Boards, tmp_path: Path) -> None:
     """Map/rows units too: after a download (PL reset, mappings renewed) the next call still computes."""
-    folder = vivado_folder(tmp_path, overlay="gemm_ops", name="myops")
+    folder = vivado_folder(tmp_path, overlay="gemm_ops", name="myops", seed=1)
     vb = boards.start(None)
     vb.add_overlay(folder)
     boards.connect(vb)

@@ -76,11 +76,11 @@ static int run_case(const char *name, Fill fill, int m, int n, int k) {
 
 int main() {
     int failures = 0;
-    failures += run_case("random", RANDOM, 1, 16, 8);
-    failures += run_case("random", RANDOM, 5, 48, 40);
+    failures += run_case("random", RANDOM, 1, 32, 8);
+    failures += run_case("random", RANDOM, 5, 96, 40);
     failures += run_case("random", RANDOM, 33, 256, 256);
     failures += run_case("random", RANDOM, 3, 256, GEMM_I8_PACKED_MAX_K);
-    failures += run_case("random", RANDOM, 300, 16, 8);
+    failures += run_case("random", RANDOM, 300, 32, 8);
     failures += run_case("all -128", ALL_MIN, 2, 256, GEMM_I8_PACKED_MAX_K);
     failures += run_case("all 127", ALL_MAX, 2, 256, GEMM_I8_PACKED_MAX_K);
     failures += run_case("alternating signs", ALTERNATING, 9, 64, 128);

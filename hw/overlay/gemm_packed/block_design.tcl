@@ -8,7 +8,6 @@ set clock_mhz 100
 # instance  kernel  AXI-lite base  range  HP port
 set ips {
     {gemm_i8_packed_0 gemm_i8_packed 0x40000000 0x10000 HP0}
-    {gemm_i8_packed_1 gemm_i8_packed 0x40010000 0x10000 HP1}
 }
 
 create_bd_design $design_name

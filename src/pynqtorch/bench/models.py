@@ -2,8 +2,9 @@
 
 Each model runs once per target (``ref``, ``csim``, ...) with its parameters on zynq and the default
 quantization scheme; times are medians over a few runs after one warm-up run. The predicted board time
-is the kernel's cycle model (``hw/perf.py``) at 100 MHz summed over every GEMM the model issues (shapes
-recorded on the CPU run: linear/matmul, bmm, and convolutions as their im2col GEMM), kernel cycles only.
+is the kernel's cycle model (``hw/perf.py``, AXI terms included) at 100 MHz plus the board target's per-call
+host stages (``BOARD_HOST``), summed over every GEMM the model issues (shapes recorded on the CPU run:
+linear/matmul, bmm, and convolutions as their im2col GEMM).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..hw.description import Description
-from ..hw.perf import gemm_perf
+from ..hw.perf import BOARD_HOST, gemm_perf
 from ..targets import registry
 from .gemm import CLOCK_MHZ
 from .timing import interleaved_medians
@@ -79,8 +80,8 @@ class GemmShapes(TorchDispatchMode):
 
 
 def predicted_board_s(desc: Description, shapes: Sequence[tuple[int, int, int, int]]) -> float:
-    """Kernel seconds of all `shapes` on `desc` at `CLOCK_MHZ` (cycle model, no host overhead)."""
-    return sum(b * gemm_perf(desc, m, n, k, clock_mhz=CLOCK_MHZ).kernel_s for b, m, n, k in shapes)
+    """Board seconds of all `shapes` on `desc` at `CLOCK_MHZ`: cycle model plus the per-call host stages."""
+    return sum(b * gemm_perf(desc, m, n, k, clock_mhz=CLOCK_MHZ, host=BOARD_HOST).total_s for b, m, n, k in shapes)
 
 
 @dataclass

@@ -7,6 +7,7 @@ from . import (
     bench,  # noqa: F401
     board,  # noqa: F401
     demo,  # noqa: F401
+    fit,  # noqa: F401
     flows,  # noqa: F401
     info,  # noqa: F401
     kernels,  # noqa: F401

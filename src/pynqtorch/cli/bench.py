@@ -52,7 +52,7 @@ def _opt(v: float | None, fmt: str) -> str:
 def gemm_tables(res: dict[str, Any]) -> list[Table]:
     """Time and accuracy tables of the GEMM sweep."""
     speed = Table(title=f"GEMM n³: time on zynq vs torch on CPU ({res['threads']} threads); board = cycle "
-                        f"model at {res['clock_mhz']:g} MHz, kernel only")
+                        f"model at {res['clock_mhz']:g} MHz (AXI terms) + board host stages")
     for c in ("n", "dtype", "target", "CPU ms", "zynq ms", "speedup", "board ms", "board speedup"):
         speed.add_column(c, justify="left" if c in ("dtype", "target") else "right")
     acc = Table(title="GEMM n³: zynq result vs exact product",
@@ -73,7 +73,7 @@ def models_table(res: dict[str, Any]) -> Table:
     t = Table(title=f"model latency on zynq vs CPU fp32, default quantization ({res['threads']} threads, "
                     f"median of {res['reps']} on zynq)",
               caption=f"rel. err: output vs CPU fp32; board: cycle model at {res['clock_mhz']:g} MHz summed "
-                      "over every GEMM of the model, kernel cycles only")
+                      "over every GEMM of the model (AXI terms) + board host stages per call")
     for c in ("model", "batch", "ran on", "ms", "vs CPU", "rel. err", "board ms", "board vs CPU"):
         t.add_column(c, justify="left" if c in ("model", "ran on") else "right")
     for r in res["rows"]:

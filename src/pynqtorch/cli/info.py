@@ -28,6 +28,7 @@ def collect() -> dict:
     from .. import hostops
     from ..hw.kernels import kernel_errors, kernels
     from ..targets.registry import available_targets, current, env_target
+    from .fit import overlay_estimates
 
     return {
         "versions": {"pynqtorch": pynqtorch.__version__, "torch": torch.__version__, "pynq": _version("pynq"),
@@ -40,6 +41,7 @@ def collect() -> dict:
         "kernels": {k.name: {"origin": k.origin, "folder": str(k.folder), "priority": k.desc.priority}
                     for k in kernels().values()},
         "kernel_errors": list(kernel_errors()),
+        "overlay_fit": overlay_estimates(),
     }
 
 
@@ -68,3 +70,13 @@ def info(json_out: bool = typer.Option(False, "--json", help="Print one JSON obj
     console.print(k)
     for err in data["kernel_errors"]:
         console.print(f"[yellow]broken:[/] {escape(err)}")
+    o = Table("overlay", "DSP", "BRAM18", "LUT", "FF", "fits", title="bundled overlays on the XC7Z020 "
+              "(estimates: pynqtorch fit <overlay>; limit 80 % of each)")
+    for name, est in data["overlay_fit"].items():
+        if isinstance(est, str):
+            o.add_row(name, est, "", "", "", "?")
+            continue
+        r = est["resources"]
+        o.add_row(name, *[f"{r[x]['used']:,} ({100 * r[x]['used'] / r[x]['available']:.0f} %)" for x in r],
+                  "yes" if est["fits"] else "[red]no[/]")
+    console.print(o)

@@ -51,18 +51,33 @@ def _json_entry(k: KernelInfo) -> dict:
     return entry
 
 
+def _estimate(info: KernelInfo) -> dict[str, int] | str:
+    """The kernel's resource estimate (`pynqtorch fit`), or why there is none."""
+    from ..hw.fit import estimate_kernel
+    from ..hw.hls_source import SourceError
+
+    try:
+        return estimate_kernel(info).total.as_dict()
+    except (SourceError, ValueError) as e:
+        return f"no estimate: {e}"
+
+
 @app.command("kernels")
 def list_kernels(json_out: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
-    """Every kernel found (bundled, PYNQTORCH_KERNEL_PATH, add_kernel_path) with op, tile and folder."""
+    """Every kernel found (bundled, PYNQTORCH_KERNEL_PATH, add_kernel_path): op, tile, estimated resources."""
     found = sorted(kernels().values(), key=lambda k: (-k.desc.priority, k.name))
+    estimates = {k.name: _estimate(k) for k in found}
     if json_out:
-        emit_json({"kernels": [_json_entry(k) for k in found], "errors": list(kernel_errors())})
+        emit_json({"kernels": [_json_entry(k) | {"estimate": estimates[k.name]} for k in found],
+                   "errors": list(kernel_errors())})
         return
-    t = Table("kernel", "op", "tile m×n×k / aten ops", "runtime dims", "max m×n×k / call", "priority", "origin",
-              "folder")
+    t = Table("kernel", "op", "tile m×n×k / aten ops", "runtime dims", "max m×n×k / call", "priority",
+              "DSP / BRAM18 / LUT / FF (estimate)", "origin", "folder")
     for k in found:
         dims = ",".join(k.desc.runtime_dims) or "-" if k.desc.op == "gemm" else "-"
-        t.add_row(k.name, k.desc.op, _tile(k), dims, _max(k), str(k.desc.priority), k.origin, str(k.folder))
+        e = estimates[k.name]
+        res = e if isinstance(e, str) else " / ".join(f"{v:,}" for v in e.values())
+        t.add_row(k.name, k.desc.op, _tile(k), dims, _max(k), str(k.desc.priority), res, k.origin, str(k.folder))
     console.print(t)
     for err in kernel_errors():
         console.print(f"[yellow]broken:[/] {escape(err)}")
@@ -182,30 +197,41 @@ def perf(kernel: str = typer.Argument(..., help="Kernel name or folder."),
          n: int = typer.Option(..., "--n", min=1, help="Columns of B (whole GEMM)."),
          k: int = typer.Option(..., "--k", min=1, help="Inner dimension (whole GEMM)."),
          clock_mhz: float | None = typer.Option(None, "--clock-mhz", help="Kernel clock (default: hls.clock_ns)."),
-         host_us: float = typer.Option(0.0, "--host-us", min=0.0, help="Host overhead per kernel call, µs."),
+         host_us: float = typer.Option(0.0, "--host-us", min=0.0, help="Extra host overhead per kernel call, µs."),
+         board_host: bool = typer.Option(False, "--board-host",
+                                         help="Add the board target's per-call host stages (Cortex-A9 estimate)."),
          json_out: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
-    """Predicted cycles and latency per call, and calls and board time for a whole m×k by k×n GEMM."""
-    from ..hw.perf import gemm_perf
+    """Predicted cycles per call with the cycle model's terms, and calls and board time for a whole GEMM."""
+    from ..hw.perf import BOARD_HOST, gemm_perf
 
     info = _kernel(kernel)
     if info.desc.op != "gemm":
         fail(f"perf predicts whole GEMMs; {info.name} is a {info.desc.op} kernel whose cycles per call are "
              f"{info.desc.perf.cycles}")
     try:
-        p = gemm_perf(info.desc, m, n, k, clock_mhz=clock_mhz, host_us=host_us)
+        p = gemm_perf(info.desc, m, n, k, clock_mhz=clock_mhz, host_us=host_us,
+                      host=BOARD_HOST if board_host else None)
     except ValueError as e:
         fail(str(e))
     mhz = p.clock_mhz
+    terms = info.desc.perf.expressions()
     if json_out:
-        emit_json({"kernel": info.name, "cycles_model": info.desc.perf.cycles, "clock_mhz": mhz, "m": m, "n": n,
-                   "k": k, "calls": p.calls, "cycles": p.cycles, "kernel_s": p.kernel_s, "host_us": host_us,
-                   "host_s": p.host_s, "total_s": p.total_s, "shapes": [asdict(s) for s in p.shapes]})
+        emit_json({"cycles": p.cycles, "breakdown": p.breakdown, "kernel": info.name, "terms": terms,
+                   "params": info.desc.perf.params, "clock_mhz": mhz, "m": m, "n": n, "k": k, "calls": p.calls,
+                   "kernel_s": p.kernel_s, "host_us": host_us, "host_s": p.host_s, "total_s": p.total_s,
+                   "shapes": [asdict(s) | {"cycles": s.cycles} for s in p.shapes]})
         return
-    console.print(f"{info.name}: cycles per call = {info.desc.perf.cycles}  at {mhz:g} MHz")
-    t = Table("call m×n×k", "calls", "cycles / call", "latency / call")
-    for s in p.shapes:
-        t.add_row(f"{s.m}x{s.n}x{s.k}", f"{s.count:,}", f"{s.cycles:,}", f"{s.cycles / mhz:,.1f} µs")
+    params = ", ".join(f"{k_}={v}" for k_, v in info.desc.perf.params.items())
+    console.print(f"{info.name}: cycle model at {mhz:g} MHz" + (f" ({params})" if params else ""))
+    t = Table("term", "expression", *[f"{s.m}x{s.n}x{s.k} (x{s.count:,})" for s in p.shapes], "whole GEMM",
+              title="cycles per call by term (an estimate)")
+    total = p.breakdown
+    for term, expr in terms.items():
+        t.add_row(term, expr, *[f"{s.breakdown[term]:,}" for s in p.shapes], f"{total[term]:,}")
+    t.add_row("[bold]total[/]", "", *[f"[bold]{s.cycles:,}[/]" for s in p.shapes], f"[bold]{p.cycles:,}[/]")
+    t.add_row("latency / call", "", *[f"{s.cycles / mhz:,.1f} µs" for s in p.shapes], "")
     console.print(t)
+    host = f"{p.host_s * 1e3:,.3f} ms host" + (" (board stages estimate)" if board_host else "")
     console.print(f"GEMM {m}x{k} by {k}x{n}: {p.calls:,} kernel calls, {p.cycles:,} cycles = "
-                  f"{p.kernel_s * 1e3:,.3f} ms kernel + {p.calls:,} x {host_us:g} µs host = "
-                  f"[bold]{p.total_s * 1e3:,.3f} ms[/] predicted board time")
+                  f"{p.kernel_s * 1e3:,.3f} ms kernel + {host} = [bold]{p.total_s * 1e3:,.3f} ms[/] predicted "
+                  f"board time; {m * n * k / p.cycles:,.1f} MAC/cycle")

@@ -12,7 +12,7 @@ import ast
 import operator
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from .ctype import parse_ctype
 from .jsonspec import CIdentifier
@@ -96,11 +96,13 @@ _PERF_NAMES = {"m", "n", "k"}
 _PERF_FUNCS = {"ceil": lambda x: -(-x // 1), "max": max, "min": min}
 _PERF_NODES = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Name, ast.Constant, ast.Load, ast.Add, ast.Sub,
                ast.Mult, ast.FloorDiv, ast.Div, ast.Mod, ast.Pow, ast.USub, ast.Call)
+_PERF_MAX_POW = 4
+# A term larger than this at the largest call (about 3 hours at 100 MHz) is treated as unbounded.
+PERF_BOUND = 1 << 40
 _PERF_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv,
                 ast.Div: operator.truediv, ast.Mod: operator.mod, ast.Pow: operator.pow}
-# Bounds that keep evaluating a cycle model instant: no value beyond 2**64 cycles, no exponent beyond 64.
+# Evaluation stops at once beyond 2**64 (check_expression already limits powers to small constant exponents).
 _PERF_MAX = 2**64
-_PERF_MAX_EXP = 64
 
 
 def _perf_eval(node: ast.AST, env: dict[str, int]) -> int | float:
@@ -118,8 +120,6 @@ def _perf_eval(node: ast.AST, env: dict[str, int]) -> int | float:
         value = _PERF_FUNCS[node.func.id](*(_perf_eval(a, env) for a in node.args))
     else:
         left, right = _perf_eval(node.left, env), _perf_eval(node.right, env)
-        if isinstance(node.op, ast.Pow) and not 0 <= right <= _PERF_MAX_EXP:
-            raise ValueError(f"exponent {right} is outside 0..{_PERF_MAX_EXP}")
         value = _PERF_BINOPS[type(node.op)](left, right)
     if abs(value) > _PERF_MAX:
         raise ValueError(f"{value:.3g} exceeds 2**64 cycles")
@@ -139,6 +139,13 @@ def check_expression(v: str, names: set[str], field: str) -> str:
             raise ValueError(f"cycle model {v!r}: unknown name {node.id!r} (use {', '.join(sorted(names))})")
         if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name) and node.func.id in _PERF_FUNCS):
             raise ValueError(f"cycle model {v!r}: only {sorted(_PERF_FUNCS)} may be called")
+        if isinstance(node, ast.Constant) and (isinstance(node.value, bool)
+                                               or not isinstance(node.value, int | float)):
+            raise ValueError(f"cycle model {v!r}: constant {node.value!r} is not a number")  # noqa: TRY004
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow) and not (
+                isinstance(node.right, ast.Constant) and isinstance(node.right.value, int)
+                and 0 <= node.right.value <= _PERF_MAX_POW):
+            raise ValueError(f"cycle model {v!r}: powers need a constant exponent from 0 to {_PERF_MAX_POW}")
     return v
 
 
@@ -152,22 +159,49 @@ def eval_expression(v: str, values: dict[str, int]) -> int:
 
 
 class Perf(_Strict):
-    """Cycle model: an arithmetic expression in m, n, k (one kernel call), e.g. ``k*n + m*(k + n)``."""
+    """Cycle model of one kernel call: named `terms` (expressions in m, n, k and the `params`), summed.
 
-    cycles: str
+    ``params`` name the AXI and pipeline constants the terms use (read latency, write response, pipeline
+    depth, ...); a single ``cycles`` expression is the older form, read as one term named ``cycles``.
+    """
+
+    cycles: str | None = None
+    terms: dict[str, str] = {}
+    params: dict[str, int] = {}
     ii: int = Field(1, ge=1)
 
-    @field_validator("cycles")
-    @classmethod
-    def _safe(cls, v: str) -> str:
-        return check_expression(v, _PERF_NAMES, "cycles")
+    @model_validator(mode="after")
+    def _safe(self) -> Perf:
+        if (self.cycles is None) == (not self.terms):
+            raise ValueError("give either 'terms' (named cycle terms) or 'cycles' (one expression), not both")
+        for name, value in self.params.items():
+            if not name.isidentifier() or name in _PERF_NAMES | set(_PERF_FUNCS):
+                raise ValueError(f"params.{name}: not a usable name (identifiers other than m, n, k, ceil, max, min)")
+            if not 0 <= value <= 1 << 20:
+                raise ValueError(f"params.{name}: {value} is outside 0 .. {1 << 20} cycles")
+        names = _PERF_NAMES | set(self.params)
+        for name, expr in self.expressions().items():
+            if not name.isidentifier():
+                raise ValueError(f"terms.{name}: a term name must be an identifier")
+            field = f"terms.{name}" if self.terms else "cycles"
+            try:
+                check_expression(expr, names, field)
+            except ValueError as e:
+                raise ValueError(str(e) if str(e).startswith(field) else f"{field}: {e}") from None
+        return self
+
+    def expressions(self) -> dict[str, str]:
+        """Term name -> expression (``{"cycles": ...}`` for the single-expression form)."""
+        return dict(self.terms) if self.terms else {"cycles": self.cycles or "0"}
+
+    def breakdown(self, m: int, n: int, k: int) -> dict[str, int]:
+        """Cycles of each term for one call on an m×k by k×n problem."""
+        values = {"m": m, "n": n, "k": k, **self.params}
+        return {name: eval_expression(expr, values) for name, expr in self.expressions().items()}
 
     def predict(self, m: int, n: int, k: int) -> int:
-        """Predicted cycles for one kernel call on an m×k by k×n problem (`ValueError` if the model fails)."""
-        value = eval_expression(self.cycles, {"m": m, "n": n, "k": k})
-        if value < 0:
-            raise ValueError(f"cycle model {self.cycles!r} at m={m}, n={n}, k={k} is negative ({value})")
-        return value
+        """Predicted cycles for one kernel call on an m×k by k×n problem."""
+        return sum(self.breakdown(m, n, k).values())
 
 
 class Description(_Strict):
@@ -213,11 +247,7 @@ class Description(_Strict):
             raise ValueError(f"args: duplicate register offsets in {[a.offset for a in self.args]}")
         self._check_limits()
         self._check_widths()
-        for dims in ({d: getattr(self.tile, d) for d in DIM_ROLES}, {d: self.dim_limit(d) for d in DIM_ROLES}):
-            try:
-                self.perf.predict(**dims)
-            except ValueError as e:
-                raise ValueError(f"perf.cycles: {e}") from None
+        self._bounded_perf()
         return self
 
     def _check_limits(self) -> None:
@@ -247,6 +277,20 @@ class Description(_Strict):
             elif a.role == "c" and (a.pack != 1 or self.arith.acc_bits > bits["c"]):
                 raise ValueError(f"args[{i}]: results come back one per word, but {a.ctype!r} "
                                  f"(pack {a.pack}) cannot hold an arith.acc_bits = {self.arith.acc_bits} accumulator")
+
+    def _bounded_perf(self) -> None:
+        """Every perf term is a finite, non-negative cycle count from the smallest to the largest call."""
+        prefix = "perf.terms." if self.perf.terms else "perf."
+        for dims in ((self.tile.m, self.tile.n, self.tile.k), tuple(self.dim_limit(d) for d in DIM_ROLES)):
+            env = {**dict(zip(DIM_ROLES, dims)), **self.perf.params}
+            for name, expr in self.perf.expressions().items():
+                try:
+                    v = eval_expression(expr, env)
+                except ValueError as e:
+                    raise ValueError(f"{prefix}{name}: {e}") from None
+                if not 0 <= v <= PERF_BOUND:
+                    raise ValueError(f"{prefix}{name}: {v} cycles at m, n, k = {dims} is negative or unbounded "
+                                     f"(limit {PERF_BOUND})")
 
     def arg(self, role: str) -> Arg:
         return next(a for a in self.args if a.role == role)

@@ -234,3 +234,17 @@ class Target(abc.ABC):
         """Largest m, n, k one call of this target's units takes: the description's, unless the target
         can do more (the golden model takes any multiple of the tile, see `targets.ref`)."""
         return Tile(m=desc.dim_limit("m"), n=desc.dim_limit("n"), k=desc.dim_limit("k"))
+
+
+def dsp_pair_products(x: np.ndarray, y0: np.ndarray, y1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(x*y0, x*y1)`` the way the packed kernel gets them from one DSP48E1 multiply (bit-exact model).
+
+    The 25-bit port holds ``y1 * 2**16 + y0``; the 33-bit product p gives ``y0*x`` as its low 16 bits read
+    signed, and ``y1*x`` as ``(p >> 16) + bit 15 of p`` (the borrow a negative low product takes). For int8
+    operands both are exact, which `golden_gemm` relies on for kernels using the trick.
+    """
+    w = (y1.astype(np.int64) << 16) + y0.astype(np.int64)
+    p = w * x.astype(np.int64)
+    lo = ((p & 0xFFFF) ^ 0x8000) - 0x8000
+    hi = (p >> 16) + ((p >> 15) & 1)
+    return lo, hi
