@@ -12,7 +12,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,7 +61,7 @@ class _Plan:
     name: str
     memory_only: bool
     mixed_ok: bool
-    written: tuple[int | str, ...]  # positions / names of arguments the op writes to
+    written: tuple[int | str, ...]  # positions / names of the arguments the op writes (tensors or tensor lists)
     record_name: str
     tensor_args: tuple[int, ...]  # positions of plain Tensor arguments (a wrapped number may arrive there)
 
@@ -192,15 +192,31 @@ class _Unwrapper:
         return r
 
     def sync_written(self, args: tuple, kwargs: dict) -> None:
-        """Carry `out=`/in-place geometry changes made on CPU views back to the zynq tensors written."""
-        for w in self.plan.written:
-            t = args[w] if isinstance(w, int) and w < len(args) else kwargs.get(w) if isinstance(w, str) else None
+        """Carry `out=`/in-place geometry changes made on CPU views back to the zynq tensors written, and
+        bump their write generation."""
+        cpu_of = {id(z): c for z, c in self.pairs}
+        for t in written_tensors(self.plan, args, kwargs):
+            c = cpu_of.get(id(t))
+            if c is not None:
+                sync_from_cpu(t, c)
+            mark_written(t)
+
+
+def written_tensors(plan: _Plan, args: tuple, kwargs: dict) -> Iterator[torch.Tensor]:
+    """The zynq tensors a call writes: every `Tensor(a!)`, `Tensor(a!)?` and `Tensor(a!)[]` argument of its schema."""
+    for w in plan.written:
+        v = args[w] if isinstance(w, int) and w < len(args) else kwargs.get(w) if isinstance(w, str) else None
+        for t in v if isinstance(v, (list, tuple)) else (v,):
             if is_zynq(t):
-                for z, c in self.pairs:
-                    if z is t:
-                        sync_from_cpu(t, c)
-                        break
-                mark_written(t)
+                yield t
+
+
+def mark_written_args(op: Any, args: tuple, kwargs: dict) -> None:
+    """Bump the write generation of every zynq tensor `op` writes in this call (for kernels outside the fallback)."""
+    plan = _plan(op)
+    if plan.written:
+        for t in written_tensors(plan, args, kwargs):
+            mark_written(t)
 
 
 def run_on_cpu(op: Any, args: tuple, kwargs: dict) -> Any:
