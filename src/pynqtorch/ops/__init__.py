@@ -13,7 +13,7 @@ _lib: list[torch.library.Library] = []
 
 
 def register() -> None:
-    """Install the GEMM-family kernels (mm, addmm, bmm, baddbmm, mv, addmv, dot, convolution), the LSTM/GRU
+    """Install the GEMM-family kernels (every overload of `gemm.VALUES`'s ops), the convolution, the LSTM/GRU
     layers (at the autograd key: they hand PyTorch's composite the cases that need gradients) and the kernels
     of the ops map/rows kernels declare (`blockops`)."""
     if _lib:
