@@ -232,6 +232,12 @@ def run_on_cpu(op: Any, args: tuple, kwargs: dict) -> Any:
     cpu_op = op
     if plan.tensor_args:
         cpu_op, args = _wrapped_numbers(op, plan, args)
+    if plan.mixed_ok and args and isinstance(args[0], torch.Tensor) and not is_zynq(args[0]):
+        # PyTorch allows `dev_tensor[{cpu,dev}_index]` only: a CPU tensor indexed by zynq indices is refused.
+        if len(args) > 1 and isinstance(args[1], (list, tuple)) and any(is_zynq(i) for i in args[1]):
+            raise RuntimeError(f"indices should be either on cpu or on the same device as the indexed tensor "
+                               f"({args[0].device})")
+        raise device_mismatch(args[0].device, plan.name)
     u = _Unwrapper(plan)
     cargs = tuple(u.arg(a) for a in args)
     ckwargs = {k: u.arg(v) for k, v in kwargs.items()} if kwargs else kwargs
@@ -277,11 +283,18 @@ def direct_kernels() -> dict[str, Callable[..., Any]]:
             continue  # the in-place form of an accelerated op: its composite calls the zynq kernel
         op = getattr(getattr(torch.ops.aten, base), overload or "default")
         kernels[name] = functools.partial(_boxed_fallback, op)
+    for name in _DEVICE_CHECKED_COMPOSITES:
+        base, _, overload = name.partition(".")
+        kernels[name] = functools.partial(_boxed_fallback, getattr(getattr(torch.ops.aten, base), overload))
     for name in _METADATA_VIEWS:
         base, _, overload = name.partition(".")
         kernels[name] = _metadata_view(getattr(getattr(torch.ops.aten, base), overload or "default"))
     return kernels
 
+
+# Composite ops whose implementation accepts only listed device types (`mode.values`: "mode only supports
+# CPU, CUDA and XPU device type"): run on CPU views instead.
+_DEVICE_CHECKED_COMPOSITES = ("mode.values",)
 
 # View ops whose CPU kernel only makes a TensorImpl sharing `self`'s storage with new sizes, strides and offset
 # (device-agnostic code; `as_strided` is behind `t`, `transpose`, `expand`, slicing...). `unfold` is not
