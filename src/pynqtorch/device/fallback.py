@@ -148,18 +148,21 @@ def device_mismatch(other: torch.device, op_name: str | None = None) -> RuntimeE
 class _Unwrapper:
     """Replaces zynq tensors by CPU views, remembering them to map results back."""
 
-    __slots__ = ("pairs", "plan", "wrap")
+    __slots__ = ("pairs", "plan", "views", "wrap")
 
     def __init__(self, plan: _Plan) -> None:
         self.pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.views: dict[int, torch.Tensor] = {}  # id of a zynq argument -> its CPU view
         self.plan = plan
         self.wrap = True
 
     def arg(self, a: Any) -> Any:
         if isinstance(a, torch.Tensor):
             if a.device.type == "zynq":
-                c = cpu_view(a)
-                self.pairs.append((a, c))
+                c = self.views.get(id(a))  # one tensor passed twice (`mul.out(self, x, out=self)`) stays one
+                if c is None:
+                    c = self.views[id(a)] = cpu_view(a)
+                    self.pairs.append((a, c))
                 return c
             if a.dim() > 0 and not self.plan.mixed_ok:
                 raise device_mismatch(a.device, self.plan.name)
@@ -194,9 +197,8 @@ class _Unwrapper:
     def sync_written(self, args: tuple, kwargs: dict) -> None:
         """Carry `out=`/in-place geometry changes made on CPU views back to the zynq tensors written, and
         bump their write generation."""
-        cpu_of = {id(z): c for z, c in self.pairs}
         for t in written_tensors(self.plan, args, kwargs):
-            c = cpu_of.get(id(t))
+            c = self.views.get(id(t))
             if c is not None:
                 sync_from_cpu(t, c)
             mark_written(t)
