@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import math
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -159,8 +160,8 @@ def _compare(z_res: Any, c_res: Any, z_in: list[torch.Tensor], c_in: list[torch.
                 dev = _compare_values(z, c, accelerated, where)
                 if dev is not None:
                     worst = max(worst or 0.0, dev)
-        elif isinstance(c, float) and c != c:
-            if not (isinstance(z, float) and z != z):
+        elif isinstance(c, float) and math.isnan(c):
+            if not (isinstance(z, float) and math.isnan(z)):
                 raise SemanticFailure(f"{where}: {z!r} != {c!r}")
         elif check_values and z != c:
             raise SemanticFailure(f"{where}: {z!r} != {c!r}")
