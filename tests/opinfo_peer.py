@@ -67,7 +67,8 @@ def _twin(t: torch.Tensor, device: str) -> torch.Tensor:
 
 
 def _on(sample: SampleInput, device: str, op_name: str) -> SampleInput:
-    """Twins of the sample's tensors on `device` (a factory's `device` argument too); arguments PyTorch
+    """Twins of the sample's tensors on `device` (its device arguments too, as OpInfo would make them for
+    `device`); arguments PyTorch
     requires on CPU for every device (`tensor_split`'s indices) stay there."""
     if op_name in _CPU_ARGS:
         out = SampleInput(_twin(sample.input, device), args=sample.args, kwargs=dict(sample.kwargs))
@@ -75,6 +76,7 @@ def _on(sample: SampleInput, device: str, op_name: str) -> SampleInput:
         out = sample.transform(lambda t: _twin(t, device) if isinstance(t, torch.Tensor) else t)
     if "device" in out.kwargs:
         out.kwargs["device"] = device
+    out.args = tuple(device if isinstance(a, (str, torch.device)) and str(a) == "cpu" else a for a in out.args)
     return out
 
 

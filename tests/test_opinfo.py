@@ -12,12 +12,10 @@ import pytest
 
 from opinfo_peer import FULL_DTYPES, OpInfo, op_db, run_op, selection
 
-# Semantic failures owned elsewhere: convolution output strides (the conv layout rework) and
-# `Tensor.to(..., non_blocking=True)` (pinned memory).
+# Semantic failures owned elsewhere: convolution output strides (the conv layout rework).
 KNOWN = {
     "nn.functional.conv1d": "conv output layout",
     "nn.functional.conv2d": "conv output layout",
-    "to": "pinned-memory allocator",
 }
 
 
