@@ -24,7 +24,7 @@ from .. import engine
 from ..device.fallback import mark_written_args, run_on_cpu
 from ..device.report import record
 from ..device.storage import adopt_result, cpu_view, is_zynq, resize
-from ._common import NotOffloadable, to_cpu
+from ._common import NotOffloadable, to_cpu, traced
 from .engine_bridge import gemm
 
 aten = torch.ops.aten
@@ -161,11 +161,7 @@ def family_kernel(op: torch._ops.OpOverload, base: str) -> Callable[..., Any]:
             return run_on_cpu(op, args, kwargs)
         fkwargs = {k: v for k, v in kwargs.items() if k not in outs}
         try:
-            if torch.autograd.profiler._is_profiler_enabled:
-                with torch.profiler.record_function(f"zynq::{name}"):
-                    r = values(*args, **fkwargs)
-            else:
-                r = values(*args, **fkwargs)
+            r = traced(name, values, *args, **fkwargs)
         except NotOffloadable:
             return run_on_cpu(op, args, kwargs)
         if outs or inplace:
