@@ -122,8 +122,8 @@ def test_normal_range_dequantization_is_unchanged() -> None:
     """Below the overflow bound the result is (acc * sa) * sb in float32, bit for bit."""
     g = torch.Generator().manual_seed(4)
     a, b = torch.randn(8, 32, generator=g) * 1e30, torch.randn(32, 5, generator=g)
-    qa = engine.quant.quantize(a[None], -1, True, 127)
-    qb = engine.quant.quantize(b[None], -2, True, 127)
+    qa = engine.quant.quantize_torch(a[None], -1, True, 127)
+    qb = engine.quant.quantize_torch(b[None], -2, True, 127)
     acc = torch.bmm(qa.q.long(), qb.q.long())
     assert torch.equal(engine.gemm(a, b), (acc.float() * qa.scale * qb.scale)[0])
 
