@@ -338,6 +338,34 @@ def test_mixing_with_cpu_tensor_names_both_devices() -> None:
         torch.cat([z, torch.ones(3)])
 
 
+def test_indexing_follows_pytorchs_device_rule() -> None:
+    """`dev_tensor[{cpu,dev}_index]` works; a CPU tensor indexed (or written) through zynq indices raises, as
+    with CUDA indices (PyTorch's `check_indices_on_cpu_or_selfdevice`)."""
+    x = torch.arange(10.0)
+    z = x.to("zynq")
+    i = torch.tensor([1, 4, 4])
+    assert torch.equal(z[i].cpu(), x[i]) and torch.equal(z[i.to("zynq")].cpu(), x[i])
+    rule = r"indices should be either on cpu or on the same device as the indexed tensor \(cpu\)"
+    with pytest.raises(RuntimeError, match=rule):
+        x[i.to("zynq")]
+    with pytest.raises(RuntimeError, match=rule):
+        x[i.to("zynq")] = 1.0
+    with pytest.raises(RuntimeError, match=rule):
+        x.index_put_((i.to("zynq"),), torch.tensor(2.0), accumulate=True)
+    assert torch.equal(x, torch.arange(10.0))
+
+
+def test_mode_out_runs_on_zynq() -> None:
+    """`mode(..., out=)` is a composite accepting listed device types only: zynq runs it on CPU views."""
+    t = torch.tensor([[1, 2, 2, 3], [4, 4, 0, 0]])
+    values = torch.empty(0, dtype=torch.long, device="zynq")
+    indices = torch.empty(0, dtype=torch.long, device="zynq")
+    got = torch.mode(t.to("zynq"), 1, out=(values, indices))
+    want = torch.mode(t, 1)
+    assert got[0] is values and got[1] is indices
+    assert torch.equal(values.cpu(), want.values) and torch.equal(indices.cpu(), want.indices)
+
+
 def test_scalar_cpu_tensors_and_python_numbers_mix_freely() -> None:
     z = torch.arange(4.0).to("zynq")
     assert torch.equal((z + torch.tensor(2.0)).cpu(), torch.arange(4.0) + 2)

@@ -201,6 +201,18 @@ def test_layouts_give_identical_results() -> None:
                        ai.long() @ b.round().long())
 
 
+def test_size_one_dims_with_odd_strides_give_identical_results() -> None:
+    """A K=1 product whose size-1 dims have arbitrary strides (attention with one-element heads, from
+    transposes) equals the contiguous computation: the integer GEMM must not read those strides."""
+    g = torch.Generator().manual_seed(6)
+    a = torch.randn(3, 2, 1, generator=g).transpose(0, 1)      # [2, 3, 1], strides (1, 2, 1)
+    b = torch.randn(40, 2, 1, generator=g).permute(1, 2, 0)    # [2, 1, 40], strides (1, 1, 2)
+    assert torch.equal(engine.gemm(a, b), engine.gemm(a.contiguous(), b.contiguous()))
+    ai = torch.randint(-128, 128, (33, 1), dtype=torch.int8, generator=g)
+    bi = torch.randint(-128, 128, (9, 1), dtype=torch.int8, generator=g).t()   # [1, 9], strides (1, 1)
+    assert torch.equal(engine.gemm(ai, bi, out_dtype=torch.int32), ai.int() @ bi.int())
+
+
 def test_batched_matches_per_batch_and_torch() -> None:
     strict()
     g = torch.Generator().manual_seed(6)

@@ -105,6 +105,29 @@ def test_zero_and_tiny_lines() -> None:
                        torch.zeros(3, 2))
 
 
+@pytest.mark.parametrize("a_mag,b_mag", [(1e36, 1e-30), (3e37, 1e-20), (1e35, 1.0), (1e38, 1e-3)])
+def test_huge_operands_with_finite_results_stay_finite(a_mag: float, b_mag: float) -> None:
+    """(acc * sa) would overflow float32 where the result is finite: dequantized in float64 instead."""
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.rand(4, 64, generator=g) * a_mag, torch.rand(64, 3, generator=g) * b_mag
+    want = a.double() @ b.double()
+    out = engine.gemm(a, b)
+    assert torch.isfinite(out).all()
+    assert ((out.double() - want).norm() / want.norm()) < 0.02
+    big = torch.full((2, 8), 1e38) @ torch.full((8, 2), 1e3)  # a true overflow stays inf, as on CPU
+    assert torch.isinf(engine.gemm(torch.full((2, 8), 1e38), torch.full((8, 2), 1e3))).all() and big.isinf().all()
+
+
+def test_normal_range_dequantization_is_unchanged() -> None:
+    """Below the overflow bound the result is (acc * sa) * sb in float32, bit for bit."""
+    g = torch.Generator().manual_seed(4)
+    a, b = torch.randn(8, 32, generator=g) * 1e30, torch.randn(32, 5, generator=g)
+    qa = engine.quant.quantize_torch(a[None], -1, True, 127)
+    qb = engine.quant.quantize_torch(b[None], -2, True, 127)
+    acc = torch.bmm(qa.q.long(), qb.q.long())
+    assert torch.equal(engine.gemm(a, b), (acc.float() * qa.scale * qb.scale)[0])
+
+
 def test_low_precision_kernel_uses_its_operand_range() -> None:
     """A 4-bit kernel quantizes to [-7, 7]; the error bound scales with amax / 7."""
     engine.use("ref", kernel=make_desc("int4", {"m": 8, "n": 8, "k": 8}, operand_bits=4, acc_bits=16))

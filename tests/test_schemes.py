@@ -57,6 +57,9 @@ def ref_gemm(a: torch.Tensor, b: torch.Tensor, row_a: bool, line_b: bool) -> tor
     qa, qb = ref_quantize(a[None], -1, row_a), ref_quantize(b[None], -2, line_b)
     acc = qa.q.long() @ qb.q.long()
     c = (acc.to(torch.promote_types(qa.scale.dtype, qb.scale.dtype)) * qa.scale * qb.scale)[0]
+    if qa.scale.dtype == qb.scale.dtype == torch.float32 and (2**31 - 1) * float(qa.scale.max()) * max(
+            1.0, float(qb.scale.max())) >= torch.finfo(torch.float32).max:  # acc * s_a could overflow: float64
+        c = (acc.double() * qa.scale.double() * qb.scale.double()).float()[0]
     if qa.bad is not None:
         rows = qa.bad[0, :, 0]
         c[rows] = (a[rows] @ b).to(c.dtype)

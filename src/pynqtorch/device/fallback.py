@@ -12,7 +12,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,7 +61,7 @@ class _Plan:
     name: str
     memory_only: bool
     mixed_ok: bool
-    written: tuple[int | str, ...]  # positions / names of arguments the op writes to
+    written: tuple[int | str, ...]  # positions / names of the arguments the op writes (tensors or tensor lists)
     record_name: str
     tensor_args: tuple[int, ...]  # positions of plain Tensor arguments (a wrapped number may arrive there)
 
@@ -148,18 +148,21 @@ def device_mismatch(other: torch.device, op_name: str | None = None) -> RuntimeE
 class _Unwrapper:
     """Replaces zynq tensors by CPU views, remembering them to map results back."""
 
-    __slots__ = ("pairs", "plan", "wrap")
+    __slots__ = ("pairs", "plan", "views", "wrap")
 
     def __init__(self, plan: _Plan) -> None:
         self.pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.views: dict[int, torch.Tensor] = {}  # id of a zynq argument -> its CPU view
         self.plan = plan
         self.wrap = True
 
     def arg(self, a: Any) -> Any:
         if isinstance(a, torch.Tensor):
             if a.device.type == "zynq":
-                c = cpu_view(a)
-                self.pairs.append((a, c))
+                c = self.views.get(id(a))  # one tensor passed twice (`mul.out(self, x, out=self)`) stays one
+                if c is None:
+                    c = self.views[id(a)] = cpu_view(a)
+                    self.pairs.append((a, c))
                 return c
             if a.dim() > 0 and not self.plan.mixed_ok:
                 raise device_mismatch(a.device, self.plan.name)
@@ -192,15 +195,30 @@ class _Unwrapper:
         return r
 
     def sync_written(self, args: tuple, kwargs: dict) -> None:
-        """Carry `out=`/in-place geometry changes made on CPU views back to the zynq tensors written."""
-        for w in self.plan.written:
-            t = args[w] if isinstance(w, int) and w < len(args) else kwargs.get(w) if isinstance(w, str) else None
+        """Carry `out=`/in-place geometry changes made on CPU views back to the zynq tensors written, and
+        bump their write generation."""
+        for t in written_tensors(self.plan, args, kwargs):
+            c = self.views.get(id(t))
+            if c is not None:
+                sync_from_cpu(t, c)
+            mark_written(t)
+
+
+def written_tensors(plan: _Plan, args: tuple, kwargs: dict) -> Iterator[torch.Tensor]:
+    """The zynq tensors a call writes: every `Tensor(a!)`, `Tensor(a!)?` and `Tensor(a!)[]` argument of its schema."""
+    for w in plan.written:
+        v = args[w] if isinstance(w, int) and w < len(args) else kwargs.get(w) if isinstance(w, str) else None
+        for t in v if isinstance(v, (list, tuple)) else (v,):
             if is_zynq(t):
-                for z, c in self.pairs:
-                    if z is t:
-                        sync_from_cpu(t, c)
-                        break
-                mark_written(t)
+                yield t
+
+
+def mark_written_args(op: Any, args: tuple, kwargs: dict) -> None:
+    """Bump the write generation of every zynq tensor `op` writes in this call (for kernels outside the fallback)."""
+    plan = _plan(op)
+    if plan.written:
+        for t in written_tensors(plan, args, kwargs):
+            mark_written(t)
 
 
 def run_on_cpu(op: Any, args: tuple, kwargs: dict) -> Any:
@@ -216,6 +234,12 @@ def run_on_cpu(op: Any, args: tuple, kwargs: dict) -> Any:
     cpu_op = op
     if plan.tensor_args:
         cpu_op, args = _wrapped_numbers(op, plan, args)
+    if plan.mixed_ok and args and isinstance(args[0], torch.Tensor) and not is_zynq(args[0]):
+        # PyTorch allows `dev_tensor[{cpu,dev}_index]` only: a CPU tensor indexed by zynq indices is refused.
+        if len(args) > 1 and isinstance(args[1], (list, tuple)) and any(is_zynq(i) for i in args[1]):
+            raise RuntimeError(f"indices should be either on cpu or on the same device as the indexed tensor "
+                               f"({args[0].device})")
+        raise device_mismatch(args[0].device, plan.name)
     u = _Unwrapper(plan)
     cargs = tuple(u.arg(a) for a in args)
     ckwargs = {k: u.arg(v) for k, v in kwargs.items()} if kwargs else kwargs
@@ -261,11 +285,18 @@ def direct_kernels() -> dict[str, Callable[..., Any]]:
             continue  # the in-place form of an accelerated op: its composite calls the zynq kernel
         op = getattr(getattr(torch.ops.aten, base), overload or "default")
         kernels[name] = functools.partial(_boxed_fallback, op)
+    for name in _DEVICE_CHECKED_COMPOSITES:
+        base, _, overload = name.partition(".")
+        kernels[name] = functools.partial(_boxed_fallback, getattr(getattr(torch.ops.aten, base), overload))
     for name in _METADATA_VIEWS:
         base, _, overload = name.partition(".")
         kernels[name] = _metadata_view(getattr(getattr(torch.ops.aten, base), overload or "default"))
     return kernels
 
+
+# Composite ops whose implementation accepts only listed device types (`mode.values`: "mode only supports
+# CPU, CUDA and XPU device type"): run on CPU views instead.
+_DEVICE_CHECKED_COMPOSITES = ("mode.values",)
 
 # View ops whose CPU kernel only makes a TensorImpl sharing `self`'s storage with new sizes, strides and offset
 # (device-agnostic code; `as_strided` is behind `t`, `transpose`, `expand`, slicing...). `unfold` is not

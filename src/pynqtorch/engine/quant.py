@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 from .. import hostops
 from ..hostops.patches import Patches
 
+_F32_MAX = torch.finfo(torch.float32).max
 # Non-zero amax below this is quantized in float64 (qmax / amax must not overflow float32).
 _TINY_F32 = 2.0 ** -100
 # Below this many elements max|x| is taken with fewer, simpler ops (per-op overhead dominates).
@@ -119,7 +120,14 @@ class Scheme:
 
     def dequantize(self, acc: torch.Tensor, sa: torch.Tensor, sb: torch.Tensor) -> torch.Tensor:
         """The float result from the exact integer product `acc` (``[B, M, N]``) of A with this scheme's
-        B, A's scale `sa` and B's scale `sb`: ``acc * sa * sb`` in the scales' dtype."""
+        B, A's scale `sa` and B's scale `sb`: ``(acc * sa) * sb`` in the scales' dtype.
+
+        With float32 scales ``acc * sa`` can overflow where the result is finite (operands near 1e30 and
+        beyond): when the accumulator's range allows that, the same arithmetic runs in float64, rounded once.
+        """
+        if (sa.dtype == sb.dtype == torch.float32 and acc.numel()
+                and torch.iinfo(acc.dtype).max * float(sa.max()) * max(1.0, float(sb.max())) >= _F32_MAX):
+            return acc.to(torch.float64).mul_(sa.to(torch.float64)).mul_(sb.to(torch.float64)).to(torch.float32)
         c = hostops.dequantize(acc, sa, sb)
         if c is None:  # the same arithmetic in torch ops (a separate conversion: int * float is not vectorized)
             c = acc.to(torch.promote_types(sa.dtype, sb.dtype)).mul_(sa).mul_(sb)

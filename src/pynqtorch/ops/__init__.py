@@ -7,15 +7,15 @@ import torch
 from ..hw.families import ROWS_OPS
 from ..targets import registry
 from ..targets.offload import Offload, declared_ops
-from . import blockops, conv, gemm, pointwise, recurrent, rows
+from . import attention, blockops, conv, gemm, pointwise, recurrent, rows
 
 _lib: list[torch.library.Library] = []
 
 
 def register() -> None:
-    """Install the GEMM-family kernels (mm, addmm, bmm, baddbmm, mv, addmv, dot, convolution), the LSTM/GRU
-    layers (at the autograd key: they hand PyTorch's composite the cases that need gradients) and the kernels
-    of the ops map/rows kernels declare (`blockops`)."""
+    """Install the GEMM-family kernels (every overload of `gemm.VALUES`'s ops), the convolution, the decomposed
+    transformer fast paths, the LSTM/GRU layers (at the autograd key: they hand PyTorch's composite the cases
+    that need gradients) and the kernels of the ops map/rows kernels declare (`blockops`)."""
     if _lib:
         return
     lib = torch.library.Library("aten", "IMPL")
@@ -23,7 +23,7 @@ def register() -> None:
         schema = kernel.op._schema
         lib.impl(schema.name.split("::")[1] + (f".{schema.overload_name}" if schema.overload_name else ""),
                  kernel, "PrivateUse1")
-    for name, fn in conv.BACKWARD.items():
+    for name, fn in {**conv.BACKWARD, **attention.KERNELS}.items():
         lib.impl(name, fn, "PrivateUse1")
     for name, fn in recurrent.AUTOGRAD_KERNELS.items():
         lib.impl(name, fn, "AutogradPrivateUse1")

@@ -31,6 +31,14 @@ def to_cpu(t: torch.Tensor | None) -> torch.Tensor | None:
     return t
 
 
+def traced(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``, named ``zynq::<name>`` in `torch.profiler` traces when a profiler runs."""
+    if torch.autograd.profiler._is_profiler_enabled:
+        with torch.profiler.record_function(f"zynq::{name}"):
+            return fn(*args, **kwargs)
+    return fn(*args, **kwargs)
+
+
 def accelerated(op: torch._ops.OpOverload, cpu_op: torch._ops.OpOverload | None = None
                 ) -> Callable[[Callable[..., torch.Tensor]], Callable[..., Any]]:
     """Register-ready kernel for `op`: runs `fn` (CPU views in, CPU result out) and counts it as accelerated.
@@ -46,11 +54,7 @@ def accelerated(op: torch._ops.OpOverload, cpu_op: torch._ops.OpOverload | None 
         def kernel(*args: Any, **kwargs: Any) -> Any:
             t0 = time.perf_counter()
             try:
-                if torch.autograd.profiler._is_profiler_enabled:
-                    with torch.profiler.record_function(f"zynq::{name}"):
-                        out = fn(*args, **kwargs)
-                else:
-                    out = fn(*args, **kwargs)
+                out = traced(name, fn, *args, **kwargs)
             except NotOffloadable as e:
                 if e.args and isinstance(e.args[0], str):
                     record_reason(name, e.args[0])

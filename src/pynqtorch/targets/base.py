@@ -51,8 +51,14 @@ def _abs_bound(x: np.ndarray) -> int:
 
 
 def _tensor(x: np.ndarray) -> torch.Tensor:
+    """A C-contiguous torch tensor over `x` with row-major strides: numpy (and torch) call an array
+    contiguous whatever the strides of its size-1 dims, and `torch._int_mm` reads those strides as leading
+    dimensions (a ``[1, N]`` operand with strides ``(1, 1)`` gives wrong sums)."""
     x = np.ascontiguousarray(x)
-    return torch.from_numpy(x if x.flags.writeable else x.copy())
+    t = torch.from_numpy(x if x.flags.writeable else x.copy())
+    rows = t.stride()
+    canonical = tuple(int(np.prod(t.shape[i + 1:])) for i in range(t.dim()))
+    return t if rows == canonical else t.as_strided(t.shape, canonical)
 
 
 def _blas(a: np.ndarray, b: np.ndarray, dtype: torch.dtype) -> np.ndarray:
