@@ -34,17 +34,17 @@ def _write(folder: Path, mutate) -> Path:
 
 @pytest.mark.timeout(60)  # a hang here is the bug
 @pytest.mark.parametrize(("mutate", "message"), [
-    (lambda d: d.update(perf=dict(cycles="n*k +")), "field 'perf': Value error, cycles: 'n*k +' is not an expression"),
-    (lambda d: d.update(perf=dict(cycles="9**9**9**9")), ("field 'perf': Value error, cycles: cycle model "
+    (lambda d: d.update(perf={"cycles": "n*k +"}), "field 'perf': Value error, cycles: 'n*k +' is not an expression"),
+    (lambda d: d.update(perf={"cycles": "9**9**9**9"}), ("field 'perf': Value error, cycles: cycle model "
                                                           "'9**9**9**9': powers need a constant exponent from 0 to 4")),
-    (lambda d: d.update(perf=dict(cycles="(m*n*k)**4*(m*n*k)**4*(m*n*k)**4")), (
+    (lambda d: d.update(perf={"cycles": "(m*n*k)**4*(m*n*k)**4*(m*n*k)**4"}), (
         "perf.cycles: cycle model '(m*n*k)**4*(m*n*k)**4*(m*n*k)**4' at m=1, n=32, k=8: 7.92e+28 exceeds 2**64")),
-    (lambda d: d.update(perf=dict(cycles="k // (n - 32)")), ("perf.cycles: cycle model 'k // (n - 32)' at m=1, "
+    (lambda d: d.update(perf={"cycles": "k // (n - 32)"}), ("perf.cycles: cycle model 'k // (n - 32)' at m=1, "
                                                              "n=32, k=8: integer division or modulo by zero")),
-    (lambda d: d.update(perf=dict(cycles="m - 2*n")), "perf.cycles: -63 cycles at m, n, k = (1, 32, 8) is negative"),
-    (lambda d: d.update(perf=dict(cycles="max()")), "perf.cycles: cycle model 'max()' at m=1, n=32, k=8:"),
-    (lambda d: d.update(perf=dict(cycles="'x' * 9")), "cycles: cycle model \"'x' * 9\": constant 'x' is not a number"),
-    (lambda d: d.update(perf=dict(cycles="k.real")), ("field 'perf': Value error, cycles: cycle model 'k.real': "
+    (lambda d: d.update(perf={"cycles": "m - 2*n"}), "perf.cycles: -63 cycles at m, n, k = (1, 32, 8) is negative"),
+    (lambda d: d.update(perf={"cycles": "max()"}), "perf.cycles: cycle model 'max()' at m=1, n=32, k=8:"),
+    (lambda d: d.update(perf={"cycles": "'x' * 9"}), "cycles: cycle model \"'x' * 9\": constant 'x' is not a number"),
+    (lambda d: d.update(perf={"cycles": "k.real"}), ("field 'perf': Value error, cycles: cycle model 'k.real': "
                                                       "Attribute is not allowed")),
     (lambda d: d["perf"]["terms"].update(compute="m*n*k // 0"), ("perf.terms.compute: cycle model 'm*n*k // 0' at "
                                                                   "m=1, n=32, k=8")),
@@ -95,7 +95,7 @@ def test_a_broken_user_kernel_is_skipped_with_a_warning(tmp_path: Path, monkeypa
 
 
 def test_perf_command_with_a_runaway_model_is_an_error_not_a_hang(tmp_path: Path) -> None:
-    path = _write(tmp_path / "bad", lambda d: d.update(perf=dict(cycles="9**9**9**9")))
+    path = _write(tmp_path / "bad", lambda d: d.update(perf={"cycles": "9**9**9**9"}))
     res = CliRunner().invoke(app, ["perf", str(path.parent), "--m", "64", "--n", "64", "--k", "64"])
     assert res.exit_code == 2 and "perf" in res.output and "constant exponent from 0 to 4" in res.output, res.output
 
