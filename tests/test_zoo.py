@@ -71,32 +71,31 @@ def test_zoo_models_ref_equals_csim_bit_for_bit(name: str) -> None:
 def test_board_host_cost_measured_on_the_virtual_board() -> None:
     from pynqtorch.bench import hostcost
 
-    (row,) = hostcost.measure_virtual([(16, 16, 8)], reps=2)
-    assert (row["m"], row["n"], row["k"]) == (16, 16, 8)
+    (row,) = hostcost.measure_virtual([(16, 32, 8)], reps=2)
+    assert (row["m"], row["n"], row["k"]) == (16, 32, 8)
     assert 0 < row["prepare_s"] < row["call_s"]  # packing is part of the call, which also crosses gRPC
 
 
 def test_predicted_board_time_adds_the_host_cost_of_every_call() -> None:
-    from pynqtorch.bench import hostcost
     from pynqtorch.hw.kernels import find_kernel
-    from pynqtorch.hw.perf import gemm_perf
+    from pynqtorch.hw.perf import HostModel, gemm_perf, workload_perf
 
     desc = find_kernel("gemm_i8_packed").desc
-    host = hostcost.HostCost("test", fixed_us=100.0, ns_per_byte=2.0)
-    got = hostcost.predicted_board_s(desc, [(3, 2000, 300, 64)], 100.0, host)
+    host = HostModel(fixed_us=100.0, copy_mb_s=500.0, collect_mb_s=250.0)
+    got = workload_perf(desc, [(3, 2000, 300, 64)], 100.0, host)
     p = gemm_perf(desc, 2000, 300, 64, clock_mhz=100.0)
     assert got["calls"] == 3 * p.calls > 3  # M and N split into several calls
     assert got["kernel_s"] == pytest.approx(3 * p.kernel_s)
-    want = 3 * sum(s.count * (100e-6 + 2e-9 * (s.m * s.k + s.k * s.n + 4 * s.m * s.n)) for s in p.shapes)
+    # A int8 (one byte each), B packed 8 per 64-bit word (one byte each), C int32.
+    want = 3 * sum(s.count * (100e-6 + (s.m * s.k + s.k * s.n) / 500e6 + 4 * s.m * s.n / 250e6) for s in p.shapes)
     assert got["host_s"] == pytest.approx(want)
 
 
 def test_packing_rule_is_shared_by_engine_and_prediction() -> None:
     """`hw.tiling.pack_factor` decides how many of a batch's products share a call, for the scheduler and the
-    predicted board time alike: depthwise 3×3 on `gemm_i8_packed` (tile n 16, k 8) packs 16 channels."""
-    from pynqtorch.bench import hostcost
+    predicted board time alike: depthwise 3×3 on `gemm_i8_packed` (tile n 32, k 8) packs 32 channels."""
     from pynqtorch.hw.kernels import find_kernel
-    from pynqtorch.hw.perf import gemm_perf
+    from pynqtorch.hw.perf import gemm_perf, workload_perf
     from pynqtorch.hw.tiling import pack_factor
 
     assert pack_factor(96, 1, 9, 16, 8, 256, 1024) == 16
@@ -104,5 +103,6 @@ def test_packing_rule_is_shared_by_engine_and_prediction() -> None:
     assert pack_factor(8, 64, 64, 16, 8, 256, 1024) == 1  # blocks would cost more tiles than apart
     assert pack_factor(96, 300, 9, 16, 8, 256, 1024) == 1  # does not fit one call's N
     desc = find_kernel("gemm_i8_packed").desc
-    got = hostcost.predicted_board_s(desc, [(96, 392, 1, 9)], 100.0)
-    assert got["calls"] == 6 * gemm_perf(desc, 392, 16, 144, clock_mhz=100.0).calls
+    assert pack_factor(96, 1, 9, desc.tile.n, desc.tile.k, desc.dim_limit("n"), desc.dim_limit("k")) == 32
+    got = workload_perf(desc, [(96, 392, 1, 9)], 100.0)
+    assert got["calls"] == 3 * gemm_perf(desc, 392, 32, 288, clock_mhz=100.0).calls

@@ -7,12 +7,8 @@ an in-process virtual PYNQ-Z2: the packing alone, and the whole call, where ever
 register access is a gRPC round trip and the kernel is C-simulated (an upper bound of the PC-side cost, not
 the board's).
 
-`HostCost` models the board's own host (pynq on the Zynq's ARM cores, buffers in local CMA memory): a fixed
-part per call (Python of pynqtorch's prepare/collect, pynq's register writes and polls, two cache-maintenance
-calls) plus a part per byte moved (packing, copies, flush/invalidate). `CORTEX_A9` holds the constants for
-the PYNQ-Z2 (650 MHz Cortex-A9); they are estimates from the x86 measurement scaled by the cores' speed
-(see docs/board.md), not a measurement on the board. The predicted board time of a model is the cycle model
-(`hw.perf`, kernel only) plus this host term for every call.
+The board's own host (pynq on the Zynq's ARM cores, buffers in local CMA memory) is modelled by
+`hw.perf.HostModel` (`BOARD_HOST`), which the cycle-model predictions add for every call.
 """
 
 from __future__ import annotations
@@ -24,53 +20,10 @@ import statistics
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from ..hw.description import Description
-from ..hw.perf import gemm_perf
-from ..hw.tiling import pack_factor
-
-
-@dataclass(frozen=True)
-class HostCost:
-    """Host seconds of one kernel call on a board: `fixed_us` plus `ns_per_byte` for every byte of A (int8),
-    B (int8) and the int32 result moved."""
-
-    name: str
-    fixed_us: float
-    ns_per_byte: float
-
-    def call_s(self, m: int, n: int, k: int) -> float:
-        return (self.fixed_us * 1e3 + self.ns_per_byte * (m * k + k * n + 4 * m * n)) * 1e-9
-
-
-# PYNQ-Z2 host (Cortex-A9 at 650 MHz, pynq 3.1, Python 3.10), per call:
-# fixed: ~20 Python-level numpy/pynq operations in prepare and collect at ~10 µs each on this core (x86 runs
-#   them at ~0.5-1 µs: the A9 is 10-20x slower on interpreter-bound code), ~8 MMIO register accesses at ~5 µs
-#   from Python, and flush + invalidate system calls at ~25 µs each: about 300 µs;
-# per byte: packing, copy into CMA buffers and cache maintenance, ~250 MB/s end to end: 4 ns/byte.
-CORTEX_A9 = HostCost("PYNQ-Z2 Cortex-A9 650 MHz (modelled)", fixed_us=300.0, ns_per_byte=4.0)
-
-
-def predicted_board_s(desc: Description, shapes: Sequence[tuple[int, int, int, int]], clock_mhz: float,
-                      host: HostCost = CORTEX_A9) -> dict[str, float]:
-    """Kernel seconds (cycle model) and host seconds (`host`) of all GEMM `shapes` ``(batch, m, n, k)`` on
-    `desc`, with the engine's call splitting and packing of batches; also the number of calls."""
-    kernel = host_s = 0.0
-    calls = 0
-    for b, m, n, k in shapes:
-        g = pack_factor(b, n, k, desc.tile.n, desc.tile.k, desc.dim_limit("n"), desc.dim_limit("k"))
-        if g > 1:  # the engine packs `g` products of the batch into each call (diagonal blocks)
-            b, n, k = -(-b // g), g * n, g * k
-        p = gemm_perf(desc, m, n, k, clock_mhz=clock_mhz)
-        kernel += b * p.kernel_s
-        host_s += b * sum(s.count * host.call_s(s.m, s.n, s.k) for s in p.shapes)
-        calls += b * p.calls
-    return {"kernel_s": kernel, "host_s": host_s, "calls": calls}
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..hw.description import Description
-from ..hw.perf import BOARD_HOST, gemm_perf
+from ..hw.perf import BOARD_HOST, workload_perf
 from ..targets import registry
 from .gemm import CLOCK_MHZ
 from .timing import interleaved_medians
@@ -81,7 +81,8 @@ class GemmShapes(TorchDispatchMode):
 
 def predicted_board_s(desc: Description, shapes: Sequence[tuple[int, int, int, int]]) -> float:
     """Board seconds of all `shapes` on `desc` at `CLOCK_MHZ`: cycle model plus the per-call host stages."""
-    return sum(b * gemm_perf(desc, m, n, k, clock_mhz=CLOCK_MHZ, host=BOARD_HOST).total_s for b, m, n, k in shapes)
+    p = workload_perf(desc, shapes, CLOCK_MHZ, BOARD_HOST)
+    return p["kernel_s"] + p["host_s"]
 
 
 @dataclass

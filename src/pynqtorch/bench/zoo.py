@@ -6,7 +6,7 @@ and ``nn.TransformerEncoder``. Per model: the zynq/CPU time ratio (median of int
 relative error of the output, kernel calls, ops that fell back to CPU and where the zynq time goes
 (accelerated ops, of which engine phases; CPU-fallback ops; the rest is dispatch and framework time), and
 the predicted board time of the model's GEMMs: kernel cycles (`hw.perf`) plus the modelled Cortex-A9 host
-cost of every call (`bench.hostcost`). GEMMs are recorded on the CPU run (linear, matmul, bmm, convolutions);
+cost of every call (`hw.perf.BOARD_HOST`). GEMMs are recorded on the CPU run (linear, matmul, bmm, convolutions);
 those inside CPU's fused attention and recurrent kernels are not seen there, so those models' board
 figures are partial.
 """
@@ -25,10 +25,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..hw.perf import BOARD_HOST, workload_perf
 from ..reporting import report, reset_report
 from ..targets import registry
 from .gemm import CLOCK_MHZ
-from .hostcost import CORTEX_A9, predicted_board_s
 from .models import GemmShapes
 
 
@@ -155,7 +155,7 @@ def measure(name: str, quick: bool, reps: int) -> dict[str, Any]:
     zx = tuple(x.to("zynq") for x in zm.inputs)
     with GemmShapes() as rec:
         expected = zm.run(model, *zm.inputs)
-    board = predicted_board_s(registry.active().desc, rec.shapes, CLOCK_MHZ, CORTEX_A9)
+    board = workload_perf(registry.active().desc, rec.shapes, CLOCK_MHZ, BOARD_HOST)
     got = zm.run(zmodel, *zx).cpu()  # warm-up: weights quantized once here
     zm.run(model, *zm.inputs)
     reset_report()
@@ -204,4 +204,4 @@ def run(quick: bool = False, models: Sequence[str] = MODELS, target: str = "ref"
     ok = [r["ratio"] for r in rows if "ratio" in r]
     geo = math.exp(sum(math.log(r) for r in ok) / len(ok)) if ok else None
     return {"target": target, "threads": torch.get_num_threads(), "reps": reps, "quick": quick,
-            "clock_mhz": CLOCK_MHZ, "board_host": CORTEX_A9.name, "geomean_ratio": geo, "rows": rows}
+            "clock_mhz": CLOCK_MHZ, "board_host": "hw.perf.BOARD_HOST (Cortex-A9 650 MHz, modelled)", "geomean_ratio": geo, "rows": rows}

@@ -12,11 +12,12 @@ PYNQ-Z2's Cortex-A9. Each call's cycles come with the description's named terms 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .description import Description
 from .packing import call_dims, word_dtype, words_for
-from .tiling import call_sizes
+from .tiling import call_sizes, pack_factor
 
 
 @dataclass(frozen=True)
@@ -38,14 +39,16 @@ class CallShape:
 class HostModel:
     """Host seconds of the board target's per-call stages on the PYNQ-Z2's Cortex-A9 (650 MHz): an estimate.
 
-    fixed_us: register writes over M_AXI_GP0, ap_start, polling ap_done, Python per call; copy_mb_s: pack
-    and copy A and B into the pynq buffers including the cache flush; collect_mb_s: invalidate, copy back
-    and widen C.
+    fixed_us: ~20 interpreter-bound numpy/pynq operations in prepare and collect at ~10 µs each (the A9 runs
+    such code 10-20x slower than an x86 desktop), ~8 MMIO register accesses at ~5 µs from Python, and the
+    flush + invalidate system calls at ~25 µs each: about 300 µs. copy_mb_s: pack and copy A and B into the
+    pynq buffers including the cache flush; collect_mb_s: invalidate, copy back and widen C; both ~250 MB/s
+    end to end. `bench.hostcost.measure_virtual` measures the same stages against the virtual board.
     """
 
-    fixed_us: float = 60.0
-    copy_mb_s: float = 400.0
-    collect_mb_s: float = 200.0
+    fixed_us: float = 300.0
+    copy_mb_s: float = 250.0
+    collect_mb_s: float = 250.0
 
     def call_s(self, desc: Description, m: int, n: int, k: int) -> float:
         """Host seconds of one call of m×k by k×n."""
@@ -132,3 +135,20 @@ def gemm_perf(desc: Description, m: int, n: int, k: int, clock_mhz: float | None
             *(call_sizes(size, getattr(desc.tile, d), desc.dim_limit(d)) for d, size in (("m", m), ("n", n), ("k", k)))))
     stages = 0.0 if host is None else sum(s.count * host.call_s(desc, s.m, s.n, s.k) for s in shapes)
     return GemmPerf(m, n, k, clock, host_us, shapes, stages)
+
+
+def workload_perf(desc: Description, shapes: Sequence[tuple[int, int, int, int]], clock_mhz: float,
+                  host: HostModel | None = BOARD_HOST) -> dict[str, float]:
+    """Kernel seconds, host seconds (`host`'s stages) and calls of all GEMM `shapes` ``(batch, m, n, k)`` on
+    `desc`, split into calls and with batches packed into shared calls the way the engine does it."""
+    kernel = host_s = 0.0
+    calls = 0
+    for b, m, n, k in shapes:
+        g = pack_factor(b, n, k, desc.tile.n, desc.tile.k, desc.dim_limit("n"), desc.dim_limit("k"))
+        if g > 1:  # the engine packs `g` products of the batch into each call (diagonal blocks)
+            b, n, k = -(-b // g), g * n, g * k
+        p = gemm_perf(desc, m, n, k, clock_mhz=clock_mhz, host=host)
+        kernel += b * p.kernel_s
+        host_s += b * p.host_s
+        calls += b * p.calls
+    return {"kernel_s": kernel, "host_s": host_s, "calls": calls}

@@ -50,15 +50,19 @@ def _abs_bound(x: np.ndarray) -> int:
     return max(-int(x.min()), int(x.max()))
 
 
-def _tensor(x: np.ndarray) -> torch.Tensor:
-    """A C-contiguous torch tensor over `x` with row-major strides: numpy (and torch) call an array
-    contiguous whatever the strides of its size-1 dims, and `torch._int_mm` reads those strides as leading
-    dimensions (a ``[1, N]`` operand with strides ``(1, 1)`` gives wrong sums)."""
-    x = np.ascontiguousarray(x)
-    t = torch.from_numpy(x if x.flags.writeable else x.copy())
-    rows = t.stride()
+def _row_major(t: torch.Tensor) -> torch.Tensor:
+    """`t` contiguous with row-major strides: numpy and torch call an array contiguous whatever the strides
+    of its size-1 dims, and `torch._int_mm` reads those strides as leading dimensions (a ``[1, N]`` operand
+    with strides ``(1, 1)`` gives wrong sums)."""
+    t = t.contiguous()
     canonical = tuple(int(np.prod(t.shape[i + 1:])) for i in range(t.dim()))
-    return t if rows == canonical else t.as_strided(t.shape, canonical)
+    return t if t.stride() == canonical else t.as_strided(t.shape, canonical)
+
+
+def _tensor(x: np.ndarray) -> torch.Tensor:
+    """A torch tensor over `x` (copied only when needed) with row-major strides (`_row_major`)."""
+    x = np.ascontiguousarray(x)
+    return _row_major(torch.from_numpy(x if x.flags.writeable else x.copy()))
 
 
 def _blas(a: np.ndarray, b: np.ndarray, dtype: torch.dtype) -> np.ndarray:
@@ -167,7 +171,7 @@ def golden_stack(a: torch.Tensor, b: torch.Tensor, arith: Arith) -> torch.Tensor
     acc_dtype = torch.int32 if arith.acc_bits <= 32 else torch.int64
     fits = k * (1 << 14) <= (1 << (arith.acc_bits - 1)) - 1
     if fits and bt == 1 and a.dtype == b.dtype == torch.int8 and a.numel() and b.numel() and int8_gemm_exact():
-        return torch._int_mm(a[0].contiguous(), b[0].contiguous()).to(acc_dtype)[None]
+        return torch._int_mm(_row_major(a[0]), _row_major(b[0])).to(acc_dtype)[None]
     if fits and k * (1 << 14) <= 1 << 24:
         return torch.bmm(a.to(torch.float32), b.to(torch.float32)).to(acc_dtype)
     an, bn = a.numpy(), b.numpy()
