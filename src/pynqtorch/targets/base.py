@@ -55,8 +55,12 @@ def _row_major(t: torch.Tensor) -> torch.Tensor:
     of its size-1 dims, and `torch._int_mm` reads those strides as leading dimensions (a ``[1, N]`` operand
     with strides ``(1, 1)`` gives wrong sums)."""
     t = t.contiguous()
-    canonical = tuple(int(np.prod(t.shape[i + 1:])) for i in range(t.dim()))
-    return t if t.stride() == canonical else t.as_strided(t.shape, canonical)
+    canonical, step = [], 1
+    for size in reversed(t.shape):
+        canonical.append(step)
+        step *= size
+    canonical.reverse()
+    return t if t.stride() == tuple(canonical) else t.as_strided(t.shape, canonical)
 
 
 def _tensor(x: np.ndarray) -> torch.Tensor:
