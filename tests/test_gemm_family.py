@@ -9,6 +9,7 @@ int8 scheme's norm-wise tolerance for floats. Invalid calls raise CPU's error.
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ M, K, N, B = 6, 9, 5, 3
 
 def _operands(base: str, dtype: torch.dtype) -> tuple[list[torch.Tensor], dict[str, Any]]:
     """Arguments of `base`'s functional form, `self` of the result's full shape (in-place forms need it)."""
-    g = torch.Generator().manual_seed(hash(base) % 1000)
+    g = torch.Generator().manual_seed(zlib.crc32(base.encode()))  # str hash() differs per process
 
     def r(*shape: int) -> torch.Tensor:
         if dtype.is_floating_point:
@@ -85,7 +86,9 @@ def test_overload_runs_on_the_kernel_with_cpu_semantics(op: Any, base: str, dtyp
         assert got is got_is
     assert (got.device.type, got.dtype, got.shape, got.stride()) == ("zynq", want.dtype, want.shape, want.stride())
     if dtype.is_floating_point:
-        err = (got.cpu() - want).norm() / want.norm()
+        # int8 error scales with the operands: a dot product is judged against |a|·|b|, not its own value
+        scale = tensors[-2].norm() * tensors[-1].norm() if base in ("dot", "vdot") else want.norm()
+        err = (got.cpu() - want).norm() / scale
         assert err < 0.03, err
     else:
         assert torch.equal(got.cpu(), want)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import zlib
 
 import pytest
 import torch
@@ -34,7 +35,7 @@ def test_sweep_size():
 @pytest.mark.parametrize("cfg", CONV2D, ids=str)
 def test_conv2d_matches_cpu(cfg):
     c_in, c_out, k, s, p, d, g, bias = cfg
-    torch.manual_seed(hash(cfg) % 1000)
+    torch.manual_seed(zlib.crc32(repr(cfg).encode()))  # str hash() differs per process
     conv = torch.nn.Conv2d(c_in, c_out, k, stride=s, padding=p, dilation=d, groups=g, bias=bias).eval()
     x = torch.randn(2, c_in, 11, 10)
     with torch.no_grad():
