@@ -112,6 +112,7 @@ def test_minilm_on_ref_offloads_every_bundled_op() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(5400)  # about 9 min per compared weight scheme
 @pytest.mark.skipif(CSIM_REASON is not None, reason=f"csim unavailable: {CSIM_REASON}")
 def test_minilm_on_csim_with_every_kernel_offloaded() -> None:
     # Every GEMM, GELU, softmax and layer norm runs the kernels' own C++, under every compared weight scheme
