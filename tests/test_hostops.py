@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -118,6 +119,26 @@ def test_dequantize_declines_other_dtypes_and_layouts() -> None:
     assert hostops.dequantize(acc.transpose(1, 2), s, s.transpose(1, 2)) is None
     assert hostops.dequantize(acc, s.double(), s.transpose(1, 2)) is None
 
+
+
+@pytest.mark.parametrize("sb_max", [1e-3, 1.0, 7.5])
+def test_dequantize_declines_exactly_where_float32_could_overflow(sb_max: float) -> None:
+    """The native pass evaluates `Scheme.dequantize`'s float64 guard itself: it declines (and the engine takes
+    the float64 path) exactly where ``(2**31 - 1) * max(sa) * max(1, max(sb)) >= FLT_MAX``, at the boundary too."""
+    f32max = torch.finfo(torch.float32).max
+    acc = torch.ones(2, 3, 4, dtype=torch.int32)
+    sb = torch.full((2, 1, 4), sb_max / 2)
+    sb[1, 0, 2] = sb_max
+    bound = torch.tensor(f32max / ((1 << 31) - 1) / max(1.0, float(sb.max())))
+    near = [torch.nextafter(bound, torch.tensor(0.0)), bound, torch.nextafter(bound, torch.tensor(math.inf))]
+    for v in [*near, torch.tensor(1e20), torch.tensor(1e30), torch.tensor(math.inf)]:
+        sa = torch.full((2, 3, 1), 1e-3)
+        sa[1, 2, 0] = v
+        guard = ((1 << 31) - 1) * float(sa.max()) * max(1.0, float(sb.max())) >= f32max
+        got = hostops.dequantize(acc, sa, sb)
+        assert (got is None) == (guard or not math.isfinite(float(v))), float(v)
+        if got is not None:
+            assert torch.equal(got, acc.to(torch.float32).mul_(sa).mul_(sb))
 
 def test_engine_results_identical_without_native_passes(tmp_path: Path) -> None:
     """A GEMM computed with the native passes equals the one computed in a process where they are off."""

@@ -124,14 +124,16 @@ class Scheme:
 
         With float32 scales ``acc * sa`` can overflow where the result is finite (operands near 1e30 and
         beyond): when the accumulator's range allows that, the same arithmetic runs in float64, rounded once.
+        The native pass checks that guard itself (declining the case) while it reads the scales.
         """
+        c = hostops.dequantize(acc, sa, sb)
+        if c is not None:
+            return c
         if (sa.dtype == sb.dtype == torch.float32 and acc.numel()
                 and torch.iinfo(acc.dtype).max * float(sa.max()) * max(1.0, float(sb.max())) >= _F32_MAX):
             return acc.to(torch.float64).mul_(sa.to(torch.float64)).mul_(sb.to(torch.float64)).to(torch.float32)
-        c = hostops.dequantize(acc, sa, sb)
-        if c is None:  # the same arithmetic in torch ops (a separate conversion: int * float is not vectorized)
-            c = acc.to(torch.promote_types(sa.dtype, sb.dtype)).mul_(sa).mul_(sb)
-        return c
+        # The same arithmetic in torch ops (a separate conversion: int * float is not vectorized).
+        return acc.to(torch.promote_types(sa.dtype, sb.dtype)).mul_(sa).mul_(sb)
 
 
 @dataclass(frozen=True)

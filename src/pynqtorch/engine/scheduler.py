@@ -217,9 +217,8 @@ class Scheduler:
         tiles = (task.m[2] // tile[0]) * (task.n[2] // tile[1]) * (task.k[2] // tile[2])
         out = torch.from_numpy((res if res.flags.writeable else res.copy())[None])
         t3 = time.perf_counter()
-        STATS.unit_calls(self.units[u].name, 1, tiles, int(padded), t2 - t1)
         STATS.record({"prepare": t1 - t0, "run": t2 - t1, "collect": t3 - t2, "schedule_wall": t3 - start},
-                     {"kernel_calls": 1})
+                     {"kernel_calls": 1}, (self.units[u].name, 1, tiles, int(padded), t2 - t1))
         return out
 
     def _packed(self, a: torch.Tensor, b: torch.Tensor, p: int, k_call: int, b_key: Hashable | None,
@@ -253,8 +252,8 @@ class Scheduler:
         n = b.shape[2]
         tiles = bt * -(-m // tile[0]) * -(-n // tile[1]) * -(-k // tile[2])
         padded = int(m % tile[0] != 0 or n % tile[1] != 0 or k % tile[2] != 0)
-        STATS.unit_calls(self.units[u].name, 1, tiles, padded, t2 - t1)
-        STATS.record({"prepare": t1 - start, "run": t2 - t1, "schedule_wall": t2 - start}, {"kernel_calls": 1})
+        STATS.record({"prepare": t1 - start, "run": t2 - t1, "schedule_wall": t2 - start}, {"kernel_calls": 1},
+                     (self.units[u].name, 1, tiles, padded, t2 - t1))
         return out
 
     def _work(self, job: _Job, u: int) -> None:
@@ -297,6 +296,9 @@ _lock = threading.Lock()
 
 def scheduler(active: ActiveTarget) -> Scheduler:
     """The persistent scheduler of `active` (created on first use, stopped when the target closes)."""
+    s = _schedulers.get(active)  # the common case, without the lock (dict reads are atomic)
+    if s is not None:
+        return s
     with _lock:
         s = _schedulers.get(active)
         if s is None:

@@ -25,19 +25,26 @@ class Stats:
         if not calls:
             return
         with self._lock:
-            u = self._units[unit]
-            u["calls"] += calls
-            u["tiles"] += tiles
-            u["padded_calls"] += padded
-            u["busy_s"] += seconds
+            self._unit(unit, calls, tiles, padded, seconds)
 
-    def record(self, phases: dict[str, float], counters: dict[str, int]) -> None:
-        """Several phase times and counters under one lock."""
+    def _unit(self, unit: str, calls: int, tiles: int, padded: int, seconds: float) -> None:
+        u = self._units[unit]
+        u["calls"] += calls
+        u["tiles"] += tiles
+        u["padded_calls"] += padded
+        u["busy_s"] += seconds
+
+    def record(self, phases: dict[str, float], counters: dict[str, int],
+               unit: tuple[str, int, int, int, float] | None = None) -> None:
+        """Several phase times and counters, and optionally one unit's (name, calls, tiles, padded calls,
+        busy seconds), under one lock."""
         with self._lock:
             for k, v in phases.items():
                 self._phases[k] += v
             for k, n in counters.items():
                 self._counters[k] += n
+            if unit is not None and unit[1]:
+                self._unit(*unit)
 
     def phase(self, name: str, seconds: float) -> None:
         with self._lock:

@@ -74,13 +74,13 @@ def cached(t: torch.Tensor, params: tuple, build: Callable[[], QuantizedWeight],
     own = _owner(t, owner)
     with _lock:
         try:
-            entries = _cache.setdefault(own, {})
+            entries = _cache.get(own)
         except TypeError as e:
             raise TypeError(f"weight cache owner {type(own).__name__} cannot be weakly referenced") from e
-        hit = entries.get(key)
-        if hit is not None and hit.version == version:
-            STATS.count("weight_cache_hits")
-            return hit
+        hit = None if entries is None else entries.get(key)
+    if hit is not None and hit.version == version:
+        STATS.count("weight_cache_hits")
+        return hit
     qw = build()
     qw.key, qw.version, qw.owner = key, version, weakref.ref(own)
     STATS.count("weight_quantizations")

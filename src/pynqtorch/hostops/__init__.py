@@ -41,7 +41,7 @@ _SIGNATURES = {
     "pynqtorch_quantize_cols": ([_ptr, _i64, _i64, _i64, _i64, _i64, _f32, _ptr, _ptr, _ptr], ctypes.c_int),
     "pynqtorch_quantize_tensor": ([_ptr, _i64, _i64, _i64, _i64, _i64, _f32, _ptr, _ptr], ctypes.c_int),
     "pynqtorch_im2col_quantize": ([_ptr, _ptr, ctypes.c_int, _f32, _ptr, _ptr], ctypes.c_int),
-    "pynqtorch_dequantize": ([_ptr, _i64, _i64, _i64, _ptr, _i64, _i64, _ptr, _i64, _i64, _ptr], None),
+    "pynqtorch_dequantize": ([_ptr, _i64, _i64, _i64, _ptr, _i64, _i64, _ptr, _i64, _i64, _ptr], ctypes.c_int),
 }
 
 
@@ -146,7 +146,9 @@ def _strides(s: torch.Tensor, line_dim: int) -> tuple[int, int]:
 
 def dequantize(acc: torch.Tensor, sa: torch.Tensor, sb: torch.Tensor) -> torch.Tensor | None:
     """``acc.to(float32) * sa * sb`` for a contiguous int32 ``[B, M, N]`` accumulator and float32 scales
-    (`Quantized.scale` shapes), bit-identical to the torch ops, or None."""
+    (`Quantized.scale` shapes), bit-identical to the torch ops, or None: also when float32 could overflow
+    where the result is finite (`engine.quant.Scheme.dequantize`'s guard, taken on the scales in the same
+    pass) or a scale is not finite."""
     lib = library()
     if (lib is None or acc.dtype != torch.int32 or not acc.is_contiguous() or sa.dtype != torch.float32
             or sb.dtype != torch.float32):
@@ -155,6 +157,6 @@ def dequantize(acc: torch.Tensor, sa: torch.Tensor, sb: torch.Tensor) -> torch.T
     if sa.dim() == 3 and sa.shape[0] not in (1, nb) or sb.dim() == 3 and sb.shape[0] not in (1, nb):
         return None
     out = torch.empty((nb, m, n), dtype=torch.float32)
-    lib.pynqtorch_dequantize(acc.data_ptr(), nb, m, n, sa.data_ptr(), *_strides(sa, 1), sb.data_ptr(),
-                             *_strides(sb, 2), out.data_ptr())
-    return out
+    st = lib.pynqtorch_dequantize(acc.data_ptr(), nb, m, n, sa.data_ptr(), *_strides(sa, 1), sb.data_ptr(),
+                                  *_strides(sb, 2), out.data_ptr())
+    return out if st == 0 else None

@@ -182,8 +182,25 @@ struct Windows {
         dil_w(geo[15]), oh(geo[16]), ow(geo[17]), sc(geo[18]), cg(c / groups), k(kh * kw * cg),
         rows(n * oh * ow), runs(groups == 1 && dil_w == 1 && sc == 1 && sw == c) {}
 
-  void gather(int64_t g, int64_t r, float* dst) const {
-    const int64_t b = r / (oh * ow), oy = (r / ow) % oh, ox = r % ow;
+  // Line l = g * rows + (b * oh + oy) * ow + ox of the patch matrices, walked without divisions (`next`).
+  struct Pos {
+    int64_t g, b, oy, ox;
+  };
+
+  Pos at(int64_t l) const { return {l / rows, l % rows / (oh * ow), l % rows / ow % oh, l % ow}; }
+
+  void next(Pos& p) const {
+    if (++p.ox < ow) return;
+    p.ox = 0;
+    if (++p.oy < oh) return;
+    p.oy = 0;
+    if (++p.b < n) return;
+    p.b = 0;
+    ++p.g;
+  }
+
+  void gather(const Pos& p, float* dst) const {
+    const int64_t g = p.g, b = p.b, oy = p.oy, ox = p.ox;
     const int64_t x0 = ox * st_w - pad_w;
     for (int64_t i = 0; i < kh; ++i) {
       const int64_t y = oy * st_h - pad_h + i * dil_h;
@@ -235,7 +252,7 @@ PYNQTORCH_CLONES int pynqtorch_im2col_quantize(const float* x, const int64_t* ge
       std::vector<float> buf(static_cast<size_t>(k));
 #pragma omp for reduction(max : all)
       for (int64_t l = 0; l < lines; ++l) {
-        win.gather(l / rows, l % rows, buf.data());
+        win.gather(win.at(l), buf.data());
         uint32_t ml = row_amax_bits(buf.data(), k);
         all = ml > all ? ml : all;
       }
@@ -253,7 +270,8 @@ PYNQTORCH_CLONES int pynqtorch_im2col_quantize(const float* x, const int64_t* ge
     for (int64_t l0 = 0; l0 < lines; l0 += chunk) {
       const int64_t nl = lines - l0 < chunk ? lines - l0 : chunk;
       bool ok = true;
-      for (int64_t i = 0; i < nl; ++i) win.gather((l0 + i) / rows, (l0 + i) % rows, buf.data() + i * k);
+      Windows::Pos pos = win.at(l0);
+      for (int64_t i = 0; i < nl; ++i, win.next(pos)) win.gather(pos, buf.data() + i * k);
       for (int64_t i = 0; i < nl && ok; ++i) {
         float s = whole;
         if (per_row) {
@@ -277,10 +295,28 @@ PYNQTORCH_CLONES int pynqtorch_im2col_quantize(const float* x, const int64_t* ge
 }
 
 // out[b, i, j] = ((float) acc[b, i, j] * sa[b * sab + i * sai]) * sb[b * sbb + j * sbj], all contiguous
-// [nb, m, n]; a zero stride broadcasts a scale (0-dim scales have every stride 0).
-PYNQTORCH_CLONES void pynqtorch_dequantize(const int32_t* acc, int64_t nb, int64_t m, int64_t n, const float* sa,
-                                           int64_t sab, int64_t sai, const float* sb, int64_t sbb, int64_t sbj,
-                                           float* out) {
+// [nb, m, n]; a zero stride broadcasts a scale (0-dim scales have every stride 0). Returns 1 without writing
+// when float32 could overflow where the result is finite: the guard of engine.quant.Scheme.dequantize,
+// (2**31 - 1) * max(sa) * max(1, max(sb)) >= FLT_MAX in float64, evaluated in the same order (also when a
+// scale is not finite: the caller then decides); 0 after writing out.
+PYNQTORCH_CLONES int pynqtorch_dequantize(const int32_t* acc, int64_t nb, int64_t m, int64_t n, const float* sa,
+                                          int64_t sab, int64_t sai, const float* sb, int64_t sbb, int64_t sbj,
+                                          float* out) {
+  uint32_t sa_max = 0, sb_max = 0;  // scales are positive: the largest bit pattern is the largest value
+  for (int64_t b = 0; b < (sab || sbb ? nb : 1); ++b) {
+    for (int64_t i = 0; i < (sai ? m : 1); ++i) {
+      const uint32_t u = bits(sa[b * sab + i * sai]) & kAbsMask;
+      sa_max = u > sa_max ? u : sa_max;
+    }
+    for (int64_t j = 0; j < (sbj ? n : 1); ++j) {
+      const uint32_t u = bits(sb[b * sbb + j * sbj]) & kAbsMask;
+      sb_max = u > sb_max ? u : sb_max;
+    }
+  }
+  if (sa_max >= kInfBits || sb_max >= kInfBits) return 1;
+  const double sbm = static_cast<double>(from_bits(sb_max));
+  if (2147483647.0 * static_cast<double>(from_bits(sa_max)) * (sbm > 1.0 ? sbm : 1.0) >= 3.4028234663852886e38)
+    return 1;
 #pragma omp parallel for if (nb * m * n >= kParallel)
   for (int64_t l = 0; l < nb * m; ++l) {
     const int64_t b = l / m, i = l % m;
@@ -295,6 +331,7 @@ PYNQTORCH_CLONES void pynqtorch_dequantize(const int32_t* acc, int64_t nb, int64
       for (int64_t j = 0; j < n; ++j) dst[j] = (static_cast<float>(src[j]) * a) * sbr[j * sbj];
     }
   }
+  return 0;
 }
 
 }  // extern "C"

@@ -55,6 +55,8 @@ def _row_major(t: torch.Tensor) -> torch.Tensor:
     of its size-1 dims, and `torch._int_mm` reads those strides as leading dimensions (a ``[1, N]`` operand
     with strides ``(1, 1)`` gives wrong sums)."""
     t = t.contiguous()
+    if t.dim() == 2 and t.stride(1) == 1 and t.stride(0) == t.shape[1]:  # the common case, checked quickly
+        return t
     canonical, step = [], 1
     for size in reversed(t.shape):
         canonical.append(step)
