@@ -40,7 +40,7 @@ _SIGNATURES = {
     "pynqtorch_quantize_rows": ([_ptr, _i64, _i64, _i64, _i64, _i64, _f32, _ptr, _ptr], ctypes.c_int),
     "pynqtorch_quantize_cols": ([_ptr, _i64, _i64, _i64, _i64, _i64, _f32, _ptr, _ptr, _ptr], ctypes.c_int),
     "pynqtorch_quantize_tensor": ([_ptr, _i64, _i64, _i64, _i64, _i64, _f32, _ptr, _ptr], ctypes.c_int),
-    "pynqtorch_im2col_quantize": ([_ptr, _ptr, ctypes.c_int, _f32, _ptr, _ptr], ctypes.c_int),
+    "pynqtorch_im2col_quantize": ([_ptr, ctypes.POINTER(_i64), ctypes.c_int, _f32, _ptr, _ptr], ctypes.c_int),
     "pynqtorch_dequantize": ([_ptr, _i64, _i64, _i64, _ptr, _i64, _i64, _ptr, _i64, _i64, _ptr], ctypes.c_int),
 }
 
@@ -128,12 +128,12 @@ def im2col_quantize(p: Patches, per_line: bool, qmax: int) -> tuple[torch.Tensor
     if p.dtype != torch.float32:
         p = dataclasses.replace(p, x=p.x.float())
     xh = p.gather_layout()
-    geo = torch.tensor(p.geometry(xh), dtype=torch.int64)
+    geo = p.geometry(xh)
     groups, rows, k = p.shape
     q = torch.empty((groups, rows, k), dtype=torch.int8)
     scale = torch.empty((groups, rows, 1) if per_line else (), dtype=torch.float32)
-    st = lib.pynqtorch_im2col_quantize(xh.data_ptr(), geo.data_ptr(), int(per_line), float(qmax), q.data_ptr(),
-                                       scale.data_ptr())
+    st = lib.pynqtorch_im2col_quantize(xh.data_ptr(), (_i64 * len(geo))(*geo), int(per_line), float(qmax),
+                                       q.data_ptr(), scale.data_ptr())
     return (q, scale) if st == 0 else None
 
 

@@ -212,6 +212,12 @@ struct Windows {
         src += x0 * sw;
         for (int64_t t = 0; t < kw * cg; ++t) dst[t] = src[t];
         dst += kw * cg;
+      } else if (cg == 1) {  // depthwise: one channel plane
+        for (int64_t j = 0; j < kw; ++j) {
+          const int64_t xx = x0 + j * dil_w;
+          dst[j] = xx < 0 || xx >= w ? 0.0f : src[xx * sw];
+        }
+        dst += kw;
       } else {
         for (int64_t j = 0; j < kw; ++j, dst += cg) {
           const int64_t xx = x0 + j * dil_w;
@@ -266,29 +272,33 @@ PYNQTORCH_CLONES int pynqtorch_im2col_quantize(const float* x, const int64_t* ge
 #pragma omp parallel if (par)
   {
     std::vector<float> buf(static_cast<size_t>(chunk * k)), inv(static_cast<size_t>(chunk * k));
+    std::vector<uint32_t> amax(static_cast<size_t>(chunk));
+    std::vector<float> row_scale(static_cast<size_t>(chunk)), row_inv(static_cast<size_t>(chunk));
 #pragma omp for
     for (int64_t l0 = 0; l0 < lines; l0 += chunk) {
       const int64_t nl = lines - l0 < chunk ? lines - l0 : chunk;
-      bool ok = true;
       Windows::Pos pos = win.at(l0);
       for (int64_t i = 0; i < nl; ++i, win.next(pos)) win.gather(pos, buf.data() + i * k);
-      for (int64_t i = 0; i < nl && ok; ++i) {
-        float s = whole;
-        if (per_row) {
-          uint32_t m = row_amax_bits(buf.data() + i * k, k);
-          int st = check(m);
-          if (st != kOk) {
-            report(&status, st);
-            ok = false;
-            break;
-          }
-          s = scale_of(m, qmax);
-          scale[l0 + i] = s;
+      int st = kOk;
+      if (per_row) {  // the chunk's scales in loops over its rows (vectorized divisions)
+        for (int64_t i = 0; i < nl; ++i) amax[i] = row_amax_bits(buf.data() + i * k, k);
+        for (int64_t i = 0; i < nl && st == kOk; ++i) st = check(amax[i]);
+        if (st == kOk) {
+          for (int64_t i = 0; i < nl; ++i) row_scale[i] = scale_of(amax[i], qmax);
+          for (int64_t i = 0; i < nl; ++i) row_inv[i] = 1.0f / row_scale[i];
+          for (int64_t i = 0; i < nl; ++i) scale[l0 + i] = row_scale[i];
         }
-        const float v = 1.0f / s;
-        for (int64_t t = 0; t < k; ++t) inv[i * k + t] = v;
+      } else {
+        for (int64_t i = 0; i < nl; ++i) row_inv[i] = 1.0f / whole;
       }
-      if (ok) quantize_row_cols(buf.data(), nl * k, inv.data(), q + l0 * k);
+      if (st != kOk) {
+        report(&status, st);
+        continue;
+      }
+      for (int64_t i = 0; i < nl; ++i) {
+        for (int64_t t = 0; t < k; ++t) inv[i * k + t] = row_inv[i];
+      }
+      quantize_row_cols(buf.data(), nl * k, inv.data(), q + l0 * k);
     }
   }
   return status;
@@ -317,18 +327,20 @@ PYNQTORCH_CLONES int pynqtorch_dequantize(const int32_t* acc, int64_t nb, int64_
   const double sbm = static_cast<double>(from_bits(sb_max));
   if (2147483647.0 * static_cast<double>(from_bits(sa_max)) * (sbm > 1.0 ? sbm : 1.0) >= 3.4028234663852886e38)
     return 1;
-#pragma omp parallel for if (nb * m * n >= kParallel)
-  for (int64_t l = 0; l < nb * m; ++l) {
-    const int64_t b = l / m, i = l % m;
-    const float* sbr = sb + b * sbb;
-    const float a = sa[b * sab + i * sai];
-    const int32_t* src = acc + l * n;
-    float* dst = out + l * n;
-    if (sbj == 0) {
-      const float s = sbr[0];
-      for (int64_t j = 0; j < n; ++j) dst[j] = (static_cast<float>(src[j]) * a) * s;
-    } else {
-      for (int64_t j = 0; j < n; ++j) dst[j] = (static_cast<float>(src[j]) * a) * sbr[j * sbj];
+#pragma omp parallel for collapse(2) if (nb * m * n >= kParallel)
+  for (int64_t b = 0; b < nb; ++b) {
+    for (int64_t i = 0; i < m; ++i) {  // (b, i) counted, not divided out of a line number: short rows are common
+      const int64_t l = b * m + i;
+      const float* sbr = sb + b * sbb;
+      const float a = sa[b * sab + i * sai];
+      const int32_t* src = acc + l * n;
+      float* dst = out + l * n;
+      if (sbj == 0) {
+        const float s = sbr[0];
+        for (int64_t j = 0; j < n; ++j) dst[j] = (static_cast<float>(src[j]) * a) * s;
+      } else {
+        for (int64_t j = 0; j < n; ++j) dst[j] = (static_cast<float>(src[j]) * a) * sbr[j * sbj];
+      }
     }
   }
   return 0;

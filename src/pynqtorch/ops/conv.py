@@ -7,6 +7,7 @@ convolutions go to the CPU fallback, counted. The backward runs on CPU (`convolu
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -77,7 +78,15 @@ def conv2d_as_gemm(x: torch.Tensor, w: torch.Tensor, w_owner: torch.Tensor | Non
 
 
 def channels_last_output(x: torch.Tensor, w: torch.Tensor) -> bool:
-    """Whether CPU's 2-D convolution returns channels-last for input `x` and weight `w`."""
+    """Whether CPU's 2-D convolution returns channels-last for input `x` and weight `w` (a function of their
+    geometry, remembered: torch's `suggest_memory_format` is Python, ~10 µs a call)."""
+    return _channels_last(x.shape, x.stride(), w.shape, w.stride())
+
+
+@functools.lru_cache(maxsize=1024)
+def _channels_last(x_shape: torch.Size, x_stride: tuple[int, ...], w_shape: torch.Size,
+                   w_stride: tuple[int, ...]) -> bool:
+    x, w = (torch.empty_strided(s, st, device="meta") for s, st in ((x_shape, x_stride), (w_shape, w_stride)))
     return torch.channels_last in (suggest_memory_format(x), suggest_memory_format(w))
 
 

@@ -147,7 +147,8 @@ def _geometry(v: Any) -> Any:
 def _meta_result(op: torch._ops.OpOverload, args: tuple, kwargs: dict) -> Any:
     """The overload's meta kernel on meta twins of the arguments (raises what it raises), cached by the
     arguments' geometry and scalars: PyTorch's meta formulas run as Python decompositions (~0.8 ms)."""
-    key = (op, tuple(_geometry(a) for a in args), tuple((k, _geometry(kwargs[k])) for k in sorted(kwargs)))
+    key = (op, tuple(map(_geometry, args)),
+           tuple((k, _geometry(kwargs[k])) for k in sorted(kwargs)) if kwargs else ())
     try:
         return _META_CACHE[key]
     except KeyError:
@@ -162,8 +163,10 @@ def _meta_result(op: torch._ops.OpOverload, args: tuple, kwargs: dict) -> Any:
 
 
 def _mixes_devices(args: tuple, kwargs: dict) -> bool:
-    return any(isinstance(v, torch.Tensor) and not is_zynq(v) and v.dim() > 0
-               for v in (*args, *kwargs.values()))
+    for v in (*args, *kwargs.values()) if kwargs else args:
+        if isinstance(v, torch.Tensor) and not is_zynq(v) and v.dim() > 0:
+            return True
+    return False
 
 
 def family_kernel(op: torch._ops.OpOverload, base: str) -> Callable[..., Any]:
