@@ -432,3 +432,47 @@ def test_every_target_matches_ref_bit_for_bit(target, kernel: str) -> None:
     assert torch.equal(engine.gemm(a, b, out_dtype=torch.int32), a.int() @ b.int())
     assert torch.equal(engine.gemm(x, w), want_f)
     assert all(name.startswith(target.name) for name in engine.stats()["tiles_per_unit"])
+
+
+@pytest.mark.parametrize("name", ["ref", "csim"])
+@pytest.mark.parametrize("config", [engine.QuantConfig(), engine.QuantConfig.per_tensor(),
+                                    engine.QuantConfig(weights="per_tensor")])
+def test_direct_float_path_equals_the_general_path(name: str, config: engine.QuantConfig,
+                                                   monkeypatch: pytest.MonkeyPatch, fresh_target: None) -> None:
+    """`engine.gemm`'s direct path (native passes straight, the built-in line schemes) gives the general path's
+    results bit for bit on every case it takes: a cached weight, a dynamic B, batched products, convolution
+    patches (plain and depthwise), a 3-D A; on the golden model and the kernel's C++."""
+    from pynqtorch.engine import api
+
+    if (reason := registry.unavailable_reason(name)) is not None:
+        pytest.skip(f"{name} unavailable: {reason}")
+    registry.use(name, kernel="gemm_i8_packed")
+    g = torch.Generator().manual_seed(11)
+    w, x3 = torch.randn(40, 24, generator=g), torch.randn(2, 7, 24, generator=g)
+    x, cw = torch.randn(2, 6, 9, 9, generator=g), torch.randn(5, 6, 3, 3, generator=g)
+    dw = torch.randn(6, 9, 1, generator=g)
+    cases = {
+        "weight": lambda: engine.gemm(x3[0], w.t(), weight=True, config=config),
+        "3-D A": lambda: engine.gemm(x3, w.t(), weight=True, config=config),
+        "dynamic B": lambda: engine.gemm(x3[0], w[:24].t().contiguous(), config=config),
+        "batched": lambda: engine.gemm(x3, torch.randn(2, 24, 5, generator=torch.Generator().manual_seed(3)),
+                                       config=config),
+        "conv": lambda: engine.gemm(engine.Patches(x, (3, 3), (1, 1), (1, 1), (1, 1), 1, (9, 9)),
+                                    cw.permute(2, 3, 1, 0).reshape(54, 5), weight=True, config=config),
+        "depthwise": lambda: engine.gemm(engine.Patches(x, (3, 3), (2, 2), (0, 0), (1, 1), 6, (4, 4)), dw,
+                                         weight=True, config=config),
+    }
+    taken = []
+    fast = api._fast_float
+
+    def counted(*args: Any) -> torch.Tensor | None:
+        out = fast(*args)
+        taken.append(out is not None)
+        return out
+
+    monkeypatch.setattr(api, "_fast_float", counted)
+    direct = {k: f() for k, f in cases.items()}
+    assert taken == [True] * len(cases) and engine.stats()["counters"]["gemm_float"] == len(cases)
+    monkeypatch.setattr(api, "_fast_float", lambda *a: None)
+    for k, f in cases.items():
+        assert torch.equal(direct[k], f()), k
