@@ -177,7 +177,8 @@ def golden_stack(a: torch.Tensor, b: torch.Tensor, arith: Arith) -> torch.Tensor
     acc_dtype = torch.int32 if arith.acc_bits <= 32 else torch.int64
     fits = k * (1 << 14) <= (1 << (arith.acc_bits - 1)) - 1
     if fits and bt == 1 and a.dtype == b.dtype == torch.int8 and a.numel() and b.numel() and int8_gemm_exact():
-        return torch._int_mm(_row_major(a[0]), _row_major(b[0])).to(acc_dtype)[None]
+        out = torch._int_mm(_row_major(a.select(0, 0)), _row_major(b.select(0, 0)))
+        return (out if out.dtype == acc_dtype else out.to(acc_dtype)).unsqueeze(0)
     if fits and k * (1 << 14) <= 1 << 24:
         return torch.bmm(a.to(torch.float32), b.to(torch.float32)).to(acc_dtype)
     an, bn = a.numpy(), b.numpy()
