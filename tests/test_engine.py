@@ -472,7 +472,25 @@ def test_direct_float_path_equals_the_general_path(name: str, config: engine.Qua
 
     monkeypatch.setattr(api, "_fast_float", counted)
     direct = {k: f() for k, f in cases.items()}
-    assert taken == [True] * len(cases) and engine.stats()["counters"]["gemm_float"] == len(cases)
+    assert taken == [True] * len(cases)
+    kept = ("gemm_float", "limb_products", "kernel_calls")  # the same bookkeeping (the weights are cached now)
+    counters = {k: engine.stats()["counters"][k] for k in kept}
     monkeypatch.setattr(api, "_fast_float", lambda *a: None)
+    engine.reset_stats()
     for k, f in cases.items():
         assert torch.equal(direct[k], f()), k
+    assert {k: engine.stats()["counters"][k] for k in kept} == counters
+
+
+def test_weight_cache_counts_once_per_call_when_the_direct_path_declines(fresh_target: None) -> None:
+    """A NaN in A makes the native pass decline: the general path then runs on the weight already prepared
+    (one cache lookup per call, as the counters say)."""
+    w = torch.randn(16, 8)
+    a = torch.randn(4, 16)
+    a[1, 3] = float("nan")
+    for _ in range(2):
+        c = engine.gemm(a, w, weight=True)
+    assert c[1].isnan().all() and c[[0, 2, 3]].isfinite().all()
+    counters = engine.stats()["counters"]
+    assert counters["weight_quantizations"] == 1 and counters["weight_cache_hits"] == 1
+    assert counters["gemm_float"] == 2 and counters["nonfinite_patches"] == 2

@@ -200,31 +200,28 @@ def _product(s: Scheduler, ao: Operand, bo: Operand, m: int, n: int, k: int,
     return out
 
 
-def _fast_float(s: Scheduler, a3: torch.Tensor | Patches, b3: torch.Tensor, weight_src: torch.Tensor | None,
-                handle: bool | QuantizedWeight, owner: object, version: Hashable | None,
+def _fast_float(s: Scheduler, a3: torch.Tensor | Patches, b3: torch.Tensor, qw: QuantizedWeight | None,
                 cfg: QuantConfig) -> torch.Tensor | None:
     """`_float_gemm`'s dominant case in fewer steps, computing the same thing (the same native passes and the
     same product): float32 operands, the built-in per-line / per-tensor schemes (their native passes are
     their definition, checked bit for bit by the tests), one limb per operand (qmax within a digit), nothing
-    non-finite. None when any of that does not hold (the native pass declines): the general path then runs."""
+    non-finite. `qw` is the prepared weight (None: B is not a weight). None when any of that does not hold
+    (a native pass declines): the general path then runs."""
     a_scheme = cfg.activation_scheme
-    b_scheme = cfg.weight_scheme if weight_src is not None else a_scheme
+    b_scheme = cfg.weight_scheme if qw is not None else a_scheme
     qmax = s.qmax
     if (a3.dtype != torch.float32 or b3.dtype != torch.float32 or type(a_scheme) not in _NATIVE_SCHEMES
-            or type(b_scheme) not in _NATIVE_SCHEMES or qmax >= 1 << (s.digit_bits - 1)):
+            or type(b_scheme) not in _NATIVE_SCHEMES or qmax >= 1 << (s.digit_bits - 1)
+            or (qw is not None and (qw.bad is not None or qw.operand.count != 1))):
         return None
     t0 = time.perf_counter()
-    b_key = None
-    if weight_src is not None:
-        qw = _weight(s, b3, weight_src, handle, owner, version, cfg)
-        if qw.bad is not None or qw.operand.count != 1:
-            return None
+    if qw is not None:
         bo, sb, b_key = qw.operand, qw.scale, qw.serial
     else:
         qb = hostops.quantize(b3, -2, b_scheme.per_line, qmax)
         if qb is None:
             return None
-        bo, sb = Operand(qb[0], 1, qmax, s.digit_bits), qb[1]
+        bo, sb, b_key = Operand(qb[0], 1, qmax, s.digit_bits), qb[1], None
     qa = (hostops.im2col_quantize(a3, a_scheme.per_line, qmax) if isinstance(a3, Patches)
           else hostops.quantize(a3, -1, a_scheme.per_line, qmax))
     if qa is None:
@@ -243,15 +240,15 @@ def _float_gemm(a3: torch.Tensor | Patches, b3: torch.Tensor, weight_src: torch.
                 handle: bool | QuantizedWeight, owner: object, version: Hashable | None,
                 cfg: QuantConfig) -> torch.Tensor:
     s = _kernel()
-    fast = _fast_float(s, a3, b3, weight_src, handle, owner, version, cfg)
+    d, qmax = s.digit_bits, s.qmax
+    qw = _weight(s, b3, weight_src, handle, owner, version, cfg) if weight_src is not None else None
+    fast = _fast_float(s, a3, b3, qw, cfg)
     if fast is not None:
         return fast
-    d, qmax = s.digit_bits, s.qmax
     t0 = time.perf_counter()
     qa = cfg.activation_scheme.quantize(a3, -1, qmax)
     b_key = None
-    if weight_src is not None:
-        qw = _weight(s, b3, weight_src, handle, owner, version, cfg)
+    if qw is not None:
         bo, sb, bad_b, b_key = qw.operand, qw.scale, qw.bad, qw.serial
         b_scheme = cfg.weight_scheme
     else:
