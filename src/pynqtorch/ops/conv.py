@@ -66,15 +66,19 @@ def conv2d_as_gemm(x: torch.Tensor, w: torch.Tensor, w_owner: torch.Tensor | Non
     else:
         out = gemm_derived(a, w_owner, ("conv2d", groups), lambda: _weight_matrix(w, groups))
     og = o // groups
-    if bias is not None:  # on the [.., N*OH*OW, Og] product: a contiguous broadcast
-        out.add_(bias.view(groups, 1, og) if groups > 1 else bias)
     if channels_last is None:
         channels_last = channels_last_output(x, w)
-    if groups > 1:  # [G, N*OH*OW, Og] -> [N, G*Og, OH, OW]
-        nchw = out.reshape(groups, n, oh, ow, og).permute(1, 0, 4, 2, 3).reshape(n, o, oh, ow)
-    else:  # the product is channels-last already
-        nchw = out.reshape(n, oh, ow, o).permute(0, 3, 1, 2)
-    return nchw.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    if groups == 1 and channels_last:  # the [N*OH*OW, O] product is the channels-last result already
+        return (out if bias is None else out.add_(bias)).reshape(n, oh, ow, o).permute(0, 3, 1, 2)
+    # [G, N*OH*OW, Og] (or [N*OH*OW, O]) as [N, G, Og, OH, OW], copied into the result with the bias in one pass
+    result = torch.empty((n, o, oh, ow), dtype=out.dtype,
+                         memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    prod, dst = out.reshape(groups, n, oh, ow, og).permute(1, 0, 4, 2, 3), result.view(n, groups, og, oh, ow)
+    if bias is None:
+        dst.copy_(prod)
+    else:
+        torch.add(prod, bias.view(1, groups, og, 1, 1), out=dst)
+    return result
 
 
 def channels_last_output(x: torch.Tensor, w: torch.Tensor) -> bool:
