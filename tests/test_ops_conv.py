@@ -77,6 +77,22 @@ def test_conv_output_layout_is_cpus_and_flattens_with_view(groups, fmt):
         assert rel_err(z.view(3, -1).cpu(), want.view(3, -1)) < 0.02
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 3, 4, 3), (1, 3, 3, 1, 3), (2, 1, 5, 3, 5), (1, 4, 1, 4, 1), (2, 4, 2, 1, 1)],
+                         ids=str)
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_conv_output_strides_of_size_one_dims_are_cpus(shape, fmt):
+    """1×1 outputs, one output channel, one image: the strides of size-1 dims are CPU's too."""
+    n, c, hw, o, k = shape
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(n, c, hw, hw, generator=g).contiguous(memory_format=fmt)
+    w, b = torch.randn(o, c, k, k, generator=g), torch.randn(o, generator=g)
+    with torch.no_grad():
+        want = F.conv2d(x, w, b)
+        z = F.conv2d(x.to("zynq"), w.to("zynq"), b.to("zynq"))
+    assert z.stride() == want.stride()
+    assert rel_err(z.cpu(), want) < 0.05  # as few as one output element: int8 errors do not average out
+
+
 def test_im2col_gemm_is_exact_equivalent_of_conv_in_float64():
     """The lowering itself (without quantization) equals torch's convolution."""
     torch.manual_seed(2)
