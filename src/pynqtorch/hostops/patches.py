@@ -8,6 +8,7 @@ with the native host pass (`hostops.im2col_quantize`), which is what a convoluti
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +26,7 @@ class Patches:
     groups: int
     out: tuple[int, int]
 
-    @property
+    @functools.cached_property
     def shape(self) -> torch.Size:
         n, c = self.x.shape[:2]
         return torch.Size((self.groups, n * self.out[0] * self.out[1],
