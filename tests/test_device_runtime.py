@@ -7,6 +7,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import pynqtorch  # noqa: F401  (registers zynq)
+from pynqtorch.device import native
 
 
 def test_pin_memory_pins_and_is_reported() -> None:
@@ -64,9 +65,23 @@ def test_accelerator_synchronize_and_memory_statistics() -> None:
     assert torch.zynq.mem_get_info()[1] == total
 
 
-def test_bare_zynq_storage_is_a_clear_error() -> None:
-    with pytest.raises(RuntimeError, match="create a zynq tensor"):
-        torch.UntypedStorage(4, device="zynq")
+def test_bare_zynq_storage_has_memory_while_the_native_fallback_serves() -> None:
+    """It gets accounted CPU memory (what `copy.deepcopy` of a storage made in C++ clones into); with the
+    native fallback off it is a clear error."""
+    assert native.fallback_enabled()
+    before = torch.zynq.memory_allocated()
+    st = torch.UntypedStorage(8, device="zynq")
+    assert torch.zynq.memory_allocated() == before + 8 == torch.accelerator.memory_allocated()
+    t = torch.empty(0, device="zynq").set_(st).fill_(2.0)
+    assert torch.equal(t.cpu(), torch.full((2,), 2.0))
+    del st, t
+    assert torch.zynq.memory_allocated() == before
+    native.fallback_enabled(False)
+    try:
+        with pytest.raises(RuntimeError, match="create a zynq tensor"):
+            torch.UntypedStorage(4, device="zynq")
+    finally:
+        native.fallback_enabled(True)
 
 
 def test_streams() -> None:

@@ -3,7 +3,8 @@
 Every zynq storage owns one flat `uint8` CPU tensor (its *host buffer*). The allocator takes it from the
 CPU allocator; no target replaces it today (the board target copies each tile into its own pooled
 `pynq.allocate` buffers). Statistics (bytes live, peak, count) are kept here for
-`torch.zynq.memory_allocated()` and friends.
+`torch.zynq.memory_allocated()` and friends, together with the memory the native CPU fallback adopts
+(`external`, set on the default allocator by `native.py`).
 """
 
 from __future__ import annotations
@@ -11,8 +12,19 @@ from __future__ import annotations
 import itertools
 import threading
 import weakref
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
+
+
+class ExternalMemory(Protocol):
+    """Memory an allocator's statistics include besides its own buffers (the native fallback's)."""
+
+    def stats(self, own_bytes: int = -1, reset_peak: bool = False) -> tuple[int, int, int]:
+        """(bytes, storages, peak of those plus the allocator's own bytes); `own_bytes` >= 0 reports the
+        allocator's current bytes first, `reset_peak` sets the peak to the current total."""
+        ...
 
 
 class HostAllocator:
@@ -26,9 +38,25 @@ class HostAllocator:
         # not the references, are the keys (comparing references would compare the tensors).
         self._live: dict[int, tuple[weakref.ref, int]] = {}
         self._tokens = itertools.count()
-        self.allocated = 0
-        self.peak = 0
-        self.count = 0
+        self._allocated = 0
+        self._peak = 0
+        self._count = 0
+        self.external: ExternalMemory | None = None
+
+    @property
+    def allocated(self) -> int:
+        """Bytes held by live host buffers (and external memory)."""
+        return self._allocated + (self.external.stats()[0] if self.external else 0)
+
+    @property
+    def count(self) -> int:
+        """Live host buffers (and external storages)."""
+        return self._count + (self.external.stats()[1] if self.external else 0)
+
+    @property
+    def peak(self) -> int:
+        """Peak of `allocated` since creation or the last `reset_peak()`."""
+        return max(self._peak, self.external.stats()[2]) if self.external else self._peak
 
     def _new(self, nbytes: int) -> torch.Tensor:
         """A fresh uint8 CPU tensor of `nbytes` bytes; override to use device-visible memory."""
@@ -60,22 +88,35 @@ class HostAllocator:
         token = next(self._tokens)
         with self._lock:
             self._live[token] = (weakref.ref(buf, lambda _, token=token: self._release(token)), n)
-            self.allocated += n
-            self.count += 1
-            self.peak = max(self.peak, self.allocated)
+            self._allocated += n
+            self._count += 1
+            self._peak = max(self._peak, self._allocated)
+            if self.external:
+                self.external.stats(self._allocated)
         return buf
 
     def _release(self, token: int) -> None:
         with self._lock:
-            self.allocated -= self._live.pop(token)[1]
-            self.count -= 1
+            self._allocated -= self._live.pop(token)[1]
+            self._count -= 1
+            if self.external:
+                self.external.stats(self._allocated)
 
     def reset_peak(self) -> None:
         with self._lock:
-            self.peak = self.allocated
+            self._peak = self._allocated
+            if self.external:
+                self.external.stats(self._allocated, reset_peak=True)
 
 
 _allocator: HostAllocator = HostAllocator()
+DEFAULT = _allocator
+_watchers: list[Callable[[], None]] = []
+
+
+def watch(fn: Callable[[], None]) -> None:
+    """Call `fn` after every `set_allocator`."""
+    _watchers.append(fn)
 
 
 def get_allocator() -> HostAllocator:
@@ -87,4 +128,6 @@ def set_allocator(allocator: HostAllocator) -> HostAllocator:
     """Install `allocator` for new storages (existing tensors keep their buffers); returns the previous one."""
     global _allocator
     previous, _allocator = _allocator, allocator
+    for fn in _watchers:
+        fn()
     return previous

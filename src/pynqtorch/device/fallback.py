@@ -12,7 +12,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,14 +46,27 @@ class StrictModeError(RuntimeError):
 
 _strict = os.environ.get("PYNQTORCH_STRICT", "") not in ("", "0")
 _debug = os.environ.get("PYNQTORCH_DEBUG", "") not in ("", "0")
+_watchers: list[Callable[[], None]] = []
 
 
 def strict(enabled: bool | None = None) -> bool:
     """Get, or set, strict mode: when on, ops without a zynq kernel raise instead of running on CPU."""
     global _strict
-    if enabled is not None:
+    if enabled is not None and bool(enabled) != _strict:
         _strict = bool(enabled)
+        for fn in _watchers:
+            fn()
     return _strict
+
+
+def checked() -> bool:
+    """Whether every fallback call must pass through `run_on_cpu` (strict mode or debug logging is on)."""
+    return _strict or _debug
+
+
+def watch(fn: Callable[[], None]) -> None:
+    """Call `fn` whenever strict mode changes."""
+    _watchers.append(fn)
 
 
 @dataclass(frozen=True)
@@ -292,6 +305,31 @@ def direct_kernels() -> dict[str, Callable[..., Any]]:
         base, _, overload = name.partition(".")
         kernels[name] = _metadata_view(getattr(getattr(torch.ops.aten, base), overload or "default"))
     return kernels
+
+
+def native_candidates(direct: Iterable[str]) -> list[str]:
+    """Ops (``add.Tensor``) whose CPU fallback the native one (`native.py`) may run: the `direct` kernels'
+    ops, the ops without a zynq kernel or composite that reach the boxed fallback (and have a CPU kernel), and
+    `clone` (its composite would be two Python calls, `empty_strided` + `copy_`); minus the ops that write an
+    argument (their write generation and `out=` resizes are Python's), the mixed-device ops and the metadata
+    views. Call before the Python kernels are registered."""
+    has = torch._C._dispatch_has_kernel_for_dispatch_key
+    names = set(direct) | {"clone"}
+    composites = ("PrivateUse1", "CompositeExplicitAutogradNonFunctional", "CompositeExplicitAutograd",
+                  "CompositeImplicitAutograd")
+    for qualified in torch._C._dispatch_get_all_op_names():
+        if qualified.startswith("aten::") and has(qualified, "CPU") and not any(has(qualified, k) for k in composites):
+            names.add(qualified[6:])
+    return sorted(n for n in names if native_eligible(n))
+
+
+def native_eligible(name: str) -> bool:
+    """Whether the native fallback may run op `name` (``add.Tensor``): it writes no argument (written ones
+    need `sync_from_cpu` and a write generation), is not a mixed-device op and not a metadata view."""
+    base, _, overload = name.partition(".")
+    schema = torch._C._get_schema(f"aten::{base}", overload)
+    return (name not in _METADATA_VIEWS and f"aten::{base}" not in _MIXED_DEVICE_OK
+            and not any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments))
 
 
 # Composite ops whose implementation accepts only listed device types (`mode.values`: "mode only supports

@@ -6,12 +6,22 @@
 // * A device guard with streams and events: every engine call is synchronous, so streams are labels,
 //   synchronizing returns at once, and an event records the host time it was reached.
 // * A device allocator for `torch.accelerator.memory_*`: its statistics come from the Python host
-//   allocator (`device/allocator.py`) through a callback; zynq storages themselves are created by the
-//   Python tensor kernels, so a direct storage allocation is refused with an explanation.
+//   allocator (`device/allocator.py`) through a callback, merged with the memory the native fallback adopts.
+//   While the native fallback is on, a direct storage allocation (`UntypedStorage(n, device="zynq")`, the
+//   `clone` behind `copy.deepcopy` of a storage) gets CPU memory; otherwise it is refused with an explanation.
+// * The native CPU fallback: boxed PrivateUse1 kernels, registered on a `torch::Library` of its own for the
+//   ops `device/native.py` selects, doing what `device/fallback.py: run_on_cpu` does without Python.
 //
-// Loaded with ctypes; `pynqtorch_install` registers everything once.
+// Loaded with ctypes; `pynqtorch_install` registers the hooks once, `pynqtorch_fallback_enable/disable`
+// switch the native fallback.
 
+#include <ATen/core/Tensor.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/detail/PrivateUse1HooksInterface.h>
+#include <ATen/record_function.h>
+#include <c10/core/InferenceMode.h>
+#include <c10/core/TensorImpl.h>
+#include <torch/library.h>
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/CachingDeviceAllocator.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
@@ -21,9 +31,15 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstdint>
+#include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
 
 namespace {
 
@@ -163,6 +179,44 @@ struct Guard final : public c10::impl::DeviceGuardImplInterface {
   void recordDataPtrOnStream(const c10::DataPtr&, const c10::Stream&) const override {}
 };
 
+// ---- memory adopted natively ------------------------------------------------------------------------
+
+// Bytes and storages adopted by the native fallback (and allocated by the device allocator while it is on),
+// and the peak of those plus the Python allocator's bytes, which Python reports in `g_host_bytes`.
+std::atomic<int64_t> g_native_bytes{0}, g_native_count{0}, g_host_bytes{0}, g_peak{0};
+std::atomic<bool> g_fallback_on{false};
+
+void raise_peak() {
+  int64_t now = g_native_bytes.load() + g_host_bytes.load();
+  int64_t peak = g_peak.load();
+  while (now > peak && !g_peak.compare_exchange_weak(peak, now)) {
+  }
+}
+
+// The context of a zynq storage made natively: it owns the CPU storage whose memory the zynq storage points at.
+struct Adopted {
+  c10::Storage cpu;
+  int64_t nbytes;
+
+  static void release(void* ctx) {
+    auto* a = static_cast<Adopted*>(ctx);
+    g_native_bytes -= a->nbytes;
+    g_native_count -= 1;
+    delete a;
+  }
+};
+
+// A zynq data pointer to all of CPU storage `cpu` (taken over, not copied), on zynq device `index`.
+c10::DataPtr adopt_data(c10::Storage cpu, c10::DeviceIndex index) {
+  auto nbytes = static_cast<int64_t>(cpu.nbytes());
+  void* data = cpu.data_ptr().get();
+  auto* ctx = new Adopted{std::move(cpu), nbytes};
+  g_native_bytes += nbytes;
+  g_native_count += 1;
+  raise_peak();
+  return c10::DataPtr(data, ctx, &Adopted::release, c10::Device(kZynq, index));
+}
+
 // ---- device allocator (statistics) --------------------------------------------------------------
 
 // op 0: fill out[0..2] = bytes allocated, peak bytes, live allocations; op 1: reset the peak.
@@ -172,6 +226,10 @@ std::atomic<StatsFn> g_stats{nullptr};
 class DeviceAllocator final : public c10::DeviceAllocator {
  public:
   c10::DataPtr allocate(size_t nbytes) override {
+    if (g_fallback_on.load() && nbytes) {  // memory for a storage: CPU memory, accounted as adopted memory
+      c10::Storage cpu(c10::Storage::use_byte_size_t(), nbytes, c10::GetCPUAllocator());
+      return adopt_data(std::move(cpu), 0);
+    }
     TORCH_CHECK(nbytes == 0, "zynq storages hold their data in a host buffer made with the tensor: create a zynq "
                 "tensor (torch.empty(..., device='zynq')) instead of a bare zynq storage of ", nbytes, " bytes");
     return {nullptr, c10::Device(kZynq, 0)};
@@ -207,6 +265,173 @@ class DeviceAllocator final : public c10::DeviceAllocator {
   }
 };
 
+
+// ---- the native CPU fallback ---------------------------------------------------------------------
+
+// Calls and nanoseconds of one op, by the id Python gave it (kept across enable/disable until reset).
+struct OpStat {
+  std::atomic<int64_t> calls{0};
+  std::atomic<int64_t> ns{0};
+};
+std::mutex g_fallback_mu;
+std::deque<OpStat> g_op_stats;
+std::unique_ptr<torch::Library> g_library;  // destroying it drops every native kernel
+
+[[noreturn]] void device_mismatch(const c10::Device& other, const std::string& op) {
+  TORCH_CHECK(false, "Expected all tensors to be on the same device, but found at least two devices, zynq:0 and ",
+              other.str(), "! (in ", op, ")");
+}
+
+std::string layout_name(c10::Layout layout) {
+  switch (layout) {
+    case c10::kSparse: return "torch.sparse_coo";
+    case c10::kSparseCsr: return "torch.sparse_csr";
+    case c10::kSparseCsc: return "torch.sparse_csc";
+    case c10::kSparseBsr: return "torch.sparse_bsr";
+    case c10::kSparseBsc: return "torch.sparse_bsc";
+    case c10::kMkldnn: return "torch._mkldnn";
+    case c10::kJagged: return "torch.jagged";
+    default: return "torch.strided";
+  }
+}
+
+// A tensor with `like`'s dtype, geometry and conj/neg bits over `storage`, for `keys` (built in the current
+// inference mode, as PyTorch builds every tensor).
+at::Tensor make_tensor(c10::Storage storage, c10::DispatchKey key, const at::Tensor& like) {
+  auto impl = c10::make_intrusive<c10::TensorImpl>(std::move(storage), c10::DispatchKeySet(key), like.dtype());
+  impl->set_sizes_and_strides(like.sizes(), like.strides(), like.storage_offset());
+  if (like.is_conj()) impl->_set_conj(true);
+  if (like.is_neg()) impl->_set_neg(true);
+  return at::Tensor(std::move(impl));
+}
+
+// The CPU view of zynq tensor `t`: its memory (not owned: `t` keeps it alive), sizes, strides, offset, bits.
+at::Tensor cpu_view(const at::Tensor& t) {
+  const c10::Storage& st = t.storage();
+  c10::Storage cpu(c10::Storage::use_byte_size_t(), st.nbytes(),
+                   c10::DataPtr(st.data_ptr().get(), c10::Device(c10::kCPU)), nullptr, false);
+  return make_tensor(std::move(cpu), c10::DispatchKey::CPU, t);
+}
+
+// One call: zynq arguments become CPU views, results become zynq tensors (`fallback.py: _Unwrapper`).
+class Call {
+ public:
+  explicit Call(const std::string& name) : name_(name) {}
+
+  c10::IValue arg(const c10::IValue& v) {
+    if (v.isTensor()) return view(v.toTensor());
+    if (v.isTensorList()) {
+      c10::List<at::Tensor> out;
+      out.reserve(v.toTensorList().size());
+      for (const at::Tensor& t : v.toTensorList()) out.push_back(view(t));
+      return out;
+    }
+    if (v.isOptionalTensorList()) {
+      c10::List<std::optional<at::Tensor>> out;
+      for (const std::optional<at::Tensor>& t : v.toOptionalTensorList()) {
+        out.push_back(t.has_value() ? std::optional<at::Tensor>(view(*t)) : std::nullopt);
+      }
+      return out;
+    }
+    if (v.isDevice()) {
+      c10::Device d = v.toDevice();
+      if (d.type() == kZynq) {
+        if (d.has_index()) index_ = d.index();
+        return c10::Device(c10::kCPU);
+      }
+      wrap_ = false;
+    }
+    return v;
+  }
+
+  c10::IValue result(const c10::IValue& v) {
+    if (v.isTensor()) return out(v.toTensor());
+    if (v.isTensorList()) {
+      c10::List<at::Tensor> res;
+      res.reserve(v.toTensorList().size());
+      for (const at::Tensor& t : v.toTensorList()) res.push_back(out(t));
+      return res;
+    }
+    return v;
+  }
+
+ private:
+  at::Tensor view(const at::Tensor& t) {
+    if (!t.defined()) return t;
+    if (t.device().type() == kZynq) {
+      for (const auto& [z, c] : pairs_) {
+        if (z.unsafeGetTensorImpl() == t.unsafeGetTensorImpl()) return c;  // one tensor passed twice stays one
+      }
+      if (pairs_.empty()) index_ = t.device().index();
+      pairs_.emplace_back(t, cpu_view(t));
+      return pairs_.back().second;
+    }
+    if (t.dim() > 0) device_mismatch(t.device(), name_);
+    return t;
+  }
+
+  at::Tensor out(const at::Tensor& r) {
+    if (!r.defined() || !wrap_ || r.device().type() != c10::kCPU) return r;
+    for (const auto& [z, c] : pairs_) {
+      if (c.unsafeGetTensorImpl() == r.unsafeGetTensorImpl()) return z;
+    }
+    TORCH_CHECK(r.layout() == c10::kStrided, name_, " made a ", layout_name(r.layout()),
+                " tensor: zynq tensors are dense (strided) only; use CPU tensors for other layouts");
+    const c10::StorageImpl* sid = r.storage().unsafeGetStorageImpl();
+    for (const auto& [z, c] : pairs_) {
+      if (c.storage().unsafeGetStorageImpl() == sid) {  // a view: shares the zynq storage
+        std::optional<c10::InferenceMode> mode;         // an inference tensor exactly when its base is one
+        if (z.is_inference() != c10::InferenceMode::is_enabled()) mode.emplace(z.is_inference());
+        return make_tensor(z.storage(), c10::DispatchKey::PrivateUse1, r);
+      }
+    }
+    at::Tensor fresh = r.is_conj() || r.is_neg() ? r.resolve_conj().resolve_neg() : r;
+    c10::Storage cpu = fresh.storage();
+    size_t nbytes = cpu.nbytes();
+    c10::Storage zynq(c10::Storage::use_byte_size_t(), nbytes, adopt_data(std::move(cpu), index_), nullptr, false);
+    return make_tensor(std::move(zynq), c10::DispatchKey::PrivateUse1, fresh);
+  }
+
+  const std::string& name_;
+  std::vector<std::pair<at::Tensor, at::Tensor>> pairs_;  // zynq argument, its CPU view
+  c10::DeviceIndex index_ = 0;
+  bool wrap_ = true;
+};
+
+// Swallows the dispatcher's "Overriding a previously registered kernel" warning: replacing the Python
+// fallback kernels is the point of the native ones.
+struct Silent final : public c10::WarningHandler {
+  void process(const c10::Warning&) override {}
+};
+
+class FallbackKernel final : public c10::OperatorKernel {
+ public:
+  FallbackKernel(std::string name, OpStat* stat)
+      : name_(std::move(name)), record_("zynq::cpu_fallback::" + name_), stat_(stat) {}
+
+  void operator()(const c10::OperatorHandle& op, c10::DispatchKeySet, torch::jit::Stack* stack) {
+    auto t0 = Clock::now();
+    const size_t n_args = op.schema().arguments().size();
+    const size_t begin = stack->size() - n_args;
+    Call call(name_);
+    for (size_t i = begin; i < stack->size(); ++i) (*stack)[i] = call.arg((*stack)[i]);
+    {
+      at::RecordFunction guard(at::RecordScope::USER_SCOPE);
+      if (guard.isActive()) guard.before(std::string_view(record_));
+      op.callBoxed(stack);
+    }
+    const size_t n_out = op.schema().returns().size();
+    for (size_t i = stack->size() - n_out; i < stack->size(); ++i) (*stack)[i] = call.result((*stack)[i]);
+    stat_->calls += 1;
+    stat_->ns += std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count();
+  }
+
+ private:
+  std::string name_;    // aten::add.Tensor
+  std::string record_;  // its name in profiler traces
+  OpStat* stat_;
+};
+
 }  // namespace
 
 extern "C" {
@@ -226,6 +451,67 @@ int pynqtorch_install(int device_count, StatsFn stats) {
     ours = 1;
   });
   return ours;
+}
+
+// Register the native fallback for `n` ops (`names[i]` without the namespace, e.g. "add.Tensor"; `ids[i]` its
+// counter), replacing any earlier set. Returns the number registered; on failure 0 (none stay registered) and
+// the reason in `error` (`error_len` bytes).
+int pynqtorch_fallback_enable(const char** names, const int* ids, int n, char* error, int error_len) {
+  std::lock_guard<std::mutex> g(g_fallback_mu);
+  g_fallback_on = false;
+  g_library.reset();
+  Silent silent;
+  c10::WarningUtils::WarningHandlerGuard quiet(&silent);
+  try {
+    auto lib = std::make_unique<torch::Library>(torch::Library::IMPL, "aten", c10::DispatchKey::PrivateUse1,
+                                                __FILE__, __LINE__);
+    for (int i = 0; i < n; ++i) {
+      while (g_op_stats.size() <= static_cast<size_t>(ids[i])) g_op_stats.emplace_back();
+      std::string name(names[i]);
+      lib->impl(name.c_str(), torch::CppFunction::makeFromBoxedFunctor(
+                                  std::make_unique<FallbackKernel>("aten::" + name, &g_op_stats[ids[i]])));
+    }
+    g_library = std::move(lib);
+  } catch (const std::exception& e) {
+    std::snprintf(error, static_cast<size_t>(error_len), "%s", e.what());
+    return 0;
+  }
+  g_fallback_on = true;
+  return n;
+}
+
+// Drop every native fallback kernel (the Python ones registered before serve again).
+void pynqtorch_fallback_disable() {
+  std::lock_guard<std::mutex> g(g_fallback_mu);
+  g_fallback_on = false;
+  g_library.reset();
+}
+
+// Counters of ops 0..n-1: calls and seconds (zero for ids never registered); `reset` zeroes them afterwards.
+void pynqtorch_fallback_counters(int n, int64_t* calls, double* seconds, int reset) {
+  std::lock_guard<std::mutex> g(g_fallback_mu);
+  for (int i = 0; i < n; ++i) {
+    if (static_cast<size_t>(i) < g_op_stats.size()) {
+      calls[i] = reset ? g_op_stats[i].calls.exchange(0) : g_op_stats[i].calls.load();
+      seconds[i] = 1e-9 * static_cast<double>(reset ? g_op_stats[i].ns.exchange(0) : g_op_stats[i].ns.load());
+    } else {
+      calls[i] = 0;
+      seconds[i] = 0;
+    }
+  }
+}
+
+// Natively adopted memory: out = {bytes, storages, peak of those plus `host_bytes`}. `host_bytes` >= 0 reports
+// the Python allocator's bytes (raising the peak); `reset_peak` sets the peak to the current total.
+void pynqtorch_memory(int64_t host_bytes, int reset_peak, int64_t* out) {
+  if (host_bytes >= 0) {
+    g_host_bytes = host_bytes;
+    raise_peak();
+  }
+  if (reset_peak) g_peak = g_native_bytes.load() + g_host_bytes.load();
+  out[0] = g_native_bytes.load();
+  out[1] = g_native_count.load();
+  out[2] = g_peak.load();
 }
 
 }

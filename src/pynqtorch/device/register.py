@@ -64,7 +64,9 @@ def register() -> None:
     impl = torch.library.Library("aten", "IMPL")
     for name, fn in {**kernels.KERNELS, **rnn.KERNELS}.items():
         impl.impl(name, fn, "PrivateUse1")
-    for name, fn in fallback.direct_kernels().items():
+    direct = fallback.direct_kernels()
+    candidates = fallback.native_candidates(direct)
+    for name, fn in direct.items():
         impl.impl(name, fn, "PrivateUse1")
     for key in ("Conjugate", "Negative"):
         for name, fn in kernels.MATH_BIT_KERNELS.items():
@@ -75,3 +77,4 @@ def register() -> None:
     # `torch.autocast("zynq")` is accepted and changes no dtype: ops run at their inputs' dtypes.
     fb.fallback(torch.library.fallthrough_kernel, "AutocastPrivateUse1")
     _libs.extend([impl, fb])
+    native.install_fallback(candidates)  # over the Python kernels, which serve again when it is switched off

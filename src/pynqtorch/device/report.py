@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +69,14 @@ _lock = threading.Lock()
 _accelerated: dict[str, OpStat] = {}
 _cpu: dict[str, OpStat] = {}
 _reasons: dict[str, dict[str, int]] = {}
+# Counters kept elsewhere (the native CPU fallback's): reset -> {op: (calls, seconds)}, reset afterwards if asked.
+_sources: list[Callable[[bool], dict[str, tuple[int, float]]]] = []
+
+
+def add_source(counters: Callable[[bool], dict[str, tuple[int, float]]]) -> None:
+    """Merge the CPU-fallback counters `counters(reset)` returns into every report; reset them with the report."""
+    if counters not in _sources:
+        _sources.append(counters)
 
 
 def record(name: str, seconds: float, accelerated: bool) -> None:
@@ -91,8 +100,13 @@ def record_reason(name: str, reason: str) -> None:
 def report() -> Report:
     """Which ops ran where since the last `reset_report()` (op counters only)."""
     with _lock:
-        return Report({k: OpStat(v.calls, v.seconds) for k, v in _accelerated.items()},
-                      {k: OpStat(v.calls, v.seconds) for k, v in _cpu.items()},
+        cpu = {k: OpStat(v.calls, v.seconds) for k, v in _cpu.items()}
+        for counters in _sources:
+            for name, (calls, seconds) in counters(False).items():
+                s = cpu.setdefault(name, OpStat())
+                s.calls += calls
+                s.seconds += seconds
+        return Report({k: OpStat(v.calls, v.seconds) for k, v in _accelerated.items()}, cpu,
                       reasons={k: dict(v) for k, v in _reasons.items()})
 
 
@@ -102,3 +116,5 @@ def reset_report() -> None:
         _accelerated.clear()
         _cpu.clear()
         _reasons.clear()
+        for counters in _sources:
+            counters(True)

@@ -6,7 +6,9 @@ uint8 CPU tensor from the allocator, kept alive by the storage's Python object. 
 has a real data pointer and size, storage-level Python code (`torch.save`, `data_ptr()`) works on it. The
 CPU view of a zynq tensor is rebuilt from the tensor's *own* sizes, strides and offset on every use, so
 metadata changed in C++ (views, `t_`, `as_strided_`, `out=` resizes) can never drift from the data.
-Host buffers never move: growing a tensor gives it a new storage.
+Host buffers never move: growing a tensor gives it a new storage. Storages made in C++ (the native
+fallback's results, `native.cpp`) own their memory instead; their host buffer is attached on first use, a
+CPU tensor over the storage's own memory (`_attach`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from .allocator import get_allocator
 HOST_ATTR = "_zynq_host"
 BASES_ATTR = "_zynq_bases"  # per-dtype CPU tensors over the host buffer, the bases of CPU views
 GEN_ATTR = "_zynq_gen"
+_CPU = torch.device("cpu")
 CPU_KEYS = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU)  # redispatch to CPU kernels (metadata only)
 _set_cpu = torch.ops.aten.set_.source_Storage_storage_offset._handle.redispatch_boxed
 
@@ -34,7 +37,20 @@ def storage_host(st: torch.UntypedStorage) -> torch.Tensor:
     try:
         return getattr(st, HOST_ATTR)
     except AttributeError:
-        raise RuntimeError("zynq storage has no host memory (was it created outside pynqtorch?)") from None
+        return _attach(st)[0]
+
+
+def _attach(st: torch.UntypedStorage) -> tuple[torch.Tensor, dict[torch.dtype, torch.Tensor]]:
+    """Host buffer and CPU-view bases of a zynq storage made in C++, which owns its memory: the host buffer
+    is a CPU tensor over that memory (not owning it: the storage, which holds the buffer, keeps it alive)."""
+    if st.device.type != "zynq":
+        raise RuntimeError(f"expected a zynq storage, got one on {st.device}")
+    host = _bytes_of(torch._C._construct_storage_from_data_pointer(st.data_ptr(), _CPU, st.nbytes()))
+    bases: dict[torch.dtype, torch.Tensor] = {}
+    setattr(st, HOST_ATTR, host)
+    setattr(st, BASES_ATTR, bases)
+    st.__deepcopy__ = _StorageCopy(host, st.device)
+    return host, bases
 
 
 def host_buffer(t: torch.Tensor) -> torch.Tensor:
@@ -105,11 +121,11 @@ def cpu_view(t: torch.Tensor) -> torch.Tensor:
     try:
         bases = getattr(st, BASES_ATTR)
     except AttributeError:
-        raise RuntimeError("zynq tensor has no host memory (was it created outside pynqtorch?)") from None
+        bases = _attach(st)[1]
     dtype = t.dtype
     base = bases.get(dtype)
     if base is None:
-        base = bases[dtype] = torch.empty(0, dtype=dtype).set_(getattr(st, HOST_ATTR).untyped_storage())
+        base = bases[dtype] = torch.empty(0, dtype=dtype).set_(storage_host(st).untyped_storage())
     out = base.as_strided(t.size(), t.stride(), t.storage_offset())
     if t.is_conj():
         out = out.conj()

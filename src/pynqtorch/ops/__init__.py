@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from ..hw.families import ROWS_OPS
+from ..device import native
+from ..hw.families import ROWS_OPS, aten_op
 from ..targets import registry
-from ..targets.offload import Offload, declared_ops
+from ..targets.offload import Offload, declared_ops, parse_offload
 from . import attention, blockops, conv, gemm, pointwise, recurrent, rows
 
 _lib: list[torch.library.Library] = []
@@ -20,9 +21,7 @@ def register() -> None:
         return
     lib = torch.library.Library("aten", "IMPL")
     for kernel in gemm.KERNELS + conv.KERNELS:
-        schema = kernel.op._schema
-        lib.impl(schema.name.split("::")[1] + (f".{schema.overload_name}" if schema.overload_name else ""),
-                 kernel, "PrivateUse1")
+        lib.impl(blockops.impl_name(kernel.op), kernel, "PrivateUse1")
     for name, fn in {**conv.BACKWARD, **attention.KERNELS}.items():
         lib.impl(name, fn, "PrivateUse1")
     for name, fn in recurrent.AUTOGRAD_KERNELS.items():
@@ -40,3 +39,11 @@ def register_block_ops(offload: Offload | None = None) -> None:
         ops |= offload.ops
     blockops.register(rows.make_kernel, sorted(o for o in ops if o in ROWS_OPS))
     blockops.register(pointwise.make_kernel, sorted(o for o in ops if o not in ROWS_OPS))
+    if offload is None:
+        current = registry.current()
+        try:
+            offload = current.offload if current is not None else parse_offload(None)
+        except ValueError:  # a bad PYNQTORCH_OFFLOAD: raised on first use, the kernels serve meanwhile
+            offload = Offload(None)
+    # The kernels of ops not selected only run the CPU fallback: the native one may take their place.
+    native.own_kernels({blockops.impl_name(aten_op(o)): offload.selects(o) for o in blockops.registered()})

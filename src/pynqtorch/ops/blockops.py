@@ -37,6 +37,17 @@ def unsupported(e: Unsupported) -> NotOffloadable:
     return NotOffloadable(str(e))
 
 
+def impl_name(op: torch._ops.OpOverload) -> str:
+    """`op`'s name for `torch.library.Library.impl` (``add.Tensor``, ``gelu``)."""
+    schema = op._schema
+    return schema.name.split("::")[1] + (f".{schema.overload_name}" if schema.overload_name else "")
+
+
+def registered() -> list[str]:
+    """The aten ops (``aten::gelu``) with a kernel registered here."""
+    return list(_registered)
+
+
 def register(make: Callable[[torch._ops.OpOverload], Callable[..., Any]], ops: list[str]) -> None:
     """Register `make(op)` on PrivateUse1 for each aten op name in `ops` not registered yet."""
     new = [op for op in ops if op not in _registered]
@@ -47,9 +58,7 @@ def register(make: Callable[[torch._ops.OpOverload], Callable[..., Any]], ops: l
     for name in new:
         op = aten_op(name)
         kernel = make(op)
-        schema = op._schema
         with warnings.catch_warnings():  # replacing the CPU fallback registered for an op added later
             warnings.simplefilter("ignore", UserWarning)
-            _libs[0].impl(schema.name.split("::")[1] + (f".{schema.overload_name}" if schema.overload_name else ""),
-                          kernel, "PrivateUse1")
+            _libs[0].impl(impl_name(op), kernel, "PrivateUse1")
         _registered[name] = kernel

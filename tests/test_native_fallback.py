@@ -1,0 +1,222 @@
+"""The native CPU fallback (`device/native.cpp`) against the Python one (`device/fallback.py`): same results
+(values, dtype, geometry, aliasing, inference and conj/neg bits, errors), counted in the report and in the
+memory statistics, and switched off where every call must pass through Python."""
+
+from __future__ import annotations
+
+import copy
+import io
+import os
+from collections.abc import Callable
+
+import pytest
+import torch
+
+import pynqtorch
+from pynqtorch.device import native
+
+pytestmark = pytest.mark.skipif(os.environ.get(native.ENV) == "0", reason="PYNQTORCH_NATIVE=0: Python path only")
+
+
+@pytest.fixture(autouse=True)
+def _native_on() -> None:
+    assert native.fallback_enabled(), "the native fallback does not serve (no compiler?)"
+    yield
+    native.fallback_enabled(True)
+
+
+def _inputs() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 6, generator=g)
+    return {"x": x.to("zynq"), "y": torch.randn(4, 6, generator=g).to("zynq"),
+            "i8": torch.randint(-100, 100, (5,), dtype=torch.int8, generator=g).to("zynq"),
+            "c": torch.randn(3, 2, dtype=torch.complex64, generator=g).to("zynq"),
+            "e": torch.empty(0, 3, device="zynq"), "w": torch.ones(6, device="zynq"),
+            "b": torch.zeros(6, device="zynq")}
+
+
+CASES: dict[str, Callable[[dict[str, torch.Tensor]], object]] = {
+    "add": lambda t: t["x"] + t["y"],
+    "add_scalar": lambda t: t["x"] + 2.5,
+    "wrapped_number_first": lambda t: 2 * t["x"],
+    "int8_times_int": lambda t: t["i8"] * 3,
+    "int8_true_div": lambda t: t["i8"] / 3,
+    "gelu": lambda t: torch.nn.functional.gelu(t["x"]),
+    "softmax": lambda t: t["x"].softmax(-1),
+    "layer_norm": lambda t: torch.nn.functional.layer_norm(t["x"], (6,), t["w"], t["b"]),
+    "transpose_contiguous": lambda t: t["x"].t().contiguous(),
+    "cat": lambda t: torch.cat([t["x"], t["y"], t["e"].new_empty(0, 6)]),
+    "cat_mixed_dtypes": lambda t: torch.cat([t["x"][:, :5], t["i8"].view(1, 5)]),
+    "topk": lambda t: t["x"].topk(2, dim=1),
+    "max_dim": lambda t: t["x"].max(dim=0),
+    "split_then_add": lambda t: [s + 1 for s in t["x"].split(2)],
+    "unbind_then_relu": lambda t: [u.relu() for u in t["x"].unbind(0)],
+    "unfold_view": lambda t: t["x"].unfold(1, 2, 2),
+    "zero_size_sum": lambda t: t["e"].sum(0),
+    "zero_size_add": lambda t: t["e"] + 1,
+    "item": lambda t: t["x"][1, 2].item(),
+    "argmax": lambda t: t["x"].argmax(),
+    "where": lambda t: torch.where(t["x"] > 0, t["x"], t["y"]),
+    "conj_times": lambda t: t["c"].conj() * 2,
+    "conj_sum": lambda t: t["c"].conj().sum(0),
+    "neg_view": lambda t: torch._neg_view(t["x"]) + 1,
+    "conj_unfold_view": lambda t: t["c"].conj().unfold(0, 2, 1),
+    "inference_add": lambda t: _inference(lambda: t["x"] + t["y"]),
+    "inference_view_of_normal": lambda t: _inference(lambda: t["x"].unfold(1, 3, 3)),
+    "dropout_seeded": lambda t: _seeded(lambda: torch.nn.functional.dropout(t["x"], 0.5, training=True)),
+    "backward": lambda t: _grad(t["x"]),
+    "device_mismatch": lambda t: t["x"] + torch.ones(4, 6),
+    "zero_dim_cpu_ok": lambda t: t["x"] * torch.tensor(2.0),
+    "sparse_layout": lambda t: t["x"].to_sparse(),
+}
+
+
+def _inference(fn: Callable[[], object]) -> object:
+    with torch.inference_mode():
+        return fn()
+
+
+def _seeded(fn: Callable[[], object]) -> object:
+    torch.manual_seed(1)
+    return fn()
+
+
+def _grad(x: torch.Tensor) -> torch.Tensor:
+    x = x.detach().requires_grad_()
+    torch.nn.functional.gelu(x.softmax(-1) * 3).sum().backward()
+    return x.grad
+
+
+def _run(case: Callable, inputs: dict[str, torch.Tensor]) -> object:
+    try:
+        return case(inputs)
+    except Exception as e:  # noqa: BLE001 - errors are compared between the two paths
+        return e
+
+
+def _describe(out: object, inputs: dict[str, torch.Tensor]) -> object:
+    """Everything observable about a result: values, dtype, geometry, bits, and what it aliases."""
+    if isinstance(out, Exception):
+        return type(out), str(out)
+    if isinstance(out, (list, tuple)):
+        return type(out).__name__, [_describe(o, inputs) for o in out]
+    if not isinstance(out, torch.Tensor):
+        return out
+    ptrs = {k: v.untyped_storage().data_ptr() for k, v in inputs.items()}
+    return {"device": str(out.device), "dtype": out.dtype, "shape": tuple(out.shape), "stride": out.stride(),
+            "offset": out.storage_offset(), "conj": out.is_conj(), "neg": out.is_neg(),
+            "inference": out.is_inference(), "values": out.cpu().resolve_conj().resolve_neg().tolist(),
+            "is_input": [k for k, v in inputs.items() if v is out],
+            "aliases": [k for k, p in ptrs.items() if p and out.untyped_storage().data_ptr() == p]}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_native_and_python_paths_agree(name: str) -> None:
+    pynqtorch.reset_report()
+    native_out = _run(CASES[name], ins := _inputs())
+    calls = sum(c for c, _ in native.counters().values())
+    native_out = _describe(native_out, ins)
+    native.fallback_enabled(False)
+    python_out = _describe(_run(CASES[name], ins := _inputs()), ins)
+    assert native_out == python_out
+    if not (isinstance(native_out, tuple) and isinstance(native_out[0], type)):  # failed calls are not counted
+        assert calls > 0, "the native fallback ran nothing"
+
+
+def test_errors_name_the_op_as_python_does() -> None:
+    x = torch.ones(3, device="zynq")
+    with pytest.raises(RuntimeError, match=r"^Expected all tensors to be on the same device, but found at least "
+                       r"two devices, zynq:0 and cpu! \(in aten::add\.Tensor\)$"):
+        x + torch.ones(3)
+    with pytest.raises(RuntimeError, match=r"aten::_to_sparse\.sparse_dim made a torch\.sparse_coo tensor: zynq "
+                       "tensors are dense"):
+        x.to_sparse(1)
+
+
+def test_native_ops_are_counted_in_the_report_and_reset_with_it() -> None:
+    x = torch.ones(8, device="zynq")
+    pynqtorch.reset_report()
+    for _ in range(3):
+        x = x + 1
+    assert "add.Tensor" in native.registered()
+    assert native.counters()["aten::add.Tensor"][0] == 3
+    cpu = pynqtorch.report().cpu["aten::add.Tensor"]
+    assert cpu.calls == 3 and cpu.seconds > 0
+    pynqtorch.reset_report()
+    assert "aten::add.Tensor" not in pynqtorch.report().cpu and not native.counters()
+
+
+def test_profiler_names_native_fallback_ops() -> None:
+    x = torch.ones(8, device="zynq")
+    with torch.profiler.profile() as prof:
+        x.exp()
+    assert "zynq::cpu_fallback::aten::exp" in {e.name for e in prof.events()}
+
+
+def test_fresh_results_are_adopted_and_accounted_until_freed() -> None:
+    x = torch.ones(1000, device="zynq")
+    before = (torch.zynq.memory_allocated(), torch.accelerator.memory_allocated())
+    y = x * 2
+    assert native.counters()["aten::mul.Tensor"][0] >= 1
+    assert torch.zynq.memory_allocated() == before[0] + 4000
+    assert torch.accelerator.memory_allocated() == before[1] + 4000
+    assert torch.zynq.max_memory_allocated() >= before[0] + 4000
+    del y
+    assert torch.zynq.memory_allocated() == before[0]
+    torch.zynq.reset_peak_memory_stats()
+    assert torch.zynq.max_memory_allocated() == torch.zynq.memory_allocated()
+
+
+def test_storages_made_natively_work_from_python() -> None:
+    """Host buffer, CPU views, deepcopy, save/load, set_ and in-place writes on a result made in C++."""
+    y = torch.arange(6.0, device="zynq") + 1
+    assert pynqtorch.device.storage.host_buffer(y).data_ptr() == y.data_ptr()
+    d = copy.deepcopy(y)
+    assert d.untyped_storage().data_ptr() != y.untyped_storage().data_ptr()
+    assert torch.equal(d.cpu(), torch.arange(6.0) + 1)
+    buf = io.BytesIO()
+    torch.save({"y": y, "v": y[2:]}, buf)
+    buf.seek(0)
+    back = torch.load(buf)
+    assert back["y"].device.type == "zynq" and torch.equal(back["v"].cpu(), torch.arange(2.0, 6.0) + 1)
+    s = torch.empty(0, device="zynq").set_(y.untyped_storage(), 1, (2,), (2,))
+    s.mul_(10)
+    assert torch.equal(y.cpu(), torch.tensor([1.0, 20.0, 3.0, 40.0, 5.0, 6.0]))
+
+
+@pytest.mark.parametrize("mode", ["strict", "allocator", "switch"])
+def test_python_path_serves_where_every_call_must_pass_through_it(mode: str) -> None:
+    if mode == "strict":
+        pynqtorch.strict(True)
+    elif mode == "allocator":
+        previous = pynqtorch.device.set_allocator(pynqtorch.device.HostAllocator())
+    else:
+        native.fallback_enabled(False)
+    try:
+        assert not native.registered()
+        pynqtorch.reset_report()
+        if mode == "strict":
+            with pytest.raises(pynqtorch.StrictModeError, match="aten::exp"):
+                torch.ones(2, device="zynq").exp()
+        else:
+            torch.ones(2, device="zynq").exp()
+            assert pynqtorch.report().cpu["aten::exp"].calls == 1 and not native.counters()
+    finally:
+        if mode == "strict":
+            pynqtorch.strict(False)
+        elif mode == "allocator":
+            pynqtorch.device.set_allocator(previous)
+        else:
+            native.fallback_enabled(True)
+    assert native.fallback_enabled() and "exp" in native.registered()
+
+
+def test_offloaded_ops_keep_their_kernels() -> None:
+    """A map/rows op selected for offload is its kernel's again; unselected, the native fallback runs it."""
+    assert "gelu" in native.registered()
+    pynqtorch.use(offload="all")
+    try:
+        assert "gelu" not in native.registered()
+    finally:
+        pynqtorch.use(offload="gemm")
+    assert "gelu" in native.registered()
