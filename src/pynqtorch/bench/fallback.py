@@ -1,8 +1,10 @@
 """Per-op cost of the CPU fallback: small-tensor ops on zynq vs the same ops on CPU.
 
-`python -m pynqtorch.bench.fallback [--size 8] [--batch 500] [--repeats 40] [--json]` prints, per op, the
+`python -m pynqtorch.bench.fallback [--shape 64,64] [--batch 500] [--repeats 40] [--json]` prints, per op, the
 time per call on CPU and on zynq (best batch of `repeats`, so other load on the machine inflates it least)
-and the microseconds the fallback adds. Nothing is asserted: the figures are for reading.
+and the microseconds the fallback adds; with the native fallback built, zynq is timed through it and through
+the Python path (`python_us`), batches of the three interleaved. Nothing is asserted: the figures are for
+reading.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Callable
 import torch
 
 import pynqtorch
+from pynqtorch.device import native
 
 
 def best_per_call(fn: Callable[[], object], batch: int, repeats: int) -> float:
@@ -29,9 +32,10 @@ def best_per_call(fn: Callable[[], object], batch: int, repeats: int) -> float:
     return best
 
 
-def cases(size: int) -> dict[str, Callable[[torch.device], Callable[[], object]]]:
-    """Op name -> (device -> a zero-argument call of that op on tensors of `size` elements there)."""
-    a, b = torch.randn(size), torch.randn(size)
+def cases(shape: tuple[int, ...]) -> dict[str, Callable[[torch.device], Callable[[], object]]]:
+    """Op name -> (device -> a zero-argument call of that op on tensors of `shape` there)."""
+    a, b = torch.randn(shape), torch.randn(shape)
+    w, bias = torch.ones(shape[-1]), torch.zeros(shape[-1])
 
     def on(fn: Callable[[torch.Tensor, torch.Tensor], object]) -> Callable[[torch.device], Callable[[], object]]:
         def make(device: torch.device) -> Callable[[], object]:
@@ -46,23 +50,38 @@ def cases(size: int) -> dict[str, Callable[[torch.device], Callable[[], object]]
         "mul scalar": on(lambda x, y: x * 2.0),
         "relu": on(lambda x, y: torch.relu(x)),
         "sum": on(lambda x, y: x.sum()),
+        "gelu": on(lambda x, y: torch.nn.functional.gelu(x)),
+        "softmax": on(lambda x, y: x.softmax(-1)),
+        "layer_norm": lambda device: (lambda x, w_, b_: lambda: torch.nn.functional.layer_norm(
+            x, x.shape[-1:], w_, b_))(a.to(device), w.to(device), bias.to(device)),
+        "transpose+contiguous": on(lambda x, y: x.mT.contiguous()),
+        "cat": on(lambda x, y: torch.cat([x, y])),
         "view": on(lambda x, y: x.view(-1, 1)),
-        "empty": lambda device: lambda: torch.empty(size, device=device),
+        "empty": lambda device: lambda: torch.empty(shape, device=device),
     }
 
 
-def run(size: int = 8, batch: int = 500, repeats: int = 40) -> dict[str, dict[str, float]]:
-    """Microseconds per call on CPU and zynq, and the difference, for each case (one torch thread)."""
+def run(shape: tuple[int, ...] = (64, 64), batch: int = 500, repeats: int = 40) -> dict[str, dict[str, float]]:
+    """Microseconds per call on CPU and zynq, and the difference, for each case (one torch thread); with the
+    native fallback, also zynq through the Python path (`python_us`)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     cpu, zynq = torch.device("cpu"), torch.device("zynq")
+    both = native.fallback_enabled()
     out: dict[str, dict[str, float]] = {}
     try:
-        for name, make in cases(size).items():
-            t_cpu = best_per_call(make(cpu), batch, repeats) * 1e6
-            t_zynq = best_per_call(make(zynq), batch, repeats) * 1e6
-            out[name] = {"cpu_us": t_cpu, "zynq_us": t_zynq, "added_us": t_zynq - t_cpu}
+        for name, make in cases(shape).items():
+            calls = {"cpu_us": make(cpu), "zynq_us": make(zynq)}
+            if both:
+                calls["python_us"] = calls["zynq_us"]
+            best = dict.fromkeys(calls, float("inf"))
+            for _ in range(repeats):  # one batch of each per round: load on the machine hits all alike
+                for key, fn in calls.items():
+                    native.fallback_enabled(key != "python_us")
+                    best[key] = min(best[key], best_per_call(fn, batch, 1) * 1e6)
+            out[name] = {**best, "added_us": best["zynq_us"] - best["cpu_us"]}
     finally:
+        native.fallback_enabled(True)
         torch.set_num_threads(threads)
         pynqtorch.reset_report()
     return out
@@ -70,19 +89,22 @@ def run(size: int = 8, batch: int = 500, repeats: int = 40) -> dict[str, dict[st
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pynqtorch.bench.fallback", description=__doc__.split("\n")[0])
-    parser.add_argument("--size", type=int, default=8, help="elements per tensor")
+    parser.add_argument("--shape", default="64,64", help="tensor shape, comma-separated (at least 2-D)")
     parser.add_argument("--batch", type=int, default=500, help="calls per timed batch")
     parser.add_argument("--repeats", type=int, default=40, help="batches; the fastest counts")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
-    res = run(args.size, args.batch, args.repeats)
+    shape = tuple(int(n) for n in args.shape.split(","))
+    res = run(shape, args.batch, args.repeats)
     if args.json:
         print(json.dumps(res, indent=2))
         return
-    print(f"CPU fallback overhead, tensors of {args.size} elements (best of {args.repeats} x {args.batch} calls)")
-    print(f"{'op':18s} {'cpu µs':>9s} {'zynq µs':>9s} {'added µs':>9s}")
+    print(f"CPU fallback overhead, tensors of shape {shape} (best of {args.repeats} x {args.batch} calls; zynq "
+          f"through the {'native' if 'python_us' in next(iter(res.values())) else 'Python'} fallback)")
+    print(f"{'op':22s} {'cpu µs':>9s} {'zynq µs':>9s} {'added µs':>9s} {'python µs':>10s}")
     for name, r in res.items():
-        print(f"{name:18s} {r['cpu_us']:9.2f} {r['zynq_us']:9.2f} {r['added_us']:9.2f}")
+        py = f"{r['python_us']:10.2f}" if "python_us" in r else ""
+        print(f"{name:22s} {r['cpu_us']:9.2f} {r['zynq_us']:9.2f} {r['added_us']:9.2f} {py}")
 
 
 if __name__ == "__main__":

@@ -301,7 +301,7 @@ def direct_kernels() -> dict[str, Callable[..., Any]]:
     for name in _DEVICE_CHECKED_COMPOSITES:
         base, _, overload = name.partition(".")
         kernels[name] = functools.partial(_boxed_fallback, getattr(getattr(torch.ops.aten, base), overload))
-    for name in _METADATA_VIEWS:
+    for name in METADATA_VIEWS:
         base, _, overload = name.partition(".")
         kernels[name] = _metadata_view(getattr(getattr(torch.ops.aten, base), overload or "default"))
     return kernels
@@ -311,10 +311,11 @@ def native_candidates(direct: Iterable[str]) -> list[str]:
     """Ops (``add.Tensor``) whose CPU fallback the native one (`native.py`) may run: the `direct` kernels'
     ops, the ops without a zynq kernel or composite that reach the boxed fallback (and have a CPU kernel), and
     `clone` (its composite would be two Python calls, `empty_strided` + `copy_`); minus the ops that write an
-    argument (their write generation and `out=` resizes are Python's), the mixed-device ops and the metadata
-    views. Call before the Python kernels are registered."""
+    argument (their write generation and `out=` resizes are Python's) and the mixed-device ops. The metadata
+    views are candidates too, for a kernel of their own (`_metadata_view` in C++). Call before the Python
+    kernels are registered."""
     has = torch._C._dispatch_has_kernel_for_dispatch_key
-    names = set(direct) | {"clone"}
+    names = set(direct) | {"clone", *METADATA_VIEWS}
     composites = ("PrivateUse1", "CompositeExplicitAutogradNonFunctional", "CompositeExplicitAutograd",
                   "CompositeImplicitAutograd")
     for qualified in torch._C._dispatch_get_all_op_names():
@@ -325,10 +326,10 @@ def native_candidates(direct: Iterable[str]) -> list[str]:
 
 def native_eligible(name: str) -> bool:
     """Whether the native fallback may run op `name` (``add.Tensor``): it writes no argument (written ones
-    need `sync_from_cpu` and a write generation), is not a mixed-device op and not a metadata view."""
+    need `sync_from_cpu` and a write generation) and is not a mixed-device op."""
     base, _, overload = name.partition(".")
     schema = torch._C._get_schema(f"aten::{base}", overload)
-    return (name not in _METADATA_VIEWS and f"aten::{base}" not in _MIXED_DEVICE_OK
+    return (f"aten::{base}" not in _MIXED_DEVICE_OK
             and not any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments))
 
 
@@ -339,7 +340,7 @@ _DEVICE_CHECKED_COMPOSITES = ("mode.values",)
 # View ops whose CPU kernel only makes a TensorImpl sharing `self`'s storage with new sizes, strides and offset
 # (device-agnostic code; `as_strided` is behind `t`, `transpose`, `expand`, slicing...). `unfold` is not
 # here: its CPU kernel calls `as_strided`, which would be counted a second time.
-_METADATA_VIEWS = ("as_strided", "view", "_reshape_alias", "view_as_real", "view_as_complex")
+METADATA_VIEWS = ("as_strided", "view", "_reshape_alias", "view_as_real", "view_as_complex")
 
 
 def _metadata_view(op: Any) -> Callable[..., Any]:

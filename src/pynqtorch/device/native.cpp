@@ -432,6 +432,22 @@ class FallbackKernel final : public c10::OperatorKernel {
   OpStat* stat_;
 };
 
+// A metadata view (`fallback.METADATA_VIEWS`): CPU's kernel run on the zynq tensor itself, counted.
+class ViewKernel final : public c10::OperatorKernel {
+ public:
+  explicit ViewKernel(OpStat* stat) : stat_(stat) {}
+
+  void operator()(const c10::OperatorHandle& op, c10::DispatchKeySet, torch::jit::Stack* stack) {
+    auto t0 = Clock::now();
+    op.redispatchBoxed(c10::DispatchKeySet(c10::DispatchKey::CPU), stack);
+    stat_->calls += 1;
+    stat_->ns += std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count();
+  }
+
+ private:
+  OpStat* stat_;
+};
+
 }  // namespace
 
 extern "C" {
@@ -454,9 +470,10 @@ int pynqtorch_install(int device_count, StatsFn stats) {
 }
 
 // Register the native fallback for `n` ops (`names[i]` without the namespace, e.g. "add.Tensor"; `ids[i]` its
-// counter), replacing any earlier set. Returns the number registered; on failure 0 (none stay registered) and
+// counter; `views[i]` nonzero for a metadata view), replacing any earlier set. Returns the number registered; on failure 0 (none stay registered) and
 // the reason in `error` (`error_len` bytes).
-int pynqtorch_fallback_enable(const char** names, const int* ids, int n, char* error, int error_len) {
+int pynqtorch_fallback_enable(const char** names, const int* ids, const int* views, int n, char* error,
+                              int error_len) {
   std::lock_guard<std::mutex> g(g_fallback_mu);
   g_fallback_on = false;
   g_library.reset();
@@ -468,8 +485,13 @@ int pynqtorch_fallback_enable(const char** names, const int* ids, int n, char* e
     for (int i = 0; i < n; ++i) {
       while (g_op_stats.size() <= static_cast<size_t>(ids[i])) g_op_stats.emplace_back();
       std::string name(names[i]);
-      lib->impl(name.c_str(), torch::CppFunction::makeFromBoxedFunctor(
-                                  std::make_unique<FallbackKernel>("aten::" + name, &g_op_stats[ids[i]])));
+      OpStat* stat = &g_op_stats[ids[i]];
+      if (views[i]) {
+        lib->impl(name.c_str(), torch::CppFunction::makeFromBoxedFunctor(std::make_unique<ViewKernel>(stat)));
+      } else {
+        lib->impl(name.c_str(), torch::CppFunction::makeFromBoxedFunctor(
+                                    std::make_unique<FallbackKernel>("aten::" + name, stat)));
+      }
     }
     g_library = std::move(lib);
   } catch (const std::exception& e) {

@@ -84,7 +84,8 @@ def install(device_count: int) -> bool:
     lib.pynqtorch_install.argtypes = [ctypes.c_int, _STATS]
     lib.pynqtorch_install.restype = ctypes.c_int
     lib.pynqtorch_fallback_enable.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_int),
-                                              ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+                                              ctypes.POINTER(ctypes.c_int), ctypes.c_int, ctypes.c_char_p,
+                                              ctypes.c_int]
     lib.pynqtorch_fallback_enable.restype = ctypes.c_int
     lib.pynqtorch_fallback_disable.restype = None
     lib.pynqtorch_fallback_counters.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_int64),
@@ -142,8 +143,9 @@ def sync() -> None:
         return
     names = (ctypes.c_char_p * len(want))(*(n.encode() for n in want))
     ids = (ctypes.c_int * len(want))(*(_ids[n] for n in want))
+    views = (ctypes.c_int * len(want))(*(n in fallback.METADATA_VIEWS for n in want))
     error = ctypes.create_string_buffer(2000)
-    if _lib.pynqtorch_fallback_enable(names, ids, len(want), error, len(error)) != len(want):
+    if _lib.pynqtorch_fallback_enable(names, ids, views, len(want), error, len(error)) != len(want):
         log.warning("zynq native CPU fallback unavailable, the Python one serves: %s", error.value.decode())
         _registered.clear()
         return
