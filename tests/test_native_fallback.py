@@ -63,6 +63,7 @@ CASES: dict[str, Callable[[dict[str, torch.Tensor]], object]] = {
     "item": lambda t: t["x"][1, 2].item(),
     "argmax": lambda t: t["x"].argmax(),
     "where": lambda t: torch.where(t["x"] > 0, t["x"], t["y"]),
+    "where_scalar_abs": lambda t: torch.where(t["i8"] > 0, t["i8"], 1.5).abs(),
     "conj_times": lambda t: t["c"].conj() * 2,
     "conj_sum": lambda t: t["c"].conj().sum(0),
     "neg_view": lambda t: torch._neg_view(t["x"]) + 1,
@@ -226,3 +227,15 @@ def test_offloaded_ops_keep_their_kernels() -> None:
     finally:
         pynqtorch.use(offload="gemm")
     assert "gelu" in native.registered()
+
+
+def test_two_call_composites_run_as_one_native_call() -> None:
+    """`where` and `abs` would be `empty` + their `out=` form in Python, `contiguous` an `empty_strided` +
+    `copy_`: natively each is one counted call and no Python fallback call."""
+    x = torch.randn(3, 4).to("zynq")
+    pynqtorch.reset_report()
+    torch.where(x > 0, x, 0.0).abs()
+    x.t().contiguous()
+    cpu = pynqtorch.report().cpu
+    assert {"aten::where.self", "aten::abs", "aten::clone"} <= set(native.counters())
+    assert not {"aten::where.self_out", "aten::abs.out", "aten::_copy_from", "aten::empty.memory_format"} & set(cpu)

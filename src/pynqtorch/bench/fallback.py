@@ -37,26 +37,25 @@ def cases(shape: tuple[int, ...]) -> dict[str, Callable[[torch.device], Callable
     a, b = torch.randn(shape), torch.randn(shape)
     w, bias = torch.ones(shape[-1]), torch.zeros(shape[-1])
 
-    def on(fn: Callable[[torch.Tensor, torch.Tensor], object]) -> Callable[[torch.device], Callable[[], object]]:
+    def on(fn: Callable[..., object]) -> Callable[[torch.device], Callable[[], object]]:
         def make(device: torch.device) -> Callable[[], object]:
-            x, y = a.to(device), b.to(device)
-            return lambda: fn(x, y)
+            x, y, w_, b_ = (t.to(device) for t in (a, b, w, bias))
+            return lambda: fn(x, y, w_, b_)
 
         return make
 
     return {
-        "add": on(lambda x, y: x + y),
-        "add_ (in-place)": on(lambda x, y: x.add_(y)),
-        "mul scalar": on(lambda x, y: x * 2.0),
-        "relu": on(lambda x, y: torch.relu(x)),
-        "sum": on(lambda x, y: x.sum()),
-        "gelu": on(lambda x, y: torch.nn.functional.gelu(x)),
-        "softmax": on(lambda x, y: x.softmax(-1)),
-        "layer_norm": lambda device: (lambda x, w_, b_: lambda: torch.nn.functional.layer_norm(
-            x, x.shape[-1:], w_, b_))(a.to(device), w.to(device), bias.to(device)),
-        "transpose+contiguous": on(lambda x, y: x.mT.contiguous()),
-        "cat": on(lambda x, y: torch.cat([x, y])),
-        "view": on(lambda x, y: x.view(-1, 1)),
+        "add": on(lambda x, y, *_: x + y),
+        "add_ (in-place)": on(lambda x, y, *_: x.add_(y)),
+        "mul scalar": on(lambda x, y, *_: x * 2.0),
+        "relu": on(lambda x, y, *_: torch.relu(x)),
+        "sum": on(lambda x, y, *_: x.sum()),
+        "gelu": on(lambda x, y, *_: torch.nn.functional.gelu(x)),
+        "softmax": on(lambda x, y, *_: x.softmax(-1)),
+        "layer_norm": on(lambda x, y, w_, b_: torch.nn.functional.layer_norm(x, x.shape[-1:], w_, b_)),
+        "transpose+contiguous": on(lambda x, y, *_: x.mT.contiguous()),
+        "cat": on(lambda x, y, *_: torch.cat([x, y])),
+        "view": on(lambda x, y, *_: x.view(-1, 1)),
         "empty": lambda device: lambda: torch.empty(shape, device=device),
     }
 

@@ -310,12 +310,12 @@ def direct_kernels() -> dict[str, Callable[..., Any]]:
 def native_candidates(direct: Iterable[str]) -> list[str]:
     """Ops (``add.Tensor``) whose CPU fallback the native one (`native.py`) may run: the `direct` kernels'
     ops, the ops without a zynq kernel or composite that reach the boxed fallback (and have a CPU kernel), and
-    `clone` (its composite would be two Python calls, `empty_strided` + `copy_`); minus the ops that write an
+    `_NATIVE_COMPOSITES`; minus the ops that write an
     argument (their write generation and `out=` resizes are Python's) and the mixed-device ops. The metadata
     views are candidates too, for a kernel of their own (`_metadata_view` in C++). Call before the Python
     kernels are registered."""
     has = torch._C._dispatch_has_kernel_for_dispatch_key
-    names = set(direct) | {"clone", *METADATA_VIEWS}
+    names = set(direct) | {*_NATIVE_COMPOSITES, *METADATA_VIEWS}
     composites = ("PrivateUse1", "CompositeExplicitAutogradNonFunctional", "CompositeExplicitAutograd",
                   "CompositeImplicitAutograd")
     for qualified in torch._C._dispatch_get_all_op_names():
@@ -331,6 +331,11 @@ def native_eligible(name: str) -> bool:
     schema = torch._C._get_schema(f"aten::{base}", overload)
     return (f"aten::{base}" not in _MIXED_DEVICE_OK
             and not any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments))
+
+
+# Composites that would be two Python calls on zynq (`empty` + an `out=` form or `copy_`) and that CPU runs
+# as the same composite: natively, one call of the composite on CPU views.
+_NATIVE_COMPOSITES = ("clone", "where.self", "abs")
 
 
 # Composite ops whose implementation accepts only listed device types (`mode.values`: "mode only supports
