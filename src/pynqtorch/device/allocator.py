@@ -21,9 +21,9 @@ import torch
 class ExternalMemory(Protocol):
     """Memory an allocator's statistics include besides its own buffers (the native fallback's)."""
 
-    def stats(self, own_bytes: int = -1, reset_peak: bool = False) -> tuple[int, int, int]:
-        """(bytes, storages, peak of those plus the allocator's own bytes); `own_bytes` >= 0 reports the
-        allocator's current bytes first, `reset_peak` sets the peak to the current total."""
+    def stats(self, own_delta: int = 0, reset_peak: bool = False) -> tuple[int, int, int]:
+        """(bytes, storages, peak of those plus the allocator's own bytes); `own_delta` reports a change of the
+        allocator's own bytes first, `reset_peak` sets the peak to the current total."""
         ...
 
 
@@ -91,22 +91,23 @@ class HostAllocator:
             self._allocated += n
             self._count += 1
             self._peak = max(self._peak, self._allocated)
-            if self.external:
-                self.external.stats(self._allocated)
+        if self.external:  # outside the lock: the call may run the garbage collector, hence `_release`
+            self.external.stats(n)
         return buf
 
     def _release(self, token: int) -> None:
         with self._lock:
-            self._allocated -= self._live.pop(token)[1]
+            n = self._live.pop(token)[1]
+            self._allocated -= n
             self._count -= 1
-            if self.external:
-                self.external.stats(self._allocated)
+        if self.external:
+            self.external.stats(-n)
 
     def reset_peak(self) -> None:
         with self._lock:
             self._peak = self._allocated
-            if self.external:
-                self.external.stats(self._allocated, reset_peak=True)
+        if self.external:
+            self.external.stats(reset_peak=True)
 
 
 _allocator: HostAllocator = HostAllocator()

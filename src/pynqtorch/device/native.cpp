@@ -523,11 +523,12 @@ void pynqtorch_fallback_counters(int n, int64_t* calls, double* seconds, int res
   }
 }
 
-// Natively adopted memory: out = {bytes, storages, peak of those plus `host_bytes`}. `host_bytes` >= 0 reports
-// the Python allocator's bytes (raising the peak); `reset_peak` sets the peak to the current total.
-void pynqtorch_memory(int64_t host_bytes, int reset_peak, int64_t* out) {
-  if (host_bytes >= 0) {
-    g_host_bytes = host_bytes;
+// Natively adopted memory: out = {bytes, storages, peak of those plus the Python allocator's bytes}.
+// `host_delta` first reports a change of the Python allocator's bytes (raising the peak); `reset_peak` sets
+// the peak to the current total.
+void pynqtorch_memory(int64_t host_delta, int reset_peak, int64_t* out) {
+  if (host_delta) {
+    g_host_bytes += host_delta;
     raise_peak();
   }
   if (reset_peak) g_peak = g_native_bytes.load() + g_host_bytes.load();

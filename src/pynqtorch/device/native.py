@@ -102,9 +102,9 @@ def install(device_count: int) -> bool:
 class _NativeMemory:
     """The memory the native fallback adopted, as `allocator.ExternalMemory` of the default allocator."""
 
-    def stats(self, own_bytes: int = -1, reset_peak: bool = False) -> tuple[int, int, int]:
+    def stats(self, own_delta: int = 0, reset_peak: bool = False) -> tuple[int, int, int]:
         out = (ctypes.c_int64 * 3)()
-        _lib.pynqtorch_memory(own_bytes, int(reset_peak), out)
+        _lib.pynqtorch_memory(own_delta, int(reset_peak), out)
         return out[0], out[1], out[2]
 
 
@@ -117,8 +117,9 @@ def install_fallback(candidates: list[str]) -> None:
     for name in candidates:
         _ids.setdefault(name, len(_ids))
     report.add_source(counters)
-    allocator.DEFAULT.external = _NativeMemory()
-    allocator.DEFAULT.external.stats(allocator.DEFAULT._allocated)
+    memory = _NativeMemory()
+    memory.stats(allocator.DEFAULT._allocated)  # its bytes so far; later changes are reported as they happen
+    allocator.DEFAULT.external = memory
     fallback.watch(sync)
     allocator.watch(sync)
     sync()
