@@ -114,3 +114,57 @@ def test_events_time_host_work() -> None:
     assert start.elapsed_time(end) > 0
     s = torch.zynq.Stream()
     s.wait_event(s.record_event())
+
+
+def test_a_collection_while_accounting_a_buffer_does_not_deadlock() -> None:
+    """The garbage collector may run whenever Python creates a container object; a host buffer it frees calls
+    back into the allocator, whose lock is not reentrant. So nothing inside the allocator's critical section may
+    create one: here every critical section starts with collectable garbage and a collector that runs at the
+    next container allocation."""
+    import gc
+    import threading
+
+    from pynqtorch.device.allocator import HostAllocator
+
+    alloc = HostAllocator()
+    threshold = gc.get_threshold()
+
+    class Cycle:
+        pass
+
+    class PrimedLock:
+        """The allocator's lock; on entry, leaves a cycle holding an accounted buffer and primes the collector."""
+
+        def __init__(self) -> None:
+            self.lock = threading.Lock()
+            self.spare: list[torch.Tensor] = [alloc.allocate(8) for _ in range(60)]
+
+        def __enter__(self) -> None:
+            self.lock.acquire()
+            if self.spare:
+                gc.disable()
+                c = Cycle()
+                c.self, c.buf = c, self.spare.pop()
+                del c
+                gc.set_threshold(1)
+                gc.enable()
+
+        def __exit__(self, kind: object, value: object, tb: object) -> None:
+            gc.disable()  # before anything here creates an object
+            gc.set_threshold(*threshold)
+            self.lock.release()
+            gc.enable()
+
+    primed = PrimedLock()
+    alloc._lock = primed
+    done = threading.Event()
+
+    def work() -> None:
+        for _ in range(50):
+            alloc.allocate(16)
+        done.set()
+
+    threading.Thread(target=work, daemon=True).start()
+    ok = done.wait(30)
+    gc.set_threshold(*threshold)
+    assert ok, "the allocator deadlocked on its own lock"

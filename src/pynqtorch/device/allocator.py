@@ -86,11 +86,16 @@ class HostAllocator:
                              f"{buf.device} at offset {buf.storage_offset()}")
         n = buf.numel()
         token = next(self._tokens)
+        # Creating a container object (a tuple, a function, even `max()`'s argument tuple) can run the garbage
+        # collector, and a buffer it frees calls `_release`, which takes the same non-reentrant lock: nothing is
+        # created while the lock is held.
+        entry = (weakref.ref(buf, lambda _, token=token: self._release(token)), n)
         with self._lock:
-            self._live[token] = (weakref.ref(buf, lambda _, token=token: self._release(token)), n)
+            self._live[token] = entry
             self._allocated += n
             self._count += 1
-            self._peak = max(self._peak, self._allocated)
+            if self._allocated > self._peak:
+                self._peak = self._allocated
         if self.external:  # outside the lock: the call may run the garbage collector, hence `_release`
             self.external.stats(n)
         return buf
