@@ -6,7 +6,13 @@ calls on the zynq tensors, so they reach the active target's kernel with quantiz
 The other runs are compiled by inductor for CPU: zynq tensors live in host memory, so each run receives
 zero-copy CPU views of its zynq inputs and its results become zynq tensors without copies (views of an
 input stay views of it). A run is compiled per input geometry on first use. Runs that need autograd, or
-that inductor cannot compile (e.g. they create zynq tensors), run eagerly on the zynq tensors instead.
+that inductor cannot compile (e.g. they create zynq tensors), run eagerly on the zynq tensors instead; `STATS`
+counts them, with the graphs, runs and time of compiled runs, so a benchmark can tell a compiled model from one
+that silently ran eagerly.
+
+The device's own Python (kernels, engine, targets) is put on dynamo's skip list when this module is imported:
+where dynamo runs a model's code eagerly after a graph break (an LSTM/GRU module, say), the kernels that code
+reaches through the dispatcher would otherwise be traced and compiled as user code, frame by frame.
 
 PyTorch's default backend (inductor on the whole graph) cannot generate code for zynq tensors, whose data
 PyTorch does not see as a pointer; `refusing_codegen` makes it fail with an error that names this backend.
@@ -15,7 +21,9 @@ PyTorch does not see as a pointer; `refusing_codegen` makes it fail with an erro
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -30,12 +38,45 @@ GEMM_NAMES = frozenset({
     "linear", "matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "addmm", "baddbmm", "addbmm", "addmv", "mv",
     "dot", "addr", "einsum", "tensordot", "inner", "bilinear", "chain_matmul", "multi_dot", "conv1d", "conv2d",
     "convolution", "_convolution", "scaled_dot_product_attention", "multi_head_attention_forward",
-    "_native_multi_head_attention", "_transformer_encoder_layer_fwd", "_addmm_activation",
+    "_native_multi_head_attention", "_transformer_encoder_layer_fwd", "_addmm_activation", "lstm", "gru",
 })
 GEMM_MODULES = (torch.nn.Linear, torch.nn.Bilinear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.MultiheadAttention,
                 torch.nn.TransformerEncoderLayer, torch.nn.TransformerDecoderLayer)
 
 NAME = "pynqtorch"
+# pynqtorch packages that run under the device (never user model code): dynamo must not trace them.
+RUNTIME_PACKAGES = ("device", "ops", "engine", "targets", "hostops", "hw", "buildcache", "reporting")
+
+
+def _skip_runtime() -> None:
+    import torch._dynamo.trace_rules as rules
+
+    for pkg in RUNTIME_PACKAGES:
+        rules.add(f"{__package__.rpartition('.')[0]}.{pkg}")
+
+
+_skip_runtime()
+
+
+@dataclass
+class CompileStats:
+    """What the backend did since `reset()`: graphs it was given, GEMM and inductor runs made of them, runs
+    inductor refused (they run eagerly on zynq), calls of compiled graphs and of inductor runs, time in those."""
+
+    graphs: int = 0
+    gemm_runs: int = 0
+    host_runs: int = 0
+    eager_runs: int = 0
+    graph_calls: int = 0
+    host_calls: int = 0
+    host_s: float = 0.0
+
+    def reset(self) -> None:
+        for f in fields(self):
+            setattr(self, f.name, f.default)
+
+
+STATS = CompileStats()
 DEFAULT_BACKEND_ERROR = (
     "torch.compile's default backend (inductor) cannot generate code for zynq tensors (their data lives in "
     f"host buffers PyTorch does not see as pointers); use torch.compile(model, backend={NAME!r})")
@@ -88,21 +129,28 @@ class _HostRun:
         fn = self.compiled[key]
         if fn is None:
             return self.gm(*args)
+        t0 = time.perf_counter()
         versions = [v._version if isinstance(v, torch.Tensor) else None for v in views]
         out = fn(*views)
         for a, v, before in zip(args, views, versions):
             if is_zynq(a) and v._version != before:
                 mark_written(a)
-        return _to_zynq(out, [(a, v) for a, v in zip(args, views) if is_zynq(a)])
+        out = _to_zynq(out, [(a, v) for a, v in zip(args, views) if is_zynq(a)])
+        STATS.host_calls += 1
+        STATS.host_s += time.perf_counter() - t0
+        return out
 
     def _compile(self, views: list[Any]) -> Callable[..., Any] | None:
         from torch._inductor.compile_fx import compile_fx
 
         try:
-            return compile_fx(self.gm, views)
+            fn = compile_fx(self.gm, views)
         except Exception as e:  # noqa: BLE001 -- any inductor failure: this run stays eager on zynq
             log.debug("inductor cannot compile a CPU run (%s: %s); it runs eagerly on zynq", type(e).__name__, e)
+            STATS.eager_runs += 1
             return None
+        STATS.host_runs += 1
+        return fn
 
 
 def _to_zynq(out: Any, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> Any:
@@ -138,6 +186,7 @@ def split(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
         kind = k
         parts[node] = part
     gemm_parts = {parts[n] for n in parts if is_gemm_node(n)}
+    STATS.gemm_runs += len(gemm_parts)
     out = split_module(gm, gm, lambda n: parts[n], keep_original_order=True)
     for name, sub in out.named_children():
         if name.startswith("submod_") and int(name.removeprefix("submod_")) not in gemm_parts:
@@ -156,14 +205,19 @@ class _HostModule(torch.nn.Module):
 
 def pynqtorch(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
     """The `torch.compile` backend: GEMM-family nodes on the kernel, other runs compiled by inductor for CPU."""
+    STATS.graphs += 1
     if not any(is_zynq(x) for x in example_inputs) and not any(
             is_zynq(v) for v in (*gm.parameters(), *gm.buffers())):
         from torch._inductor.compile_fx import compile_fx
 
         return compile_fx(gm, example_inputs)  # nothing on zynq: plain inductor
-    if not any(is_gemm_node(n) for n in gm.graph.nodes):
-        return _HostRun(gm)
-    return split(gm).forward
+    run = _HostRun(gm) if not any(is_gemm_node(n) for n in gm.graph.nodes) else split(gm).forward
+
+    def counted(*args: Any) -> Any:
+        STATS.graph_calls += 1
+        return run(*args)
+
+    return counted
 
 
 CODEGEN_BASES = {
