@@ -69,7 +69,9 @@ def test_compiled_agrees_with_eager_and_runs_gemms_on_the_kernel(name: str) -> N
         want = make().eval()
         want.load_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
         cpu = want(x)
-    assert eager_ops and compiled_ops == eager_ops  # the same GEMMs, each on the kernel
+    # the same GEMMs, each on the kernel: in one inductor graph, as calls of the lowered ops
+    assert eager_ops and sum(compiled_ops.values()) == sum(eager_ops.values())
+    assert set(compiled_ops) <= {"pynqtorch::gemm", "pynqtorch::convolution"}
     assert compiled_kernel == eager_kernel > 0
     if exact:  # between GEMMs only exact ops (ReLU, max-pool): the same bits
         assert torch.equal(got, eager)

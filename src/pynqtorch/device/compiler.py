@@ -1,7 +1,14 @@
 """`torch.compile(model, backend="pynqtorch")`: GEMM-family nodes run on the kernel, the rest is compiled for CPU.
 
-Dynamo hands the backend an FX graph of the model. The graph is split, in program order, into runs of
-GEMM-family nodes (matmul, linear, convolution, attention, ...) and runs of everything else. GEMM runs stay
+Dynamo hands the backend an FX graph of the model. First the whole graph is compiled by inductor for CPU, with
+its GEMM-family aten ops lowered (`LOWERINGS`) to the ops `pynqtorch.lowering` defines: `pynqtorch::gemm`
+and `pynqtorch::convolution` call the engine on CPU views, so one compiled graph covers the model and the
+GEMMs still run on the kernel, with weights cached on the zynq tensors they view (`owner_of`). The graph
+receives zero-copy CPU views of its zynq inputs; its results become zynq tensors without copies (views of
+an input stay views of it). A GEMM-family op left unlowered (one without a lowering, e.g. a fused transformer
+fast path) makes that compilation fail rather than run on CPU.
+
+Graphs that cannot be compiled that way are split, in program order, into runs of GEMM-family nodes (matmul, linear, convolution, attention, ...) and runs of everything else. GEMM runs stay
 calls on the zynq tensors, so they reach the active target's kernel with quantized-weight caching intact.
 The other runs are compiled by inductor for CPU: zynq tensors live in host memory, so each run receives
 zero-copy CPU views of its zynq inputs and its results become zynq tensors without copies (views of an
@@ -21,6 +28,7 @@ PyTorch does not see as a pointer; `refusing_codegen` makes it fail with an erro
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
@@ -55,15 +63,14 @@ def _skip_runtime() -> None:
         rules.add(f"{__package__.rpartition('.')[0]}.{pkg}")
 
 
-_skip_runtime()
-
-
 @dataclass
 class CompileStats:
-    """What the backend did since `reset()`: graphs it was given, GEMM and inductor runs made of them, runs
-    inductor refused (they run eagerly on zynq), calls of compiled graphs and of inductor runs, time in those."""
+    """What the backend did since `reset()`: graphs it was given, compilations of whole graphs with lowered
+    GEMMs, GEMM and inductor runs of split graphs, runs inductor refused (they run eagerly on zynq), calls of
+    compiled graphs and of inductor runs (whole or split), time in those."""
 
     graphs: int = 0
+    lowered: int = 0
     gemm_runs: int = 0
     host_runs: int = 0
     eager_runs: int = 0
@@ -97,21 +104,99 @@ def is_gemm_node(node: torch.fx.Node) -> bool:
     return name in GEMM_NAMES
 
 
+def _is_aten_gemm(node: torch.fx.Node) -> bool:
+    """An aten GEMM-family op (attention kernels included) in a graph after AOT tracing."""
+    return (node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload)
+            and node.target.namespace == "aten"
+            and (is_gemm_node(node) or "scaled_dot_product" in node.target._schema.name))
+
+
+def _lowerings() -> dict[torch._ops.OpOverload, Callable[..., Any]]:
+    """Decompositions of GEMM-family aten ops into `pynqtorch::gemm` / `pynqtorch::convolution` calls (the ops
+    of `pynqtorch.lowering`, registered on `import pynqtorch`); attention into batched products."""
+    from torch._decomp import decomposition_table
+
+    aten, ops = torch.ops.aten, torch.ops.pynqtorch
+
+    def scale_add(acc: torch.Tensor, bias: torch.Tensor, beta: complex, alpha: complex) -> torch.Tensor:
+        acc = acc if alpha == 1 else acc * alpha
+        return acc if beta == 0 else acc + (bias if beta == 1 else bias * beta)
+
+    def addmm(bias, a, b, *, beta=1, alpha=1):
+        return scale_add(ops.gemm(a, b), bias, beta, alpha)
+
+    def addbmm(bias, a, b, *, beta=1, alpha=1):
+        n, m, k = a.shape
+        acc = ops.gemm(a.permute(1, 0, 2).reshape(m, n * k), b.reshape(n * k, b.shape[2]))
+        return scale_add(acc, bias, beta, alpha)
+
+    def mv(a, v):  # y = A v == (v^T A^T)^T: the matrix is the cached B operand, as in eager
+        return ops.gemm(v.unsqueeze(0), a.t()).squeeze(0)
+
+    def addmm_activation(bias, a, b, *, beta=1, alpha=1, use_gelu=False):
+        out = addmm(bias, a, b, beta=beta, alpha=alpha)
+        return torch.nn.functional.gelu(out, approximate="tanh") if use_gelu else out.relu()
+
+    return {
+        aten.mm.default: ops.gemm, aten.bmm.default: ops.gemm, aten.addmm.default: addmm,
+        aten.baddbmm.default: addmm, aten.addbmm.default: addbmm, aten.mv.default: mv,
+        aten.addmv.default: lambda bias, a, v, *, beta=1, alpha=1: scale_add(mv(a, v), bias, beta, alpha),
+        aten.dot.default: lambda a, b: ops.gemm(a.unsqueeze(0), b.unsqueeze(1)).reshape(()),
+        aten.addr.default: lambda bias, u, v, *, beta=1, alpha=1: scale_add(
+            ops.gemm(u.unsqueeze(1), v.unsqueeze(0)), bias, beta, alpha),
+        aten._addmm_activation.default: addmm_activation,
+        aten.convolution.default: ops.convolution,
+        aten._scaled_dot_product_flash_attention_for_cpu.default:
+            decomposition_table[aten._scaled_dot_product_flash_attention_for_cpu.default],
+    }
+
+
+class NotLowered(RuntimeError):
+    """A graph still holds GEMM-family ops after lowering (they would run on CPU): it is compiled split."""
+
+
+def _checked_inner(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], **kwargs: Any) -> Any:
+    """Inductor's inner compilation, refusing graphs in which a GEMM-family aten op survived the lowering."""
+    from torch._inductor.compile_fx import compile_fx_inner
+
+    left = sorted({n.target._schema.name for n in gm.graph.nodes if _is_aten_gemm(n)})
+    if left:
+        raise NotLowered(f"GEMM-family ops without a lowering: {', '.join(left)}")
+    return compile_fx_inner(gm, example_inputs, **kwargs)
+
+
+_local = threading.local()
+
+
+def owner_of(t: torch.Tensor | None) -> torch.Tensor | None:
+    """The zynq input of the running lowered graph whose memory CPU tensor `t` views (None if none)."""
+    owners = getattr(_local, "owners", None)
+    if t is None or not owners:
+        return None
+    return owners.get(t.untyped_storage().data_ptr())
+
+
 def _geometry(args: Sequence[Any]) -> tuple:
     return tuple((tuple(a.shape), a.stride(), a.dtype, a.storage_offset()) if isinstance(a, torch.Tensor)
                  else a for a in args)
 
 
 class _HostRun:
-    """A run of non-GEMM nodes: inductor-compiled for CPU views of its inputs, per input geometry."""
+    """A graph (with `lower`: GEMMs lowered to `pynqtorch::` ops) or a run of non-GEMM nodes, inductor-compiled
+    for CPU views of its inputs, per input geometry; what inductor refuses runs `fallback` (default: the graph
+    eagerly on zynq)."""
 
-    def __init__(self, gm: torch.fx.GraphModule) -> None:
+    def __init__(self, gm: torch.fx.GraphModule, lower: bool = False,
+                 fallback: Callable[..., Any] | None = None) -> None:
+        self.lower = lower
+        self.fallback = fallback
         # inductor wants a graph returning a tuple: a single result is returned as a 1-tuple and unwrapped
         out = next(n for n in reversed(gm.graph.nodes) if n.op == "output")
         self.single = not isinstance(out.args[0], (tuple, list))
         if self.single:
             out.args = ((out.args[0],),)
             gm.recompile()
+        _on_host(gm)
         self.gm = gm
         self.compiled: dict[tuple, Callable[..., Any] | None] = {}
 
@@ -128,10 +213,18 @@ class _HostRun:
             self.compiled[key] = self._compile(views)
         fn = self.compiled[key]
         if fn is None:
-            return self.gm(*args)
+            return self.fallback(*args) if self.fallback is not None else self.gm(*args)
         t0 = time.perf_counter()
         versions = [v._version if isinstance(v, torch.Tensor) else None for v in views]
-        out = fn(*views)
+        if self.lower:
+            saved = getattr(_local, "owners", None)
+            _local.owners = {a.untyped_storage().data_ptr(): a for a in args if is_zynq(a)}
+            try:
+                out = fn(*views)
+            finally:
+                _local.owners = saved
+        else:
+            out = fn(*views)
         for a, v, before in zip(args, views, versions):
             if is_zynq(a) and v._version != before:
                 mark_written(a)
@@ -144,13 +237,46 @@ class _HostRun:
         from torch._inductor.compile_fx import compile_fx
 
         try:
-            fn = compile_fx(self.gm, views)
-        except Exception as e:  # noqa: BLE001 -- any inductor failure: this run stays eager on zynq
-            log.debug("inductor cannot compile a CPU run (%s: %s); it runs eagerly on zynq", type(e).__name__, e)
-            STATS.eager_runs += 1
+            if self.lower:
+                from torch._inductor.decomposition import select_decomp_table
+
+                fn = compile_fx(self.gm, views, inner_compile=_checked_inner,
+                                decompositions={**select_decomp_table(), **_lowerings()})
+            else:
+                fn = compile_fx(self.gm, views)
+        except Exception as e:  # noqa: BLE001 -- any inductor failure: the fallback runs instead
+            log.debug("inductor cannot compile %s (%s: %s); %s", "the lowered graph" if self.lower else "a CPU run",
+                      type(e).__name__, e, "it is split" if self.lower else "it runs eagerly on zynq")
+            if not self.lower:
+                STATS.eager_runs += 1
             return None
-        STATS.host_runs += 1
+        if self.lower:
+            STATS.lowered += 1
+        else:
+            STATS.host_runs += 1
         return fn
+
+
+def _host_device(v: Any) -> Any:
+    if isinstance(v, torch.device) and v.type == "zynq":
+        return torch.device("cpu")
+    if isinstance(v, str) and v.split(":")[0] == "zynq":
+        return "cpu"
+    return v
+
+
+def _on_host(gm: torch.fx.GraphModule) -> None:
+    """Tensors the graph creates on zynq (``torch.arange(n, device=x.device)``, ``.to(x.device)``) are created in
+    CPU memory instead: the compiled graph works on CPU views, and its fresh results become zynq tensors."""
+    changed = False
+    for node in gm.graph.nodes:
+        if node.op in ("call_function", "call_method"):
+            args = torch.fx.node.map_aggregate(node.args, _host_device)
+            kwargs = torch.fx.node.map_aggregate(node.kwargs, _host_device)
+            if args != node.args or kwargs != node.kwargs:
+                node.args, node.kwargs, changed = args, kwargs, True
+    if changed:
+        gm.recompile()
 
 
 def _to_zynq(out: Any, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> Any:
@@ -203,6 +329,21 @@ class _HostModule(torch.nn.Module):
         return self.run(*args)
 
 
+def _lazy_split(gm: torch.fx.GraphModule) -> Callable[..., Any]:
+    """`split(gm).forward`, split on first use, of a copy of the graph taken now (inductor may change `gm`)."""
+    import copy
+
+    graph = torch.fx.GraphModule(gm, copy.deepcopy(gm.graph))
+    parts: list[torch.fx.GraphModule] = []
+
+    def run(*args: Any) -> Any:
+        if not parts:
+            parts.append(split(graph))
+        return parts[0](*args)
+
+    return run
+
+
 def pynqtorch(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
     """The `torch.compile` backend: GEMM-family nodes on the kernel, other runs compiled by inductor for CPU."""
     STATS.graphs += 1
@@ -211,7 +352,10 @@ def pynqtorch(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[.
         from torch._inductor.compile_fx import compile_fx
 
         return compile_fx(gm, example_inputs)  # nothing on zynq: plain inductor
-    run = _HostRun(gm) if not any(is_gemm_node(n) for n in gm.graph.nodes) else split(gm).forward
+    if any(is_gemm_node(n) for n in gm.graph.nodes):
+        run = _HostRun(gm, lower=True, fallback=_lazy_split(gm))
+    else:
+        run = _HostRun(gm)
 
     def counted(*args: Any) -> Any:
         STATS.graph_calls += 1
@@ -247,3 +391,6 @@ def refusing_codegen(name: str) -> type:
 
     return type(f"Zynq{name}", (getattr(importlib.import_module(module), base),),
                 {"__init__": refuse, "create": staticmethod(refuse)})
+
+
+_skip_runtime()  # last: importing dynamo asks torch.zynq for the codegen classes above
