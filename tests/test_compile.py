@@ -162,3 +162,86 @@ def test_default_backend_fails_naming_the_pynqtorch_backend() -> None:
     cpu = nn.Linear(4, 3)
     x = torch.randn(2, 4)
     assert torch.allclose(torch.compile(cpu)(x), cpu(x))
+
+
+def _counters() -> dict[str, int]:
+    return pynqtorch.report().engine.get("counters", {})
+
+
+def test_whole_graph_is_one_inductor_graph_with_weights_cached_on_the_zynq_parameters() -> None:
+    """GEMMs lowered into the compiled graph: one compiled run per forward, no split, no CPU fallback, every
+    weight's quantization reused from the zynq parameter's cache on the next forward."""
+    from pynqtorch.device.compiler import STATS
+
+    torch.manual_seed(4)
+    model = _mlp().eval().to("zynq")
+    compiled = torch.compile(model, backend=backend)
+    x = torch.randn(16, 20).to("zynq")
+    STATS.reset()
+    with torch.no_grad():
+        compiled(x)
+        pynqtorch.reset_report()
+        compiled(x)
+    assert (STATS.graphs, STATS.lowered, STATS.gemm_runs, STATS.host_runs, STATS.eager_runs) == (1, 1, 0, 0, 0)
+    assert STATS.graph_calls == 2 and STATS.host_calls == 2
+    rep = pynqtorch.report()
+    assert {k: v.calls for k, v in rep.accelerated.items()} == {"pynqtorch::gemm": 3}
+    assert not rep.cpu  # the ReLUs are inside the compiled graph, not CPU-fallback ops
+    assert _counters()["weight_cache_hits"] == _counters()["kernel_calls"] == 3
+
+
+def test_a_weight_written_between_compiled_calls_is_quantized_again() -> None:
+    torch.manual_seed(5)
+    model = nn.Linear(8, 4).eval().to("zynq")
+    compiled = torch.compile(model, backend=backend)
+    x = torch.randn(3, 8).to("zynq")
+    with torch.no_grad():
+        compiled(x)
+        model.weight.mul_(-2.0)
+        got = compiled(x).cpu()
+        want = model(x).cpu()
+    assert torch.equal(got, want)
+
+
+class _Positions(nn.Module):
+    """Creates a tensor on the input's device inside the graph (as GPT-2 and T5 do for positions and masks)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.proj = nn.Embedding(16, 8), nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pos = torch.arange(x.shape[1], device=x.device)
+        return self.proj(x + self.emb(pos)).softmax(-1)
+
+
+def test_tensors_created_on_zynq_inside_the_graph_keep_it_one_compiled_graph() -> None:
+    from pynqtorch.device.compiler import STATS
+
+    torch.manual_seed(6)
+    model = _Positions().eval().to("zynq")
+    x = torch.randn(2, 5, 8).to("zynq")
+    STATS.reset()
+    with torch.no_grad():
+        got = torch.compile(model, backend=backend)(x)
+        want = model(x).cpu()
+    assert got.device.type == "zynq" and STATS.lowered == 1 and STATS.eager_runs == 0
+    assert ((got.cpu() - want).norm() / want.norm()).item() < 1e-5
+
+
+def test_an_unlowered_gemm_op_splits_the_graph_instead_of_running_on_cpu() -> None:
+    """`nn.TransformerEncoderLayer` in eval takes the fused `_transformer_encoder_layer_fwd`, which has no
+    lowering: the graph is split and that op runs on zynq (its GEMMs on the kernel), never inside inductor."""
+    from pynqtorch.device.compiler import STATS
+
+    torch.manual_seed(7)
+    model = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True).eval().to("zynq")
+    x = torch.randn(2, 6, 16).to("zynq")
+    STATS.reset()
+    with torch.no_grad():
+        pynqtorch.reset_report()
+        got = torch.compile(model, backend=backend)(x).cpu()
+        kernel = _counters()["kernel_calls"]
+        want = model(x).cpu()
+    assert STATS.lowered == 0 and STATS.gemm_runs >= 1 and kernel > 0
+    assert ((got - want).norm() / want.norm()).item() < 1e-5

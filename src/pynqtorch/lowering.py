@@ -23,11 +23,15 @@ from .ops.gemm import _check
 
 
 def _owner(t: torch.Tensor | None) -> torch.Tensor | None:
-    """The zynq tensor of the running compiled graph whose memory `t` views, with `t`'s geometry."""
+    """The zynq tensor of the running compiled graph whose memory `t` views, with `t`'s geometry (derived-weight
+    caches key on it)."""
     from .device.compiler import owner_of
 
     owner = owner_of(t)
-    return None if owner is None else alias(owner, t)
+    if owner is None or (owner.shape == t.shape and owner.stride() == t.stride()
+                         and owner.storage_offset() == t.storage_offset() and owner.dtype == t.dtype):
+        return owner
+    return alias(owner, t)
 
 
 @torch.library.custom_op("pynqtorch::gemm", mutates_args=())
@@ -41,7 +45,10 @@ def gemm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         out = torch.matmul(a, b)
         record("pynqtorch::gemm", time.perf_counter() - t0, accelerated=False)
         return out
-    out = engine_gemm(a, b, b_owner=_owner(b)).contiguous()
+    from .device.compiler import owner_of
+
+    # the weight cache keys on the owner's storage and b's own geometry: any tensor of that storage will do
+    out = engine_gemm(a, b, b_owner=owner_of(b)).contiguous()
     record("pynqtorch::gemm", time.perf_counter() - t0, accelerated=True)
     return out
 
