@@ -34,7 +34,15 @@ def _owner(t: torch.Tensor | None) -> torch.Tensor | None:
     return alias(owner, t)
 
 
-@torch.library.custom_op("pynqtorch::gemm", mutates_args=())
+# Plain library ops (not `torch.library.custom_op`, whose Python wrappers cost more per call than a small GEMM's
+# host work); compiled graphs run them under no_grad (graphs needing autograd run eagerly on zynq).
+_lib = torch.library.Library("pynqtorch", "DEF")
+_lib.define("gemm(Tensor a, Tensor b) -> Tensor")
+_lib.define("convolution(Tensor x, Tensor w, Tensor? bias, SymInt[] stride, SymInt[] padding, SymInt[] dilation, "
+            "bool transposed, SymInt[] output_padding, SymInt groups) -> Tensor")
+
+
+@torch.library.impl(_lib, "gemm", "CPU")
 def gemm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a @ b`` (``[M, K] @ [K, N]`` or ``[B, M, K] @ [B, K, N]``) on the kernel, `b` cached as a weight when it
     views a zynq input of the compiled graph."""
@@ -53,12 +61,12 @@ def gemm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return out
 
 
-@gemm.register_fake
+@torch.library.register_fake("pynqtorch::gemm", lib=_lib)
 def _(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a.new_empty((*a.shape[:-1], b.shape[-1]))
 
 
-@torch.library.custom_op("pynqtorch::convolution", mutates_args=())
+@torch.library.impl(_lib, "convolution", "CPU")
 def convolution(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, stride: Sequence[int],
                 padding: Sequence[int], dilation: Sequence[int], transposed: bool, output_padding: Sequence[int],
                 groups: int) -> torch.Tensor:
@@ -82,7 +90,7 @@ def convolution(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, str
     return out
 
 
-@convolution.register_fake
+@torch.library.register_fake("pynqtorch::convolution", lib=_lib)
 def _(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, stride: Sequence[int], padding: Sequence[int],
       dilation: Sequence[int], transposed: bool, output_padding: Sequence[int], groups: int) -> torch.Tensor:
     return torch.ops.aten.convolution(x, w, bias, stride, padding, dilation, transposed, output_padding, groups)

@@ -224,7 +224,8 @@ def measure_compiled(name: str, quick: bool, reps: int) -> dict[str, Any]:
     zynq eager, in interleaved rounds after warm-up; compile times, graphs and graph breaks on the side."""
     from torch._dynamo.utils import counters
 
-    from ..device.compiler import NAME, STATS
+    from ..device.backend import pynqtorch  # the entry point of backend="pynqtorch"
+    from ..device.compiler import STATS
 
     zm = _build(name, quick)
     model = zm.model.eval()
@@ -239,7 +240,7 @@ def measure_compiled(name: str, quick: bool, reps: int) -> dict[str, Any]:
     cpu_compile_s = time.perf_counter() - t0
     counters.clear()
     STATS.reset()
-    czynq = torch.compile(zmodel, backend=NAME)
+    czynq = torch.compile(zmodel, backend=pynqtorch)
     t0 = time.perf_counter()
     got = zm.run(czynq, *zx).cpu()
     zynq_compile_s = time.perf_counter() - t0

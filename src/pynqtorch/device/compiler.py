@@ -17,9 +17,11 @@ that inductor cannot compile (e.g. they create zynq tensors), run eagerly on the
 counts them, with the graphs, runs and time of compiled runs, so a benchmark can tell a compiled model from one
 that silently ran eagerly.
 
-The device's own Python (kernels, engine, targets) is put on dynamo's skip list when this module is imported:
-where dynamo runs a model's code eagerly after a graph break (an LSTM/GRU module, say), the kernels that code
-reaches through the dispatcher would otherwise be traced and compiled as user code, frame by frame.
+The device's own Python (kernels, engine, targets) is put on dynamo's skip list (`skip_runtime`) when the
+backend is looked up by name (`device/backend.py`, the entry point) or first called: where dynamo runs a
+model's code eagerly after a graph break (an LSTM/GRU module, say), the kernels that code reaches through the
+dispatcher would otherwise be traced and compiled as user code, frame by frame. (This module itself stays
+cheap to import: the device module imports it for the codegen stand-ins.)
 
 PyTorch's default backend (inductor on the whole graph) cannot generate code for zynq tensors, whose data
 PyTorch does not see as a pointer; `refusing_codegen` makes it fail with an error that names this backend.
@@ -56,11 +58,18 @@ NAME = "pynqtorch"
 RUNTIME_PACKAGES = ("device", "ops", "engine", "targets", "hostops", "hw", "buildcache", "reporting")
 
 
-def _skip_runtime() -> None:
+_skipped: list[str] = []
+
+
+def skip_runtime() -> None:
+    """Put `RUNTIME_PACKAGES` on dynamo's skip list (once)."""
+    if _skipped:
+        return
     import torch._dynamo.trace_rules as rules
 
     for pkg in RUNTIME_PACKAGES:
-        rules.add(f"{__package__.rpartition('.')[0]}.{pkg}")
+        _skipped.append(f"{__package__.rpartition('.')[0]}.{pkg}")
+        rules.add(_skipped[-1])
 
 
 @dataclass
@@ -351,6 +360,7 @@ def _lazy_split(gm: torch.fx.GraphModule) -> Callable[..., Any]:
 
 def pynqtorch(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
     """The `torch.compile` backend: GEMM-family nodes on the kernel, other runs compiled by inductor for CPU."""
+    skip_runtime()
     STATS.graphs += 1
     if not any(is_zynq(x) for x in example_inputs) and not any(
             is_zynq(v) for v in (*gm.parameters(), *gm.buffers())):
@@ -396,6 +406,3 @@ def refusing_codegen(name: str) -> type:
 
     return type(f"Zynq{name}", (getattr(importlib.import_module(module), base),),
                 {"__init__": refuse, "create": staticmethod(refuse)})
-
-
-_skip_runtime()  # last: importing dynamo asks torch.zynq for the codegen classes above
