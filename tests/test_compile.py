@@ -229,19 +229,44 @@ def test_tensors_created_on_zynq_inside_the_graph_keep_it_one_compiled_graph() -
     assert ((got.cpu() - want).norm() / want.norm()).item() < 1e-5
 
 
+def _vdot_twice(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.vdot(a, b) * 2
+
+
 def test_an_unlowered_gemm_op_splits_the_graph_instead_of_running_on_cpu() -> None:
-    """`nn.TransformerEncoderLayer` in eval takes the fused `_transformer_encoder_layer_fwd`, which has no
-    lowering: the graph is split and that op runs on zynq (its GEMMs on the kernel), never inside inductor."""
+    """`vdot` has no lowering (and inductor's own decomposition of family ops is dropped): the graph is refused
+    before code generation and split, and vdot runs on zynq, on the kernel, never inside inductor."""
     from pynqtorch.device.compiler import STATS
 
     torch.manual_seed(7)
-    model = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True).eval().to("zynq")
-    x = torch.randn(2, 6, 16).to("zynq")
+    a, b = torch.randn(64).to("zynq"), torch.randn(64).to("zynq")
     STATS.reset()
     with torch.no_grad():
         pynqtorch.reset_report()
-        got = torch.compile(model, backend=backend)(x).cpu()
+        got = torch.compile(_vdot_twice, backend=backend)(a, b).cpu()
         kernel = _counters()["kernel_calls"]
+        want = _vdot_twice(a, b).cpu()
+    assert STATS.lowered == 0 and STATS.gemm_runs == 1 and STATS.host_runs == 1 and kernel > 0
+    assert torch.equal(got, want)
+
+
+def test_fused_encoder_layer_is_lowered_into_the_compiled_graph() -> None:
+    """`nn.TransformerEncoderLayer`'s fused fast path is lowered through its composite form: one graph, the same
+    kernel work as eager (where the same math runs on zynq)."""
+    from pynqtorch.device.compiler import STATS
+
+    torch.manual_seed(8)
+    model = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True).eval().to("zynq")
+    x = torch.randn(2, 6, 16).to("zynq")
+    STATS.reset()
+    compiled = torch.compile(model, backend=backend)
+    with torch.no_grad():
+        compiled(x)
+        pynqtorch.reset_report()
+        got = compiled(x).cpu()
+        kernel = _counters()["kernel_calls"]
+        pynqtorch.reset_report()
         want = model(x).cpu()
-    assert STATS.lowered == 0 and STATS.gemm_runs >= 1 and kernel > 0
-    assert ((got - want).norm() / want.norm()).item() < 1e-5
+        assert kernel == _counters()["kernel_calls"] > 0
+    assert STATS.lowered == 1 and STATS.gemm_runs == 0
+    assert ((got - want).norm() / want.norm()).item() < 1e-4

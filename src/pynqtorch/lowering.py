@@ -5,6 +5,8 @@
 multiplies. A B operand (weight) that views the memory of one of the graph's zynq inputs is cached on that zynq
 tensor's storage as in eager mode (`device.compiler.owner_of`); results are fresh CPU tensors. Calls the
 kernel cannot take (other dtypes, transposed or 3-D convolutions) run on CPU and are counted as CPU ops.
+`pynqtorch::_transformer_encoder_layer_fwd` is the fused encoder layer's math (`ops.attention`, the same as
+on zynq) as a composite op: traced through, its products become `pynqtorch::gemm` calls.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 from .device.report import record
 from .device.storage import alias
 from .ops._common import NotOffloadable
+from .ops.attention import transformer_encoder_layer_fwd
 from .ops.conv import conv2d_as_gemm
 from .ops.engine_bridge import gemm as engine_gemm
 from .ops.gemm import _check
@@ -94,3 +97,7 @@ def convolution(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, str
 def _(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, stride: Sequence[int], padding: Sequence[int],
       dilation: Sequence[int], transposed: bool, output_padding: Sequence[int], groups: int) -> torch.Tensor:
     return torch.ops.aten.convolution(x, w, bias, stride, padding, dilation, transposed, output_padding, groups)
+
+
+_lib.define(str(torch.ops.aten._transformer_encoder_layer_fwd.default._schema).removeprefix("aten::"))
+_lib.impl("_transformer_encoder_layer_fwd", transformer_encoder_layer_fwd, "CompositeImplicitAutograd")

@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 # Names of the torch functions, Tensor methods and aten ops whose nodes run on zynq (they lower to the kernel).
 GEMM_NAMES = frozenset({
     "linear", "matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "addmm", "baddbmm", "addbmm", "addmv", "mv",
-    "dot", "addr", "einsum", "tensordot", "inner", "bilinear", "chain_matmul", "multi_dot", "conv1d", "conv2d",
+    "dot", "vdot", "addr", "einsum", "tensordot", "inner", "bilinear", "chain_matmul", "multi_dot", "conv1d", "conv2d",
     "convolution", "_convolution", "scaled_dot_product_attention", "multi_head_attention_forward",
     "_native_multi_head_attention", "_transformer_encoder_layer_fwd", "_addmm_activation", "lstm", "gru",
 })
@@ -124,7 +124,8 @@ def _is_aten_gemm(node: torch.fx.Node) -> bool:
 
 def _lowerings() -> dict[torch._ops.OpOverload, Callable[..., Any]]:
     """Decompositions of GEMM-family aten ops into `pynqtorch::gemm` / `pynqtorch::convolution` calls (the ops
-    of `pynqtorch.lowering`, registered on `import pynqtorch`); attention into batched products."""
+    of `pynqtorch.lowering`, registered on `import pynqtorch`); attention into batched products; the fused
+    encoder layer into its composite form there."""
     from torch._decomp import decomposition_table
 
     aten, ops = torch.ops.aten, torch.ops.pynqtorch
@@ -159,7 +160,23 @@ def _lowerings() -> dict[torch._ops.OpOverload, Callable[..., Any]]:
         aten.convolution.default: ops.convolution,
         aten._scaled_dot_product_flash_attention_for_cpu.default:
             decomposition_table[aten._scaled_dot_product_flash_attention_for_cpu.default],
+        aten._transformer_encoder_layer_fwd.default: ops._transformer_encoder_layer_fwd,
     }
+
+
+# Ops whose values the GEMM kernels compute: inductor's own decompositions of them (small products as pointwise
+# code) are dropped, so an overload without a lowering stays in the graph and is refused by `_checked_inner`.
+FAMILY = frozenset({"mm", "addmm", "bmm", "baddbmm", "addbmm", "mv", "addmv", "dot", "vdot", "addr",
+                    "_addmm_activation", "convolution"})
+
+
+def _decompositions() -> dict[torch._ops.OpOverload, Callable[..., Any]]:
+    """Inductor's decompositions without those of `FAMILY` ops, plus `_lowerings()`."""
+    from torch._inductor.decomposition import select_decomp_table
+
+    keep = {op: fn for op, fn in select_decomp_table().items()
+            if not (isinstance(op, torch._ops.OpOverload) and op._schema.name.split("::")[-1] in FAMILY)}
+    return {**keep, **_lowerings()}
 
 
 class NotLowered(RuntimeError):
@@ -252,10 +269,7 @@ class _HostRun:
 
         try:
             if self.lower:
-                from torch._inductor.decomposition import select_decomp_table
-
-                fn = compile_fx(self.gm, views, inner_compile=_checked_inner,
-                                decompositions={**select_decomp_table(), **_lowerings()})
+                fn = compile_fx(self.gm, views, inner_compile=_checked_inner, decompositions=_decompositions())
             else:
                 fn = compile_fx(self.gm, views)
         except Exception as e:  # noqa: BLE001 -- any inductor failure: the fallback runs instead
