@@ -37,6 +37,7 @@ from ..reporting import report, reset_report
 from ..targets import registry
 from .gemm import CLOCK_MHZ
 from .models import GemmShapes
+from .timing import interleaved_times
 
 
 @dataclass
@@ -179,17 +180,6 @@ def _counts(rep: dict[str, Any], reps: int) -> dict[str, Any]:
     }
 
 
-def _interleaved(fns: Sequence[Callable[[], Any]], reps: int) -> list[list[float]]:
-    """Seconds of each function in each of `reps` rounds (the functions called in turn within a round)."""
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(reps):
-        for i, f in enumerate(fns):
-            t0 = time.perf_counter()
-            f()
-            times[i].append(time.perf_counter() - t0)
-    return times
-
-
 @torch.no_grad()
 def measure(name: str, quick: bool, reps: int) -> dict[str, Any]:
     """One zoo row: CPU fp32 and zynq forwards timed in interleaved rounds (median ratio and range)."""
@@ -206,7 +196,7 @@ def measure(name: str, quick: bool, reps: int) -> dict[str, Any]:
     got = zm.run(zmodel, *zx).cpu()  # warm-up: weights quantized once here
     zm.run(model, *zm.inputs)
     reset_report()
-    cpu_t, zynq_t = _interleaved([lambda: zm.run(model, *zm.inputs), lambda: zm.run(zmodel, *zx).cpu()], reps)
+    cpu_t, zynq_t = interleaved_times([lambda: zm.run(model, *zm.inputs), lambda: zm.run(zmodel, *zx).cpu()], reps)
     rep = report().to_dict()
     ratio, lo, hi = _ratio(zynq_t, cpu_t)
     return {**base, "cpu_ms": statistics.median(cpu_t) * 1e3, "zynq_ms": statistics.median(zynq_t) * 1e3,
@@ -256,7 +246,7 @@ def measure_compiled(name: str, quick: bool, reps: int) -> dict[str, Any]:
     for f in fns:  # a second warm-up: recompiles triggered by the first calls happen here
         f()
     graphs_before = counters["stats"]["unique_graphs"]
-    cpu_t, ccpu_t, zynq_t, eager_t = _interleaved(fns, reps)
+    cpu_t, ccpu_t, zynq_t, eager_t = interleaved_times(fns, reps)
     recompiles = counters["stats"]["unique_graphs"] - graphs_before
     reset_report()  # the op/kernel counts and time split of the compiled forward alone
     STATS.reset()
