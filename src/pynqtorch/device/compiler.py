@@ -201,12 +201,8 @@ def owner_of(t: torch.Tensor | None) -> torch.Tensor | None:
     owners = getattr(_local, "owners", None)
     if t is None or not owners:
         return None
-    return owners.get(t.untyped_storage().data_ptr())
-
-
-def _geometry(args: Sequence[Any]) -> tuple:
-    return tuple((tuple(a.shape), a.stride(), a.dtype, a.storage_offset()) if isinstance(a, torch.Tensor)
-                 else a for a in args)
+    hit = owners.get(t.untyped_storage().data_ptr())
+    return None if hit is None else hit[0]
 
 
 class _HostRun:
@@ -235,28 +231,39 @@ class _HostRun:
     def _run(self, args: tuple) -> Any:
         if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
             return self.gm(*args)  # autograd runs through the zynq tensors
-        views = [cpu_view(a) if is_zynq(a) else a for a in args]
-        key = _geometry(views)
-        if key not in self.compiled:
-            self.compiled[key] = self._compile(views)
-        fn = self.compiled[key]
+        # one pass: CPU views, the geometry key, and the zynq inputs by memory address (with their views'
+        # versions, to see writes)
+        views, key, zynq = [], [], {}
+        for a in args:
+            if isinstance(a, torch.Tensor):
+                if a.device.type == "zynq":
+                    v = cpu_view(a)
+                    zynq[v.untyped_storage().data_ptr()] = (a, v, v._version)
+                    a = v
+                key.append((a.shape, a.stride(), a.dtype, a.storage_offset()))
+            else:
+                key.append(a)
+            views.append(a)
+        key = tuple(key)
+        fn = self.compiled.get(key, self)
+        if fn is self:
+            fn = self.compiled[key] = self._compile(views)
         if fn is None:
             return self.fallback(*args) if self.fallback is not None else self.gm(*args)
         t0 = time.perf_counter()
-        versions = [v._version if isinstance(v, torch.Tensor) else None for v in views]
         if self.lower:
             saved = getattr(_local, "owners", None)
-            _local.owners = {a.untyped_storage().data_ptr(): a for a in args if is_zynq(a)}
+            _local.owners = zynq
             try:
                 out = fn(*views)
             finally:
                 _local.owners = saved
         else:
             out = fn(*views)
-        for a, v, before in zip(args, views, versions):
-            if is_zynq(a) and v._version != before:
+        for a, v, before in zynq.values():
+            if v._version != before:
                 mark_written(a)
-        out = _to_zynq(out, [(a, v) for a, v in zip(args, views) if is_zynq(a)])
+        out = _to_zynq(out, zynq)
         STATS.host_calls += 1
         if self.lower:
             STATS.lowered_s += time.perf_counter() - t0
@@ -307,17 +314,21 @@ def _on_host(gm: torch.fx.GraphModule) -> None:
         gm.recompile()
 
 
-def _to_zynq(out: Any, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> Any:
-    """Results of a CPU run as zynq tensors: views of an input's memory alias it, fresh memory is adopted."""
-    owners = {v.untyped_storage()._cdata: z for z, v in pairs}
+def _to_zynq(out: Any, inputs: dict[int, tuple[torch.Tensor, ...]]) -> Any:
+    """Results of a CPU run as zynq tensors: views of a zynq input's memory (`inputs`: memory address -> the
+    input first) alias it, fresh memory is adopted (once: results sharing it alias the first)."""
+    made: dict[int, torch.Tensor] = {}
 
     def one(r: Any) -> Any:
         if not isinstance(r, torch.Tensor) or r.device.type != "cpu":
             return r
-        sid = r.untyped_storage()._cdata
-        if sid in owners:
-            return alias(owners[sid], r)
-        owners[sid] = z = adopt_result(r)
+        ptr = r.untyped_storage().data_ptr()
+        base = inputs[ptr][0] if ptr and ptr in inputs else made.get(ptr) if ptr else None
+        if base is not None:
+            return alias(base, r)
+        z = adopt_result(r)
+        if ptr:
+            made[ptr] = z
         return z
 
     if isinstance(out, (list, tuple)):
