@@ -136,8 +136,7 @@ def test_bench_zoo_compile_reports_models_dynamo_does_not_compile(tmp_path: Path
     assert "ratio" not in row and row["error"].startswith("NotCompiled: dynamo gave the backend no graph")
 
 
-COMPILED = ["lenet", "gpt2", pytest.param("mobilenet_v2", marks=pytest.mark.slow),
-            pytest.param("t5", marks=pytest.mark.slow)]
+COMPILED = ["lenet", *(pytest.param(name, marks=pytest.mark.slow) for name in ("gpt2", "mobilenet_v2", "t5"))]
 
 
 @pytest.mark.parametrize("name", COMPILED)
