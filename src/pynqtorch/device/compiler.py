@@ -1,20 +1,19 @@
 """`torch.compile(model, backend="pynqtorch")`: GEMM-family nodes run on the kernel, the rest is compiled for CPU.
 
 Dynamo hands the backend an FX graph of the model. First the whole graph is compiled by inductor for CPU, with
-its GEMM-family aten ops lowered (`LOWERINGS`) to the ops `pynqtorch.lowering` defines: `pynqtorch::gemm`
+its GEMM-family aten ops lowered (`_lowerings`) to the ops `pynqtorch.lowering` defines: `pynqtorch::gemm`
 and `pynqtorch::convolution` call the engine on CPU views, so one compiled graph covers the model and the
 GEMMs still run on the kernel, with weights cached on the zynq tensors they view (`owner_of`). The graph
 receives zero-copy CPU views of its zynq inputs; its results become zynq tensors without copies (views of
-an input stay views of it). A GEMM-family op left unlowered (one without a lowering, e.g. a fused transformer
-fast path) makes that compilation fail rather than run on CPU.
+an input stay views of it). A GEMM-family op left unlowered (one without a lowering, e.g. `vdot`) makes that
+compilation fail rather than run on CPU.
 
-Graphs that cannot be compiled that way are split, in program order, into runs of GEMM-family nodes (matmul, linear, convolution, attention, ...) and runs of everything else. GEMM runs stay
-calls on the zynq tensors, so they reach the active target's kernel with quantized-weight caching intact.
-The other runs are compiled by inductor for CPU: zynq tensors live in host memory, so each run receives
-zero-copy CPU views of its zynq inputs and its results become zynq tensors without copies (views of an
-input stay views of it). A run is compiled per input geometry on first use. Runs that need autograd, or
-that inductor cannot compile (e.g. they create zynq tensors), run eagerly on the zynq tensors instead; `STATS`
-counts them, with the graphs, runs and time of compiled runs, so a benchmark can tell a compiled model from one
+Graphs that cannot be compiled that way are split, in program order, into runs of GEMM-family nodes (matmul,
+linear, convolution, attention, ...) and runs of everything else. GEMM runs stay calls on the zynq tensors,
+so they reach the active target's kernel with quantized-weight caching intact. The other runs are compiled by
+inductor for CPU on CPU views likewise. Graphs and runs are compiled per input geometry on first use. Graphs
+and runs that need autograd, and runs inductor cannot compile, run eagerly on the zynq tensors; `STATS` counts
+them, with the graphs, runs and time of compiled runs, so a benchmark can tell a compiled model from one
 that silently ran eagerly.
 
 The device's own Python (kernels, engine, targets) is put on dynamo's skip list (`skip_runtime`) when the
@@ -55,7 +54,7 @@ GEMM_MODULES = (torch.nn.Linear, torch.nn.Bilinear, torch.nn.Conv1d, torch.nn.Co
 
 NAME = "pynqtorch"
 # pynqtorch packages that run under the device (never user model code): dynamo must not trace them.
-RUNTIME_PACKAGES = ("device", "ops", "engine", "targets", "hostops", "hw", "buildcache", "reporting")
+RUNTIME_PACKAGES = ("device", "ops", "engine", "targets", "hostops", "hw", "buildcache", "reporting", "lowering")
 
 
 _skipped: list[str] = []
