@@ -39,4 +39,4 @@ def test_wheel_install_finds_bundled_hardware(tmp_path: Path) -> None:
     assert has_sw
     assert has_hostops  # the native host passes' C++ source ships in the wheel
     assert has_native  # so does the device's native runtime hooks'
-    assert backends == ["pynqtorch.device.compiler:pynqtorch"]  # torch.compile(..., backend="pynqtorch")
+    assert backends == ["pynqtorch.device.backend:pynqtorch"]  # torch.compile(..., backend="pynqtorch")

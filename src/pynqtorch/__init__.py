@@ -6,7 +6,7 @@ Importing registers the `zynq` device. GEMM-family ops on zynq tensors run on th
 
 from __future__ import annotations
 
-from . import ops
+from . import lowering, ops  # noqa: F401 -- lowering: the ops compiled graphs call
 from .device import StrictModeError, register, strict
 from .engine import QuantConfig, Scheme, get_quant_config, quant_config, register_scheme, set_quant_config
 from .hw.kernels import add_kernel_path

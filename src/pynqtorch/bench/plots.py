@@ -84,9 +84,9 @@ def model_plot(res: dict[str, Any], out: Path) -> Path:
     return _save(fig, out / "models_latency.png")
 
 
-def zoo_plot(res: dict[str, Any], out: Path) -> Path:
-    """``zoo.png``: zynq/CPU time ratio per model (median, min-max range) and where each zynq forward's time
-    goes, as a fraction of the CPU forward."""
+def zoo_plot(res: dict[str, Any], out: Path, name: str = "zoo") -> Path:
+    """``<name>.png``: zynq/CPU time ratio per model (median, min-max range) and where each zynq forward's time
+    goes, as a fraction of the CPU forward (compiled zoo: inductor runs as a part of their own)."""
     rows = [r for r in res["rows"] if "ratio" in r]
     names = [r["model"] for r in rows]
     x = range(len(rows))
@@ -101,18 +101,22 @@ def zoo_plot(res: dict[str, Any], out: Path) -> Path:
         ax.axhline(res["geomean_ratio"], color="tab:green", ls=":", label=f"geomean {res['geomean_ratio']:.2f}x")
     ax.set_xticks(list(x), names, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("zynq / CPU fp32 time")
-    ax.set_title(f"model zoo on {res['target']} (torch threads: {res['threads']}, {res['reps']} interleaved rounds)")
+    mode = "torch.compile" if res.get("compiled") else "eager"
+    ax.set_title(f"model zoo on {res['target']}, {mode} (torch threads: {res['threads']}, {res['reps']} interleaved "
+                 "rounds)")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
     ax = fig.add_subplot(2, 1, 2)
     bottom = [0.0] * len(rows)
     parts = (("kernel_run_ms", "kernel calls"), ("host_ms", "accelerated ops: host"),
-             ("fallback_ms", "CPU-fallback ops"), ("other_ms", "dispatch and the rest"))
+             ("fallback_ms", "CPU-fallback ops"), ("inductor_ms", "inductor runs"), ("other_ms", "dispatch and the rest"))
     for key, label in parts:
+        if not any(key in r["time"] or key == "host_ms" for r in rows):
+            continue
         vals = []
         for r in rows:
             t = r["time"]
-            v = t["accelerated_ms"] - t["kernel_run_ms"] if key == "host_ms" else t[key]
+            v = t["accelerated_ms"] - t["kernel_run_ms"] if key == "host_ms" else t.get(key, 0.0)
             vals.append(v / r["cpu_ms"])
         ax.bar(x, vals, bottom=bottom, label=label)
         bottom = [b + v for b, v in zip(bottom, vals)]
@@ -121,4 +125,4 @@ def zoo_plot(res: dict[str, Any], out: Path) -> Path:
     ax.set_title("where the zynq time goes")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
-    return _save(fig, out / "zoo.png")
+    return _save(fig, out / f"{name}.png")

@@ -9,6 +9,13 @@ the predicted board time of the model's GEMMs: kernel cycles (`hw.perf`) plus th
 cost of every call (`hw.perf.BOARD_HOST`). GEMMs are recorded on the CPU run (linear, matmul, bmm, convolutions);
 those inside CPU's fused attention and recurrent kernels are not seen there, so those models' board
 figures are partial.
+
+With ``compile=True`` every model runs through ``torch.compile(model, backend="pynqtorch")`` on zynq and is
+compared, in the same interleaved rounds, with CPU fp32 eager, CPU fp32 compiled by inductor (PyTorch's default
+backend) and zynq eager. Compilation (the first call of each compiled model) is timed separately, never in a
+ratio. A compiled row also counts dynamo's graphs and graph breaks, recompiles during the rounds, and the
+inductor runs that ran eagerly instead (`device.compiler.STATS`); a model dynamo gave the backend no graph for,
+or whose timed forwards called no compiled graph, is an error row, never an eager run counted as compiled.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from ..reporting import report, reset_report
 from ..targets import registry
 from .gemm import CLOCK_MHZ
 from .models import GemmShapes
+from .timing import interleaved_times
 
 
 @dataclass
@@ -135,15 +143,41 @@ MODELS = ("lenet", "resnet", "mobilenet_v2", "convnext", "vit", "bert", "gpt2", 
           "lstm", "gru")
 
 
-def _where(rep: dict[str, Any], seconds: float, reps: int) -> dict[str, float]:
+def _where(rep: dict[str, Any], seconds: float, reps: int, split_s: float = 0.0, lowered_s: float = 0.0
+           ) -> dict[str, float]:
     """Per-forward milliseconds: accelerated ops (of which engine kernel calls `run` and host passes), CPU
-    fallback ops, and the rest (dispatch, framework, Python between ops)."""
+    fallback ops, inductor-compiled code on CPU views (compiled models only: runs of split graphs, `split_s`, and
+    whole lowered graphs less the ops they call, `lowered_s`, over `reps` forwards), and the rest (dispatch,
+    framework, Python between ops)."""
     acc = sum(v["seconds"] for v in rep["accelerated"].values()) / reps
     cpu = sum(v["seconds"] for v in rep["cpu"].values()) / reps
+    ind = split_s / reps + (max(lowered_s / reps - acc - cpu, 0.0) if lowered_s else 0.0)
     phases = rep["engine"].get("phases_s", {})
     run = phases.get("run", 0.0) / reps
     return {"total_ms": seconds * 1e3, "accelerated_ms": acc * 1e3, "kernel_run_ms": run * 1e3,
-            "fallback_ms": cpu * 1e3, "other_ms": max(seconds - acc - cpu, 0.0) * 1e3}
+            "fallback_ms": cpu * 1e3, "inductor_ms": ind * 1e3, "other_ms": max(seconds - acc - cpu - ind, 0.0) * 1e3}
+
+
+def _rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
+    e, g = want.double(), got.double()
+    return float((g - e).norm() / e.norm()) if e.norm() > 0 else float((g - e).norm())
+
+
+def _ratio(num: list[float], den: list[float]) -> tuple[float, float, float]:
+    """Median, min and max of the per-round ratios."""
+    r = sorted(n / d for n, d in zip(num, den, strict=True))
+    return statistics.median(r), r[0], r[-1]
+
+
+def _counts(rep: dict[str, Any], reps: int) -> dict[str, Any]:
+    """Per-forward kernel calls, accelerated and fallback ops, and the top fallbacks, from a report."""
+    return {
+        "kernel_calls": rep["engine"].get("counters", {}).get("kernel_calls", 0) // reps,
+        "accelerated_ops": sum(v["calls"] for v in rep["accelerated"].values()) // reps,
+        "fallback_ops": sum(v["calls"] for v in rep["cpu"].values()) // reps,
+        "top_fallbacks": {k: v["calls"] // reps for k, v in
+                          sorted(rep["cpu"].items(), key=lambda kv: -kv[1]["seconds"])[:5]},
+    }
 
 
 @torch.no_grad()
@@ -156,52 +190,113 @@ def measure(name: str, quick: bool, reps: int) -> dict[str, Any]:
     with GemmShapes() as rec:
         expected = zm.run(model, *zm.inputs)
     board = workload_perf(registry.active().desc, rec.shapes, CLOCK_MHZ, BOARD_HOST)
+    base = {"model": name, "family": zm.family, "params": sum(p.numel() for p in model.parameters()),
+            "board": {"kernel_ms": board["kernel_s"] * 1e3, "host_ms": board["host_s"] * 1e3,
+                      "calls": board["calls"]}}
     got = zm.run(zmodel, *zx).cpu()  # warm-up: weights quantized once here
     zm.run(model, *zm.inputs)
     reset_report()
-    cpu_t, zynq_t = [], []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        zm.run(model, *zm.inputs)
-        t1 = time.perf_counter()
-        zm.run(zmodel, *zx).cpu()
-        t2 = time.perf_counter()
-        cpu_t.append(t1 - t0)
-        zynq_t.append(t2 - t1)
+    cpu_t, zynq_t = interleaved_times([lambda: zm.run(model, *zm.inputs), lambda: zm.run(zmodel, *zx).cpu()], reps)
     rep = report().to_dict()
-    ratios = sorted(z / c for z, c in zip(zynq_t, cpu_t, strict=True))
-    e, g = expected.double(), got.double()
-    counters = rep["engine"].get("counters", {})
+    ratio, lo, hi = _ratio(zynq_t, cpu_t)
+    return {**base, "cpu_ms": statistics.median(cpu_t) * 1e3, "zynq_ms": statistics.median(zynq_t) * 1e3,
+            "ratio": ratio, "ratio_min": lo, "ratio_max": hi, "rel_err": _rel_err(got, expected),
+            **_counts(rep, reps), "time": _where(rep, statistics.median(zynq_t), reps)}
+
+
+class NotCompiled(RuntimeError):
+    """The compiled model did not run as compiled (no graph reached the backend, or no compiled graph ran)."""
+
+
+@torch.no_grad()
+def measure_compiled(name: str, quick: bool, reps: int) -> dict[str, Any]:
+    """One compiled zoo row: zynq compiled (backend "pynqtorch") vs CPU fp32 eager and inductor-compiled, with
+    zynq eager, in interleaved rounds after warm-up; compile times, graphs and graph breaks on the side."""
+    from torch._dynamo.utils import counters
+
+    from ..device.backend import pynqtorch  # the entry point of backend="pynqtorch"
+    from ..device.compiler import STATS
+
+    zm = _build(name, quick)
+    model = zm.model.eval()
+    zmodel = copy.deepcopy(model).to("zynq")
+    zx = tuple(x.to("zynq") for x in zm.inputs)
+    expected = zm.run(model, *zm.inputs)
+    eager = zm.run(zmodel, *zx).cpu()  # warm-up: weights quantized once here
+    torch._dynamo.reset()
+    ccpu = torch.compile(model)
+    t0 = time.perf_counter()
+    zm.run(ccpu, *zm.inputs)
+    cpu_compile_s = time.perf_counter() - t0
+    counters.clear()
+    STATS.reset()
+    czynq = torch.compile(zmodel, backend=pynqtorch)
+    t0 = time.perf_counter()
+    got = zm.run(czynq, *zx).cpu()
+    zynq_compile_s = time.perf_counter() - t0
+    breaks = sum(counters["graph_break"].values())
+    if STATS.graphs == 0:
+        why = (" (dynamo skips nn.LSTM/nn.GRU unless torch._dynamo.config.allow_rnn; with it, tracing stops at the "
+               "zynq recurrent kernel, which has no fake-tensor rule)" if zm.family == "rnn" else "")
+        raise NotCompiled(f"dynamo gave the backend no graph ({breaks} graph breaks): the model ran eagerly{why}")
+    graphs = counters["stats"]["unique_graphs"]
+    runs = {"lowered": STATS.lowered, "gemm": STATS.gemm_runs, "inductor": STATS.host_runs, "eager": STATS.eager_runs}
+    fns = [lambda: zm.run(model, *zm.inputs), lambda: zm.run(ccpu, *zm.inputs),
+           lambda: zm.run(czynq, *zx).cpu(), lambda: zm.run(zmodel, *zx).cpu()]
+    for f in fns:  # a second warm-up: recompiles triggered by the first calls happen here
+        f()
+    graphs_before = counters["stats"]["unique_graphs"]
+    cpu_t, ccpu_t, zynq_t, eager_t = interleaved_times(fns, reps)
+    recompiles = counters["stats"]["unique_graphs"] - graphs_before
+    reset_report()  # the op/kernel counts and time split of the compiled forward alone
+    STATS.reset()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        zm.run(czynq, *zx).cpu()
+    forward_s = (time.perf_counter() - t0) / reps
+    if STATS.graph_calls == 0:
+        raise NotCompiled("the compiled forwards called no compiled graph: the model ran eagerly")
+    rep = report().to_dict()
+    ratio, lo, hi = _ratio(zynq_t, cpu_t)
+    vs_inductor, vs_lo, vs_hi = _ratio(zynq_t, ccpu_t)
     return {
-        "model": name, "family": zm.family,
-        "params": sum(p.numel() for p in model.parameters()),
-        "cpu_ms": statistics.median(cpu_t) * 1e3, "zynq_ms": statistics.median(zynq_t) * 1e3,
-        "ratio": statistics.median(ratios), "ratio_min": ratios[0], "ratio_max": ratios[-1],
-        "rel_err": float((g - e).norm() / e.norm()) if e.norm() > 0 else float((g - e).norm()),
-        "kernel_calls": counters.get("kernel_calls", 0) // reps,
-        "accelerated_ops": sum(v["calls"] for v in rep["accelerated"].values()) // reps,
-        "fallback_ops": sum(v["calls"] for v in rep["cpu"].values()) // reps,
-        "top_fallbacks": {k: v["calls"] // reps for k, v in
-                          sorted(rep["cpu"].items(), key=lambda kv: -kv[1]["seconds"])[:5]},
-        "time": _where(rep, statistics.median(zynq_t), reps),
-        "board": {"kernel_ms": board["kernel_s"] * 1e3, "host_ms": board["host_s"] * 1e3, "calls": board["calls"]},
+        "model": name, "family": zm.family, "params": sum(p.numel() for p in model.parameters()),
+        "cpu_ms": statistics.median(cpu_t) * 1e3, "cpu_compiled_ms": statistics.median(ccpu_t) * 1e3,
+        "zynq_ms": statistics.median(zynq_t) * 1e3, "zynq_eager_ms": statistics.median(eager_t) * 1e3,
+        "ratio": ratio, "ratio_min": lo, "ratio_max": hi,
+        "ratio_vs_compiled_cpu": vs_inductor, "ratio_vs_compiled_cpu_min": vs_lo,
+        "ratio_vs_compiled_cpu_max": vs_hi, "eager_ratio": _ratio(eager_t, cpu_t)[0],
+        "compile_s": {"cpu": cpu_compile_s, "zynq": zynq_compile_s},
+        "rel_err": _rel_err(got, expected), "rel_diff_vs_eager": _rel_err(got, eager),
+        "graphs": graphs, "graph_breaks": breaks, "recompiles": recompiles, "runs": runs,
+        "graph_calls": STATS.graph_calls // reps,
+        **_counts(rep, reps), "time": _where(rep, forward_s, reps, STATS.host_s, STATS.lowered_s),
     }
 
 
+def _geomean(rows: list[dict[str, Any]], key: str) -> float | None:
+    ok = [r[key] for r in rows if key in r]
+    return math.exp(sum(math.log(r) for r in ok) / len(ok)) if ok else None
+
+
 def run(quick: bool = False, models: Sequence[str] = MODELS, target: str = "ref",
-        advance: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Zoo rows on `target` (eager), plus the geometric mean of the ratios."""
+        advance: Callable[[str], None] | None = None, compile: bool = False) -> dict[str, Any]:
+    """Zoo rows on `target` (eager, or compiled with backend "pynqtorch"), plus the geometric means of the
+    ratios (over the rows that ran)."""
     reps = 3 if quick else 7
     registry.use(target)
     rows = []
     for name in models:
         if advance is not None:
-            advance(f"{name} on {target}")
+            advance(f"{name} on {target}" + (" (compiled)" if compile else ""))
         try:
-            rows.append(measure(name, quick, reps))
-        except (RuntimeError, NotImplementedError, TypeError, ValueError) as e:
-            rows.append({"model": name, "error": f"{type(e).__name__}: {e}"})
-    ok = [r["ratio"] for r in rows if "ratio" in r]
-    geo = math.exp(sum(math.log(r) for r in ok) / len(ok)) if ok else None
-    return {"target": target, "threads": torch.get_num_threads(), "reps": reps, "quick": quick,
-            "clock_mhz": CLOCK_MHZ, "board_host": "hw.perf.BOARD_HOST (Cortex-A9 650 MHz, modelled)", "geomean_ratio": geo, "rows": rows}
+            rows.append(measure_compiled(name, quick, reps) if compile else measure(name, quick, reps))
+        except Exception as e:  # noqa: BLE001 -- any failure (incl. dynamo's and inductor's) is the row's error
+            rows.append({"model": name, "error": f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"})
+    res = {"target": target, "compiled": compile, "threads": torch.get_num_threads(), "reps": reps, "quick": quick,
+           "clock_mhz": CLOCK_MHZ, "board_host": "hw.perf.BOARD_HOST (Cortex-A9 650 MHz, modelled)",
+           "geomean_ratio": _geomean(rows, "ratio"), "rows": rows}
+    if compile:
+        res["geomean_vs_compiled_cpu"] = _geomean(rows, "ratio_vs_compiled_cpu")
+        res["geomean_eager_ratio"] = _geomean(rows, "eager_ratio")
+    return res

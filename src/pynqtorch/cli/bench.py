@@ -89,6 +89,8 @@ def models_table(res: dict[str, Any]) -> Table:
 
 
 def zoo_table(res: dict[str, Any]) -> Table:
+    if res.get("compiled"):
+        return zoo_compiled_table(res)
     geo = res["geomean_ratio"]
     t = Table(title=f"model zoo on {res['target']}, eager, vs CPU fp32 (torch threads: {res['threads']}; median of "
                     f"{res['reps']} interleaved rounds, range in brackets)",
@@ -110,6 +112,40 @@ def zoo_table(res: dict[str, Any]) -> Table:
                   f"{r['ratio']:.2f}x [{r['ratio_min']:.2f}-{r['ratio_max']:.2f}]", f"{r['rel_err']:.1e}",
                   str(r["kernel_calls"]), str(r["accelerated_ops"]), str(r["fallback_ops"]), split,
                   f"{r['board']['kernel_ms']:.2f} + {r['board']['host_ms']:.1f} ({r['board']['calls']})")
+    return t
+
+
+def zoo_compiled_table(res: dict[str, Any]) -> Table:
+    """The compiled zoo: zynq compiled vs CPU eager and CPU inductor, graphs, compile times, time split."""
+    def geo(key: str) -> str:
+        return _opt(res[key], ".2f") + "x"
+
+    t = Table(title=f"model zoo on {res['target']}, torch.compile(backend='pynqtorch') vs CPU fp32 (torch threads: "
+                    f"{res['threads']}; median of {res['reps']} interleaved rounds, range in brackets)",
+              caption=f"geometric means: zynq compiled / CPU eager {geo('geomean_ratio')}, / CPU inductor "
+                      f"{geo('geomean_vs_compiled_cpu')}; zynq eager / CPU eager {geo('geomean_eager_ratio')} "
+                      "(over the rows that ran). compile s: first call, not in any ratio. graphs (breaks): "
+                      "dynamo's; runs: whole graphs with lowered GEMMs, else of split graphs GEMM / inductor / "
+                      "eager (inductor refused). time split per compiled "
+                      "forward: kernel / host part of accelerated ops / CPU-fallback ops / inductor runs / rest")
+    for c in ("model", "CPU ms", "CPU inductor ms", "zynq ms", "zynq/CPU", "zynq/CPU inductor", "eager zynq/CPU",
+              "compile s zynq / CPU", "rel. err", "graphs (breaks)", "runs", "kernel calls", "fallback ops",
+              "kernel / host / fallback / inductor / rest ms"):
+        t.add_column(c, justify="left" if c == "model" else "right")
+    for r in res["rows"]:
+        if "error" in r:
+            t.add_row(r["model"], "[red]failed[/]", *[""] * 11, r["error"][:80])
+            continue
+        w, runs = r["time"], r["runs"]
+        split = (f"{w['kernel_run_ms']:.1f} / {w['accelerated_ms'] - w['kernel_run_ms']:.1f} / "
+                 f"{w['fallback_ms']:.1f} / {w['inductor_ms']:.1f} / {w['other_ms']:.1f}")
+        t.add_row(r["model"], f"{r['cpu_ms']:.2f}", f"{r['cpu_compiled_ms']:.2f}", f"{r['zynq_ms']:.2f}",
+                  f"{r['ratio']:.2f}x [{r['ratio_min']:.2f}-{r['ratio_max']:.2f}]",
+                  f"{r['ratio_vs_compiled_cpu']:.2f}x", f"{r['eager_ratio']:.2f}x",
+                  f"{r['compile_s']['zynq']:.1f} / {r['compile_s']['cpu']:.1f}", f"{r['rel_err']:.1e}",
+                  f"{r['graphs']} ({r['graph_breaks']})",
+                  f"{runs['lowered']} | {runs['gemm']} / {runs['inductor']} / {runs['eager']}",
+                  str(r["kernel_calls"]), str(r["fallback_ops"]), split)
     return t
 
 
@@ -154,7 +190,8 @@ def _engine(quick: bool, out: Path, show: bool) -> dict[str, Any]:
     return {**res, "files": [str(path)]}
 
 
-def _zoo(quick: bool, target: str, models: list[str] | None, out: Path, show: bool) -> dict[str, Any]:
+def _zoo(quick: bool, target: str, models: list[str] | None, out: Path, show: bool, compile: bool = False
+         ) -> dict[str, Any]:
     from ..bench import plots, zoo
 
     names = models or list(zoo.MODELS)
@@ -162,8 +199,9 @@ def _zoo(quick: bool, target: str, models: list[str] | None, out: Path, show: bo
     if unknown:
         fail(f"unknown zoo model(s) {', '.join(unknown)}; choose from {', '.join(zoo.MODELS)}")
     with _bar(len(names), show) as advance:
-        res = zoo.run(quick, names, target, advance)
-    files = [_write(out, "zoo", res), plots.zoo_plot(res, out)]
+        res = zoo.run(quick, names, target, advance, compile=compile)
+    name = "zoo-compile" if compile else "zoo"
+    files = [_write(out, name, res), plots.zoo_plot(res, out, name)]
     if show:
         console.print(zoo_table(res))
     return {**res, "files": [str(f) for f in files]}
@@ -182,9 +220,13 @@ def bench_cmd(
         "--model", "-m", help="zoo: only these models (repeatable; default: all).")] = None,
     threads: Annotated[int | None, typer.Option(
         "--threads", min=1, help="Torch threads for CPU and zynq runs alike (default: torch's).")] = None,
+    compile_: Annotated[bool, typer.Option(
+        "--compile", help="zoo: torch.compile every model (backend 'pynqtorch' on zynq; CPU eager and inductor "
+                          "alongside); writes zoo-compile.json/.png.")] = False,
 ) -> None:
     """GEMM sweep (time, speedup, error, predicted board time), model latency per target, engine benchmark,
-    model zoo (real architectures, zynq/CPU ratio, error, kernel calls, fallbacks, time split)."""
+    model zoo (real architectures, zynq/CPU ratio, error, kernel calls, fallbacks, time split; eager or with
+    torch.compile)."""
     if suite not in SUITES:
         fail(f"unknown benchmark suite {suite!r}; choose one of {', '.join(SUITES)}")
     for t in target or []:
@@ -207,7 +249,7 @@ def bench_cmd(
     if suite in ("engine", "all"):
         result["engine"] = _engine(quick, out, show)
     if suite in ("zoo", "all"):
-        result["zoo"] = _zoo(quick, (target or ["ref"])[0], model, out, show)
+        result["zoo"] = _zoo(quick, (target or ["ref"])[0], model, out, show, compile_)
     failed = [r for part in ("models", "zoo") for r in result.get(part, {}).get("rows", []) if "error" in r]
     if json_out:
         emit_json(result)

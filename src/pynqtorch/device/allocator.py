@@ -33,7 +33,9 @@ class HostAllocator:
     name = "cpu"
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        # reentrant: a buffer freed by the garbage collector while the lock is held (any allocation inside
+        # `_account` may run a collection) releases itself through its weakref callback on this thread
+        self._lock = threading.RLock()
         # token -> (weak reference to the buffer, its accounted size), until the buffer is collected; tokens,
         # not the references, are the keys (comparing references would compare the tensors).
         self._live: dict[int, tuple[weakref.ref, int]] = {}
