@@ -88,9 +88,7 @@ class HostAllocator:
                              f"{buf.device} at offset {buf.storage_offset()}")
         n = buf.numel()
         token = next(self._tokens)
-        # Creating a container object (a tuple, a function, even `max()`'s argument tuple) can run the garbage
-        # collector, and a buffer it frees calls `_release`, which takes the same non-reentrant lock: nothing is
-        # created while the lock is held.
+        # Made before the lock is taken (creating a container can start a collection, see `__init__`).
         entry = (weakref.ref(buf, lambda _, token=token: self._release(token)), n)
         with self._lock:
             self._live[token] = entry
