@@ -94,8 +94,7 @@ class HostAllocator:
             self._live[token] = entry
             self._allocated += n
             self._count += 1
-            if self._allocated > self._peak:
-                self._peak = self._allocated
+            self._peak = max(self._peak, self._allocated)
         if self.external:  # outside the lock: the call may run the garbage collector, hence `_release`
             self.external.stats(n)
         return buf
