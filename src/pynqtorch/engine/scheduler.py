@@ -129,6 +129,9 @@ class Scheduler:
         self._pad = not all(u.any_shape for u in self.units)
         # A batch of one-call GEMMs goes to one unit at once when every unit takes stacks (the golden model).
         self._stacks = all(u.stacks for u in self.units)
+        # Every unit's call is the exact integer product (`ComputeUnit.exact`): the engine may compute small
+        # products itself and account them with `host_call`.
+        self.exact = all(u.exact for u in self.units)
         arith = active.desc.arith
         self._tile = (active.desc.tile.m, active.desc.tile.n, active.desc.tile.k)
         # Digit width for exact limbs and the symmetric quantization range of this kernel.
@@ -247,14 +250,25 @@ class Scheduler:
             t1 = time.perf_counter()
             out = self.units[u].run_stack(a, b)
             t2 = time.perf_counter()
-        tile = self._tile
         bt, m, k = a.shape
-        n = b.shape[2]
-        tiles = bt * -(-m // tile[0]) * -(-n // tile[1]) * -(-k // tile[2])
-        padded = int(m % tile[0] != 0 or n % tile[1] != 0 or k % tile[2] != 0)
         STATS.record({"prepare": t1 - start, "run": t2 - t1, "schedule_wall": t2 - start}, {"kernel_calls": 1},
-                     (self.units[u].name, 1, tiles, padded, t2 - t1))
+                     (self.units[u].name, 1, *self._volume(bt, m, b.shape[2], k), t2 - t1))
         return out
+
+    def _volume(self, bt: int, m: int, n: int, k: int) -> tuple[int, int]:
+        """(tiles, padded calls) of one call computing ``bt`` products ``[m, k] @ [k, n]`` unpadded."""
+        tile = self._tile
+        tiles = bt * -(-m // tile[0]) * -(-n // tile[1]) * -(-k // tile[2])
+        return tiles, int(m % tile[0] != 0 or n % tile[1] != 0 or k % tile[2] != 0)
+
+    def host_call(self, m: int, n: int, k: int, seconds: float, phases: dict[str, float],
+                  counters: dict[str, int]) -> None:
+        """Account an ``[m, k] @ [k, n]`` product the engine computed itself in `seconds` (units with `exact`) as
+        one call of the next unit, with the caller's `phases` and `counters`."""
+        unit = self.units[next(self._next_unit) % len(self.units)]
+        unit.counted()
+        STATS.record({**phases, "run": seconds, "schedule_wall": seconds}, {**counters, "kernel_calls": 1},
+                     (unit.name, 1, *self._volume(1, m, n, k), seconds))
 
     def _work(self, job: _Job, u: int) -> None:
         unit: ComputeUnit = self.units[u]

@@ -1,5 +1,5 @@
-"""Native host passes of the engine: fused int8 quantization (of operands and of convolution patches) and
-dequantization (``hostops.cpp``).
+"""Native host passes of the engine: fused int8 quantization (of operands and of convolution patches),
+dequantization, and small exact GEMMs in one pass (``hostops.cpp``).
 
 The torch formulation in `engine.quant` takes four to six passes over an operand (|x|, max, multiply,
 round, convert); the C++ here takes one or two and returns bit-identical results (same IEEE float32
@@ -42,6 +42,8 @@ _SIGNATURES = {
     "pynqtorch_quantize_tensor": ([_ptr, _i64, _i64, _i64, _i64, _i64, _f32, _ptr, _ptr], ctypes.c_int),
     "pynqtorch_im2col_quantize": ([_ptr, ctypes.POINTER(_i64), ctypes.c_int, _f32, _ptr, _ptr], ctypes.c_int),
     "pynqtorch_dequantize": ([_ptr, _i64, _i64, _i64, _ptr, _i64, _i64, _ptr, _i64, _i64, _ptr], ctypes.c_int),
+    "pynqtorch_gemm_rows": ([_ptr, _i64, _i64, _i64, ctypes.c_int, _f32, _ptr, _i64, _ptr, _i64, _ptr, _ptr, _i64, _ptr,
+                             _ptr], ctypes.c_int),
 }
 
 
@@ -160,3 +162,30 @@ def dequantize(acc: torch.Tensor, sa: torch.Tensor, sb: torch.Tensor) -> torch.T
     st = lib.pynqtorch_dequantize(acc.data_ptr(), nb, m, n, sa.data_ptr(), *_strides(sa, 1), sb.data_ptr(),
                                   *_strides(sb, 2), out.data_ptr())
     return out if st == 0 else None
+
+
+def gemm_rows(a: torch.Tensor, bf: torch.Tensor, sb: torch.Tensor, per_line: bool, qmax: int,
+              bias: torch.Tensor | None = None, add: torch.Tensor | None = None) -> torch.Tensor | None:
+    """`quantize` float32 `a` ``[M, K]`` (per row if `per_line`), multiply by the quantized weight held as float32
+    `bf` ``[K, N]``, `dequantize` with B's float32 scales `sb` (``[1, 1, N]`` or one) in one pass, then
+    ``out += bias`` (``[N]``) and ``out += add`` (``[M, N]``) as torch's ``add_`` does them; or None (the caller
+    takes the general path): also when the dequantization's overflow guard trips. The caller guarantees that
+    ``K * qmax * max|bf| <= 2**24``, so the float sums are the exact integer product."""
+    lib = library()
+    m, k = a.shape
+    n = bf.shape[1]
+    if (lib is None or a.dtype != torch.float32 or a.numel() == 0 or a.stride(-1) != 1 or not _flat(bf, sb, bias)
+            or (add is not None and (add.dtype != torch.float32 or add.shape != (m, n) or add.stride(1) != 1))):
+        return None
+    out = torch.empty((m, n), dtype=torch.float32)
+    work = torch.empty(m * k + m, dtype=torch.float32)
+    st = lib.pynqtorch_gemm_rows(a.data_ptr(), m, k, a.stride(0), int(per_line), float(qmax), bf.data_ptr(), n,
+                                 sb.data_ptr(), int(sb.numel() > 1), None if bias is None else bias.data_ptr(),
+                                 None if add is None else add.data_ptr(), 0 if add is None else add.stride(0),
+                                 out.data_ptr(), work.data_ptr())
+    return out if st == 0 else None
+
+
+def _flat(*ts: torch.Tensor | None) -> bool:
+    """Every tensor given is contiguous float32."""
+    return all(t is None or (t.dtype == torch.float32 and t.is_contiguous()) for t in ts)
