@@ -164,22 +164,22 @@ def dequantize(acc: torch.Tensor, sa: torch.Tensor, sb: torch.Tensor) -> torch.T
     return out if st == 0 else None
 
 
-def gemm_rows(a: torch.Tensor, bf: torch.Tensor, sb: torch.Tensor, per_line: bool, qmax: int,
+def gemm_rows(a: torch.Tensor, b: torch.Tensor, sb: torch.Tensor, per_line: bool, qmax: int,
               bias: torch.Tensor | None = None, add: torch.Tensor | None = None) -> torch.Tensor | None:
-    """`quantize` float32 `a` ``[M, K]`` (per row if `per_line`), multiply by the quantized weight held as float32
-    `bf` ``[K, N]``, `dequantize` with B's float32 scales `sb` (``[1, 1, N]`` or one) in one pass, then
+    """`quantize` float32 `a` ``[M, K]`` (per row if `per_line`), multiply by the quantized weight `b` (its int8
+    values as float32 ``[K, N]``, contiguous), `dequantize` with its float32 scales `sb` (N of them, or one) in one pass, then
     ``out += bias`` (``[N]``) and ``out += add`` (``[M, N]``) as torch's ``add_`` does them; or None (the caller
     takes the general path): also when the dequantization's overflow guard trips. The caller guarantees that
-    ``K * qmax * max|bf| <= 2**24``, so the float sums are the exact integer product."""
+    ``K * qmax * max|b| <= 2**24``: the product's float32 sums are then the exact integer product."""
     lib = library()
     m, k = a.shape
-    n = bf.shape[1]
-    if (lib is None or a.dtype != torch.float32 or a.numel() == 0 or a.stride(-1) != 1 or not _flat(bf, sb, bias)
+    n = b.shape[1]
+    if (lib is None or a.dtype != torch.float32 or a.numel() == 0 or a.stride(-1) != 1 or not _flat(b, sb, bias)
             or (add is not None and (add.dtype != torch.float32 or add.shape != (m, n) or add.stride(1) != 1))):
         return None
     out = torch.empty((m, n), dtype=torch.float32)
     work = torch.empty(m * k + m, dtype=torch.float32)
-    st = lib.pynqtorch_gemm_rows(a.data_ptr(), m, k, a.stride(0), int(per_line), float(qmax), bf.data_ptr(), n,
+    st = lib.pynqtorch_gemm_rows(a.data_ptr(), m, k, a.stride(0), int(per_line), float(qmax), b.data_ptr(), n,
                                  sb.data_ptr(), int(sb.numel() > 1), None if bias is None else bias.data_ptr(),
                                  None if add is None else add.data_ptr(), 0 if add is None else add.stride(0),
                                  out.data_ptr(), work.data_ptr())

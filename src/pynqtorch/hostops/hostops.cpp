@@ -34,7 +34,7 @@ const float kRound = 12582912.0f;        // 1.5 * 2**23
 const int32_t kRoundBits = 0x4b400000;   // its bit pattern
 
 const int64_t kParallel = int64_t(1) << 15;
-const int64_t kBlock = 32;  // output columns per register block of pynqtorch_gemm_rows
+const int kRows = 4;  // rows of A per pass over B in pynqtorch_gemm_rows
 
 enum Status { kOk = 0, kNonFinite = 1, kTiny = 2 };
 
@@ -95,6 +95,48 @@ inline void quantize_row(const float* x, int64_t n, float inv, int8_t* q) {
 
 inline void quantize_row_cols(const float* x, int64_t n, const float* inv, int8_t* q) {
   for (int64_t i = 0; i < n; ++i) q[i] = round_to_int8(x[i] * inv[i]);
+}
+
+// out[r, j] = sum_t qa[r, t] * b[t, j] for R rows of qa ([R, k]) and b [k, n], float32 holding int8 values, in
+// float32: exact under pynqtorch_gemm_rows's bound. Columns go in blocks of 16 held in vector registers (GCC vector
+// extensions: AVX2 registers in the AVX2 clone, pairs of SSE or NEON registers elsewhere), each B row read once
+// for all R rows.
+typedef float F8 __attribute__((vector_size(32)));
+
+__attribute__((always_inline)) inline F8 load8(const float* p) {
+  F8 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+template <int R>
+__attribute__((always_inline)) inline void product_rows(const float* qa, int64_t k, const float* b, int64_t n,
+                                                        float* out) {
+  int64_t j0 = 0;
+  for (; j0 + 16 <= n; j0 += 16) {
+    F8 lo[R], hi[R];
+    for (int r = 0; r < R; ++r) lo[r] = hi[r] = F8{};
+    for (int64_t t = 0; t < k; ++t) {
+      const F8 b0 = load8(b + t * n + j0), b1 = load8(b + t * n + j0 + 8);
+      for (int r = 0; r < R; ++r) {
+        const F8 q = F8{} + qa[r * k + t];
+        lo[r] += q * b0;
+        hi[r] += q * b1;
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      std::memcpy(out + r * n + j0, &lo[r], sizeof(F8));
+      std::memcpy(out + r * n + j0 + 8, &hi[r], sizeof(F8));
+    }
+  }
+  for (int r = 0; r < R && j0 < n; ++r) {
+    float* dst = out + r * n;
+    for (int64_t j = j0; j < n; ++j) dst[j] = 0.0f;
+    for (int64_t t = 0; t < k; ++t) {
+      const float q = qa[r * k + t];
+      for (int64_t j = j0; j < n; ++j) dst[j] += q * b[t * n + j];
+    }
+  }
 }
 
 }  // namespace
@@ -355,14 +397,15 @@ PYNQTORCH_CLONES int pynqtorch_dequantize(const int32_t* acc, int64_t nb, int64_
 
 // One small float GEMM against a quantized weight in one pass, for products the golden model defines as the exact
 // integer sum: a (float32 [m, k], rows at element stride sr) is quantized as pynqtorch_quantize_rows (per_row) or
-// _tensor give it, multiplied by bf (float32 [k, n], contiguous, holding the weight's int8 values) with float
-// sums, exact because the caller guarantees k * qmax * max|b| <= 2**24 (every partial sum is an integer float32
-// holds, in any order), and dequantized as pynqtorch_dequantize gives it (sb: n scales, or one with sbj = 0).
+// _tensor give it, multiplied by the quantized weight b (float32 [k, n], contiguous, holding its int8 values) with
+// float sums, exact because
+// the caller guarantees k * qmax * max|b| <= 2**24 (every partial sum is an integer float32 holds, in any order),
+// and dequantized as pynqtorch_dequantize gives it (sb: n scales, or one with sbj = 0).
 // Then, optionally, out += bias (n floats) and out += add ([m, n], rows at element stride sadd), each a separate
 // float32 rounding as torch's add_. work holds m * k + m floats. Returns the quantization's status, or 1 when the
 // dequantization guard trips (nothing useful is written then: the caller takes the general path).
 PYNQTORCH_CLONES int pynqtorch_gemm_rows(const float* a, int64_t m, int64_t k, int64_t sr, int per_row, float qmax,
-                                         const float* bf, int64_t n, const float* sb, int64_t sbj, const float* bias,
+                                         const float* b, int64_t n, const float* sb, int64_t sbj, const float* bias,
                                          const float* add, int64_t sadd, float* out, float* work) {
   float* qa = work;
   float* sa = work + m * k;
@@ -391,25 +434,16 @@ PYNQTORCH_CLONES int pynqtorch_gemm_rows(const float* a, int64_t m, int64_t k, i
     sb_max = u > sb_max ? u : sb_max;
   }
   if (overflow_risk(sa_max, sb_max)) return 1;
+  for (int64_t i0 = 0; i0 < m; i0 += kRows) {  // rows in groups, so that each B row read serves all of them
+    switch (m - i0 < kRows ? m - i0 : kRows) {
+      case 1: product_rows<1>(qa + i0 * k, k, b, n, out + i0 * n); break;
+      case 2: product_rows<2>(qa + i0 * k, k, b, n, out + i0 * n); break;
+      case 3: product_rows<3>(qa + i0 * k, k, b, n, out + i0 * n); break;
+      default: product_rows<kRows>(qa + i0 * k, k, b, n, out + i0 * n); break;
+    }
+  }
   for (int64_t i = 0; i < m; ++i) {
     float* dst = out + i * n;
-    const float* qi = qa + i * k;
-    int64_t j0 = 0;
-    for (; j0 + kBlock <= n; j0 += kBlock) {  // a block of sums held in registers over all of K
-      float acc[kBlock] = {};
-      for (int64_t t = 0; t < k; ++t) {
-        const float q = qi[t];
-        const float* brow = bf + t * n + j0;
-        for (int64_t j = 0; j < kBlock; ++j) acc[j] += q * brow[j];
-      }
-      for (int64_t j = 0; j < kBlock; ++j) dst[j0 + j] = acc[j];
-    }
-    for (int64_t j = j0; j < n; ++j) dst[j] = 0.0f;
-    for (int64_t t = 0; t < k && j0 < n; ++t) {
-      const float q = qi[t];
-      const float* brow = bf + t * n;
-      for (int64_t j = j0; j < n; ++j) dst[j] += q * brow[j];
-    }
     const float s = sa[i];
     if (sbj == 0) {
       const float s1 = sb[0];
