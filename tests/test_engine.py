@@ -494,3 +494,60 @@ def test_weight_cache_counts_once_per_call_when_the_direct_path_declines(fresh_t
     counters = engine.stats()["counters"]
     assert counters["weight_quantizations"] == 1 and counters["weight_cache_hits"] == 1
     assert counters["gemm_float"] == 2 and counters["nonfinite_patches"] == 2
+
+
+@pytest.mark.parametrize("name", ["ref", "csim"])
+@pytest.mark.parametrize("config", [engine.QuantConfig(), engine.QuantConfig.per_tensor(),
+                                    engine.QuantConfig(weights="per_tensor"),
+                                    engine.QuantConfig(weights="per_group_32")])
+def test_bound_gemm_equals_gemm(name: str, config: engine.QuantConfig, fresh_target: None) -> None:
+    """`engine.bind` (the weight looked up once; on `ref` small products in one native pass with their additions)
+    gives `gemm` followed by ``add_(bias)`` and ``add_(add)`` bit for bit, with the same kernel-call count: few
+    rows and many (past `HOST_VOLUME`), a row of zeros, rows with NaN/Inf, a strided A, with and without the
+    additions, on the golden model and the kernel's C++."""
+    from pynqtorch.engine import api
+
+    if (reason := registry.unavailable_reason(name)) is not None:
+        pytest.skip(f"{name} unavailable: {reason}")
+    registry.use(name, kernel="gemm_i8_packed")
+    g = torch.Generator().manual_seed(12)
+    w, bias = torch.randn(96, 64, generator=g), torch.randn(96, generator=g)
+    bound = engine.bind(w.t(), owner=w, version=0, config=config)
+    special = torch.randn(3, 64, generator=g)
+    special[1] = 0
+    special[2, 5] = float("nan")
+    rows = {"two": torch.randn(2, 64, generator=g), "strided": torch.randn(3, 128, generator=g)[:, ::2],
+            "many": torch.randn(api.HOST_VOLUME // (64 * 96) + 1, 64, generator=g), "special": special,
+            "inf": torch.full((1, 64), float("inf"))}
+    for label, a in rows.items():
+        add = torch.randn(a.shape[0], 96, generator=g)
+        for extra in ((), (bias,), (bias, add), (None, add)):
+            engine.reset_stats()
+            got = bound(a, *extra)
+            calls = engine.stats()["counters"]["kernel_calls"]
+            engine.reset_stats()
+            want = engine.gemm(a, w.t(), weight=True, owner=w, version=0, config=config)
+            for t in extra:
+                if t is not None:
+                    want.add_(t)
+            assert torch.equal(got.isnan(), want.isnan()), (label, len(extra))
+            assert torch.equal(got.nan_to_num(), want.nan_to_num()), (label, len(extra))
+            assert calls == engine.stats()["counters"]["kernel_calls"], (label, len(extra))
+
+
+def test_bound_gemm_takes_the_native_pass_on_exact_units_only(fresh_target: None) -> None:
+    """Small products of a bound weight are one native pass on `ref` in large-call mode (counted as a call of a
+    ref unit), and the units' own products on `ref` with hardware-sized calls and on csim."""
+    w = torch.randn(48, 32)
+    a = torch.randn(2, 32)
+    for name, kwargs, native in (("ref", {}, True), ("ref", {"large_calls": False}, False), ("csim", {}, False)):
+        if (reason := registry.unavailable_reason(name)) is not None:
+            continue
+        registry.use(name, kernel="gemm_i8_packed", **kwargs)
+        engine.reset_stats()
+        out = engine.bind(w.t(), owner=w, version=0)(a)
+        st = engine.stats()
+        assert st["counters"].get("host_gemms", 0) == int(native), name
+        assert st["counters"]["kernel_calls"] == 1 and sum(u["calls"] for u in st["units"].values()) == 1
+        assert all(u.startswith(name) for u in st["units"]), st["units"]
+        assert torch.equal(out, engine.gemm(a, w.t(), weight=True, owner=w, version=0))

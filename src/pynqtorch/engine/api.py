@@ -29,6 +29,7 @@ _NATIVE_SCHEMES = (PerLine, PerTensor)
 # Largest M·K·N a `BoundGemm` computes in its one native pass on exact units (larger: the unit's product, whose
 # integer GEMM is faster from a few rows on).
 HOST_VOLUME = 1 << 19
+_HOST_COUNTERS = {"gemm_float": 1, "limb_products": 1, "host_gemms": 1, "kernel_calls": 1}
 
 
 def _dtype_name(dt: torch.dtype) -> str:
@@ -294,8 +295,7 @@ class BoundGemm:
             if self._host and m * self._k * n <= HOST_VOLUME:
                 c = hostops.gemm_rows(a, self._bf, self._sb, self._per_line, self._qmax, bias, add)
                 if c is not None:
-                    self._s.host_call(m, n, self._k, time.perf_counter() - t0, {},
-                                      {"gemm_float": 1, "limb_products": 1, "host_gemms": 1})
+                    self._s.host_call(m, n, self._k, time.perf_counter() - t0, _HOST_COUNTERS)
                     return c
             qa = hostops.quantize(a[None], -1, self._per_line, self._qmax)
             if qa is not None:

@@ -261,13 +261,12 @@ class Scheduler:
         tiles = bt * -(-m // tile[0]) * -(-n // tile[1]) * -(-k // tile[2])
         return tiles, int(m % tile[0] != 0 or n % tile[1] != 0 or k % tile[2] != 0)
 
-    def host_call(self, m: int, n: int, k: int, seconds: float, phases: dict[str, float],
-                  counters: dict[str, int]) -> None:
+    def host_call(self, m: int, n: int, k: int, seconds: float, counters: dict[str, int]) -> None:
         """Account an ``[m, k] @ [k, n]`` product the engine computed itself in `seconds` (units with `exact`) as
-        one call of the next unit, with the caller's `phases` and `counters`."""
+        one call of the next unit; `counters` (including ``kernel_calls: 1``) are added to the statistics."""
         unit = self.units[next(self._next_unit) % len(self.units)]
         unit.counted()
-        STATS.record({**phases, "run": seconds, "schedule_wall": seconds}, {**counters, "kernel_calls": 1},
+        STATS.record({"run": seconds, "schedule_wall": seconds}, counters,
                      (unit.name, 1, *self._volume(1, m, n, k), seconds))
 
     def _work(self, job: _Job, u: int) -> None:

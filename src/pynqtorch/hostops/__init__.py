@@ -174,7 +174,8 @@ def gemm_rows(a: torch.Tensor, b: torch.Tensor, sb: torch.Tensor, per_line: bool
     lib = library()
     m, k = a.shape
     n = b.shape[1]
-    if (lib is None or a.dtype != torch.float32 or a.numel() == 0 or a.stride(-1) != 1 or not _flat(b, sb, bias)
+    if (lib is None or a.dtype != torch.float32 or a.numel() == 0 or a.stride(-1) != 1 or not _flat(b)
+            or not _flat(sb) or (bias is not None and not _flat(bias))
             or (add is not None and (add.dtype != torch.float32 or add.shape != (m, n) or add.stride(1) != 1))):
         return None
     out = torch.empty((m, n), dtype=torch.float32)
@@ -186,6 +187,5 @@ def gemm_rows(a: torch.Tensor, b: torch.Tensor, sb: torch.Tensor, per_line: bool
     return out if st == 0 else None
 
 
-def _flat(*ts: torch.Tensor | None) -> bool:
-    """Every tensor given is contiguous float32."""
-    return all(t is None or (t.dtype == torch.float32 and t.is_contiguous()) for t in ts)
+def _flat(t: torch.Tensor) -> bool:
+    return t.dtype == torch.float32 and t.is_contiguous()
