@@ -504,7 +504,7 @@ def test_bound_gemm_equals_gemm(name: str, config: engine.QuantConfig, fresh_tar
     """`engine.bind` (the weight looked up once; on `ref` small products in one native pass with their additions)
     gives `gemm` followed by ``add_(bias)`` and ``add_(add)`` bit for bit, with the same kernel-call count: few
     rows and many (past `HOST_VOLUME`), a row of zeros, rows with NaN/Inf, a strided A, with and without the
-    additions, on the golden model and the kernel's C++."""
+    additions, operands so large that dequantizing takes float64, on the golden model and the kernel's C++."""
     from pynqtorch.engine import api
 
     if (reason := registry.unavailable_reason(name)) is not None:
@@ -518,7 +518,8 @@ def test_bound_gemm_equals_gemm(name: str, config: engine.QuantConfig, fresh_tar
     special[2, 5] = float("nan")
     rows = {"two": torch.randn(2, 64, generator=g), "strided": torch.randn(3, 128, generator=g)[:, ::2],
             "many": torch.randn(api.HOST_VOLUME // (64 * 96) + 1, 64, generator=g), "special": special,
-            "inf": torch.full((1, 64), float("inf"))}
+            "inf": torch.full((1, 64), float("inf")),
+            "huge": torch.randn(2, 64, generator=g) * 1e32}  # the dequantization's float64 guard trips
     for label, a in rows.items():
         add = torch.randn(a.shape[0], 96, generator=g)
         for extra in ((), (bias,), (bias, add), (None, add)):
