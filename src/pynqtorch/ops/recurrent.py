@@ -36,17 +36,21 @@ class Cell(NamedTuple):
 
 def _lstm_step(gx: torch.Tensor, gates: torch.Tensor, state: tuple[torch.Tensor, ...],
                h_out: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    # Activated in place, without allocations: the same values as the out-of-place ops, which also run over the
+    # strided gate views row by row.
     i, f, g, o = gates.chunk(4, 1)
-    c = torch.sigmoid(f).mul_(state[1]).addcmul_(torch.sigmoid(i), torch.tanh(g))
-    return torch.mul(torch.sigmoid(o), torch.tanh(c), out=h_out), c
+    c = f.sigmoid_().mul_(state[1]).addcmul_(i.sigmoid_(), g.tanh_())
+    return torch.mul(o.sigmoid_(), torch.tanh(c), out=h_out), c
 
 
 def _gru_step(gx: torch.Tensor, gh: torch.Tensor, state: tuple[torch.Tensor, ...],
               h_out: torch.Tensor) -> tuple[torch.Tensor, ...]:
     xr, xz, xn = gx.chunk(3, 1)
     hr, hz, hn = gh.chunk(3, 1)
+    # r and z are activated out of place: on contiguous sums, whose elements torch's vector loops split as before
+    # (an in-place activation of the strided gate views would compute some other elements in its scalar tail).
     r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
-    n = torch.tanh(hn.mul_(r).add_(xn))
+    n = hn.mul_(r).add_(xn).tanh_()
     return torch.sub(state[0], n, out=h_out).mul_(z).add_(n),
 
 
