@@ -249,7 +249,7 @@ class BoundGemm:
     (scheme checks, K per call, the int32 bound) decided once: a native quantization of `a`, the scheduler's
     product and the native dequantization — the same operations, so the same bits, as `gemm`. When every unit's
     call is the exact integer product (`ComputeUnit.exact`, the `ref` golden model) and the product is small
-    (``M·K·N <= HOST_VOLUME``), those three and the additions are one native pass (`hostops.gemm_rows`),
+    (``M·K·N <= HOST_VOLUME``), those three and the additions are one native pass (`hostops.RowsGemm`),
     accounted as one call of a unit. Any other call (non-float32 `a`, a declined native pass, a weight the direct
     path does not take) is `gemm`.
     """
@@ -278,11 +278,13 @@ class BoundGemm:
         self._direct = True
         # The host pass sums in float32: exact while every partial sum is an integer below 2**24 (and the golden
         # model's sum is the exact one while it fits the accumulator: one call, nothing wraps or saturates).
-        if (s.exact and k * b.shape[1] <= HOST_VOLUME and k <= s.active.limits.k and qw.scale.numel() in (1, b.shape[1])
-                and k * qmax * bo.bound <= min(1 << 24, (1 << (desc.arith.acc_bits - 1)) - 1)):
-            self._bf = bo.stacked[0].float()  # [K, N]: the weight's int8 values as float32
-            self._sb = qw.scale.reshape(-1).contiguous()
-            self._host = True
+        n = b.shape[1]
+        self._host = (s.exact and k * n <= HOST_VOLUME and k <= s.active.limits.k and qw.scale.numel() in (1, n)
+                      and k * qmax * bo.bound <= min(1 << 24, (1 << (desc.arith.acc_bits - 1)) - 1)
+                      and hostops.library() is not None)
+        if self._host:
+            self._rows = hostops.RowsGemm(bo.stacked[0].float(), qw.scale.reshape(-1).contiguous(),
+                                          a_scheme.per_line, qmax)
 
     def __call__(self, a: torch.Tensor, bias: torch.Tensor | None = None,
                  add: torch.Tensor | None = None) -> torch.Tensor:
@@ -291,11 +293,10 @@ class BoundGemm:
         if (self._direct and a.dtype == torch.float32 and a.dim() == 2 and a.shape[1] == self._k and a.is_cpu
                 and not (a.requires_grad and torch.is_grad_enabled())):
             t0 = time.perf_counter()
-            m, n = a.shape[0], self._bf.shape[1] if self._host else 0
-            if self._host and m * self._k * n <= HOST_VOLUME:
-                c = hostops.gemm_rows(a, self._bf, self._sb, self._per_line, self._qmax, bias, add)
+            if self._host and a.shape[0] * self._k * self._rows.n <= HOST_VOLUME:
+                c = self._rows(a, bias, add)
                 if c is not None:
-                    self._s.host_call(m, n, self._k, time.perf_counter() - t0, _HOST_COUNTERS)
+                    self._s.host_call(a.shape[0], self._rows.n, self._k, time.perf_counter() - t0, _HOST_COUNTERS)
                     return c
             qa = hostops.quantize(a[None], -1, self._per_line, self._qmax)
             if qa is not None:
