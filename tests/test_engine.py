@@ -542,7 +542,7 @@ def test_bound_gemm_takes_the_native_pass_on_exact_units_only(fresh_target: None
     w = torch.randn(48, 32)
     a = torch.randn(2, 32)
     for name, kwargs, native in (("ref", {}, True), ("ref", {"large_calls": False}, False), ("csim", {}, False)):
-        if (reason := registry.unavailable_reason(name)) is not None:
+        if registry.unavailable_reason(name) is not None:
             continue
         registry.use(name, kernel="gemm_i8_packed", **kwargs)
         engine.reset_stats()
