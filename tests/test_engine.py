@@ -552,3 +552,35 @@ def test_bound_gemm_takes_the_native_pass_on_exact_units_only(fresh_target: None
         assert st["counters"]["kernel_calls"] == 1 and sum(u["calls"] for u in st["units"].values()) == 1
         assert all(u.startswith(name) for u in st["units"]), st["units"]
         assert torch.equal(out, engine.gemm(a, w.t(), weight=True, owner=w, version=0))
+
+
+def test_small_gemms_on_exact_units_run_inline_with_the_pools_results(monkeypatch: pytest.MonkeyPatch,
+                                                                       fresh_target: None) -> None:
+    """A GEMM of several calls within `INLINE_WORK` on `ref` runs its calls in the caller's thread, spread over the
+    units as the pool spreads them, with the pool's results bit for bit (float and exact integer)."""
+    from pynqtorch.engine import scheduler
+
+    registry.use("ref", kernel="gemm_i8_packed")
+    g = torch.Generator().manual_seed(13)
+    x, w = torch.randn(5000, 25, generator=g), torch.randn(25, 6, generator=g)  # two calls of <= 4096 rows
+    a, b = torch.randint(-128, 128, (5000, 40), dtype=torch.int8, generator=g), torch.randint(
+        -128, 128, (40, 3), dtype=torch.int8, generator=g)
+    results, threads = {}, {}
+    run = scheduler.Scheduler._run
+    for label, limit in (("inline", scheduler.INLINE_WORK), ("pool", 0)):
+        monkeypatch.setattr(scheduler, "INLINE_WORK", limit)
+        seen: set[str] = set()
+
+        def spy(self: scheduler.Scheduler, *args: Any, _run: Any = run, _seen: set[str] = seen) -> Any:
+            _seen.add(threading.current_thread().name)
+            return _run(self, *args)
+
+        monkeypatch.setattr(scheduler.Scheduler, "_run", spy)
+        engine.reset_stats()
+        results[label] = (engine.gemm(x, w), engine.gemm(a, b, out_dtype=torch.int32))
+        threads[label] = seen
+        assert engine.stats()["counters"]["kernel_calls"] == 4
+        assert all(u["calls"] == 2 for u in engine.stats()["units"].values())
+    assert threads["inline"] == {threading.main_thread().name}
+    assert threading.main_thread().name not in threads["pool"]
+    assert all(torch.equal(i, p) for i, p in zip(results["inline"], results["pool"], strict=True))

@@ -8,7 +8,8 @@ the large-call golden model).
 Calls are spread round-robin over all units by a persistent pool with two workers per unit: while one holds
 the unit, the other prepares its next call (slice, pad, make contiguous) and collects its previous result
 (K partial results summed in a cache-resident int64 buffer, stored once per output block) — double
-buffering without hand-off queues.
+buffering without hand-off queues. Small GEMMs on units that compute on the host anyway (`ComputeUnit.exact`) run
+their calls in the caller's thread instead (`INLINE_WORK`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ from .limbs import digit_bits
 from .stats import STATS
 
 _SLOTS = 2  # pipeline depth per unit
+# Largest GEMM volume (B·M·N·K) whose calls on exact units (`ComputeUnit.exact`: the golden model on the host) run
+# in the caller's thread one after another rather than on the pool: below it, waking the workers costs more than
+# the calls (a few tens of µs against ~1 µs per 20k multiply-adds).
+INLINE_WORK = 1 << 21
 
 
 class Task(NamedTuple):
@@ -183,6 +188,9 @@ class Scheduler:
                    b_key, self._pad)
         if len(items) == 1:
             self._work(job, first)
+        elif self.exact and bt * m * n * k <= INLINE_WORK:  # the hand-off to the pool would cost more
+            for i in range(min(len(self.units), len(items))):
+                self._work(job, (first + i) % len(self.units))
         else:
             busy = [(first + i) % len(self.units) for i in range(min(len(self.units), len(items)))]
             futures = [self._pool.submit(self._work, job, u) for u in busy for _ in range(_SLOTS)]
