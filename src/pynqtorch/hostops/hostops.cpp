@@ -103,11 +103,7 @@ inline void quantize_row_cols(const float* x, int64_t n, const float* inv, int8_
 // for all R rows.
 typedef float F8 __attribute__((vector_size(32)));
 
-__attribute__((always_inline)) inline F8 load8(const float* p) {
-  F8 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
+__attribute__((always_inline)) inline void load8(F8& v, const float* p) { std::memcpy(&v, p, sizeof v); }
 
 template <int R>
 __attribute__((always_inline)) inline void product_rows(const float* qa, int64_t k, const float* b, int64_t n,
@@ -117,7 +113,9 @@ __attribute__((always_inline)) inline void product_rows(const float* qa, int64_t
     F8 lo[R], hi[R];
     for (int r = 0; r < R; ++r) lo[r] = hi[r] = F8{};
     for (int64_t t = 0; t < k; ++t) {
-      const F8 b0 = load8(b + t * n + j0), b1 = load8(b + t * n + j0 + 8);
+      F8 b0, b1;
+      load8(b0, b + t * n + j0);
+      load8(b1, b + t * n + j0 + 8);
       for (int r = 0; r < R; ++r) {
         const F8 q = F8{} + qa[r * k + t];
         lo[r] += q * b0;
