@@ -494,3 +494,93 @@ def test_weight_cache_counts_once_per_call_when_the_direct_path_declines(fresh_t
     counters = engine.stats()["counters"]
     assert counters["weight_quantizations"] == 1 and counters["weight_cache_hits"] == 1
     assert counters["gemm_float"] == 2 and counters["nonfinite_patches"] == 2
+
+
+@pytest.mark.parametrize("name", ["ref", "csim"])
+@pytest.mark.parametrize("config", [engine.QuantConfig(), engine.QuantConfig.per_tensor(),
+                                    engine.QuantConfig(weights="per_tensor"),
+                                    engine.QuantConfig(weights="per_group_32")])
+def test_bound_gemm_equals_gemm(name: str, config: engine.QuantConfig, fresh_target: None) -> None:
+    """`engine.bind` (the weight looked up once; on `ref` small products in one native pass with their additions)
+    gives `gemm` followed by ``add_(bias)`` and ``add_(add)`` bit for bit, with the same kernel-call count: few
+    rows and many (past `HOST_VOLUME`), a row of zeros, rows with NaN/Inf, a strided A, with and without the
+    additions, operands so large that dequantizing takes float64, on the golden model and the kernel's C++."""
+    from pynqtorch.engine import api
+
+    if (reason := registry.unavailable_reason(name)) is not None:
+        pytest.skip(f"{name} unavailable: {reason}")
+    registry.use(name, kernel="gemm_i8_packed")
+    g = torch.Generator().manual_seed(12)
+    w, bias = torch.randn(96, 64, generator=g), torch.randn(96, generator=g)
+    bound = engine.bind(w.t(), owner=w, version=0, config=config)
+    special = torch.randn(3, 64, generator=g)
+    special[1] = 0
+    special[2, 5] = float("nan")
+    rows = {"two": torch.randn(2, 64, generator=g), "strided": torch.randn(3, 128, generator=g)[:, ::2],
+            "many": torch.randn(api.HOST_VOLUME // (64 * 96) + 1, 64, generator=g), "special": special,
+            "inf": torch.full((1, 64), float("inf")),
+            "huge": torch.randn(2, 64, generator=g) * 1e32}  # the dequantization's float64 guard trips
+    for label, a in rows.items():
+        add = torch.randn(a.shape[0], 96, generator=g)
+        for extra in ((), (bias,), (bias, add), (None, add)):
+            engine.reset_stats()
+            got = bound(a, *extra)
+            calls = engine.stats()["counters"]["kernel_calls"]
+            engine.reset_stats()
+            want = engine.gemm(a, w.t(), weight=True, owner=w, version=0, config=config)
+            for t in extra:
+                if t is not None:
+                    want.add_(t)
+            assert torch.equal(got.isnan(), want.isnan()), (label, len(extra))
+            assert torch.equal(got.nan_to_num(), want.nan_to_num()), (label, len(extra))
+            assert calls == engine.stats()["counters"]["kernel_calls"], (label, len(extra))
+
+
+def test_bound_gemm_takes_the_native_pass_on_exact_units_only(fresh_target: None) -> None:
+    """Small products of a bound weight are one native pass on `ref` in large-call mode (counted as a call of a
+    ref unit), and the units' own products on `ref` with hardware-sized calls and on csim."""
+    w = torch.randn(48, 32)
+    a = torch.randn(2, 32)
+    for name, kwargs, native in (("ref", {}, True), ("ref", {"large_calls": False}, False), ("csim", {}, False)):
+        if registry.unavailable_reason(name) is not None:
+            continue
+        registry.use(name, kernel="gemm_i8_packed", **kwargs)
+        engine.reset_stats()
+        out = engine.bind(w.t(), owner=w, version=0)(a)
+        st = engine.stats()
+        assert st["counters"].get("host_gemms", 0) == int(native), name
+        assert st["counters"]["kernel_calls"] == 1 and sum(u["calls"] for u in st["units"].values()) == 1
+        assert all(u.startswith(name) for u in st["units"]), st["units"]
+        assert torch.equal(out, engine.gemm(a, w.t(), weight=True, owner=w, version=0))
+
+
+def test_small_gemms_on_exact_units_run_inline_with_the_pools_results(monkeypatch: pytest.MonkeyPatch,
+                                                                       fresh_target: None) -> None:
+    """A GEMM of several calls within `INLINE_WORK` on `ref` runs its calls in the caller's thread, spread over the
+    units as the pool spreads them, with the pool's results bit for bit (float and exact integer)."""
+    from pynqtorch.engine import scheduler
+
+    registry.use("ref", kernel="gemm_i8_packed")
+    g = torch.Generator().manual_seed(13)
+    x, w = torch.randn(5000, 25, generator=g), torch.randn(25, 6, generator=g)  # two calls of <= 4096 rows
+    a, b = torch.randint(-128, 128, (5000, 40), dtype=torch.int8, generator=g), torch.randint(
+        -128, 128, (40, 3), dtype=torch.int8, generator=g)
+    results, threads = {}, {}
+    run = scheduler.Scheduler._run
+    for label, limit in (("inline", scheduler.INLINE_WORK), ("pool", 0)):
+        monkeypatch.setattr(scheduler, "INLINE_WORK", limit)
+        seen: set[str] = set()
+
+        def spy(self: scheduler.Scheduler, *args: Any, _run: Any = run, _seen: set[str] = seen) -> Any:
+            _seen.add(threading.current_thread().name)
+            return _run(self, *args)
+
+        monkeypatch.setattr(scheduler.Scheduler, "_run", spy)
+        engine.reset_stats()
+        results[label] = (engine.gemm(x, w), engine.gemm(a, b, out_dtype=torch.int32))
+        threads[label] = seen
+        assert engine.stats()["counters"]["kernel_calls"] == 4
+        assert all(u["calls"] == 2 for u in engine.stats()["units"].values())
+    assert threads["inline"] == {threading.main_thread().name}
+    assert threading.main_thread().name not in threads["pool"]
+    assert all(torch.equal(i, p) for i, p in zip(results["inline"], results["pool"], strict=True))

@@ -141,13 +141,15 @@ def test_dequantize_declines_exactly_where_float32_could_overflow(sb_max: float)
             assert torch.equal(got, acc.to(torch.float32).mul_(sa).mul_(sb))
 
 def test_engine_results_identical_without_native_passes(tmp_path: Path) -> None:
-    """A GEMM computed with the native passes equals the one computed in a process where they are off."""
+    """A GEMM computed with the native passes equals the one computed in a process where they are off (also a
+    bound weight's small product with its additions, one native pass with them on)."""
     code = ("import torch, sys\nfrom pynqtorch import engine, hostops\n"
             "g = torch.Generator().manual_seed(5)\n"
             "a, b = torch.randn(3, 70, 300, generator=g), torch.randn(300, 50, generator=g)\n"
             "out = [engine.gemm(a, b), engine.gemm(a, b, weight=True), engine.gemm(a, b.t().contiguous().t()),\n"
             "       engine.gemm(a.half(), b.half()),\n"
-            "       engine.gemm(a, b, config=engine.QuantConfig.per_tensor())]\n"
+            "       engine.gemm(a, b, config=engine.QuantConfig.per_tensor()),\n"
+            "       engine.bind(b)(a[0, :2], b[0], a[1, :2, :50].contiguous())]\n"
             "print(hostops.status(), file=sys.stderr)\n"
             "torch.save(out, sys.argv[1])\n")
     results = {}
@@ -245,3 +247,21 @@ def test_compiler_without_openmp_builds_single_threaded_passes(tmp_path: Path) -
     lib = Path(out.strip().splitlines()[-1])
     linked = subprocess.run(["ldd", str(lib)], capture_output=True, text=True, check=True).stdout
     assert lib.is_file() and "gomp" not in linked
+
+
+def test_rows_gemm_takes_its_weight_once_and_declines_other_operands() -> None:
+    """`RowsGemm` checks its weight when made (contiguous float32 [K, N], 1 or N scales) and declines, with None,
+    operands of another K, dtype or layout, additions of the wrong shape, and rows it cannot quantize."""
+    b, sb = torch.randint(-127, 128, (16, 8)).float(), torch.rand(8) + 0.1
+    with pytest.raises(ValueError, match="float32"):
+        hostops.RowsGemm(b.t(), sb, True, 127)
+    with pytest.raises(ValueError, match="scales"):
+        hostops.RowsGemm(b, sb[:3], True, 127)
+    rows = hostops.RowsGemm(b, sb, True, 127)
+    a = torch.randn(2, 16)
+    assert rows(a) is not None
+    nan = a.clone()
+    nan[1, 3] = float("nan")
+    for bad in (torch.randn(2, 15), a.double(), torch.randn(16, 2).t(), nan, a[:0]):
+        assert rows(bad) is None
+    assert rows(a, add=torch.randn(2, 7)) is None and rows(a, bias=torch.randn(8).double()) is None

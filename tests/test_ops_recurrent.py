@@ -48,3 +48,29 @@ def test_recurrent_layer_with_projection_matches_cpu():
         want = m(x)[0]
         got = m.to("zynq")(x.to("zynq"))[0].cpu()
     assert ((got - want).norm() / want.norm()).item() < 0.02
+
+
+@pytest.mark.parametrize("kind", [torch.nn.LSTM, torch.nn.GRU])
+def test_recurrent_layer_on_ref_equals_csim_bit_for_bit(kind, fresh_target):
+    """ref computes each step's small product in one native pass (`engine.bind`), csim runs the kernel's C++: the
+    outputs and final states are the same bits (odd sizes, no biases on one layer stack, both directions)."""
+    from pynqtorch.targets import registry
+
+    if (reason := registry.unavailable_reason("csim")) is not None:
+        pytest.skip(f"csim unavailable: {reason}")
+    torch.manual_seed(3)
+    results = []
+    for bias in (True, False):
+        m = kind(7, 20, num_layers=2, bidirectional=True, bias=bias).eval().to("zynq")
+        x = torch.randn(5, 3, 7).to("zynq")
+        for name in ("ref", "csim"):
+            registry.use(name, kernel="gemm_i8_packed")
+            pynqtorch.reset_report()
+            with torch.no_grad():
+                results.append([t.cpu() for t in torch.utils._pytree.tree_leaves(m(x))])
+            counters = pynqtorch.report().engine["counters"]
+            assert counters["kernel_calls"] == 4 * (1 + 5)
+            assert counters.get("host_gemms", 0) == (4 * 5 if name == "ref" else 0)
+    for ref, csim in (results[0:2], results[2:4]):
+        for r, c in zip(ref, csim, strict=True):
+            assert torch.equal(r, c)

@@ -3,6 +3,8 @@
 Public API for the ops layer and users:
 - `gemm(a, b, weight=..., config=..., out_dtype=...)`: ``a @ b`` on the active target (2-D or batched b);
   `a` may be a convolution's `Patches` (its im2col matrix, quantized without being built).
+- `bind(b, owner=..., version=...)`: a `BoundGemm`, ``a -> a @ b`` for a weight looked up once and many small
+  `a` (a recurrent layer's steps).
 - `QuantConfig`, `set_quant_config`, `get_quant_config`, `quant_config` (context), `resolve_config`.
 - `Scheme` (`PerTensor`, `PerLine`, `PerGroup`), `register_scheme`, `get_scheme`, `schemes`: quantization schemes;
   `unsupported(config)` says why the active kernel cannot run one (None if it can).
@@ -17,7 +19,16 @@ from typing import Any
 
 from ..hostops.patches import Patches
 from ..targets.registry import active, available_targets, current, use
-from .api import FLOAT_DTYPES, INT_DTYPES, SUPPORTED_DTYPES, gemm, prepare_weight, unsupported
+from .api import (
+    FLOAT_DTYPES,
+    INT_DTYPES,
+    SUPPORTED_DTYPES,
+    BoundGemm,
+    bind,
+    gemm,
+    prepare_weight,
+    unsupported,
+)
 from .quant import (
     PerGroup,
     PerLine,
@@ -53,8 +64,8 @@ def reset_stats() -> None:
 
 
 __all__ = [
-    "FLOAT_DTYPES", "INT_DTYPES", "SUPPORTED_DTYPES", "Patches", "PerGroup", "PerLine", "PerTensor", "QuantConfig",
-    "Quantized", "QuantizedWeight", "Scheme", "active", "available_targets", "gemm", "get_quant_config",
+    "FLOAT_DTYPES", "INT_DTYPES", "SUPPORTED_DTYPES", "BoundGemm", "Patches", "PerGroup", "PerLine", "PerTensor", "QuantConfig",
+    "Quantized", "QuantizedWeight", "Scheme", "active", "available_targets", "bind", "gemm", "get_quant_config",
     "get_scheme", "invalidate_weights", "prepare_weight", "quant_config", "register_scheme", "reset_stats",
     "resolve_config", "schemes", "set_quant_config", "stats", "unsupported", "use",
 ]

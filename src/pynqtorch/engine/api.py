@@ -26,6 +26,10 @@ SUPPORTED_DTYPES = FLOAT_DTYPES + INT_DTYPES
 _INT32_MAX = (1 << 31) - 1
 # Schemes whose native passes (`hostops`) define them exactly: `_fast_float` calls those passes directly.
 _NATIVE_SCHEMES = (PerLine, PerTensor)
+# Largest M·K·N a `BoundGemm` computes in its one native pass on exact units (larger: the unit's product, whose
+# integer GEMM is faster from a few rows on).
+HOST_VOLUME = 1 << 19
+_HOST_COUNTERS = {"gemm_float": 1, "limb_products": 1, "host_gemms": 1, "kernel_calls": 1}
 
 
 def _dtype_name(dt: torch.dtype) -> str:
@@ -234,6 +238,92 @@ def _fast_float(s: Scheduler, a3: torch.Tensor | Patches, b3: torch.Tensor, qw: 
     STATS.record({"quantize": t_quant, "dequantize": time.perf_counter() - t0},
                  {"gemm_float": 1, "limb_products": 1})
     return c
+
+
+class BoundGemm:
+    """``a @ b (+ bias) (+ add)`` for one weight `b` (``[K, N]``) called many times with small 2-D `a` (a recurrent
+    layer's steps), from `bind`.
+
+    The weight is looked up once, here: the caller guarantees that `b` does not change while the bound GEMM is in
+    use. Calls whose operands `_fast_float` takes run its direct path with everything that depends on B alone
+    (scheme checks, K per call, the int32 bound) decided once: a native quantization of `a`, the scheduler's
+    product and the native dequantization — the same operations, so the same bits, as `gemm`. When every unit's
+    call is the exact integer product (`ComputeUnit.exact`, the `ref` golden model) and the product is small
+    (``M·K·N <= HOST_VOLUME``), those three and the additions are one native pass (`hostops.RowsGemm`),
+    accounted as one call of a unit. Any other call (non-float32 `a`, a declined native pass, a weight the direct
+    path does not take) is `gemm`.
+    """
+
+    def __init__(self, b: torch.Tensor, owner: object, version: Hashable | None, config: QuantConfig | None) -> None:
+        self._b, self._owner, self._version, self._config = b, owner, version, config
+        cfg = resolve_config(config) if b.dtype.is_floating_point else None
+        self._direct = self._host = False
+        if cfg is None or b.dim() != 2 or not b.is_cpu:
+            return
+        s = _kernel()
+        qw = _weight(s, b[None], b, True, owner, version, cfg)
+        a_scheme, b_scheme, qmax = cfg.activation_scheme, cfg.weight_scheme, s.qmax
+        if (b.dtype != torch.float32 or type(a_scheme) not in _NATIVE_SCHEMES
+                or type(b_scheme) not in _NATIVE_SCHEMES or qmax >= 1 << (s.digit_bits - 1)
+                or qw.bad is not None or qw.operand.count != 1):
+            return
+        k, bo = b.shape[0], qw.operand
+        ao = Operand(torch.empty(0, dtype=torch.int8), 1, qmax, s.digit_bits)  # the bound of every A: qmax
+        desc = s.active.desc
+        self._kc = call_k(desc.arith, desc.tile.k, s.active.limits.k, ao, bo)
+        check_host_sum(k, ao, bo)
+        self._narrow = k * qmax * bo.bound <= _INT32_MAX
+        self._s, self._qw, self._k, self._qmax = s, qw, k, qmax
+        self._per_line, self._dequantize = a_scheme.per_line, b_scheme.dequantize
+        self._direct = True
+        # The host pass sums in float32: exact while every partial sum is an integer below 2**24 (and the golden
+        # model's sum is the exact one while it fits the accumulator: one call, nothing wraps or saturates).
+        n = b.shape[1]
+        self._host = (s.exact and k * n <= HOST_VOLUME and k <= s.active.limits.k and qw.scale.numel() in (1, n)
+                      and k * qmax * bo.bound <= min(1 << 24, (1 << (desc.arith.acc_bits - 1)) - 1)
+                      and hostops.library() is not None)
+        if self._host:
+            self._rows = hostops.RowsGemm(bo.stacked[0].float(), qw.scale.reshape(-1).contiguous(),
+                                          a_scheme.per_line, qmax)
+
+    def __call__(self, a: torch.Tensor, bias: torch.Tensor | None = None,
+                 add: torch.Tensor | None = None) -> torch.Tensor:
+        """``a @ b`` for CPU `a` ``[M, K]``, then ``.add_(bias)`` and ``.add_(add)`` if given (float32 ``[N]`` and
+        ``[M, N]``)."""
+        if (self._direct and a.dtype == torch.float32 and a.dim() == 2 and a.shape[1] == self._k and a.is_cpu
+                and not (a.requires_grad and torch.is_grad_enabled())):
+            t0 = time.perf_counter()
+            if self._host and a.shape[0] * self._k * self._rows.n <= HOST_VOLUME:
+                c = self._rows(a, bias, add)
+                if c is not None:
+                    self._s.host_call(a.shape[0], self._rows.n, self._k, time.perf_counter() - t0, _HOST_COUNTERS)
+                    return c
+            qa = hostops.quantize(a[None], -1, self._per_line, self._qmax)
+            if qa is not None:
+                t_quant = time.perf_counter() - t0
+                qw = self._qw
+                acc = self._s.gemm(qa[0], qw.operand.stacked, self._kc, qw.serial, self._narrow)
+                t0 = time.perf_counter()
+                c = self._dequantize(acc, qa[1], qw.scale)
+                STATS.record({"quantize": t_quant, "dequantize": time.perf_counter() - t0},
+                             {"gemm_float": 1, "limb_products": 1})
+                return _added(c[0], bias, add)
+        c = gemm(a, self._b, weight=True, owner=self._owner, version=self._version, config=self._config)
+        return _added(c, bias, add)
+
+
+def _added(c: torch.Tensor, bias: torch.Tensor | None, add: torch.Tensor | None) -> torch.Tensor:
+    if bias is not None:
+        c.add_(bias)
+    if add is not None:
+        c.add_(add)
+    return c
+
+
+def bind(b: torch.Tensor, *, owner: object = None, version: Hashable | None = None,
+         config: QuantConfig | None = None) -> BoundGemm:
+    """``a -> a @ b`` for weight `b` (``[K, N]``), unchanged while the result is used: `BoundGemm`."""
+    return BoundGemm(b, owner, version, config)
 
 
 def _float_gemm(a3: torch.Tensor | Patches, b3: torch.Tensor, weight_src: torch.Tensor | None,

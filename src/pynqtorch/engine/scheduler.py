@@ -8,7 +8,8 @@ the large-call golden model).
 Calls are spread round-robin over all units by a persistent pool with two workers per unit: while one holds
 the unit, the other prepares its next call (slice, pad, make contiguous) and collects its previous result
 (K partial results summed in a cache-resident int64 buffer, stored once per output block) — double
-buffering without hand-off queues.
+buffering without hand-off queues. Small GEMMs on units that compute on the host anyway (`ComputeUnit.exact`) run
+their calls in the caller's thread instead (`INLINE_WORK`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ from .limbs import digit_bits
 from .stats import STATS
 
 _SLOTS = 2  # pipeline depth per unit
+# Largest GEMM volume (B·M·N·K) whose calls on exact units (`ComputeUnit.exact`: the golden model on the host) run
+# in the caller's thread one after another rather than on the pool: below it, waking the workers costs more than
+# the calls (a few tens of µs against ~1 µs per 20k multiply-adds).
+INLINE_WORK = 1 << 21
 
 
 class Task(NamedTuple):
@@ -129,6 +134,9 @@ class Scheduler:
         self._pad = not all(u.any_shape for u in self.units)
         # A batch of one-call GEMMs goes to one unit at once when every unit takes stacks (the golden model).
         self._stacks = all(u.stacks for u in self.units)
+        # Every unit's call is the exact integer product (`ComputeUnit.exact`): the engine may compute small
+        # products itself and account them with `host_call`.
+        self.exact = all(u.exact for u in self.units)
         arith = active.desc.arith
         self._tile = (active.desc.tile.m, active.desc.tile.n, active.desc.tile.k)
         # Digit width for exact limbs and the symmetric quantization range of this kernel.
@@ -180,6 +188,9 @@ class Scheduler:
                    b_key, self._pad)
         if len(items) == 1:
             self._work(job, first)
+        elif self.exact and bt * m * n * k <= INLINE_WORK:  # the hand-off to the pool would cost more
+            for i in range(min(len(self.units), len(items))):
+                self._work(job, (first + i) % len(self.units))
         else:
             busy = [(first + i) % len(self.units) for i in range(min(len(self.units), len(items)))]
             futures = [self._pool.submit(self._work, job, u) for u in busy for _ in range(_SLOTS)]
@@ -247,14 +258,24 @@ class Scheduler:
             t1 = time.perf_counter()
             out = self.units[u].run_stack(a, b)
             t2 = time.perf_counter()
-        tile = self._tile
         bt, m, k = a.shape
-        n = b.shape[2]
-        tiles = bt * -(-m // tile[0]) * -(-n // tile[1]) * -(-k // tile[2])
-        padded = int(m % tile[0] != 0 or n % tile[1] != 0 or k % tile[2] != 0)
         STATS.record({"prepare": t1 - start, "run": t2 - t1, "schedule_wall": t2 - start}, {"kernel_calls": 1},
-                     (self.units[u].name, 1, tiles, padded, t2 - t1))
+                     (self.units[u].name, 1, *self._volume(bt, m, b.shape[2], k), t2 - t1))
         return out
+
+    def _volume(self, bt: int, m: int, n: int, k: int) -> tuple[int, int]:
+        """(tiles, padded calls) of one call computing ``bt`` products ``[m, k] @ [k, n]`` unpadded."""
+        tile = self._tile
+        tiles = bt * -(-m // tile[0]) * -(-n // tile[1]) * -(-k // tile[2])
+        return tiles, int(m % tile[0] != 0 or n % tile[1] != 0 or k % tile[2] != 0)
+
+    def host_call(self, m: int, n: int, k: int, seconds: float, counters: dict[str, int]) -> None:
+        """Account an ``[m, k] @ [k, n]`` product the engine computed itself in `seconds` (units with `exact`) as
+        one call of the next unit; `counters` (including ``kernel_calls: 1``) are added to the statistics."""
+        unit = self.units[next(self._next_unit) % len(self.units)]
+        unit.counted()
+        STATS.record({"run": seconds, "schedule_wall": seconds}, counters,
+                     (unit.name, 1, *self._volume(1, m, n, k), seconds))
 
     def _work(self, job: _Job, u: int) -> None:
         unit: ComputeUnit = self.units[u]

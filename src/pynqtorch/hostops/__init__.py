@@ -1,5 +1,5 @@
-"""Native host passes of the engine: fused int8 quantization (of operands and of convolution patches) and
-dequantization (``hostops.cpp``).
+"""Native host passes of the engine: fused int8 quantization (of operands and of convolution patches),
+dequantization, and small exact GEMMs in one pass (``hostops.cpp``).
 
 The torch formulation in `engine.quant` takes four to six passes over an operand (|x|, max, multiply,
 round, convert); the C++ here takes one or two and returns bit-identical results (same IEEE float32
@@ -42,6 +42,8 @@ _SIGNATURES = {
     "pynqtorch_quantize_tensor": ([_ptr, _i64, _i64, _i64, _i64, _i64, _f32, _ptr, _ptr], ctypes.c_int),
     "pynqtorch_im2col_quantize": ([_ptr, ctypes.POINTER(_i64), ctypes.c_int, _f32, _ptr, _ptr], ctypes.c_int),
     "pynqtorch_dequantize": ([_ptr, _i64, _i64, _i64, _ptr, _i64, _i64, _ptr, _i64, _i64, _ptr], ctypes.c_int),
+    "pynqtorch_gemm_rows": ([_ptr, _i64, _i64, _i64, ctypes.c_int, _f32, _ptr, _i64, _ptr, _i64, _ptr, _ptr, _i64, _ptr,
+                             _ptr], ctypes.c_int),
 }
 
 
@@ -160,3 +162,42 @@ def dequantize(acc: torch.Tensor, sa: torch.Tensor, sb: torch.Tensor) -> torch.T
     st = lib.pynqtorch_dequantize(acc.data_ptr(), nb, m, n, sa.data_ptr(), *_strides(sa, 1), sb.data_ptr(),
                                   *_strides(sb, 2), out.data_ptr())
     return out if st == 0 else None
+
+
+class RowsGemm:
+    """Small float GEMMs against one quantized weight in one native pass each (``pynqtorch_gemm_rows``): `b` holds
+    the weight's int8 values as float32 ``[K, N]``, `sb` its float32 scales (N of them, or one); the weight's
+    checks and pointers are taken once, here. The caller guarantees ``K * qmax * max|b| <= 2**24``: the product's
+    float32 sums are then the exact integer product."""
+
+    def __init__(self, b: torch.Tensor, sb: torch.Tensor, per_line: bool, qmax: int) -> None:
+        lib = library()
+        if lib is None or not (_flat(b) and _flat(sb) and b.dim() == 2 and sb.numel() in (1, b.shape[1])):
+            raise ValueError("RowsGemm needs the native library, a contiguous float32 [K, N] weight and 1 or N "
+                             "contiguous float32 scales")
+        self._fn = lib.pynqtorch_gemm_rows
+        self._b, self._sb = b, sb  # kept alive for the pointers below
+        self.k, self.n = b.shape
+        self._fixed = (int(per_line), float(qmax), b.data_ptr(), self.n, sb.data_ptr(), int(sb.numel() > 1))
+
+    def __call__(self, a: torch.Tensor, bias: torch.Tensor | None = None,
+                 add: torch.Tensor | None = None) -> torch.Tensor | None:
+        """`quantize` float32 `a` ``[M, K]`` per row (or per tensor), multiply, `dequantize`, then ``out += bias``
+        (``[N]``) and ``out += add`` (``[M, N]``) as torch's ``add_`` does them; or None (the caller takes the
+        general path): a case this pass does not take, a non-finite or tiny row, or the dequantization's overflow
+        guard tripping."""
+        m, k = a.shape
+        if (k != self.k or m == 0 or a.dtype != torch.float32 or a.stride(1) != 1
+                or (bias is not None and not _flat(bias)) or (add is not None and (
+                    add.dtype != torch.float32 or add.shape != (m, self.n) or add.stride(1) != 1))):
+            return None
+        out = torch.empty((m, self.n), dtype=torch.float32)
+        work = torch.empty(m * k + m, dtype=torch.float32)
+        st = self._fn(a.data_ptr(), m, k, a.stride(0), *self._fixed, None if bias is None else bias.data_ptr(),
+                      None if add is None else add.data_ptr(), 0 if add is None else add.stride(0), out.data_ptr(),
+                      work.data_ptr())
+        return out if st == 0 else None
+
+
+def _flat(t: torch.Tensor) -> bool:
+    return t.dtype == torch.float32 and t.is_contiguous()

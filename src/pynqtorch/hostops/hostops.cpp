@@ -34,6 +34,7 @@ const float kRound = 12582912.0f;        // 1.5 * 2**23
 const int32_t kRoundBits = 0x4b400000;   // its bit pattern
 
 const int64_t kParallel = int64_t(1) << 15;
+const int kRows = 4;  // rows of A per pass over B in pynqtorch_gemm_rows
 
 enum Status { kOk = 0, kNonFinite = 1, kTiny = 2 };
 
@@ -74,6 +75,15 @@ inline int check(uint32_t m) {
 
 inline float scale_of(uint32_t m, float qmax) { return m == 0 ? 1.0f : from_bits(m) / qmax; }
 
+// The guard of engine.quant.Scheme.dequantize on the scales' largest bit patterns (scales are positive):
+// (2**31 - 1) * max(sa) * max(1, max(sb)) >= FLT_MAX in float64, evaluated in the same order; also true when a
+// scale is not finite.
+inline bool overflow_risk(uint32_t sa_max, uint32_t sb_max) {
+  if (sa_max >= kInfBits || sb_max >= kInfBits) return true;
+  const double sbm = static_cast<double>(from_bits(sb_max));
+  return 2147483647.0 * static_cast<double>(from_bits(sa_max)) * (sbm > 1.0 ? sbm : 1.0) >= 3.4028234663852886e38;
+}
+
 // round_half_even(y) for |y| < 2**22: y + 1.5 * 2**23 rounds y to an integer held in the low mantissa bits.
 inline int8_t round_to_int8(float y) {
   return static_cast<int8_t>(static_cast<int32_t>(bits(y + kRound)) - kRoundBits);
@@ -85,6 +95,46 @@ inline void quantize_row(const float* x, int64_t n, float inv, int8_t* q) {
 
 inline void quantize_row_cols(const float* x, int64_t n, const float* inv, int8_t* q) {
   for (int64_t i = 0; i < n; ++i) q[i] = round_to_int8(x[i] * inv[i]);
+}
+
+// out[r, j] = sum_t qa[r, t] * b[t, j] for R rows of qa ([R, k]) and b [k, n], float32 holding int8 values, in
+// float32: exact under pynqtorch_gemm_rows's bound. Columns go in blocks of 16 held in vector registers (GCC vector
+// extensions: AVX2 registers in the AVX2 clone, pairs of SSE or NEON registers elsewhere), each B row read once
+// for all R rows.
+typedef float F8 __attribute__((vector_size(32)));
+
+__attribute__((always_inline)) inline void load8(F8& v, const float* p) { std::memcpy(&v, p, sizeof v); }
+
+template <int R>
+__attribute__((always_inline)) inline void product_rows(const float* qa, int64_t k, const float* b, int64_t n,
+                                                        float* out) {
+  int64_t j0 = 0;
+  for (; j0 + 16 <= n; j0 += 16) {
+    F8 lo[R], hi[R];
+    for (int r = 0; r < R; ++r) lo[r] = hi[r] = F8{};
+    for (int64_t t = 0; t < k; ++t) {
+      F8 b0, b1;
+      load8(b0, b + t * n + j0);
+      load8(b1, b + t * n + j0 + 8);
+      for (int r = 0; r < R; ++r) {
+        const F8 q = F8{} + qa[r * k + t];
+        lo[r] += q * b0;
+        hi[r] += q * b1;
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      std::memcpy(out + r * n + j0, &lo[r], sizeof(F8));
+      std::memcpy(out + r * n + j0 + 8, &hi[r], sizeof(F8));
+    }
+  }
+  for (int r = 0; r < R && j0 < n; ++r) {
+    float* dst = out + r * n;
+    for (int64_t j = j0; j < n; ++j) dst[j] = 0.0f;
+    for (int64_t t = 0; t < k; ++t) {
+      const float q = qa[r * k + t];
+      for (int64_t j = j0; j < n; ++j) dst[j] += q * b[t * n + j];
+    }
+  }
 }
 
 }  // namespace
@@ -323,10 +373,7 @@ PYNQTORCH_CLONES int pynqtorch_dequantize(const int32_t* acc, int64_t nb, int64_
       sb_max = u > sb_max ? u : sb_max;
     }
   }
-  if (sa_max >= kInfBits || sb_max >= kInfBits) return 1;
-  const double sbm = static_cast<double>(from_bits(sb_max));
-  if (2147483647.0 * static_cast<double>(from_bits(sa_max)) * (sbm > 1.0 ? sbm : 1.0) >= 3.4028234663852886e38)
-    return 1;
+  if (overflow_risk(sa_max, sb_max)) return 1;
 #pragma omp parallel for collapse(2) if (nb * m * n >= kParallel)
   for (int64_t b = 0; b < nb; ++b) {
     for (int64_t i = 0; i < m; ++i) {  // (b, i) counted, not divided out of a line number: short rows are common
@@ -341,6 +388,73 @@ PYNQTORCH_CLONES int pynqtorch_dequantize(const int32_t* acc, int64_t nb, int64_
       } else {
         for (int64_t j = 0; j < n; ++j) dst[j] = (static_cast<float>(src[j]) * a) * sbr[j * sbj];
       }
+    }
+  }
+  return 0;
+}
+
+// One small float GEMM against a quantized weight in one pass, for products the golden model defines as the exact
+// integer sum: a (float32 [m, k], rows at element stride sr) is quantized as pynqtorch_quantize_rows (per_row) or
+// _tensor give it, multiplied by the quantized weight b (float32 [k, n], contiguous, holding its int8 values) with
+// float sums, exact because
+// the caller guarantees k * qmax * max|b| <= 2**24 (every partial sum is an integer float32 holds, in any order),
+// and dequantized as pynqtorch_dequantize gives it (sb: n scales, or one with sbj = 0).
+// Then, optionally, out += bias (n floats) and out += add ([m, n], rows at element stride sadd), each a separate
+// float32 rounding as torch's add_. work holds m * k + m floats. Returns the quantization's status, or 1 when the
+// dequantization guard trips (nothing useful is written then: the caller takes the general path).
+PYNQTORCH_CLONES int pynqtorch_gemm_rows(const float* a, int64_t m, int64_t k, int64_t sr, int per_row, float qmax,
+                                         const float* b, int64_t n, const float* sb, int64_t sbj, const float* bias,
+                                         const float* add, int64_t sadd, float* out, float* work) {
+  float* qa = work;
+  float* sa = work + m * k;
+  uint32_t whole = 0;
+  if (!per_row) {
+    for (int64_t i = 0; i < m; ++i) {
+      const uint32_t mi = row_amax_bits(a + i * sr, k);
+      whole = mi > whole ? mi : whole;
+    }
+  }
+  uint32_t sa_max = 0, sb_max = 0;
+  for (int64_t i = 0; i < m; ++i) {
+    const float* row = a + i * sr;
+    const uint32_t mi = per_row ? row_amax_bits(row, k) : whole;
+    const int st = check(mi);
+    if (st != kOk) return st;
+    const float s = scale_of(mi, qmax);
+    sa[i] = s;
+    const uint32_t u = bits(s);
+    sa_max = u > sa_max ? u : sa_max;
+    const float inv = 1.0f / s;
+    for (int64_t t = 0; t < k; ++t) qa[i * k + t] = static_cast<float>(round_to_int8(row[t] * inv));
+  }
+  for (int64_t j = 0; j < (sbj ? n : 1); ++j) {
+    const uint32_t u = bits(sb[j * sbj]) & kAbsMask;
+    sb_max = u > sb_max ? u : sb_max;
+  }
+  if (overflow_risk(sa_max, sb_max)) return 1;
+  for (int64_t i0 = 0; i0 < m; i0 += kRows) {  // rows in groups, so that each B row read serves all of them
+    switch (m - i0 < kRows ? m - i0 : kRows) {
+      case 1: product_rows<1>(qa + i0 * k, k, b, n, out + i0 * n); break;
+      case 2: product_rows<2>(qa + i0 * k, k, b, n, out + i0 * n); break;
+      case 3: product_rows<3>(qa + i0 * k, k, b, n, out + i0 * n); break;
+      default: product_rows<kRows>(qa + i0 * k, k, b, n, out + i0 * n); break;
+    }
+  }
+  for (int64_t i = 0; i < m; ++i) {
+    float* dst = out + i * n;
+    const float s = sa[i];
+    if (sbj == 0) {
+      const float s1 = sb[0];
+      for (int64_t j = 0; j < n; ++j) dst[j] = (dst[j] * s) * s1;
+    } else {
+      for (int64_t j = 0; j < n; ++j) dst[j] = (dst[j] * s) * sb[j * sbj];
+    }
+    if (bias != nullptr) {
+      for (int64_t j = 0; j < n; ++j) dst[j] = dst[j] + bias[j];
+    }
+    if (add != nullptr) {
+      const float* src = add + i * sadd;
+      for (int64_t j = 0; j < n; ++j) dst[j] = dst[j] + src[j];
     }
   }
   return 0;

@@ -48,10 +48,22 @@ def gemm(a: torch.Tensor, b: torch.Tensor, *, b_owner: torch.Tensor | None) -> t
     view of `b_owner`.
     """
     if is_zynq(b_owner):
-        owner = (b_owner if b.untyped_storage().data_ptr() == b_owner.untyped_storage().data_ptr()
-                 else _derived_owner(b_owner))
-        return _engine_gemm(a, b, owner, write_generation(b_owner))
+        return _engine_gemm(a, b, _owner(b, b_owner), write_generation(b_owner))
     return _engine_gemm(a, b)
+
+
+def _owner(b: torch.Tensor, b_owner: torch.Tensor) -> object:
+    """The cache owner of CPU view `b` of zynq tensor `b_owner`: the tensor itself when `b` views its memory."""
+    return (b_owner if b.untyped_storage().data_ptr() == b_owner.untyped_storage().data_ptr()
+            else _derived_owner(b_owner))
+
+
+def bind(b: torch.Tensor, *, b_owner: torch.Tensor | None) -> engine.BoundGemm:
+    """``a -> a @ b`` (`engine.bind`), with `b` cached as `gemm` caches it and looked up once: for many products
+    with one weight that nothing writes meanwhile (a recurrent layer's steps)."""
+    if is_zynq(b_owner):
+        return engine.bind(b, owner=_owner(b, b_owner), version=write_generation(b_owner))
+    return engine.bind(b)
 
 
 def gemm_derived(a: torch.Tensor | Patches, src: torch.Tensor | None, key: Hashable,

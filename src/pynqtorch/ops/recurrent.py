@@ -13,31 +13,48 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 
 from ..device.report import record
 from ..device.storage import adopt_result
 from ._common import NotOffloadable, to_cpu
-from .engine_bridge import gemm
+from .engine_bridge import bind, gemm
 from .gemm import _check
 
 aten = torch.ops.aten
-Cell = Callable[[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]], tuple[torch.Tensor, ...]]
 
 
-def _lstm_cell(gx: torch.Tensor, gh: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-    i, f, g, o = gh.add_(gx).chunk(4, 1)
-    c = torch.sigmoid(f).mul_(state[1]).addcmul_(torch.sigmoid(i), torch.tanh(g))
-    return torch.sigmoid(o).mul_(torch.tanh(c)), c
+class Cell(NamedTuple):
+    """A recurrent cell: `step(gx, gh, state, h_out)` gives the new state, writing its hidden state into `h_out`;
+    with `folds_input` the recurrent GEMM has added the step's input projection `gx` into `gh` already."""
+
+    step: Callable[[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor], tuple[torch.Tensor, ...]]
+    folds_input: bool
 
 
-def _gru_cell(gx: torch.Tensor, gh: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+def _lstm_step(gx: torch.Tensor, gates: torch.Tensor, state: tuple[torch.Tensor, ...],
+               h_out: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    # Activated in place, without allocations: the same values as the out-of-place ops, which also run over the
+    # strided gate views row by row.
+    i, f, g, o = gates.chunk(4, 1)
+    c = f.sigmoid_().mul_(state[1]).addcmul_(i.sigmoid_(), g.tanh_())
+    return torch.mul(o.sigmoid_(), torch.tanh(c), out=h_out), c
+
+
+def _gru_step(gx: torch.Tensor, gh: torch.Tensor, state: tuple[torch.Tensor, ...],
+              h_out: torch.Tensor) -> tuple[torch.Tensor, ...]:
     xr, xz, xn = gx.chunk(3, 1)
     hr, hz, hn = gh.chunk(3, 1)
+    # r and z are activated out of place: on contiguous sums, whose elements torch's vector loops split as before
+    # (an in-place activation of the strided gate views would compute some other elements in its scalar tail).
     r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
-    n = torch.tanh(hn.mul_(r).add_(xn))
-    return (state[0] - n).mul_(z).add_(n),
+    n = hn.mul_(r).add_(xn).tanh_()
+    return torch.sub(state[0], n, out=h_out).mul_(z).add_(n),
+
+
+_LSTM, _GRU = Cell(_lstm_step, folds_input=True), Cell(_gru_step, folds_input=False)
 
 
 def _direction(x: torch.Tensor, state: tuple[torch.Tensor, ...], w: Sequence[torch.Tensor], cell: Cell,
@@ -52,17 +69,13 @@ def _direction(x: torch.Tensor, state: tuple[torch.Tensor, ...], w: Sequence[tor
         gx.add_(to_cpu(w[2]))
         b_hh = to_cpu(w[3])
     gx = gx.view(t_len, batch, -1)
-    w_hh_t = to_cpu(w_hh).t()
-    outs = []
-    for t in (range(t_len - 1, -1, -1) if reverse else range(t_len)):
-        gh = gemm(state[0], w_hh_t, b_owner=w_hh)
-        if b_hh is not None:
-            gh.add_(b_hh)
-        state = cell(gx[t], gh, state)
-        outs.append(state[0])
-    if reverse:
-        outs.reverse()
-    return torch.stack(outs), state
+    recurrent = bind(to_cpu(w_hh).t(), b_owner=w_hh)  # looked up once for all steps
+    out = torch.empty(t_len, batch, w_hh.shape[1], dtype=gx.dtype)
+    steps = zip(gx.unbind(0), out.unbind(0), strict=True)  # per-step views, made in one call each
+    for gx_t, out_t in (reversed(list(steps)) if reverse else steps):
+        gh = recurrent(state[0], b_hh, gx_t if cell.folds_input else None)
+        state = cell.step(gx_t, gh, state, out_t)
+    return out, state
 
 
 def _run(x: torch.Tensor, hx: Sequence[torch.Tensor], params: Sequence[torch.Tensor], has_biases: bool,
@@ -120,5 +133,5 @@ def _accelerated(op: torch._ops.OpOverload, cell: Cell, n_state: int) -> Callabl
 #     bool train, bool bidirectional, bool batch_first) -> (Tensor, Tensor, Tensor)
 # aten::gru.input(Tensor input, Tensor hx, Tensor[] params, bool has_biases, int num_layers, float dropout,
 #     bool train, bool bidirectional, bool batch_first) -> (Tensor, Tensor)
-AUTOGRAD_KERNELS = {"lstm.input": _accelerated(aten.lstm.input, _lstm_cell, 2),
-                    "gru.input": _accelerated(aten.gru.input, _gru_cell, 1)}
+AUTOGRAD_KERNELS = {"lstm.input": _accelerated(aten.lstm.input, _LSTM, 2),
+                    "gru.input": _accelerated(aten.gru.input, _GRU, 1)}

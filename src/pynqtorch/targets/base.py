@@ -199,6 +199,10 @@ class ComputeUnit(abc.ABC):
     resident_b = False
     # The unit runs a whole stack of calls at once (`run_stack`): a model, where stacking costs nothing.
     stacks = False
+    # The unit's call is the golden model's exact integer product, with nothing else to it: the engine may compute
+    # such a product itself in a native pass with its quantization (`engine.api.BoundGemm`) and count it as
+    # one of the unit's calls (`counted`).
+    exact = False
 
     def __init__(self, name: str, desc: Description) -> None:
         self.name = name
@@ -212,6 +216,11 @@ class ComputeUnit(abc.ABC):
         with self._lock:
             self.calls += 1
             return self._run(a, b)
+
+    def counted(self) -> None:
+        """Count one call computed for this unit elsewhere (units with `exact` only)."""
+        with self._lock:
+            self.calls += 1
 
     def run_stack(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """The calls ``a[i] @ b[i]`` of int8 stacks ``[B, m, k]`` and ``[B, k, n]`` as one unit invocation (units

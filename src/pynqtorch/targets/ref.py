@@ -25,12 +25,13 @@ LARGE_CALL = {"m": 1 << 12, "n": 1 << 12, "k": 1 << 12}
 class RefUnit(ComputeUnit):
     """Runs one call with the golden model of the kernel's arithmetic (int32 results for accumulators of
     at most 32 bits, as the hardware returns them). With `any_shape` (large-call mode) edge calls come
-    unpadded: padding with zeros adds nothing to the exact sums, and stacks of calls (a grouped convolution's
-    groups, a batched product's batches) come as one invocation."""
+    unpadded: padding with zeros adds nothing to the exact sums, stacks of calls (a grouped convolution's
+    groups, a batched product's batches) come as one invocation, and the engine may compute small calls itself
+    (`ComputeUnit.exact`)."""
 
     def __init__(self, name: str, desc: Description, any_shape: bool = False) -> None:
         super().__init__(name, desc)
-        self.any_shape = self.stacks = any_shape
+        self.any_shape = self.stacks = self.exact = any_shape
 
     def _run(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return golden_gemm(a, b, self.desc.arith, narrow=True)
