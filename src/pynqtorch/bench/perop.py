@@ -1,4 +1,4 @@
-"""Per-op cost of accelerated ops at the zoo's quick sizes: ``python benchmarks/perop.py [--reps N] [--threads T]``
+"""Per-op cost of accelerated ops at the zoo's quick sizes: ``python -m pynqtorch.bench.perop [--reps N] [--threads T]``
 prints µs per call through the zynq device (target ref) and on CPU float32, interleaved in one run (so machine load
 hits both), their ratio, and the engine call alone (`engine.gemm` on CPU tensors, weight cached) where it applies."""
 
