@@ -75,6 +75,8 @@ CASES: dict[str, Callable[[dict[str, torch.Tensor]], object]] = {
     "device_mismatch": lambda t: t["x"] + torch.ones(4, 6),
     "zero_dim_cpu_ok": lambda t: t["x"] * torch.tensor(2.0),
     "sparse_layout": lambda t: t["x"].to_sparse(),
+    "nested_result": lambda t: torch._nested_tensor_from_mask(t["x"].reshape(2, 2, 6),
+                                                             torch.ones(2, 2, dtype=torch.bool).to("zynq")),
 }
 
 

@@ -74,3 +74,25 @@ def test_multi_head_attention_fast_path_runs_on_the_kernel(kwargs: dict) -> None
         assert got[1] is None
     else:
         assert got[1].shape == want[1].shape and _rel(got[1], want[1]) < 0.02
+
+
+@torch.no_grad()
+def test_encoder_with_a_padding_mask_names_nested_tensors_and_the_way_out() -> None:
+    """In eval mode nn.TransformerEncoder turns a padding mask into nested tensors, which zynq cannot hold: a clear
+    error naming the switch; with the switch off, the encoder runs on the kernel and agrees with CPU."""
+    import copy
+
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
+    x = torch.randn(3, 7, 32)
+    mask = torch.zeros(3, 7, dtype=torch.bool)
+    mask[0, 5:] = True
+    mask[1, 3:] = True
+    nested = nn.TransformerEncoder(layer, 2).eval()
+    with pytest.raises(RuntimeError, match=r"made a nested tensor.*enable_nested_tensor=False"):
+        copy.deepcopy(nested).to("zynq")(x.to("zynq"), src_key_padding_mask=mask.to("zynq"))
+    dense = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
+    want = dense(x, src_key_padding_mask=mask)
+    got = copy.deepcopy(dense).to("zynq")(x.to("zynq"), src_key_padding_mask=mask.to("zynq"))
+    _on_kernel()
+    assert _rel(got.cpu(), want) < 0.03

@@ -36,6 +36,9 @@ _CPU = torch.device("cpu")
 _MEMORY_OPS = {"aten::_to_copy", "aten::clone", "aten::copy_", "aten::empty_like", "aten::zero_", "aten::fill_",
                "aten::_local_scalar_dense", "aten::resize_", "aten::contiguous", "aten::lift_fresh",
                "aten::stack", "aten::cat", "aten::new_empty_strided", "aten::new_empty"}
+# Said of nested results (native.cpp says the same).
+NESTED_HINT = (" (nn.TransformerEncoder makes nested tensors from a src_key_padding_mask: build it with "
+               "enable_nested_tensor=False)")
 # Ops that may take CPU index tensors with zynq data, as PyTorch allows for other accelerators.
 _MIXED_DEVICE_OK = {"aten::index", "aten::index_put_", "aten::_index_put_impl_", "aten::index_put"}
 
@@ -195,9 +198,10 @@ class _Unwrapper:
             for t, c in self.pairs:
                 if r is c:
                     return t
-            if r.layout is not torch.strided:
-                raise RuntimeError(f"{self.plan.name} made a {r.layout} tensor: zynq tensors are dense (strided) "
-                                   "only; use CPU tensors for other layouts")
+            if r.layout is not torch.strided or r.is_nested:
+                raise RuntimeError(f"{self.plan.name} made a {'nested' if r.is_nested else r.layout} tensor: zynq "
+                                   "tensors are dense (strided) only; use CPU tensors for other layouts"
+                                   f"{NESTED_HINT if r.is_nested else ''}")
             sid = r.untyped_storage()._cdata
             for t, c in self.pairs:
                 if c.untyped_storage()._cdata == sid:

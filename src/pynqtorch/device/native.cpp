@@ -282,6 +282,11 @@ std::unique_ptr<torch::Library> g_library;  // destroying it drops every native 
               other.str(), "! (in ", op, ")");
 }
 
+// Said of nested results (keep equal to fallback.NESTED_HINT).
+constexpr const char* NESTED_HINT =
+    " (nn.TransformerEncoder makes nested tensors from a src_key_padding_mask: build it with "
+    "enable_nested_tensor=False)";
+
 std::string layout_name(c10::Layout layout) {
   switch (layout) {
     case c10::kSparse: return "torch.sparse_coo";
@@ -375,8 +380,10 @@ class Call {
     for (const auto& [z, c] : pairs_) {
       if (c.unsafeGetTensorImpl() == r.unsafeGetTensorImpl()) return z;
     }
-    TORCH_CHECK(r.layout() == c10::kStrided, name_, " made a ", layout_name(r.layout()),
-                " tensor: zynq tensors are dense (strided) only; use CPU tensors for other layouts");
+    TORCH_CHECK(r.layout() == c10::kStrided && !r.is_nested(), name_, " made a ",
+                r.is_nested() ? std::string("nested") : layout_name(r.layout()),
+                " tensor: zynq tensors are dense (strided) only; use CPU tensors for other layouts",
+                r.is_nested() ? NESTED_HINT : "");
     const c10::StorageImpl* sid = r.storage().unsafeGetStorageImpl();
     for (const auto& [z, c] : pairs_) {
       if (c.storage().unsafeGetStorageImpl() == sid) {  // a view: shares the zynq storage
