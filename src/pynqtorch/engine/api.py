@@ -204,6 +204,15 @@ def _product(s: Scheduler, ao: Operand, bo: Operand, m: int, n: int, k: int,
     return out
 
 
+def _direct(s: Scheduler, a_scheme: object, b_scheme: object, qw: QuantizedWeight | None) -> bool:
+    """Whether the direct float path serves these schemes on `s`'s kernel, with prepared weight `qw` (None: B is
+    not a weight): the built-in per-line / per-tensor schemes, one limb per operand (qmax within a digit), a
+    weight without non-finite values."""
+    return (type(a_scheme) in _NATIVE_SCHEMES and type(b_scheme) in _NATIVE_SCHEMES
+            and s.qmax < 1 << (s.digit_bits - 1)
+            and (qw is None or (qw.bad is None and qw.operand.count == 1)))
+
+
 def _fast_float(s: Scheduler, a3: torch.Tensor | Patches, b3: torch.Tensor, qw: QuantizedWeight | None,
                 cfg: QuantConfig) -> torch.Tensor | None:
     """`_float_gemm`'s dominant case in fewer steps, computing the same thing (the same native passes and the
@@ -214,9 +223,7 @@ def _fast_float(s: Scheduler, a3: torch.Tensor | Patches, b3: torch.Tensor, qw: 
     a_scheme = cfg.activation_scheme
     b_scheme = cfg.weight_scheme if qw is not None else a_scheme
     qmax = s.qmax
-    if (a3.dtype != torch.float32 or b3.dtype != torch.float32 or type(a_scheme) not in _NATIVE_SCHEMES
-            or type(b_scheme) not in _NATIVE_SCHEMES or qmax >= 1 << (s.digit_bits - 1)
-            or (qw is not None and (qw.bad is not None or qw.operand.count != 1))):
+    if a3.dtype != torch.float32 or b3.dtype != torch.float32 or not _direct(s, a_scheme, b_scheme, qw):
         return None
     t0 = time.perf_counter()
     if qw is not None:
@@ -263,9 +270,7 @@ class BoundGemm:
         s = _kernel()
         qw = _weight(s, b[None], b, True, owner, version, cfg)
         a_scheme, b_scheme, qmax = cfg.activation_scheme, cfg.weight_scheme, s.qmax
-        if (b.dtype != torch.float32 or type(a_scheme) not in _NATIVE_SCHEMES
-                or type(b_scheme) not in _NATIVE_SCHEMES or qmax >= 1 << (s.digit_bits - 1)
-                or qw.bad is not None or qw.operand.count != 1):
+        if b.dtype != torch.float32 or not _direct(s, a_scheme, b_scheme, qw):
             return
         k, bo = b.shape[0], qw.operand
         ao = Operand(torch.empty(0, dtype=torch.int8), 1, qmax, s.digit_bits)  # the bound of every A: qmax
