@@ -270,3 +270,64 @@ def test_fused_encoder_layer_is_lowered_into_the_compiled_graph() -> None:
         assert kernel == _counters()["kernel_calls"] > 0
     assert STATS.lowered == 1 and STATS.gemm_runs == 0
     assert ((got - want).norm() / want.norm()).item() < 1e-4
+
+
+class _Recurrent(nn.Module):
+    def __init__(self, kind: type[nn.RNNBase], **kw: object) -> None:
+        super().__init__()
+        self.rnn = kind(6, 8, **kw)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out, h = self.rnn(x)
+        return (out, *h) if isinstance(h, tuple) else (out, h)
+
+
+RECURRENT = [(nn.LSTM, {"num_layers": 2, "bidirectional": True}), (nn.GRU, {"num_layers": 2, "batch_first": True}),
+             (nn.LSTM, {"batch_first": True, "bias": False})]
+
+
+@pytest.mark.parametrize(("kind", "kw"), RECURRENT, ids=["lstm-bi", "gru-batch-first", "lstm-nobias"])
+def test_compiled_recurrent_layers_run_the_layer_stack_on_the_kernel(kind: type[nn.RNNBase], kw: dict) -> None:
+    """With dynamo's `allow_rnn`, `torch.lstm`/`torch.gru` become one `pynqtorch::` op in the lowered graph (never
+    PyTorch's CPU decomposition): eager zynq's result bit for bit, with the same kernel work, weights cached."""
+    from pynqtorch.device.compiler import STATS
+
+    torch.manual_seed(9)
+    model = _Recurrent(kind, **kw).eval().to("zynq")
+    x = torch.randn(5, 3, 6).to("zynq")
+    STATS.reset()
+    with torch.no_grad(), torch._dynamo.config.patch(allow_rnn=True):
+        compiled = torch.compile(model, backend=backend)
+        compiled(x)
+        pynqtorch.reset_report()
+        got = [t.cpu() for t in compiled(x)]
+        rep, counters = pynqtorch.report(), _counters()
+        pynqtorch.reset_report()
+        want = [t.cpu() for t in model(x)]
+        assert counters["kernel_calls"] == _counters()["kernel_calls"] > 0
+    assert (STATS.graphs, STATS.lowered, STATS.gemm_runs, STATS.eager_runs) == (1, 1, 0, 0)
+    name = f"pynqtorch::{kind.__name__.lower()}"
+    assert {k: v.calls for k, v in rep.accelerated.items()} == {name: 1}
+    assert counters["weight_cache_hits"] > 0
+    assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
+
+
+def test_compiled_packed_sequence_is_not_computed_on_cpu_inside_the_graph() -> None:
+    """A packed sequence takes `lstm.data`, which has no lowering: PyTorch's decomposition of it would run the
+    layer in float on CPU inside inductor's code, so the graph is refused and split; the result is eager zynq's."""
+    from pynqtorch.device.compiler import STATS
+
+    torch.manual_seed(10)
+    lstm = nn.LSTM(4, 5).eval().to("zynq")
+    x = torch.randn(6, 2, 4)
+
+    def fn(seq: torch.Tensor) -> torch.Tensor:
+        packed = nn.utils.rnn.pack_padded_sequence(seq, torch.tensor([6, 4]))
+        return nn.utils.rnn.pad_packed_sequence(lstm(packed)[0])[0]
+
+    STATS.reset()
+    with torch.no_grad(), torch._dynamo.config.patch(allow_rnn=True):
+        got = torch.compile(fn, backend=backend)(x.to("zynq")).cpu()
+        want = fn(x.to("zynq")).cpu()
+    assert STATS.lowered == 0
+    assert torch.equal(got, want)

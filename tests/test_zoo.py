@@ -129,11 +129,25 @@ def test_bench_zoo_compile_quick_row(tmp_path: Path) -> None:
 
 
 def test_bench_zoo_compile_reports_models_dynamo_does_not_compile(tmp_path: Path) -> None:
-    """nn.GRU is skipped by dynamo: the row is an error naming why, not an eager run counted as compiled."""
-    res = runner.invoke(app, ["bench", "zoo", "--compile", "--quick", "--json", "--out", str(tmp_path), "-m", "gru"])
+    """A model dynamo gives no graph (here: PyTorch's own switch forcing eager runs) is an error row, not an eager
+    run counted as compiled."""
+    with torch.compiler.set_stance("force_eager"):
+        res = runner.invoke(app, ["bench", "zoo", "--compile", "--quick", "--json", "--out", str(tmp_path),
+                                  "-m", "lenet"])
     assert res.exit_code == 1
     (row,) = json.loads(res.stdout)["zoo"]["rows"]
     assert "ratio" not in row and row["error"].startswith("NotCompiled: dynamo gave the backend no graph")
+
+
+def test_bench_zoo_compiles_recurrent_models(tmp_path: Path) -> None:
+    """The zoo traces recurrent modules: the GRU is one lowered graph whose layer stack is one accelerated op,
+    with eager zynq's result."""
+    res = runner.invoke(app, ["bench", "zoo", "--compile", "--quick", "--json", "--out", str(tmp_path), "-m", "gru"])
+    assert res.exit_code == 0, res.output
+    (row,) = json.loads(res.stdout)["zoo"]["rows"]
+    assert (row["graphs"], row["graph_breaks"], row["graph_calls"]) == (1, 0, 1)
+    assert row["runs"] == {"lowered": 1, "gemm": 0, "inductor": 0, "eager": 0}
+    assert row["accelerated_ops"] == 1 and row["kernel_calls"] > 0 and row["rel_diff_vs_eager"] == 0
 
 
 COMPILED = ["lenet", *(pytest.param(name, marks=pytest.mark.slow) for name in ("gpt2", "mobilenet_v2", "t5"))]

@@ -5,6 +5,8 @@
 multiplies. A B operand (weight) that views the memory of one of the graph's zynq inputs is cached on that zynq
 tensor's storage as in eager mode (`device.compiler.owner_of`); results are fresh CPU tensors. Calls the
 kernel cannot take (other dtypes, transposed or 3-D convolutions) run on CPU and are counted as CPU ops.
+`pynqtorch::lstm` / `pynqtorch::gru` run a recurrent layer stack as eager zynq does (`ops.recurrent.run`: the
+input projection as one GEMM, one recurrent GEMM per step, weights cached).
 `pynqtorch::_transformer_encoder_layer_fwd` is the fused encoder layer's math (`ops.attention`, the same as
 on zynq) as a composite op: traced through, its products become `pynqtorch::gemm` calls.
 """
@@ -12,7 +14,7 @@ on zynq) as a composite op: traced through, its products become `pynqtorch::gemm
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -23,6 +25,7 @@ from .ops.attention import transformer_encoder_layer_fwd
 from .ops.conv import conv2d_as_gemm
 from .ops.engine_bridge import gemm as engine_gemm
 from .ops.gemm import _check
+from .ops.recurrent import GRU_CELL, LSTM_CELL, Cell, run
 
 
 def _owner(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -102,3 +105,41 @@ def _(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, stride: Seque
 
 _lib.define(str(torch.ops.aten._transformer_encoder_layer_fwd.default._schema).removeprefix("aten::"))
 _lib.impl("_transformer_encoder_layer_fwd", transformer_encoder_layer_fwd, "CompositeImplicitAutograd")
+
+
+def _recurrent(op: torch._ops.OpOverload, cell: Cell) -> Callable[..., tuple]:
+    """The CPU kernel of `pynqtorch::lstm` / `pynqtorch::gru` (schemas of `op`): the layer stack on the kernel with
+    the weights cached on the zynq parameters they view; what eager zynq also leaves to PyTorch (training-mode
+    dropout, projections, other dtypes) runs `op` on CPU and is counted as a CPU op."""
+    name = f"pynqtorch::{op._schema.name.split('::')[1]}"
+
+    def kernel(x: torch.Tensor, hx: torch.Tensor | Sequence[torch.Tensor], params: Sequence[torch.Tensor],
+               has_biases: bool, num_layers: int, dropout: float, train: bool, bidirectional: bool,
+               batch_first: bool) -> tuple:
+        from .device.compiler import owner_of
+
+        t0 = time.perf_counter()
+        args = (x, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
+        states = [hx] if isinstance(hx, torch.Tensor) else list(hx)
+        try:
+            if (train and dropout > 0) or x.dim() != 3 or not x.is_floating_point() \
+                    or len(params) != num_layers * (2 if bidirectional else 1) * (4 if has_biases else 2):
+                raise NotOffloadable("training-mode dropout, projections or a non-float input")
+            _check(x, *params)
+        except NotOffloadable:
+            out = op(*args)
+            record(name, time.perf_counter() - t0, accelerated=False)
+            return out
+        out = run(x, states, params, [owner_of(p) for p in params], has_biases, num_layers, bidirectional,
+                  batch_first, cell)
+        record(name, time.perf_counter() - t0, accelerated=True)
+        return out
+
+    return kernel
+
+
+for _op, _cell in ((torch.ops.aten.lstm.input, LSTM_CELL), (torch.ops.aten.gru.input, GRU_CELL)):
+    _name = _op._schema.name.split("::")[1]
+    _lib.define(str(_op._schema).replace(f"aten::{_name}.input", _name))
+    _lib.impl(_name, _recurrent(_op, _cell), "CPU")
+    torch.library.register_fake(f"pynqtorch::{_name}", _op, lib=_lib)  # aten's own shapes (its composite)

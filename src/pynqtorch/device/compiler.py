@@ -48,6 +48,7 @@ GEMM_NAMES = frozenset({
     "dot", "vdot", "addr", "einsum", "tensordot", "inner", "bilinear", "chain_matmul", "multi_dot", "conv1d", "conv2d",
     "convolution", "_convolution", "scaled_dot_product_attention", "multi_head_attention_forward",
     "_native_multi_head_attention", "_transformer_encoder_layer_fwd", "_addmm_activation", "lstm", "gru",
+    "mkldnn_rnn_layer",  # what PyTorch's own decomposition makes of a CPU `lstm` (in a lowered graph: refused)
 })
 GEMM_MODULES = (torch.nn.Linear, torch.nn.Bilinear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.MultiheadAttention,
                 torch.nn.TransformerEncoderLayer, torch.nn.TransformerDecoderLayer)
@@ -220,6 +221,8 @@ class _HostRun:
             out.args = ((out.args[0],),)
             gm.recompile()
         _on_host(gm)
+        if lower:
+            _recurrent_ops(gm)
         self.gm = gm
         self.compiled: dict[tuple, Callable[..., Any] | None] = {}
 
@@ -309,6 +312,20 @@ def _on_host(gm: torch.fx.GraphModule) -> None:
             kwargs = torch.fx.node.map_aggregate(node.kwargs, _host_device)
             if args != node.args or kwargs != node.kwargs:
                 node.args, node.kwargs, changed = args, kwargs, True
+    if changed:
+        gm.recompile()
+
+
+def _recurrent_ops(gm: torch.fx.GraphModule) -> None:
+    """``torch.lstm`` / ``torch.gru`` calls on a padded sequence become `pynqtorch::lstm` / `pynqtorch::gru` (the
+    layer stack as eager zynq runs it): PyTorch decomposes them before any decomposition table is consulted."""
+    ops = {torch.lstm: torch.ops.pynqtorch.lstm.default, torch.gru: torch.ops.pynqtorch.gru.default}
+    changed = False
+    for node in gm.graph.nodes:
+        # the `.input` overloads: (input, hx, params: list, ...), never `.data` (input, batch_sizes, hx, ...)
+        if node.op == "call_function" and node.target in ops and len(node.args) == 9 and not node.kwargs \
+                and isinstance(node.args[2], (list, tuple)):
+            node.target, changed = ops[node.target], True
     if changed:
         gm.recompile()
 

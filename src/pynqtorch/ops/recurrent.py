@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
+from torch._subclasses.fake_tensor import is_fake
 
 from ..device.report import record
 from ..device.storage import adopt_result
@@ -54,23 +55,23 @@ def _gru_step(gx: torch.Tensor, gh: torch.Tensor, state: tuple[torch.Tensor, ...
     return torch.sub(state[0], n, out=h_out).mul_(z).add_(n),
 
 
-_LSTM, _GRU = Cell(_lstm_step, folds_input=True), Cell(_gru_step, folds_input=False)
+LSTM_CELL, GRU_CELL = Cell(_lstm_step, folds_input=True), Cell(_gru_step, folds_input=False)
 
 
-def _direction(x: torch.Tensor, state: tuple[torch.Tensor, ...], w: Sequence[torch.Tensor], cell: Cell,
-               reverse: bool) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-    """One layer in one direction over sequence-major CPU `x` ``[T, B, I]``; `w` are the zynq parameters
-    (w_ih, w_hh[, b_ih, b_hh])."""
+def _direction(x: torch.Tensor, state: tuple[torch.Tensor, ...], w: Sequence[torch.Tensor],
+               owners: Sequence[torch.Tensor | None], cell: Cell, reverse: bool
+               ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """One layer in one direction over sequence-major CPU `x` ``[T, B, I]``; `w` are CPU views of the parameters
+    (w_ih, w_hh[, b_ih, b_hh]), `owners` the zynq tensors they view (None: not cached)."""
     t_len, batch = x.shape[:2]
-    w_ih, w_hh = w[0], w[1]
-    gx = gemm(x.reshape(t_len * batch, -1), to_cpu(w_ih).t(), b_owner=w_ih)
+    gx = gemm(x.reshape(t_len * batch, -1), w[0].t(), b_owner=owners[0])
     b_hh = None
     if len(w) == 4:
-        gx.add_(to_cpu(w[2]))
-        b_hh = to_cpu(w[3])
+        gx.add_(w[2])
+        b_hh = w[3]
     gx = gx.view(t_len, batch, -1)
-    recurrent = bind(to_cpu(w_hh).t(), b_owner=w_hh)  # looked up once for all steps
-    out = torch.empty(t_len, batch, w_hh.shape[1], dtype=gx.dtype)
+    recurrent = bind(w[1].t(), b_owner=owners[1])  # looked up once for all steps
+    out = torch.empty(t_len, batch, w[1].shape[1], dtype=gx.dtype)
     steps = zip(gx.unbind(0), out.unbind(0), strict=True)  # per-step views, made in one call each
     for gx_t, out_t in (reversed(list(steps)) if reverse else steps):
         gh = recurrent(state[0], b_hh, gx_t if cell.folds_input else None)
@@ -78,20 +79,21 @@ def _direction(x: torch.Tensor, state: tuple[torch.Tensor, ...], w: Sequence[tor
     return out, state
 
 
-def _run(x: torch.Tensor, hx: Sequence[torch.Tensor], params: Sequence[torch.Tensor], has_biases: bool,
-         num_layers: int, bidirectional: bool, batch_first: bool, cell: Cell) -> tuple[torch.Tensor, ...]:
+def run(x: torch.Tensor, hx: Sequence[torch.Tensor], params: Sequence[torch.Tensor],
+        owners: Sequence[torch.Tensor | None], has_biases: bool, num_layers: int, bidirectional: bool,
+        batch_first: bool, cell: Cell) -> tuple[torch.Tensor, ...]:
+    """The layer stack on CPU tensors (`params` CPU views of the zynq `owners`, or None owners): the results of
+    `aten::lstm.input` / `aten::gru.input` (inference: no dropout, no projections)."""
     dirs = 2 if bidirectional else 1
     per = 4 if has_biases else 2
-    seq = to_cpu(x)
-    if batch_first:
-        seq = seq.transpose(0, 1)
-    states = [to_cpu(h) for h in hx]
-    finals: list[list[torch.Tensor]] = [[] for _ in states]
+    seq = x.transpose(0, 1) if batch_first else x
+    finals: list[list[torch.Tensor]] = [[] for _ in hx]
     for layer in range(num_layers):
         outs = []
         for d in range(dirs):
             idx = layer * dirs + d
-            out, st = _direction(seq, tuple(s[idx] for s in states), params[idx * per:(idx + 1) * per], cell,
+            part = slice(idx * per, (idx + 1) * per)
+            out, st = _direction(seq, tuple(s[idx] for s in hx), params[part], owners[part], cell,
                                  reverse=d == 1)
             outs.append(out)
             for f, s in zip(finals, st, strict=True):
@@ -114,14 +116,15 @@ def _accelerated(op: torch._ops.OpOverload, cell: Cell, n_state: int) -> Callabl
         if (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)) or (train and dropout > 0) \
                 or len(params) != num_layers * dirs * (4 if has_biases else 2) \
                 or not all(t.device.type == "zynq" for t in tensors) or x.dim() != 3 \
-                or not x.is_floating_point():
+                or not x.is_floating_point() or any(is_fake(t) for t in tensors):
             return op.decompose(*args)
         t0 = time.perf_counter()
         try:
             _check(x, *params)
         except NotOffloadable:
             return op.decompose(*args)
-        out = _run(x, states, params, has_biases, num_layers, bidirectional, batch_first, cell)
+        out = run(to_cpu(x), [to_cpu(h) for h in states], [to_cpu(p) for p in params], params, has_biases,
+                  num_layers, bidirectional, batch_first, cell)
         result = tuple(adopt_result(o) for o in out)
         record(name, time.perf_counter() - t0, accelerated=True)
         return result
@@ -133,5 +136,5 @@ def _accelerated(op: torch._ops.OpOverload, cell: Cell, n_state: int) -> Callabl
 #     bool train, bool bidirectional, bool batch_first) -> (Tensor, Tensor, Tensor)
 # aten::gru.input(Tensor input, Tensor hx, Tensor[] params, bool has_biases, int num_layers, float dropout,
 #     bool train, bool bidirectional, bool batch_first) -> (Tensor, Tensor)
-AUTOGRAD_KERNELS = {"lstm.input": _accelerated(aten.lstm.input, _LSTM, 2),
-                    "gru.input": _accelerated(aten.gru.input, _GRU, 1)}
+AUTOGRAD_KERNELS = {"lstm.input": _accelerated(aten.lstm.input, LSTM_CELL, 2),
+                    "gru.input": _accelerated(aten.gru.input, GRU_CELL, 1)}
