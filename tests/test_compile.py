@@ -312,22 +312,23 @@ def test_compiled_recurrent_layers_run_the_layer_stack_on_the_kernel(kind: type[
     assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
 
 
-def test_compiled_packed_sequence_is_not_computed_on_cpu_inside_the_graph() -> None:
-    """A packed sequence takes `lstm.data`, which has no lowering: PyTorch's decomposition of it would run the
-    layer in float on CPU inside inductor's code, so the graph is refused and split; the result is eager zynq's."""
+def test_a_recurrent_call_left_to_pytorch_is_not_computed_on_cpu_inside_the_graph() -> None:
+    """A `torch.lstm` call the backend does not rewrite (a keyword argument) would be decomposed by PyTorch into a
+    float CPU layer inside inductor's code: the graph is refused and split, the layer runs on zynq, on the kernel."""
     from pynqtorch.device.compiler import STATS
 
     torch.manual_seed(10)
     lstm = nn.LSTM(4, 5).eval().to("zynq")
-    x = torch.randn(6, 2, 4)
 
-    def fn(seq: torch.Tensor) -> torch.Tensor:
-        packed = nn.utils.rnn.pack_padded_sequence(seq, torch.tensor([6, 4]))
-        return nn.utils.rnn.pad_packed_sequence(lstm(packed)[0])[0]
+    def fn(seq: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return torch.lstm(seq, (h, h), list(lstm._flat_weights), True, 1, 0.0, False, False, batch_first=False)[0]
 
+    x, h = torch.randn(6, 2, 4).to("zynq"), torch.zeros(1, 2, 5).to("zynq")
     STATS.reset()
     with torch.no_grad(), torch._dynamo.config.patch(allow_rnn=True):
-        got = torch.compile(fn, backend=backend)(x.to("zynq")).cpu()
-        want = fn(x.to("zynq")).cpu()
-    assert STATS.lowered == 0
+        pynqtorch.reset_report()
+        got = torch.compile(fn, backend=backend)(x, h).cpu()
+        accelerated = set(pynqtorch.report().accelerated)
+        want = fn(x, h).cpu()
+    assert STATS.lowered == 0 and STATS.gemm_runs == 1 and accelerated == {"aten::lstm.input"}
     assert torch.equal(got, want)
