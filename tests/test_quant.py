@@ -105,13 +105,15 @@ def test_zero_and_tiny_lines() -> None:
                        torch.zeros(3, 2))
 
 
-@pytest.mark.parametrize("a_mag,b_mag", [(1e36, 1e-30), (3e37, 1e-20), (1e35, 1.0), (1e38, 1e-3)])
-def test_huge_operands_with_finite_results_stay_finite(a_mag: float, b_mag: float) -> None:
-    """(acc * sa) would overflow float32 where the result is finite: dequantized in float64 instead."""
+@pytest.mark.parametrize("weights", ["per_channel", "per_group_32"])
+@pytest.mark.parametrize("a_mag,b_mag", [(1e36, 1e-30), (3e37, 1e-20), (1e35, 1.0), (1e38, 1e-3), (1e-30, 1e36)])
+def test_huge_operands_with_finite_results_stay_finite(a_mag: float, b_mag: float, weights: str) -> None:
+    """(acc * sa) (or a group's acc * sb) would overflow float32 where the result is finite: dequantized in float64
+    instead."""
     g = torch.Generator().manual_seed(3)
     a, b = torch.rand(4, 64, generator=g) * a_mag, torch.rand(64, 3, generator=g) * b_mag
     want = a.double() @ b.double()
-    out = engine.gemm(a, b)
+    out = engine.gemm(a, b, weight=True, config=QuantConfig(weights=weights))
     assert torch.isfinite(out).all()
     assert ((out.double() - want).norm() / want.norm()) < 0.02
     big = torch.full((2, 8), 1e38) @ torch.full((8, 2), 1e3)  # a true overflow stays inf, as on CPU

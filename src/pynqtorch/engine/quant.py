@@ -218,11 +218,18 @@ class PerGroup(PerLine):
         `sb` is ``[B, G, 1, N]``."""
         bt, g = sb.shape[:2]
         cd = torch.promote_types(sa.dtype, sb.dtype)
+        # As `Scheme.dequantize`: when float32 could overflow before the result (huge weights, tiny activations),
+        # the same sums run in float64, rounded once.
+        wide = (cd == torch.float32 and acc.numel() > 0
+                and torch.iinfo(acc.dtype).max * g * float(sb.max()) * max(1.0, float(sa.max())) >= _F32_MAX)
+        if wide:
+            cd, sa, sb = torch.float64, sa.to(torch.float64), sb.to(torch.float64)
         acc = acc.reshape(bt, g, *acc.shape[1:])
         c = acc[:, 0].to(cd).mul_(sb[:, 0])
         for i in range(1, g):
             c.add_(acc[:, i].to(cd).mul_(sb[:, i]))
-        return c.mul_(sa)
+        c.mul_(sa)
+        return c.to(torch.float32) if wide else c
 
 
 def groups(k: int, size: int) -> int:
