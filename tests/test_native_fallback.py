@@ -210,6 +210,10 @@ def test_python_path_serves_where_every_call_must_pass_through_it(mode: str) -> 
         else:
             torch.ones(2, device="zynq").exp()
             assert pynqtorch.report().cpu["aten::exp"].calls == 1 and not native.counters()
+        count = pynqtorch.device.get_allocator().count
+        x = torch.empty(10, device="zynq")  # allocated by the Python host allocator, whichever it is
+        assert pynqtorch.device.get_allocator().count == count + 1
+        del x
     finally:
         if mode == "strict":
             pynqtorch.strict(False)
@@ -241,3 +245,55 @@ def test_two_call_composites_run_as_one_native_call() -> None:
     cpu = pynqtorch.report().cpu
     assert {"aten::where.self", "aten::abs", "aten::clone"} <= set(native.counters())
     assert not {"aten::where.self_out", "aten::abs.out", "aten::_copy_from", "aten::empty.memory_format"} & set(cpu)
+
+
+@pytest.mark.parametrize(("make", "stride"), [
+    (lambda: torch.empty(2, 3, 4, 5, device="zynq"), (60, 20, 5, 1)),
+    (lambda: torch.empty(2, 3, 4, 5, device="zynq", memory_format=torch.channels_last), (60, 1, 15, 3)),
+    (lambda: torch.empty_strided((2, 3), (1, 2), device="zynq", dtype=torch.int16), (1, 2)),
+    (lambda: torch.empty(0, device="zynq:0"), (1,))])
+def test_allocations_are_made_natively_and_accounted(make: Callable[[], torch.Tensor], stride: tuple) -> None:
+    assert {"empty.memory_format", "empty_strided"} <= set(native.registered())
+    count, before = pynqtorch.device.get_allocator()._count, torch.zynq.memory_allocated()
+    x = make()
+    assert x.device == torch.device("zynq", 0) and x.stride() == stride
+    assert pynqtorch.device.get_allocator()._count == count  # not the Python allocator's
+    nbytes = x.untyped_storage().nbytes()
+    assert torch.zynq.memory_allocated() == before + nbytes
+    x.cpu()  # readable, and writable through the device
+    x.fill_(3)
+    assert (x.cpu() == 3).all()
+    del x
+    assert torch.zynq.memory_allocated() == before
+
+
+@pytest.mark.parametrize("device", ["zynq:1", "zynq:7"])
+def test_allocation_errors_are_the_python_kernels(device: str) -> None:
+    with pytest.raises(RuntimeError) as native_error:
+        torch.empty(2, device=device)
+    native.fallback_enabled(False)
+    with pytest.raises(RuntimeError) as python_error:
+        torch.empty(2, device=device)
+    with pytest.raises(RuntimeError) as python_strided:
+        torch.empty_strided((2,), (1,), device=device)
+    native.fallback_enabled(True)
+    with pytest.raises(RuntimeError) as native_strided:
+        torch.empty_strided((2,), (1,), device=device)
+    assert str(native_error.value) == str(python_error.value) == str(python_strided.value) \
+        == str(native_strided.value)
+    assert "zynq device" in str(native_error.value)
+
+
+def test_out_arguments_made_natively_grow_as_cpu_tensors_do() -> None:
+    """An `out=` tensor made in C++ (a native result, a native `empty`) is resized by the CPU kernel like any
+    other: it used to fail with "Trying to resize storage that is not resizable"."""
+    y = torch.ones(3, device="zynq") * 2
+    with pytest.warns(UserWarning, match="resized"):
+        torch.add(torch.ones(5, device="zynq"), 1, out=y)
+    assert torch.equal(y.cpu(), torch.full((5,), 2.0))
+    assert torch.equal(torch.arange(6.0, device="zynq").cpu(), torch.arange(6.0))  # empty(0), then arange.out
+    z = torch.empty(0, device="zynq")
+    torch.mul(torch.ones(2, 3, device="zynq"), 3, out=z)
+    assert z.shape == (2, 3) and torch.equal(z.cpu(), torch.full((2, 3), 3.0))
+    z.add_(1)  # the grown memory is the tensor's from now on
+    assert torch.equal(z.cpu(), torch.full((2, 3), 4.0))

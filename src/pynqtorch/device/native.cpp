@@ -9,12 +9,15 @@
 //   allocator (`device/allocator.py`) through a callback, merged with the memory the native fallback adopts.
 //   While the native fallback is on, a direct storage allocation (`UntypedStorage(n, device="zynq")`, the
 //   `clone` behind `copy.deepcopy` of a storage) gets CPU memory; otherwise it is refused with an explanation.
+// * Allocation: `empty.memory_format` / `empty_strided` on zynq get CPU memory from the device allocator while the
+//   native fallback is on (the Python kernels, over the Python host allocator, serve otherwise).
 // * The native CPU fallback: boxed PrivateUse1 kernels, registered on a `torch::Library` of its own for the
 //   ops `device/native.py` selects, doing what `device/fallback.py: run_on_cpu` does without Python.
 //
 // Loaded with ctypes; `pynqtorch_install` registers the hooks once, `pynqtorch_fallback_enable/disable`
 // switch the native fallback.
 
+#include <ATen/EmptyTensor.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/detail/PrivateUse1HooksInterface.h>
@@ -455,6 +458,48 @@ class ViewKernel final : public c10::OperatorKernel {
   OpStat* stat_;
 };
 
+// ---- allocation ----------------------------------------------------------------------------------------
+
+// Tensors live on zynq:0; the messages are those of `device/kernels.py: _check_device` (kept equal, tested).
+void check_device(const std::optional<c10::Device>& device) {
+  if (!device.has_value() || !device->has_index() || device->index() == 0) return;
+  TORCH_CHECK(device->index() < g_device_count.load(), "zynq device ", device->str(), " does not exist: ",
+              static_cast<int>(g_device_count.load()), " zynq device(s) present");
+  TORCH_CHECK(false, "cannot place a tensor on ", device->str(), ": zynq tensors live on zynq:0, in the host memory "
+              "every board reads; further boards add compute units to the same device (the board target spreads "
+              "every GEMM over all boards of PYNQ_REMOTE_DEVICES)");
+}
+
+at::Tensor empty_memory_format(c10::IntArrayRef size, std::optional<c10::ScalarType> dtype,
+                               std::optional<c10::Layout>, std::optional<c10::Device> device, std::optional<bool>,
+                               std::optional<c10::MemoryFormat> memory_format) {
+  check_device(device);
+  return at::detail::empty_generic(size, c10::GetAllocator(kZynq), c10::DispatchKeySet(c10::DispatchKey::PrivateUse1),
+                                   c10::dtype_or_default(dtype), memory_format);
+}
+
+at::Tensor empty_strided(c10::IntArrayRef size, c10::IntArrayRef stride, std::optional<c10::ScalarType> dtype,
+                         std::optional<c10::Layout>, std::optional<c10::Device> device, std::optional<bool>) {
+  check_device(device);
+  return at::detail::empty_strided_generic(size, stride, c10::GetAllocator(kZynq),
+                                           c10::DispatchKeySet(c10::DispatchKey::PrivateUse1),
+                                           c10::dtype_or_default(dtype));
+}
+
+// A flat uint8 CPU tensor over `nbytes` bytes at `ptr` (a zynq storage made natively), not owning them, and
+// resizable with the CPU allocator: a CPU `out=` kernel that grows it moves it into memory of its own, which the
+// device then adopts (`storage.sync_from_cpu`), as it does for host buffers made in Python.
+at::Tensor host_bytes(int64_t ptr, int64_t nbytes) {
+  c10::Storage st(c10::Storage::use_byte_size_t(), static_cast<size_t>(nbytes),
+                  c10::DataPtr(reinterpret_cast<void*>(ptr), c10::Device(c10::kCPU)), c10::GetCPUAllocator(), true);
+  auto impl = c10::make_intrusive<c10::TensorImpl>(std::move(st), c10::DispatchKeySet(c10::DispatchKey::CPU),
+                                                   caffe2::TypeMeta::Make<uint8_t>());
+  impl->set_sizes_contiguous({nbytes});
+  return at::Tensor(std::move(impl));
+}
+
+TORCH_LIBRARY(pynqtorch_host, m) { m.def("host_bytes(int ptr, int nbytes) -> Tensor", &host_bytes); }
+
 }  // namespace
 
 extern "C" {
@@ -477,7 +522,7 @@ int pynqtorch_install(int device_count, StatsFn stats) {
 }
 
 // Register the native fallback for `n` ops (`names[i]` without the namespace, e.g. "add.Tensor"; `ids[i]` its
-// counter; `views[i]` nonzero for a metadata view), replacing any earlier set. Returns the number registered; on failure 0 (none stay registered) and
+// counter; `views[i]` nonzero for a metadata view; the allocation ops get their kernels above), replacing any earlier set. Returns the number registered; on failure 0 (none stay registered) and
 // the reason in `error` (`error_len` bytes).
 int pynqtorch_fallback_enable(const char** names, const int* ids, const int* views, int n, char* error,
                               int error_len) {
@@ -493,7 +538,11 @@ int pynqtorch_fallback_enable(const char** names, const int* ids, const int* vie
       while (g_op_stats.size() <= static_cast<size_t>(ids[i])) g_op_stats.emplace_back();
       std::string name(names[i]);
       OpStat* stat = &g_op_stats[ids[i]];
-      if (views[i]) {
+      if (name == "empty.memory_format") {
+        lib->impl(name.c_str(), TORCH_FN(empty_memory_format));
+      } else if (name == "empty_strided") {
+        lib->impl(name.c_str(), TORCH_FN(empty_strided));
+      } else if (views[i]) {
         lib->impl(name.c_str(), torch::CppFunction::makeFromBoxedFunctor(std::make_unique<ViewKernel>(stat)));
       } else {
         lib->impl(name.c_str(), torch::CppFunction::makeFromBoxedFunctor(

@@ -2,6 +2,8 @@
 
 * Hooks: pinned memory, streams/events, accelerator memory statistics (a Python backend cannot provide a
   pinned-memory allocator or a device allocator).
+* Allocation: ``empty.memory_format`` / ``empty_strided`` (`FACTORIES`) in C++, with CPU memory accounted as
+  adopted memory, switched with the native fallback (the Python kernels use the Python host allocator).
 * The native CPU fallback: C++ kernels doing what `fallback.run_on_cpu` does (CPU views in, zynq results
   out, counted) for the ops `fallback.native_candidates` selects, at ~1/5 of the Python path's cost. They
   sit on a `torch::Library` of their own over the Python kernels and are dropped (the Python path serves)
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 ENV = "PYNQTORCH_NATIVE"
 _STATS = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.POINTER(ctypes.c_int64))
 _lib: ctypes.CDLL | None = None
+# zynq allocations made in C++ (kernels of their own in native.cpp), switched with the native fallback
+FACTORIES = ("empty.memory_format", "empty_strided")
 _candidates: list[str] = []  # ops the native fallback may take (`fallback.native_candidates`)
 _ids: dict[str, int] = {}  # op -> index of its native counters (stable for the process)
 _registered: list[str] = []  # ops the native fallback runs now
@@ -113,8 +117,8 @@ def install_fallback(candidates: list[str]) -> None:
     allocator, and switch it on if nothing requires the Python path (`sync`)."""
     if _lib is None:
         return
-    _candidates[:] = candidates
-    for name in candidates:
+    _candidates[:] = [*candidates, *FACTORIES]
+    for name in _candidates:
         _ids.setdefault(name, len(_ids))
     report.add_source(counters)
     memory = _NativeMemory()

@@ -45,12 +45,21 @@ def _attach(st: torch.UntypedStorage) -> tuple[torch.Tensor, dict[torch.dtype, t
     is a CPU tensor over that memory (not owning it: the storage, which holds the buffer, keeps it alive)."""
     if st.device.type != "zynq":
         raise RuntimeError(f"expected a zynq storage, got one on {st.device}")
-    host = _bytes_of(torch._C._construct_storage_from_data_pointer(st.data_ptr(), _CPU, st.nbytes()))
+    host = _host_bytes(st.data_ptr(), st.nbytes())
     bases: dict[torch.dtype, torch.Tensor] = {}
     setattr(st, HOST_ATTR, host)
     setattr(st, BASES_ATTR, bases)
     st.__deepcopy__ = _StorageCopy(host, st.device)
     return host, bases
+
+
+def _host_bytes(ptr: int, nbytes: int) -> torch.Tensor:
+    """A flat uint8 CPU tensor over memory a zynq storage made in C++ owns: the native runtime's, which a CPU `out=`
+    kernel may grow into memory of its own as it grows a host buffer made here (`sync_from_cpu` adopts it)."""
+    try:
+        return torch.ops.pynqtorch_host.host_bytes(ptr, nbytes)
+    except (AttributeError, RuntimeError):  # no native runtime: no storage made in C++ can grow
+        return _bytes_of(torch._C._construct_storage_from_data_pointer(ptr, _CPU, nbytes))
 
 
 def host_buffer(t: torch.Tensor) -> torch.Tensor:
