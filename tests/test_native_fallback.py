@@ -267,8 +267,11 @@ def test_allocations_are_made_natively_and_accounted(make: Callable[[], torch.Te
     assert torch.zynq.memory_allocated() == before
 
 
+@pytest.mark.parametrize("boards", ["", "10.0.0.2,10.0.0.3"])
 @pytest.mark.parametrize("device", ["zynq:1", "zynq:7"])
-def test_allocation_errors_are_the_python_kernels(device: str) -> None:
+def test_allocation_errors_are_the_python_kernels(device: str, boards: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Placing a tensor beyond zynq:0 fails as the Python kernel says (which depends on the boards named now)."""
+    monkeypatch.setenv("PYNQ_REMOTE_DEVICES", boards)
     with pytest.raises(RuntimeError) as native_error:
         torch.empty(2, device=device)
     native.fallback_enabled(False)
@@ -281,7 +284,8 @@ def test_allocation_errors_are_the_python_kernels(device: str) -> None:
         torch.empty_strided((2,), (1,), device=device)
     assert str(native_error.value) == str(python_error.value) == str(python_strided.value) \
         == str(native_strided.value)
-    assert "zynq device" in str(native_error.value)
+    assert ("zynq tensors live on zynq:0" if boards and device == "zynq:1" else "does not exist") \
+        in str(native_error.value)
 
 
 def test_out_arguments_made_natively_grow_as_cpu_tensors_do() -> None:

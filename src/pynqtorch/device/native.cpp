@@ -222,7 +222,8 @@ c10::DataPtr adopt_data(c10::Storage cpu, c10::DeviceIndex index) {
 
 // ---- device allocator (statistics) --------------------------------------------------------------
 
-// op 0: fill out[0..2] = bytes allocated, peak bytes, live allocations; op 1: reset the peak.
+// op 0: fill out[0..2] = bytes allocated, peak bytes, live allocations; op 1: reset the peak; op 2: out[0] = the
+// number of zynq devices now (`torch.zynq.device_count()`, which follows PYNQ_REMOTE_DEVICES).
 using StatsFn = void (*)(int op, int64_t* out);
 std::atomic<StatsFn> g_stats{nullptr};
 
@@ -463,8 +464,10 @@ class ViewKernel final : public c10::OperatorKernel {
 // Tensors live on zynq:0; the messages are those of `device/kernels.py: _check_device` (kept equal, tested).
 void check_device(const std::optional<c10::Device>& device) {
   if (!device.has_value() || !device->has_index() || device->index() == 0) return;
-  TORCH_CHECK(device->index() < g_device_count.load(), "zynq device ", device->str(), " does not exist: ",
-              static_cast<int>(g_device_count.load()), " zynq device(s) present");
+  int64_t count = g_device_count.load();
+  if (StatsFn f = g_stats.load()) f(2, &count);
+  TORCH_CHECK(device->index() < count, "zynq device ", device->str(), " does not exist: ", count,
+              " zynq device(s) present");
   TORCH_CHECK(false, "cannot place a tensor on ", device->str(), ": zynq tensors live on zynq:0, in the host memory "
               "every board reads; further boards add compute units to the same device (the board target spreads "
               "every GEMM over all boards of PYNQ_REMOTE_DEVICES)");

@@ -48,6 +48,11 @@ _own: dict[str, bool] = {}  # ops with zynq kernels of the ops layer -> whether 
 
 @_STATS
 def _stats(op: int, out: ctypes.Array) -> None:
+    if op == 2:
+        from .module import device_count
+
+        out[0] = device_count()
+        return
     a = get_allocator()
     if op == 0:
         out[0], out[1], out[2] = a.allocated, a.peak, a.count
