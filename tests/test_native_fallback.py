@@ -75,6 +75,14 @@ CASES: dict[str, Callable[[dict[str, torch.Tensor]], object]] = {
     "device_mismatch": lambda t: t["x"] + torch.ones(4, 6),
     "zero_dim_cpu_ok": lambda t: t["x"] * torch.tensor(2.0),
     "sparse_layout": lambda t: t["x"].to_sparse(),
+    "factories": lambda t: [torch.ones(2, 3, device="zynq"), torch.zeros(4, dtype=torch.int16, device="zynq"),
+                            torch.full((2,), 7.5, device="zynq"), torch.arange(5, device="zynq"),
+                            torch.arange(1.0, 4.0, 0.5, device="zynq"), torch.scalar_tensor(3, device="zynq"),
+                            t["x"].new_ones(3), t["x"].new_full((2, 2), -1), t["i8"].new_zeros(2)],
+    "factory_device_error": lambda t: torch.ones(2, device="zynq:9"),
+    "likes": lambda t: [torch.zeros_like(t["x"].t()), torch.ones_like(t["i8"]), torch.full_like(t["c"], 2j)],
+    "constant_pad": lambda t: [torch.nn.functional.pad(t["x"], (1, 2, 0, 1), value=-3.0),
+                               torch.nn.functional.pad(t["x"].t(), (0, 1))],
     "nested_result": lambda t: torch._nested_tensor_from_mask(t["x"].reshape(2, 2, 6),
                                                              torch.ones(2, 2, dtype=torch.bool).to("zynq")),
 }
@@ -242,9 +250,13 @@ def test_two_call_composites_run_as_one_native_call() -> None:
     pynqtorch.reset_report()
     torch.where(x > 0, x, 0.0).abs()
     x.t().contiguous()
+    torch.nn.functional.pad(x, (1, 1))
+    torch.ones(2, device="zynq") + torch.arange(2, device="zynq")
     cpu = pynqtorch.report().cpu
-    assert {"aten::where.self", "aten::abs", "aten::clone"} <= set(native.counters())
-    assert not {"aten::where.self_out", "aten::abs.out", "aten::_copy_from", "aten::empty.memory_format"} & set(cpu)
+    assert {"aten::where.self", "aten::abs", "aten::clone", "aten::constant_pad_nd", "aten::ones",
+            "aten::arange"} <= set(native.counters())
+    assert not {"aten::where.self_out", "aten::abs.out", "aten::_copy_from", "aten::empty.memory_format",
+                "aten::fill_.Scalar", "aten::arange.out"} & set(cpu)
 
 
 @pytest.mark.parametrize(("make", "stride"), [
@@ -301,3 +313,12 @@ def test_out_arguments_made_natively_grow_as_cpu_tensors_do() -> None:
     assert z.shape == (2, 3) and torch.equal(z.cpu(), torch.full((2, 3), 3.0))
     z.add_(1)  # the grown memory is the tensor's from now on
     assert torch.equal(z.cpu(), torch.full((2, 3), 4.0))
+
+
+@pytest.mark.parametrize("native_on", [True, False])
+def test_factories_refuse_devices_beyond_zynq0_on_both_paths(native_on: bool) -> None:
+    """A factory with a CPU kernel (`tril_indices`) used to make a tensor on a zynq device that does not exist."""
+    native.fallback_enabled(native_on)
+    with pytest.raises(RuntimeError, match="zynq:5 does not exist"):
+        torch.tril_indices(3, 3, device="zynq:5")
+    assert torch.tril_indices(3, 3, device="zynq:0").device == torch.device("zynq", 0)

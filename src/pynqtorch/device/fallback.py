@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from . import report
+from .kernels import check_device
 from .storage import (
     CPU_KEYS,
     adopt_result,
@@ -187,6 +188,7 @@ class _Unwrapper:
             return type(a)(self.arg(x) for x in a)
         if isinstance(a, torch.device):
             if a.type == "zynq":
+                check_device(a)  # a factory's device: zynq:0 only
                 return _CPU
             self.wrap = False
         return a
@@ -337,9 +339,13 @@ def native_eligible(name: str) -> bool:
             and not any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments))
 
 
-# Composites that would be two Python calls on zynq (`empty` + an `out=` form or `copy_`) and that CPU runs
-# as the same composite: natively, one call of the composite on CPU views.
-_NATIVE_COMPOSITES = ("clone", "where.self", "abs")
+# Composites that would be two or more calls on zynq (`empty` + an `out=` form, `fill_` or `copy_`, the last ones
+# through Python as they write) and that CPU runs as the same composite: natively, one call of the composite on CPU
+# views. The factories among them (`ones`, `arange`, `scalar_tensor`...) are what models call inside attention
+# masks, positions and padding.
+_NATIVE_COMPOSITES = ("clone", "where.self", "abs", "constant_pad_nd", "scalar_tensor", "arange", "arange.start",
+                      "arange.start_step", "ones", "zeros", "full", "new_zeros", "new_ones", "new_full", "zeros_like",
+                      "ones_like", "full_like")
 
 
 # Composite ops whose implementation accepts only listed device types (`mode.values`: "mode only supports

@@ -26,7 +26,7 @@ from .storage import (
 )
 
 
-def _check_device(device: torch.device | None) -> None:
+def check_device(device: torch.device | None) -> None:
     """Tensors live on zynq:0 (one host memory); other indices are boards used as extra compute units."""
     if device is None or device.index in (None, 0):
         return
@@ -54,7 +54,7 @@ def _dtype(dtype: torch.dtype | None) -> torch.dtype:
 #                           bool? pin_memory=None, MemoryFormat? memory_format=None) -> Tensor
 def empty_memory_format(size: Sequence[int], dtype: torch.dtype | None = None, layout=None,
                         device: torch.device | None = None, pin_memory=None, memory_format=None) -> torch.Tensor:
-    _check_device(device)
+    check_device(device)
     return new_tensor(size, _format_strides(size, memory_format), _dtype(dtype))
 
 
@@ -62,7 +62,7 @@ def empty_memory_format(size: Sequence[int], dtype: torch.dtype | None = None, l
 #                     Device? device=None, bool? pin_memory=None) -> Tensor
 def empty_strided(size: Sequence[int], stride: Sequence[int], dtype: torch.dtype | None = None, layout=None,
                   device: torch.device | None = None, pin_memory=None) -> torch.Tensor:
-    _check_device(device)
+    check_device(device)
     return new_tensor(size, stride, _dtype(dtype))
 
 

@@ -322,6 +322,8 @@ at::Tensor cpu_view(const at::Tensor& t) {
   return make_tensor(std::move(cpu), c10::DispatchKey::CPU, t);
 }
 
+void check_device(const std::optional<c10::Device>& device);  // below: tensors live on zynq:0
+
 // One call: zynq arguments become CPU views, results become zynq tensors (`fallback.py: _Unwrapper`).
 class Call {
  public:
@@ -345,6 +347,7 @@ class Call {
     if (v.isDevice()) {
       c10::Device d = v.toDevice();
       if (d.type() == kZynq) {
+        check_device(d);  // a factory's device: zynq:0 only
         if (d.has_index()) index_ = d.index();
         return c10::Device(c10::kCPU);
       }
@@ -461,7 +464,7 @@ class ViewKernel final : public c10::OperatorKernel {
 
 // ---- allocation ----------------------------------------------------------------------------------------
 
-// Tensors live on zynq:0; the messages are those of `device/kernels.py: _check_device` (kept equal, tested).
+// Tensors live on zynq:0; the messages are those of `device/kernels.py: check_device` (kept equal, tested).
 void check_device(const std::optional<c10::Device>& device) {
   if (!device.has_value() || !device->has_index() || device->index() == 0) return;
   int64_t count = g_device_count.load();
