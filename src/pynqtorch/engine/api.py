@@ -291,6 +291,24 @@ class BoundGemm:
             self._rows = hostops.RowsGemm(bo.stacked[0].float(), qw.scale.reshape(-1).contiguous(),
                                           a_scheme.per_line, qmax)
 
+    def steps(self, gru: bool, gx: torch.Tensor, out: torch.Tensor, first: int, count: int, step: int,
+              h0: torch.Tensor, c: torch.Tensor | None, bias: torch.Tensor | None) -> int:
+        """Steps of a recurrent layer whose recurrent weight is this one, product and cell in one native pass
+        (`hostops.RowsGemm.steps`, the arguments are its), each step's product accounted as one unit call; the
+        number of steps done: 0 where this GEMM has no native pass (not exact units, or without VNNI a product
+        above ``HOST_VOLUME``), fewer than `count` when a step's pass declines (the caller computes that step with
+        `__call__` and `ops.cells` and resumes)."""
+        m = gx.shape[1]
+        if not self._host or gx.dtype != torch.float32 or not (
+                self._rows.vnni or m * self._k * self._rows.n <= HOST_VOLUME):
+            return 0
+        t0 = time.perf_counter()
+        done = self._rows.steps(gru, gx, out, first, count, step, h0, c, bias)
+        if done:
+            self._s.host_call(m, self._rows.n, self._k, time.perf_counter() - t0,
+                              {name: done for name in _HOST_COUNTERS}, calls=done)
+        return done
+
     def __call__(self, a: torch.Tensor, bias: torch.Tensor | None = None,
                  add: torch.Tensor | None = None) -> torch.Tensor:
         """``a @ b`` for CPU `a` ``[M, K]``, then ``.add_(bias)`` and ``.add_(add)`` if given (float32 ``[N]`` and
