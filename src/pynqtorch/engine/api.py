@@ -7,6 +7,7 @@ products tiled over the compute units (`scheduler`), and the int64 result dequan
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Hashable
 
 import torch
@@ -288,8 +289,7 @@ class BoundGemm:
                       and k * qmax * bo.bound <= min(1 << 24, (1 << (desc.arith.acc_bits - 1)) - 1)
                       and hostops.library() is not None)
         if self._host:
-            self._rows = hostops.RowsGemm(bo.stacked[0].float(), qw.scale.reshape(-1).contiguous(),
-                                          a_scheme.per_line, qmax)
+            self._rows = _rows_gemm(qw, a_scheme.per_line, qmax)
 
     def steps(self, gru: bool, gx: torch.Tensor, out: torch.Tensor, first: int, count: int, step: int,
               h0: torch.Tensor, c: torch.Tensor | None, bias: torch.Tensor | None) -> int:
@@ -333,6 +333,21 @@ class BoundGemm:
                 return _added(c[0], bias, add)
         c = gemm(a, self._b, weight=True, owner=self._owner, version=self._version, config=self._config)
         return _added(c, bias, add)
+
+
+# The native rows pass of each prepared weight (its float and packed copies), made once per weight and activation
+# quantization; an entry dies with its weight's cache entry.
+_ROWS: weakref.WeakKeyDictionary[QuantizedWeight, dict[tuple[bool, int], hostops.RowsGemm]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _rows_gemm(qw: QuantizedWeight, per_line: bool, qmax: int) -> hostops.RowsGemm:
+    entries = _ROWS.setdefault(qw, {})
+    rows = entries.get((per_line, qmax))
+    if rows is None:  # two threads may both build one: either is right
+        rows = entries[per_line, qmax] = hostops.RowsGemm(qw.operand.stacked[0].float(),
+                                                          qw.scale.reshape(-1).contiguous(), per_line, qmax)
+    return rows
 
 
 def _added(c: torch.Tensor, bias: torch.Tensor | None, add: torch.Tensor | None) -> torch.Tensor:

@@ -401,6 +401,8 @@ PYNQTORCH_CLONES int pynqtorch_dequantize(const int32_t* acc, int64_t nb, int64_
 
 namespace {
 
+#define PYNQTORCH_INLINE __attribute__((always_inline)) inline
+
 // The quantized weight of a rows pass: its int8 values as float32 [k, n] (bf), scales sb (n of them, or one with
 // sbj = 0), and optionally, on CPUs with AVX-512 VNNI, the same values packed for vpdpbusd (bv: [ceil(n/16)]
 // [ceil(k/4)][16][4] int8, zero beyond k and n) with bsum = 128 * the column sums (int32, padded to ceil(n/16) * 16).
@@ -449,7 +451,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void product_vnni(const u
 
 // The product of pynqtorch_gemm_rows for m rows: qa as floats ([m, k]) or, with w.bv, as uint8 qa + 128 (rows of
 // 4 * ceil(k / 4) bytes).
-inline void rows_product(const float* qa, const uint8_t* ua, int64_t m, const RowsWeight& w, float* out) {
+PYNQTORCH_INLINE void rows_product(const float* qa, const uint8_t* ua, int64_t m, const RowsWeight& w, float* out) {
   const int64_t k = w.k, n = w.n;
   for (int64_t i0 = 0; i0 < m; i0 += kRows) {  // rows in groups, so that each B row read serves all of them
     const int64_t rows = m - i0 < kRows ? m - i0 : kRows;
@@ -477,7 +479,7 @@ inline void rows_product(const float* qa, const uint8_t* ua, int64_t m, const Ro
 }
 
 // The body of pynqtorch_gemm_rows (see there); work holds m * (k + 4) + m floats.
-inline int rows_pass(const float* a, int64_t m, int64_t sr, int per_row, float qmax, const RowsWeight& w,
+PYNQTORCH_INLINE int rows_pass(const float* a, int64_t m, int64_t sr, int per_row, float qmax, const RowsWeight& w,
                      const float* bias, const float* add, int64_t sadd, float* out, float* work) {
   const int64_t k = w.k, n = w.n, k4 = (k + 3) / 4;
   float* sa = work;
@@ -542,8 +544,6 @@ inline int rows_pass(const float* a, int64_t m, int64_t sr, int per_row, float q
 // e = exp(2|x|) and x's sign. Within a few ulp of the exact functions (tested against torch's).
 typedef uint32_t U8 __attribute__((vector_size(32)));
 
-#define PYNQTORCH_INLINE __attribute__((always_inline)) inline
-
 // Results through references: no function passes or returns a vector by value (an ABI note on the SSE2 baseline).
 PYNQTORCH_INLINE void exp8(F8& y, const F8& arg) {
   const F8 lo = F8{} - 87.0f, hi = F8{} + 88.0f;
@@ -586,17 +586,25 @@ PYNQTORCH_INLINE void tanh8(F8& y, const F8& x) {
 
 // Up to eight floats in and out of a vector (the lanes beyond w are zero and not stored).
 PYNQTORCH_INLINE void load_part(F8& v, const float* p, int64_t w) {
-  v = F8{};
-  std::memcpy(&v, p, static_cast<size_t>(w) * sizeof(float));
+  if (w == 8) {
+    std::memcpy(&v, p, sizeof v);
+  } else {
+    v = F8{};
+    std::memcpy(&v, p, static_cast<size_t>(w) * sizeof(float));
+  }
 }
 
 PYNQTORCH_INLINE void store_part(float* p, const F8& v, int64_t w) {
-  std::memcpy(p, &v, static_cast<size_t>(w) * sizeof(float));
+  if (w == 8) {
+    std::memcpy(p, &v, sizeof v);
+  } else {
+    std::memcpy(p, &v, static_cast<size_t>(w) * sizeof(float));
+  }
 }
 
 // One batch row of the LSTM cell: gates [4 * hid] (i, f, g, o), c [hid] updated in place, h_out [hid]:
 // c' = sigmoid(f) * c + sigmoid(i) * tanh(g), h' = sigmoid(o) * tanh(c').
-inline void lstm_cell(const float* gates, int64_t hid, float* c, float* h_out) {
+PYNQTORCH_INLINE void lstm_cell(const float* gates, int64_t hid, float* c, float* h_out) {
   for (int64_t j = 0; j < hid; j += 8) {
     const int64_t w = hid - j < 8 ? hid - j : 8;
     F8 i, f, g, o, cv, tc;
@@ -618,7 +626,7 @@ inline void lstm_cell(const float* gates, int64_t hid, float* c, float* h_out) {
 
 // One batch row of the GRU cell: input projection gx and recurrent gh [3 * hid] (r, z, n), previous h [hid]:
 // r = sigmoid(xr + hr), z = sigmoid(xz + hz), n = tanh(hn * r + xn), h' = (h - n) * z + n.
-inline void gru_cell(const float* gx, const float* gh, const float* h, int64_t hid, float* h_out) {
+PYNQTORCH_INLINE void gru_cell(const float* gx, const float* gh, const float* h, int64_t hid, float* h_out) {
   for (int64_t j = 0; j < hid; j += 8) {
     const int64_t w = hid - j < 8 ? hid - j : 8;
     F8 xr, xz, xn, hr, hz, hn, hv, r, z, nn;
