@@ -173,9 +173,10 @@ class RowsGemm:
     steps of a recurrent layer in one native pass (`steps`): `b` holds the weight's int8 values as float32 ``[K, N]``,
     `sb` its float32 scales (N of them, or one); the weight's checks and pointers are taken once, here. The caller
     guarantees ``K * qmax * max|b| <= 2**24``: the product's float32 sums are then the exact integer product. On CPUs
-    with AVX-512 VNNI (`vnni`) the steps compute that product with integer dot products (the same integers)."""
+    with AVX-512 VNNI the steps compute that product with integer dot products (the same integers; `vnni=False`
+    keeps the float sums)."""
 
-    def __init__(self, b: torch.Tensor, sb: torch.Tensor, per_line: bool, qmax: int) -> None:
+    def __init__(self, b: torch.Tensor, sb: torch.Tensor, per_line: bool, qmax: int, vnni: bool = True) -> None:
         lib = library()
         if lib is None or not (_flat(b) and _flat(sb) and b.dim() == 2 and sb.numel() in (1, b.shape[1])):
             raise ValueError("RowsGemm needs the native library, a contiguous float32 [K, N] weight and 1 or N "
@@ -185,7 +186,7 @@ class RowsGemm:
         self.k, self.n = b.shape
         self._fixed = (int(per_line), float(qmax), b.data_ptr(), self.n, sb.data_ptr(), int(sb.numel() > 1))
         self._packed: tuple[torch.Tensor, torch.Tensor] | None = None
-        if lib.pynqtorch_rnn_vnni() and self.k * 255 * 127 < 1 << 31:
+        if vnni and lib.pynqtorch_rnn_vnni() and self.k * 255 * 127 < 1 << 31:
             self._packed = _pack_vnni(b.to(torch.int8))
 
     @property
