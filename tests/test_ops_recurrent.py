@@ -117,3 +117,26 @@ def test_recurrent_layer_in_other_float_dtypes_matches_cpu(dtype):
         got = m.to("zynq")(x.to("zynq"))[0].cpu()
     assert got.dtype == dtype
     assert ((got.float() - want).norm() / want.norm()).item() < 0.03
+
+
+@pytest.mark.parametrize("kind", [torch.nn.LSTM, torch.nn.GRU])
+def test_recurrent_layer_gives_the_same_bits_without_native_passes(kind, fresh_target, monkeypatch):
+    """Without the native library (as without a C++ compiler) the steps run as unit calls and `ops.cells`' torch
+    ops: the same bits as the native steps."""
+    from pynqtorch import hostops
+
+    if hostops.library() is None:
+        pytest.skip("no C++ compiler for the native passes")
+    torch.manual_seed(6)
+    m = kind(5, 12, num_layers=2, bidirectional=True).eval().to("zynq")
+    x = torch.randn(4, 3, 5).to("zynq")
+    results = []
+    for native in (True, False):
+        if not native:
+            monkeypatch.setattr(hostops, "library", lambda: None)
+        pynqtorch.reset_report()
+        with torch.no_grad():
+            results.append([t.cpu() for t in torch.utils._pytree.tree_leaves(m(x))])
+        assert (pynqtorch.report().engine["counters"].get("host_gemms", 0) > 0) == native
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
