@@ -15,7 +15,6 @@ their calls in the caller's thread instead (`INLINE_WORK`).
 from __future__ import annotations
 
 import collections
-
 import itertools
 import threading
 import time

@@ -6,7 +6,8 @@ issues two GEMMs and a fused cell through the dispatcher. These kernels take `at
 `aten::gru.input` at the autograd key of zynq: with gradients needed, for projections (`proj_size`) and for
 training-mode dropout they run PyTorch's own composite (`OpOverload.decompose`), so autograd sees the usual
 graph; otherwise they compute on CPU views with the engine. Per-row activation scales make the sequence's
-input projection bit-identical to the per-step one.
+input projection bit-identical to the per-step one. Float32 layers use the cells of `cells` (the same bits on every
+target): on `ref` runs of steps are one native pass each (`BoundGemm.steps`); other dtypes use torch's activations.
 """
 
 from __future__ import annotations
