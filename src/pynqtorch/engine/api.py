@@ -6,6 +6,7 @@ products tiled over the compute units (`scheduler`), and the int64 result dequan
 
 from __future__ import annotations
 
+import threading
 import time
 import weakref
 from collections.abc import Hashable
@@ -339,14 +340,16 @@ class BoundGemm:
 # quantization; an entry dies with its weight's cache entry.
 _ROWS: weakref.WeakKeyDictionary[QuantizedWeight, dict[tuple[bool, int], hostops.RowsGemm]] = \
     weakref.WeakKeyDictionary()
+_ROWS_LOCK = threading.Lock()
 
 
 def _rows_gemm(qw: QuantizedWeight, per_line: bool, qmax: int) -> hostops.RowsGemm:
-    entries = _ROWS.setdefault(qw, {})
-    rows = entries.get((per_line, qmax))
-    if rows is None:  # two threads may both build one: either is right
-        rows = entries[per_line, qmax] = hostops.RowsGemm(qw.operand.stacked[0].float(),
-                                                          qw.scale.reshape(-1).contiguous(), per_line, qmax)
+    with _ROWS_LOCK:
+        entries = _ROWS.setdefault(qw, {})
+        rows = entries.get((per_line, qmax))
+        if rows is None:
+            rows = entries[per_line, qmax] = hostops.RowsGemm(qw.operand.stacked[0].float(),
+                                                              qw.scale.reshape(-1).contiguous(), per_line, qmax)
     return rows
 
 
