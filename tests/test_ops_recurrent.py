@@ -23,6 +23,8 @@ def test_recurrent_layer_matches_cpu_with_few_kernel_calls(kind, bidirectional, 
         zstate = tuple(s.to("zynq") for s in state) if isinstance(state, tuple) else state.to("zynq")
         got = m.to("zynq")(x.to("zynq"), zstate)
     rep = pynqtorch.report()
+    for given, z in zip(torch.utils._pytree.tree_leaves(state), torch.utils._pytree.tree_leaves(zstate), strict=True):
+        assert torch.equal(z.cpu(), given)  # the initial states are not written
     for g, w in zip(torch.utils._pytree.tree_leaves(got), torch.utils._pytree.tree_leaves(want), strict=True):
         assert g.device.type == "zynq" and g.shape == w.shape and g.stride() == w.stride()
         assert ((g.cpu() - w).norm() / w.norm()).item() < 0.02
