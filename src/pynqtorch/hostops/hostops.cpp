@@ -1,4 +1,5 @@
-// Fused host-side passes of the GEMM engine: symmetric int8 quantization and dequantization.
+// Fused host-side passes of the GEMM engine: symmetric int8 quantization and dequantization, small exact GEMMs,
+// and the steps of recurrent layers (product and LSTM/GRU cell).
 //
 // Each function does in one or two passes over memory what takes several torch ops, with the same
 // IEEE float32 arithmetic as the torch path in pynqtorch.engine.quant (bit-identical results):
@@ -441,7 +442,8 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void product_vnni(const u
     const int64_t w = n - jb * 16 < 16 ? n - jb * 16 : 16;
     const __mmask16 mask = static_cast<__mmask16>((1u << w) - 1);
     for (int r = 0; r < R; ++r) {
-      _mm512_mask_storeu_ps(out + r * n + jb * 16, mask, _mm512_maskz_cvtepi32_ps(mask, _mm512_sub_epi32(acc[r], sum)));
+      const __m512 v = _mm512_maskz_cvtepi32_ps(mask, _mm512_sub_epi32(acc[r], sum));
+      _mm512_mask_storeu_ps(out + r * n + jb * 16, mask, v);
     }
   }
 }
