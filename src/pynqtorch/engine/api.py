@@ -6,7 +6,9 @@ products tiled over the compute units (`scheduler`), and the int64 result dequan
 
 from __future__ import annotations
 
+import threading
 import time
+import weakref
 from collections.abc import Hashable
 
 import torch
@@ -288,8 +290,25 @@ class BoundGemm:
                       and k * qmax * bo.bound <= min(1 << 24, (1 << (desc.arith.acc_bits - 1)) - 1)
                       and hostops.library() is not None)
         if self._host:
-            self._rows = hostops.RowsGemm(bo.stacked[0].float(), qw.scale.reshape(-1).contiguous(),
-                                          a_scheme.per_line, qmax)
+            self._rows = _rows_gemm(qw, a_scheme.per_line, qmax)
+
+    def steps(self, gru: bool, gx: torch.Tensor, out: torch.Tensor, first: int, count: int, step: int,
+              h0: torch.Tensor, c: torch.Tensor | None, bias: torch.Tensor | None) -> int:
+        """Steps of a recurrent layer whose recurrent weight is this one, product and cell in one native pass
+        (`hostops.RowsGemm.steps`, the arguments are its), each step's product accounted as one unit call; the
+        number of steps done: 0 where this GEMM has no native pass (not exact units, or without VNNI a product
+        above ``HOST_VOLUME``), fewer than `count` when a step's pass declines (the caller computes that step with
+        `__call__` and `ops.cells` and resumes)."""
+        m = gx.shape[1]
+        if not self._host or gx.dtype != torch.float32 or not (
+                self._rows.vnni or m * self._k * self._rows.n <= HOST_VOLUME):
+            return 0
+        t0 = time.perf_counter()
+        done = self._rows.steps(gru, gx, out, first, count, step, h0, c, bias)
+        if done:
+            self._s.host_call(m, self._rows.n, self._k, time.perf_counter() - t0,
+                              {name: done for name in _HOST_COUNTERS}, calls=done)
+        return done
 
     def __call__(self, a: torch.Tensor, bias: torch.Tensor | None = None,
                  add: torch.Tensor | None = None) -> torch.Tensor:
@@ -315,6 +334,23 @@ class BoundGemm:
                 return _added(c[0], bias, add)
         c = gemm(a, self._b, weight=True, owner=self._owner, version=self._version, config=self._config)
         return _added(c, bias, add)
+
+
+# The native rows pass of each prepared weight (its float and packed copies), made once per weight and activation
+# quantization; an entry dies with its weight's cache entry.
+_ROWS: weakref.WeakKeyDictionary[QuantizedWeight, dict[tuple[bool, int], hostops.RowsGemm]] = \
+    weakref.WeakKeyDictionary()
+_ROWS_LOCK = threading.Lock()
+
+
+def _rows_gemm(qw: QuantizedWeight, per_line: bool, qmax: int) -> hostops.RowsGemm:
+    with _ROWS_LOCK:
+        entries = _ROWS.setdefault(qw, {})
+        rows = entries.get((per_line, qmax))
+        if rows is None:
+            rows = entries[per_line, qmax] = hostops.RowsGemm(qw.operand.stacked[0].float(),
+                                                              qw.scale.reshape(-1).contiguous(), per_line, qmax)
+    return rows
 
 
 def _added(c: torch.Tensor, bias: torch.Tensor | None, add: torch.Tensor | None) -> torch.Tensor:

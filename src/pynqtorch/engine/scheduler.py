@@ -14,6 +14,7 @@ their calls in the caller's thread instead (`INLINE_WORK`).
 
 from __future__ import annotations
 
+import collections
 import itertools
 import threading
 import time
@@ -269,13 +270,18 @@ class Scheduler:
         tiles = bt * -(-m // tile[0]) * -(-n // tile[1]) * -(-k // tile[2])
         return tiles, int(m % tile[0] != 0 or n % tile[1] != 0 or k % tile[2] != 0)
 
-    def host_call(self, m: int, n: int, k: int, seconds: float, counters: dict[str, int]) -> None:
-        """Account an ``[m, k] @ [k, n]`` product the engine computed itself in `seconds` (units with `exact`) as
-        one call of the next unit; `counters` (including ``kernel_calls: 1``) are added to the statistics."""
-        unit = self.units[next(self._next_unit) % len(self.units)]
-        unit.counted()
-        STATS.record({"run": seconds, "schedule_wall": seconds}, counters,
-                     (unit.name, 1, *self._volume(1, m, n, k), seconds))
+    def host_call(self, m: int, n: int, k: int, seconds: float, counters: dict[str, int], calls: int = 1) -> None:
+        """Account `calls` ``[m, k] @ [k, n]`` products the engine computed itself in `seconds` (units with `exact`)
+        as one call each of the next units in turn; `counters` (including ``kernel_calls: calls``) are added to
+        the statistics."""
+        per_unit = collections.Counter(next(self._next_unit) % len(self.units) for _ in range(calls))
+        STATS.record({"run": seconds, "schedule_wall": seconds}, counters)
+        for u, c in per_unit.items():
+            unit = self.units[u]
+            for _ in range(c):
+                unit.counted()
+            tiles, padded = self._volume(c, m, n, k)
+            STATS.record({}, {}, (unit.name, c, tiles, padded * c, seconds * c / calls))
 
     def _work(self, job: _Job, u: int) -> None:
         unit: ComputeUnit = self.units[u]

@@ -1,5 +1,5 @@
 """Native host passes of the engine: fused int8 quantization (of operands and of convolution patches),
-dequantization, and small exact GEMMs in one pass (``hostops.cpp``).
+dequantization, small exact GEMMs in one pass, and the steps of recurrent layers (``hostops.cpp``).
 
 The torch formulation in `engine.quant` takes four to six passes over an operand (|x|, max, multiply,
 round, convert); the C++ here takes one or two and returns bit-identical results (same IEEE float32
@@ -44,6 +44,10 @@ _SIGNATURES = {
     "pynqtorch_dequantize": ([_ptr, _i64, _i64, _i64, _ptr, _i64, _i64, _ptr, _i64, _i64, _ptr], ctypes.c_int),
     "pynqtorch_gemm_rows": ([_ptr, _i64, _i64, _i64, ctypes.c_int, _f32, _ptr, _i64, _ptr, _i64, _ptr, _ptr, _i64, _ptr,
                              _ptr], ctypes.c_int),
+    "pynqtorch_rnn_vnni": ([], ctypes.c_int),
+    "pynqtorch_rnn_steps": ([ctypes.c_int, _i64, _i64, ctypes.c_int, _f32, _ptr, _ptr, _ptr, _i64, _i64, _ptr, _i64,
+                             _ptr, _ptr, _i64, _ptr, _ptr, _ptr, _i64, _ptr, ctypes.POINTER(ctypes.c_int)], _i64),
+    "pynqtorch_rnn_cell": ([ctypes.c_int, _i64, _i64, _ptr, _ptr, _ptr, _ptr, _ptr], None),
 }
 
 
@@ -165,20 +169,30 @@ def dequantize(acc: torch.Tensor, sa: torch.Tensor, sb: torch.Tensor) -> torch.T
 
 
 class RowsGemm:
-    """Small float GEMMs against one quantized weight in one native pass each (``pynqtorch_gemm_rows``): `b` holds
-    the weight's int8 values as float32 ``[K, N]``, `sb` its float32 scales (N of them, or one); the weight's
-    checks and pointers are taken once, here. The caller guarantees ``K * qmax * max|b| <= 2**24``: the product's
-    float32 sums are then the exact integer product."""
+    """Small float GEMMs against one quantized weight in one native pass each (``pynqtorch_gemm_rows``), and the
+    steps of a recurrent layer in one native pass (`steps`): `b` holds the weight's int8 values as float32 ``[K, N]``,
+    `sb` its float32 scales (N of them, or one); the weight's checks and pointers are taken once, here. The caller
+    guarantees ``K * qmax * max|b| <= 2**24``: the product's float32 sums are then the exact integer product. On CPUs
+    with AVX-512 VNNI the steps compute that product with integer dot products (the same integers; `vnni=False`
+    keeps the float sums)."""
 
-    def __init__(self, b: torch.Tensor, sb: torch.Tensor, per_line: bool, qmax: int) -> None:
+    def __init__(self, b: torch.Tensor, sb: torch.Tensor, per_line: bool, qmax: int, vnni: bool = True) -> None:
         lib = library()
         if lib is None or not (_flat(b) and _flat(sb) and b.dim() == 2 and sb.numel() in (1, b.shape[1])):
             raise ValueError("RowsGemm needs the native library, a contiguous float32 [K, N] weight and 1 or N "
                              "contiguous float32 scales")
-        self._fn = lib.pynqtorch_gemm_rows
+        self._fn, self._steps = lib.pynqtorch_gemm_rows, lib.pynqtorch_rnn_steps
         self._b, self._sb = b, sb  # kept alive for the pointers below
         self.k, self.n = b.shape
         self._fixed = (int(per_line), float(qmax), b.data_ptr(), self.n, sb.data_ptr(), int(sb.numel() > 1))
+        self._packed: tuple[torch.Tensor, torch.Tensor] | None = None
+        if vnni and lib.pynqtorch_rnn_vnni() and self.k * 255 * 127 < 1 << 31:
+            self._packed = _pack_vnni(b.to(torch.int8))
+
+    @property
+    def vnni(self) -> bool:
+        """Whether `steps` multiplies with AVX-512 VNNI."""
+        return self._packed is not None
 
     def __call__(self, a: torch.Tensor, bias: torch.Tensor | None = None,
                  add: torch.Tensor | None = None) -> torch.Tensor | None:
@@ -197,6 +211,63 @@ class RowsGemm:
                       None if add is None else add.data_ptr(), 0 if add is None else add.stride(0), out.data_ptr(),
                       work.data_ptr())
         return out if st == 0 else None
+
+    def steps(self, gru: bool, gx: torch.Tensor, out: torch.Tensor, first: int, count: int, step: int,
+              h0: torch.Tensor, c: torch.Tensor | None, bias: torch.Tensor | None) -> int:
+        """`count` steps of an LSTM (`c` its cell state ``[M, H]``, updated in place) or GRU (`gru`, `c` None) layer
+        in one direction, this weight being ``W_hh^T`` (K = H, N = 4H or 3H): step ``s`` is time ``t = first + s *
+        step`` (`step` 1 or -1), reads the input projection ``gx[t]`` (``[T, M, N]``, b_ih added) and the previous
+        hidden state (`h0` ``[M, H]`` for the first, else the previous step's output), adds `bias` (b_hh) to the
+        recurrent product and writes ``out[t]`` (``[T, M, H]``). Each step is `__call__`'s pass (for the LSTM with
+        ``add=gx[t]``) followed by `ops.cells`' cell, computed natively. Returns the number of steps done: fewer
+        than `count` when the next step's pass declines (nothing of that step written; the caller computes it
+        another way and resumes)."""
+        t_len, m, n = gx.shape
+        hid = self.k
+        if not (n == self.n == (3 if gru else 4) * hid and out.shape == (t_len, m, hid) and h0.shape == (m, hid)
+                and (c is None) == gru and (c is None or c.shape == (m, hid)) and step in (1, -1)
+                and 0 <= first < t_len and 0 <= first + (count - 1) * step < t_len
+                and all(_flat(t) for t in (gx, out, h0, *((c,) if c is not None else ()),
+                                           *((bias,) if bias is not None else ())))
+                and (bias is None or bias.shape == (n,))):
+            raise ValueError("RowsGemm.steps: operands of the wrong shape, dtype or layout")
+        bv, bsum = self._packed if self._packed is not None else (None, None)
+        work = torch.empty(m * (n + hid + 5), dtype=torch.float32)
+        status = ctypes.c_int(0)
+        per_row, qmax, b, _, sb, sbj = self._fixed
+        return self._steps(int(gru), count, m, per_row, qmax, b, None if bv is None else bv.data_ptr(),
+                           None if bsum is None else bsum.data_ptr(), hid, n, sb, sbj,
+                           None if bias is None else bias.data_ptr(), gx.data_ptr() + first * gx.stride(0) * 4,
+                           step * gx.stride(0), h0.data_ptr(), None if c is None else c.data_ptr(),
+                           out.data_ptr() + first * out.stride(0) * 4, step * out.stride(0), work.data_ptr(),
+                           ctypes.byref(status))
+
+
+def _pack_vnni(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """int8 ``[K, N]`` as ``pynqtorch_rnn_steps`` takes it for vpdpbusd: ``[ceil(N/16), ceil(K/4), 16, 4]`` (zero
+    padded) and 128 times the column sums (int32, padded to a multiple of 16)."""
+    k, n = q.shape
+    k4, n16 = -(-k // 4), -(-n // 16)
+    padded = torch.nn.functional.pad(q, (0, n16 * 16 - n, 0, k4 * 4 - k))
+    packed = padded.view(k4, 4, n16, 16).permute(2, 0, 3, 1).contiguous()
+    return packed, padded.sum(0, dtype=torch.int32).mul_(128).contiguous()
+
+
+def rnn_cell(gru: bool, gx: torch.Tensor, gates: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None,
+             h_out: torch.Tensor) -> bool:
+    """One step of `ops.cells`' LSTM (`c` updated in place; `gates` include the input projection, `gx` unused) or
+    GRU cell (`gx` the input projection, `gates` the recurrent product + b_hh), natively: the hidden state goes to
+    `h_out`. False without the native library or for operands that are not contiguous float32 (nothing written)."""
+    lib = library()
+    m, n = gates.shape
+    hid = h.shape[-1]
+    if (lib is None or n != (3 if gru else 4) * hid or h.shape != (m, hid) or h_out.shape != (m, hid)
+            or (c is None) != gru or not all(_flat(t) for t in (gx, gates, h, h_out, *((c,) if c is not None else ())))
+            or gx.shape != gates.shape or (c is not None and c.shape != (m, hid))):
+        return False
+    lib.pynqtorch_rnn_cell(int(gru), m, hid, gx.data_ptr(), gates.data_ptr(), h.data_ptr(),
+                           None if c is None else c.data_ptr(), h_out.data_ptr())
+    return True
 
 
 def _flat(t: torch.Tensor) -> bool:

@@ -1,4 +1,5 @@
-// Fused host-side passes of the GEMM engine: symmetric int8 quantization and dequantization.
+// Fused host-side passes of the GEMM engine: symmetric int8 quantization and dequantization, small exact GEMMs,
+// and the steps of recurrent layers (product and LSTM/GRU cell).
 //
 // Each function does in one or two passes over memory what takes several torch ops, with the same
 // IEEE float32 arithmetic as the torch path in pynqtorch.engine.quant (bit-identical results):
@@ -16,6 +17,10 @@
 #include <cstdint>
 #include <cstring>
 #include <vector>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+#endif
 
 // On x86-64 each entry point is also built for AVX2 and picked at load time (the baseline is SSE2,
 // which has no 32-bit integer max).
@@ -393,20 +398,95 @@ PYNQTORCH_CLONES int pynqtorch_dequantize(const int32_t* acc, int64_t nb, int64_
   return 0;
 }
 
-// One small float GEMM against a quantized weight in one pass, for products the golden model defines as the exact
-// integer sum: a (float32 [m, k], rows at element stride sr) is quantized as pynqtorch_quantize_rows (per_row) or
-// _tensor give it, multiplied by the quantized weight b (float32 [k, n], contiguous, holding its int8 values) with
-// float sums, exact because
-// the caller guarantees k * qmax * max|b| <= 2**24 (every partial sum is an integer float32 holds, in any order),
-// and dequantized as pynqtorch_dequantize gives it (sb: n scales, or one with sbj = 0).
-// Then, optionally, out += bias (n floats) and out += add ([m, n], rows at element stride sadd), each a separate
-// float32 rounding as torch's add_. work holds m * k + m floats. Returns the quantization's status, or 1 when the
-// dequantization guard trips (nothing useful is written then: the caller takes the general path).
-PYNQTORCH_CLONES int pynqtorch_gemm_rows(const float* a, int64_t m, int64_t k, int64_t sr, int per_row, float qmax,
-                                         const float* b, int64_t n, const float* sb, int64_t sbj, const float* bias,
-                                         const float* add, int64_t sadd, float* out, float* work) {
-  float* qa = work;
-  float* sa = work + m * k;
+}  // extern "C"
+
+namespace {
+
+#define PYNQTORCH_INLINE __attribute__((always_inline)) inline
+
+// The quantized weight of a rows pass: its int8 values as float32 [k, n] (bf), scales sb (n of them, or one with
+// sbj = 0), and optionally, on CPUs with AVX-512 VNNI, the same values packed for vpdpbusd (bv: [ceil(n/16)]
+// [ceil(k/4)][16][4] int8, zero beyond k and n) with bsum = 128 * the column sums (int32, padded to ceil(n/16) * 16).
+struct RowsWeight {
+  const float* bf;
+  const int8_t* bv;
+  const int32_t* bsum;
+  int64_t k, n;
+  const float* sb;
+  int64_t sbj;
+};
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define PYNQTORCH_VNNI 1
+// out[r, j] (float32, exact) = sum_t qa[r, t] * b[t, j] for R rows given as ua = qa + 128 (uint8, rows of 4 * k4
+// bytes): vpdpbusd sums (qa + 128) * b, minus 128 * the column sums. Exact: every term and sum is an integer below
+// 2**31 (k * 255 * 127 < 2**31, checked by the caller) and the result's magnitude is at most 2**24.
+template <int R>
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void product_vnni(const uint8_t* ua, int64_t k4,
+                                                                          const int8_t* bv, const int32_t* bsum,
+                                                                          int64_t n, float* out) {
+  const int64_t nb = (n + 15) / 16;
+  for (int64_t jb = 0; jb < nb; ++jb) {
+    __m512i acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_si512();
+    const int8_t* bp = bv + jb * k4 * 64;
+    for (int64_t t = 0; t < k4; ++t) {
+      const __m512i bt = _mm512_loadu_si512(bp + t * 64);
+      for (int r = 0; r < R; ++r) {
+        int32_t a4;
+        std::memcpy(&a4, ua + r * k4 * 4 + t * 4, sizeof a4);
+        acc[r] = _mm512_dpbusd_epi32(acc[r], _mm512_set1_epi32(a4), bt);
+      }
+    }
+    const __m512i sum = _mm512_loadu_si512(bsum + jb * 16);
+    const int64_t w = n - jb * 16 < 16 ? n - jb * 16 : 16;
+    const __mmask16 mask = static_cast<__mmask16>((1u << w) - 1);
+    for (int r = 0; r < R; ++r) {
+      const __m512 v = _mm512_maskz_cvtepi32_ps(mask, _mm512_sub_epi32(acc[r], sum));
+      _mm512_mask_storeu_ps(out + r * n + jb * 16, mask, v);
+    }
+  }
+}
+#else
+#define PYNQTORCH_VNNI 0
+#endif
+
+// The product of pynqtorch_gemm_rows for m rows: qa as floats ([m, k]) or, with w.bv, as uint8 qa + 128 (rows of
+// 4 * ceil(k / 4) bytes).
+PYNQTORCH_INLINE void rows_product(const float* qa, const uint8_t* ua, int64_t m, const RowsWeight& w, float* out) {
+  const int64_t k = w.k, n = w.n;
+  for (int64_t i0 = 0; i0 < m; i0 += kRows) {  // rows in groups, so that each B row read serves all of them
+    const int64_t rows = m - i0 < kRows ? m - i0 : kRows;
+#if PYNQTORCH_VNNI
+    if (w.bv != nullptr) {
+      const int64_t k4 = (k + 3) / 4;
+      const uint8_t* u = ua + i0 * k4 * 4;
+      switch (rows) {
+        case 1: product_vnni<1>(u, k4, w.bv, w.bsum, n, out + i0 * n); break;
+        case 2: product_vnni<2>(u, k4, w.bv, w.bsum, n, out + i0 * n); break;
+        case 3: product_vnni<3>(u, k4, w.bv, w.bsum, n, out + i0 * n); break;
+        default: product_vnni<kRows>(u, k4, w.bv, w.bsum, n, out + i0 * n); break;
+      }
+      continue;
+    }
+#endif
+    switch (rows) {
+      case 1: product_rows<1>(qa + i0 * k, k, w.bf, n, out + i0 * n); break;
+      case 2: product_rows<2>(qa + i0 * k, k, w.bf, n, out + i0 * n); break;
+      case 3: product_rows<3>(qa + i0 * k, k, w.bf, n, out + i0 * n); break;
+      default: product_rows<kRows>(qa + i0 * k, k, w.bf, n, out + i0 * n); break;
+    }
+  }
+  (void)ua;
+}
+
+// The body of pynqtorch_gemm_rows (see there); work holds m * (k + 4) + m floats.
+PYNQTORCH_INLINE int rows_pass(const float* a, int64_t m, int64_t sr, int per_row, float qmax, const RowsWeight& w,
+                     const float* bias, const float* add, int64_t sadd, float* out, float* work) {
+  const int64_t k = w.k, n = w.n, k4 = (k + 3) / 4;
+  float* sa = work;
+  float* qa = work + m;
+  uint8_t* ua = reinterpret_cast<uint8_t*>(work + m);
   uint32_t whole = 0;
   if (!per_row) {
     for (int64_t i = 0; i < m; ++i) {
@@ -425,29 +505,28 @@ PYNQTORCH_CLONES int pynqtorch_gemm_rows(const float* a, int64_t m, int64_t k, i
     const uint32_t u = bits(s);
     sa_max = u > sa_max ? u : sa_max;
     const float inv = 1.0f / s;
-    for (int64_t t = 0; t < k; ++t) qa[i * k + t] = static_cast<float>(round_to_int8(row[t] * inv));
+    if (w.bv != nullptr) {
+      uint8_t* dst = ua + i * k4 * 4;
+      for (int64_t t = 0; t < k; ++t) dst[t] = static_cast<uint8_t>(round_to_int8(row[t] * inv) + 128);
+      for (int64_t t = k; t < k4 * 4; ++t) dst[t] = 128;
+    } else {
+      for (int64_t t = 0; t < k; ++t) qa[i * k + t] = static_cast<float>(round_to_int8(row[t] * inv));
+    }
   }
-  for (int64_t j = 0; j < (sbj ? n : 1); ++j) {
-    const uint32_t u = bits(sb[j * sbj]) & kAbsMask;
+  for (int64_t j = 0; j < (w.sbj ? n : 1); ++j) {
+    const uint32_t u = bits(w.sb[j * w.sbj]) & kAbsMask;
     sb_max = u > sb_max ? u : sb_max;
   }
   if (overflow_risk(sa_max, sb_max)) return 1;
-  for (int64_t i0 = 0; i0 < m; i0 += kRows) {  // rows in groups, so that each B row read serves all of them
-    switch (m - i0 < kRows ? m - i0 : kRows) {
-      case 1: product_rows<1>(qa + i0 * k, k, b, n, out + i0 * n); break;
-      case 2: product_rows<2>(qa + i0 * k, k, b, n, out + i0 * n); break;
-      case 3: product_rows<3>(qa + i0 * k, k, b, n, out + i0 * n); break;
-      default: product_rows<kRows>(qa + i0 * k, k, b, n, out + i0 * n); break;
-    }
-  }
+  rows_product(qa, ua, m, w, out);
   for (int64_t i = 0; i < m; ++i) {
     float* dst = out + i * n;
     const float s = sa[i];
-    if (sbj == 0) {
-      const float s1 = sb[0];
+    if (w.sbj == 0) {
+      const float s1 = w.sb[0];
       for (int64_t j = 0; j < n; ++j) dst[j] = (dst[j] * s) * s1;
     } else {
-      for (int64_t j = 0; j < n; ++j) dst[j] = (dst[j] * s) * sb[j * sbj];
+      for (int64_t j = 0; j < n; ++j) dst[j] = (dst[j] * s) * w.sb[j * w.sbj];
     }
     if (bias != nullptr) {
       for (int64_t j = 0; j < n; ++j) dst[j] = dst[j] + bias[j];
@@ -458,6 +537,196 @@ PYNQTORCH_CLONES int pynqtorch_gemm_rows(const float* a, int64_t m, int64_t k, i
     }
   }
   return 0;
+}
+
+// The recurrent cells' activations, eight lanes at a time, with IEEE float32 operations only (no FMA, no approximate
+// reciprocals), so that every build computes the same bits; pynqtorch.ops.cells defines the same arithmetic in torch
+// ops. exp: Cody-Waite reduction by ln 2 and Cephes' degree-5 polynomial, argument clamped to [-87, 88] (a NaN stays
+// NaN); sigmoid(x) = 1 / (1 + exp(-x)); tanh: Cephes' odd polynomial for |x| < 0.625, else (e - 1) / (e + 1) with
+// e = exp(2|x|) and x's sign. Within a few ulp of the exact functions (tested against torch's).
+typedef uint32_t U8 __attribute__((vector_size(32)));
+
+// Results through references: no function passes or returns a vector by value (an ABI note on the SSE2 baseline).
+PYNQTORCH_INLINE void exp8(F8& y, const F8& arg) {
+  const F8 lo = F8{} - 87.0f, hi = F8{} + 88.0f;
+  F8 x = arg < lo ? lo : arg;
+  x = x > hi ? hi : x;
+  const F8 t = x * 1.44269504088896341f + kRound;  // round(x / ln 2) in the low mantissa bits
+  const F8 nf = t - kRound;
+  const F8 r = (x - nf * 0.693359375f) - nf * -2.12194440e-4f;
+  F8 p = F8{} + 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const U8 e = ((U8)t - static_cast<uint32_t>(kRoundBits - 127)) << 23;  // 2**round(x / ln 2)
+  y = ((p * (r * r) + r) + 1.0f) * (F8)e;
+}
+
+PYNQTORCH_INLINE void sigmoid8(F8& y, const F8& x) {
+  F8 e;
+  exp8(e, -x);
+  y = 1.0f / (1.0f + e);
+}
+
+PYNQTORCH_INLINE void tanh8(F8& y, const F8& x) {
+  const U8 sign = (U8)x & 0x80000000u;
+  const F8 a = (F8)((U8)x & kAbsMask);
+  const F8 z = x * x;
+  F8 p = F8{} - 5.70498872745e-3f;
+  p = p * z + 2.06390887954e-2f;
+  p = p * z - 5.37397155531e-2f;
+  p = p * z + 1.33314422036e-1f;
+  p = p * z - 3.33332819422e-1f;
+  const F8 small = (p * z) * x + x;
+  F8 e;
+  exp8(e, a + a);
+  const F8 big = (F8)((U8)((e - 1.0f) / (e + 1.0f)) | sign);
+  y = a < 0.625f ? small : big;
+}
+
+// Up to eight floats in and out of a vector (the lanes beyond w are zero and not stored).
+PYNQTORCH_INLINE void load_part(F8& v, const float* p, int64_t w) {
+  if (w == 8) {
+    std::memcpy(&v, p, sizeof v);
+  } else {
+    v = F8{};
+    std::memcpy(&v, p, static_cast<size_t>(w) * sizeof(float));
+  }
+}
+
+PYNQTORCH_INLINE void store_part(float* p, const F8& v, int64_t w) {
+  if (w == 8) {
+    std::memcpy(p, &v, sizeof v);
+  } else {
+    std::memcpy(p, &v, static_cast<size_t>(w) * sizeof(float));
+  }
+}
+
+// One batch row of the LSTM cell: gates [4 * hid] (i, f, g, o), c [hid] updated in place, h_out [hid]:
+// c' = sigmoid(f) * c + sigmoid(i) * tanh(g), h' = sigmoid(o) * tanh(c').
+PYNQTORCH_INLINE void lstm_cell(const float* gates, int64_t hid, float* c, float* h_out) {
+  for (int64_t j = 0; j < hid; j += 8) {
+    const int64_t w = hid - j < 8 ? hid - j : 8;
+    F8 i, f, g, o, cv, tc;
+    load_part(i, gates + j, w);
+    load_part(f, gates + hid + j, w);
+    load_part(g, gates + 2 * hid + j, w);
+    load_part(o, gates + 3 * hid + j, w);
+    load_part(cv, c + j, w);
+    sigmoid8(i, i);
+    sigmoid8(f, f);
+    tanh8(g, g);
+    sigmoid8(o, o);
+    cv = f * cv + i * g;
+    store_part(c + j, cv, w);
+    tanh8(tc, cv);
+    store_part(h_out + j, o * tc, w);
+  }
+}
+
+// One batch row of the GRU cell: input projection gx and recurrent gh [3 * hid] (r, z, n), previous h [hid]:
+// r = sigmoid(xr + hr), z = sigmoid(xz + hz), n = tanh(hn * r + xn), h' = (h - n) * z + n.
+PYNQTORCH_INLINE void gru_cell(const float* gx, const float* gh, const float* h, int64_t hid, float* h_out) {
+  for (int64_t j = 0; j < hid; j += 8) {
+    const int64_t w = hid - j < 8 ? hid - j : 8;
+    F8 xr, xz, xn, hr, hz, hn, hv, r, z, nn;
+    load_part(xr, gx + j, w);
+    load_part(xz, gx + hid + j, w);
+    load_part(xn, gx + 2 * hid + j, w);
+    load_part(hr, gh + j, w);
+    load_part(hz, gh + hid + j, w);
+    load_part(hn, gh + 2 * hid + j, w);
+    load_part(hv, h + j, w);
+    sigmoid8(r, xr + hr);
+    sigmoid8(z, xz + hz);
+    tanh8(nn, hn * r + xn);
+    store_part(h_out + j, (hv - nn) * z + nn, w);
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+// One small float GEMM against a quantized weight in one pass, for products the golden model defines as the exact
+// integer sum: a (float32 [m, k], rows at element stride sr) is quantized as pynqtorch_quantize_rows (per_row) or
+// _tensor give it, multiplied by the quantized weight b (float32 [k, n], contiguous, holding its int8 values) with
+// float sums, exact because
+// the caller guarantees k * qmax * max|b| <= 2**24 (every partial sum is an integer float32 holds, in any order),
+// and dequantized as pynqtorch_dequantize gives it (sb: n scales, or one with sbj = 0).
+// Then, optionally, out += bias (n floats) and out += add ([m, n], rows at element stride sadd), each a separate
+// float32 rounding as torch's add_. work holds m * k + m floats. Returns the quantization's status, or 1 when the
+// dequantization guard trips (nothing useful is written then: the caller takes the general path).
+PYNQTORCH_CLONES int pynqtorch_gemm_rows(const float* a, int64_t m, int64_t k, int64_t sr, int per_row, float qmax,
+                                         const float* b, int64_t n, const float* sb, int64_t sbj, const float* bias,
+                                         const float* add, int64_t sadd, float* out, float* work) {
+  const RowsWeight w{b, nullptr, nullptr, k, n, sb, sbj};
+  return rows_pass(a, m, sr, per_row, qmax, w, bias, add, sadd, out, work);
+}
+
+// Whether this CPU runs the AVX-512 VNNI product of the recurrent steps (then pynqtorch_rnn_steps takes a packed
+// weight, see RowsWeight).
+int pynqtorch_rnn_vnni() {
+#if PYNQTORCH_VNNI
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vnni");
+#else
+  return 0;
+#endif
+}
+
+// The steps of one recurrent layer in one direction, each one rows pass and the cell (lstm_cell / gru_cell): hid =
+// k, n = 4 * hid (LSTM, gru = 0) or 3 * hid (GRU). Step s reads its input projection gx + s * sgx ([m, n], b_ih added)
+// and the previous hidden state (h0 for s = 0, else step s - 1's output; rows of hid floats), and writes its hidden
+// state to out + s * sout ([m, hid]); the strides may be negative (a reverse direction). The LSTM's cell state c
+// ([m, hid]) is updated in place. The product: bv/bsum (VNNI, when not null) or bf, as RowsWeight. work holds
+// m * (n + k + 5) floats. Returns the number of steps done; when below `steps`, *status is the rows pass's status
+// for the next step (nothing of it written: the caller computes it another way and resumes).
+PYNQTORCH_CLONES int64_t pynqtorch_rnn_steps(int gru, int64_t steps, int64_t m, int per_row, float qmax,
+                                             const float* bf, const int8_t* bv, const int32_t* bsum, int64_t k,
+                                             int64_t n, const float* sb, int64_t sbj, const float* bias,
+                                             const float* gx, int64_t sgx, const float* h0, float* c, float* out,
+                                             int64_t sout, float* work, int* status) {
+  const RowsWeight w{bf, bv, bsum, k, n, sb, sbj};
+  float* gates = work;
+  for (int64_t s = 0; s < steps; ++s) {
+    const float* h = s == 0 ? h0 : out + (s - 1) * sout;
+    const float* x = gx + s * sgx;
+    const int st = rows_pass(h, m, k, per_row, qmax, w, bias, gru ? nullptr : x, n, gates, work + m * n);
+    if (st != kOk) {
+      *status = st;
+      return s;
+    }
+    float* dst = out + s * sout;
+    for (int64_t i = 0; i < m; ++i) {
+      if (gru) {
+        gru_cell(x + i * n, gates + i * n, h + i * k, k, dst + i * k);
+      } else {
+        lstm_cell(gates + i * n, k, c + i * k, dst + i * k);
+      }
+    }
+  }
+  *status = kOk;
+  return steps;
+}
+
+// One step's cell alone (targets whose product is not computed here): gates are the LSTM's [m, 4 * hid] (recurrent
+// product + b_hh + the input projection; gx unused) or the GRU's recurrent [m, 3 * hid] (+ b_hh) with its input
+// projection gx [m, 3 * hid]; h the previous hidden state, c the LSTM's cell state (updated in place), h_out the new
+// hidden state; all contiguous.
+PYNQTORCH_CLONES void pynqtorch_rnn_cell(int gru, int64_t m, int64_t hid, const float* gx, const float* gates,
+                                         const float* h, float* c, float* h_out) {
+  const int64_t n = (gru ? 3 : 4) * hid;
+  for (int64_t i = 0; i < m; ++i) {
+    if (gru) {
+      gru_cell(gx + i * n, gates + i * n, h + i * hid, hid, h_out + i * hid);
+    } else {
+      lstm_cell(gates + i * n, hid, c + i * hid, h_out + i * hid);
+    }
+  }
 }
 
 }  // extern "C"

@@ -6,7 +6,8 @@ issues two GEMMs and a fused cell through the dispatcher. These kernels take `at
 `aten::gru.input` at the autograd key of zynq: with gradients needed, for projections (`proj_size`) and for
 training-mode dropout they run PyTorch's own composite (`OpOverload.decompose`), so autograd sees the usual
 graph; otherwise they compute on CPU views with the engine. Per-row activation scales make the sequence's
-input projection bit-identical to the per-step one.
+input projection bit-identical to the per-step one. Float32 layers use the cells of `cells` (the same bits on every
+target): on `ref` runs of steps are one native pass each (`BoundGemm.steps`); other dtypes use torch's activations.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from torch._subclasses.fake_tensor import is_fake
 
 from ..device.report import record
 from ..device.storage import adopt_result
+from ..engine import BoundGemm
+from . import cells
 from ._common import NotOffloadable, to_cpu
 from .engine_bridge import bind, gemm
 from .gemm import _check
@@ -72,11 +75,36 @@ def _direction(x: torch.Tensor, state: tuple[torch.Tensor, ...], w: Sequence[tor
     gx = gx.view(t_len, batch, -1)
     recurrent = bind(w[1].t(), b_owner=owners[1])  # looked up once for all steps
     out = torch.empty(t_len, batch, w[1].shape[1], dtype=gx.dtype)
+    if gx.dtype == torch.float32 and t_len:
+        return out, _float32_steps(gx, state, recurrent, b_hh, cell, reverse, out)
     steps = zip(gx.unbind(0), out.unbind(0), strict=True)  # per-step views, made in one call each
     for gx_t, out_t in (reversed(list(steps)) if reverse else steps):
         gh = recurrent(state[0], b_hh, gx_t if cell.folds_input else None)
         state = cell.step(gx_t, gh, state, out_t)
     return out, state
+
+
+def _float32_steps(gx: torch.Tensor, state: tuple[torch.Tensor, ...], recurrent: BoundGemm,
+                   b_hh: torch.Tensor | None, cell: Cell, reverse: bool, out: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The steps of `_direction` for float32 with `ops.cells`' cells: runs of steps in one native pass where the
+    engine has one (`BoundGemm.steps`), any other step as a product (`BoundGemm.__call__`) and a cell (`cells.step`);
+    the same bits either way. Writes `out`, gives the final state."""
+    t_len = gx.shape[0]
+    gru = not cell.folds_input
+    bias = None if b_hh is None else b_hh.contiguous()
+    h0 = state[0].contiguous()
+    c = None if gru else state[1].clone(memory_format=torch.contiguous_format)  # updated in place
+    order = range(t_len - 1, -1, -1) if reverse else range(t_len)
+    s = 0
+    while s < t_len:
+        s += recurrent.steps(gru, gx, out, order[s], t_len - s, order.step, h0 if s == 0 else out[order[s - 1]], c,
+                             bias)
+        if s < t_len:  # a step the native pass declined or does not take
+            t, h = order[s], h0 if s == 0 else out[order[s - 1]]
+            cells.step(gx[t], recurrent(h, bias, None if gru else gx[t]), h, c, out[t])
+            s += 1
+    h_last = out[order[-1]]
+    return (h_last,) if gru else (h_last, c)
 
 
 def run(x: torch.Tensor, hx: Sequence[torch.Tensor], params: Sequence[torch.Tensor],
