@@ -367,6 +367,43 @@ def bind(b: torch.Tensor, *, owner: object = None, version: Hashable | None = No
     return BoundGemm(b, owner, version, config)
 
 
+def depthwise_conv(p: Patches, b: torch.Tensor, bias: torch.Tensor | None, channels_last: bool, *, owner: object,
+                   version: Hashable | None, config: QuantConfig | None = None) -> torch.Tensor | None:
+    """A depthwise convolution (`p`: one input channel per group) with weight `b`, as the convolution lowering
+    computes it from ``gemm(p, b, weight=True, owner=owner, version=version)``: the product ``[G, N*OH*OW, m]``
+    laid out as ``[N, G*m, OH, OW]`` (channel ``g*m + j``; channels-last or contiguous) plus `bias` — or None, and
+    the caller does exactly that.
+
+    When every unit's call is the exact integer product (`ComputeUnit.exact`, the `ref` golden model) and
+    `_fast_float`'s conditions hold (float32, the built-in schemes with per-row activations, a one-limb weight
+    without non-finite values), quantization, product, dequantization, bias and layout are one native pass
+    (`hostops.depthwise_conv`) that reads every window once and builds no patch matrix: the same operations, so
+    the same bits. It is accounted as one call of a unit computing the G products (as the golden model takes a
+    stack of them). None for anything else, including non-finite or tiny windows and the dequantization's
+    overflow guard (the pass declines; its work is lost).
+    """
+    if (p.requires_grad or b.requires_grad) and torch.is_grad_enabled():
+        with torch.no_grad():
+            return depthwise_conv(p, b, bias, channels_last, owner=owner, version=version, config=config)
+    s = _kernel()
+    if not s.exact or p.dtype != torch.float32 or b.dtype != torch.float32 or owner is None:
+        return None
+    cfg = resolve_config(config)
+    a_scheme = cfg.activation_scheme
+    if type(a_scheme) is not PerLine:
+        return None
+    b3 = b if b.dim() == 3 else b[None]
+    qw = _weight(s, b3, b, True, owner, version, cfg)
+    g, k, m = b3.shape
+    if not _direct(s, a_scheme, cfg.weight_scheme, qw) or k * s.qmax * qw.operand.bound > _INT32_MAX:
+        return None
+    t0 = time.perf_counter()
+    out = hostops.depthwise_conv(p, qw.operand.stacked, qw.scale, bias, channels_last, s.qmax)
+    if out is not None:
+        s.host_call(p.shape[1], m, k, time.perf_counter() - t0, _HOST_COUNTERS, batch=g)
+    return out
+
+
 def _float_gemm(a3: torch.Tensor | Patches, b3: torch.Tensor, weight_src: torch.Tensor | None,
                 handle: bool | QuantizedWeight, owner: object, version: Hashable | None,
                 cfg: QuantConfig) -> torch.Tensor:

@@ -270,17 +270,18 @@ class Scheduler:
         tiles = bt * -(-m // tile[0]) * -(-n // tile[1]) * -(-k // tile[2])
         return tiles, int(m % tile[0] != 0 or n % tile[1] != 0 or k % tile[2] != 0)
 
-    def host_call(self, m: int, n: int, k: int, seconds: float, counters: dict[str, int], calls: int = 1) -> None:
-        """Account `calls` ``[m, k] @ [k, n]`` products the engine computed itself in `seconds` (units with `exact`)
-        as one call each of the next units in turn; `counters` (including ``kernel_calls: calls``) are added to
-        the statistics."""
+    def host_call(self, m: int, n: int, k: int, seconds: float, counters: dict[str, int], calls: int = 1,
+                  batch: int = 1) -> None:
+        """Account `calls` calls of `batch` ``[m, k] @ [k, n]`` products each (a call of several products as `_stack`
+        counts a stack) that the engine computed itself in `seconds` (units with `exact`), one call each of the next
+        units in turn; `counters` (including ``kernel_calls: calls``) are added to the statistics."""
         per_unit = collections.Counter(next(self._next_unit) % len(self.units) for _ in range(calls))
         STATS.record({"run": seconds, "schedule_wall": seconds}, counters)
         for u, c in per_unit.items():
             unit = self.units[u]
             for _ in range(c):
                 unit.counted()
-            tiles, padded = self._volume(c, m, n, k)
+            tiles, padded = self._volume(c * batch, m, n, k)
             STATS.record({}, {}, (unit.name, c, tiles, padded * c, seconds * c / calls))
 
     def _work(self, job: _Job, u: int) -> None:

@@ -1,5 +1,6 @@
 """Native host passes of the engine: fused int8 quantization (of operands and of convolution patches),
-dequantization, small exact GEMMs in one pass, and the steps of recurrent layers (``hostops.cpp``).
+dequantization, small exact GEMMs and depthwise convolutions in one pass, and the steps of recurrent layers
+(``hostops.cpp``).
 
 The torch formulation in `engine.quant` takes four to six passes over an operand (|x|, max, multiply,
 round, convert); the C++ here takes one or two and returns bit-identical results (same IEEE float32
@@ -48,6 +49,8 @@ _SIGNATURES = {
     "pynqtorch_rnn_steps": ([ctypes.c_int, _i64, _i64, ctypes.c_int, _f32, _ptr, _ptr, _ptr, _i64, _i64, _ptr, _i64,
                              _ptr, _ptr, _i64, _ptr, _ptr, _ptr, _i64, _ptr, ctypes.POINTER(ctypes.c_int)], _i64),
     "pynqtorch_rnn_cell": ([ctypes.c_int, _i64, _i64, _ptr, _ptr, _ptr, _ptr, _ptr], None),
+    "pynqtorch_depthwise_conv": ([_ptr, ctypes.POINTER(_i64), _i64, _f32, _ptr, _ptr, _i64, _ptr, _ptr,
+                                  ctypes.POINTER(_i64)], ctypes.c_int),
 }
 
 
@@ -141,6 +144,35 @@ def im2col_quantize(p: Patches, per_line: bool, qmax: int) -> tuple[torch.Tensor
     st = lib.pynqtorch_im2col_quantize(xh.data_ptr(), (_i64 * len(geo))(*geo), int(per_line), float(qmax),
                                        q.data_ptr(), scale.data_ptr())
     return (q, scale) if st == 0 else None
+
+
+def depthwise_conv(p: Patches, wq: torch.Tensor, sb: torch.Tensor, bias: torch.Tensor | None, channels_last: bool,
+                   qmax: int) -> torch.Tensor | None:
+    """The depthwise convolution `p` describes (one input channel per group) as one native pass
+    (``pynqtorch_depthwise_conv``), equal bit for bit to `im2col_quantize` (per row), the exact integer product
+    with `wq`, `dequantize` and ``+ bias``: the float32 result ``[N, G*m, OH, OW]``, channels-last or contiguous,
+    or None (the caller takes the general path): a case the pass does not take, a non-finite or tiny window, or
+    the dequantization's overflow guard tripping.
+
+    `wq`: the weight's int8 values ``[G, kh*kw, m]`` (m output channels per group, channel ``g*m + j``), with
+    ``kh*kw * qmax * max|wq| < 2**31`` (the caller's guarantee: the integer sums are int32); `sb`: float32 scales,
+    one per output channel or one; `bias`: ``[G*m]``."""
+    lib = library()
+    n, c = p.x.shape[:2]
+    g, k, mult = wq.shape
+    if (lib is None or p.dtype != torch.float32 or p.x.numel() == 0 or p.groups != c or g != c
+            or k != p.kernel[0] * p.kernel[1] or wq.dtype != torch.int8 or not wq.is_contiguous()
+            or not _flat(sb) or sb.numel() not in (1, g * mult)
+            or (bias is not None and not (_flat(bias) and bias.numel() == g * mult))):
+        return None
+    xh = p.gather_layout()
+    geo = p.geometry(xh)
+    out = torch.empty((n, g * mult, *p.out), dtype=torch.float32,
+                      memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    st = lib.pynqtorch_depthwise_conv(xh.data_ptr(), (_i64 * len(geo))(*geo), mult, float(qmax), wq.data_ptr(),
+                                      sb.data_ptr(), int(sb.numel() > 1), None if bias is None else bias.data_ptr(),
+                                      out.data_ptr(), (_i64 * 4)(*out.stride()))
+    return out if st == 0 else None
 
 
 def _strides(s: torch.Tensor, line_dim: int) -> tuple[int, int]:

@@ -359,6 +359,340 @@ PYNQTORCH_CLONES int pynqtorch_im2col_quantize(const float* x, const int64_t* ge
   return status;
 }
 
+}  // extern "C"
+
+namespace {
+
+// Output elements per vector pass of pynqtorch_depthwise_conv, and its integer vectors (GCC vector extensions,
+// like F8).
+const int kLanes = 8;
+typedef int32_t I8 __attribute__((vector_size(32)));
+
+template <bool Bcast>
+__attribute__((always_inline)) inline void load_weight(const int32_t* w, I8& v) {
+  if (Bcast) {
+    v = I8{} + *w;
+  } else {
+    std::memcpy(&v, w, sizeof v);
+  }
+}
+
+inline bool any(const I8& v) {
+  uint64_t w[4];
+  std::memcpy(w, &v, sizeof w);
+  return (w[0] | w[1] | w[2] | w[3]) != 0;
+}
+
+// One vector pass of pynqtorch_depthwise_conv: kLanes windows quantized per lane exactly as
+// pynqtorch_im2col_quantize quantizes a patch row (amax, scale_of, the same reciprocal and rounding), multiplied
+// with the weight as exact int32 sums, dequantized and emitted.
+// taps(f) calls f(t, x) with the lanes' values x of every kernel tap t inside the input (taps it skips read
+// zeros, which change neither the amax nor the sums). w + j * wjs + t * ws holds tap t's weight for output channel
+// j of the lanes' groups: one int32 for all lanes (Bcast) or a vector. `valid` has all bits set in the lanes that count (the others
+// may hold anything); smax grows to their largest scale's bits. emit(j, acc, sa) gets the sums of output channel
+// j and the scales. qbuf (k * kLanes int32) holds the integers when a group has several output channels.
+// Returns the first non-OK status of the valid lanes.
+template <bool Bcast, class Taps, class Emit>
+inline int conv_lanes(const Taps& taps, int64_t k, const int32_t* w, int64_t ws, int64_t mult, int64_t wjs,
+                      const I8& valid, float qmax, int32_t* qbuf, I8& smax, const Emit& emit) {
+  I8 m = I8{};
+  taps([&](int64_t, const F8& x) {
+    I8 u;
+    std::memcpy(&u, &x, sizeof u);
+    u &= static_cast<int32_t>(kAbsMask);
+    m = u > m ? u : m;
+  });
+  if (any((m >= static_cast<int32_t>(kInfBits)) & valid)) return kNonFinite;
+  if (any((m != 0) & (m < static_cast<int32_t>(kTinyBits)) & valid)) return kTiny;
+  F8 am;
+  std::memcpy(&am, &m, sizeof am);
+  const F8 one = F8{} + 1.0f;
+  const F8 sa = m == 0 ? one : am / qmax;
+  const F8 inv = one / sa;
+  I8 sbits;
+  std::memcpy(&sbits, &sa, sizeof sbits);
+  sbits &= valid;
+  smax = sbits > smax ? sbits : smax;
+  auto quant = [&inv](const F8& x, I8& q) {
+    const F8 y = x * inv;  // rounded, then the rounding addition: no contraction (-ffp-contract=off)
+    const F8 r = y + kRound;
+    std::memcpy(&q, &r, sizeof q);
+    q -= kRoundBits;
+  };
+  if (mult == 1) {
+    I8 acc = I8{};
+    taps([&](int64_t t, const F8& x) {
+      I8 q, wv;
+      quant(x, q);
+      load_weight<Bcast>(w + t * ws, wv);
+      acc += q * wv;
+    });
+    emit(0, acc, sa);
+    return kOk;
+  }
+  std::memset(qbuf, 0, static_cast<size_t>(k * kLanes) * sizeof(int32_t));
+  taps([&](int64_t t, const F8& x) {
+    I8 q;
+    quant(x, q);
+    std::memcpy(qbuf + t * kLanes, &q, sizeof q);
+  });
+  for (int64_t j = 0; j < mult; ++j) {
+    I8 acc = I8{};
+    for (int64_t t = 0; t < k; ++t) {
+      I8 qv, wv;
+      std::memcpy(&qv, qbuf + t * kLanes, sizeof qv);
+      load_weight<Bcast>(w + j * wjs + t * ws, wv);
+      acc += qv * wv;
+    }
+    emit(j, acc, sa);
+  }
+  return kOk;
+}
+
+// ((float) acc * sa) * sb (+ bias) per lane, as pynqtorch_dequantize and torch's float32 add compute it, stored to
+// dst[v * step] for the first `valid` lanes; sb and bias (null: none) hold kLanes floats.
+inline void dequantize_lanes(const I8& acc, const F8& sa, const float* sb, const float* bias, int valid,
+                             float* dst, int64_t step) {
+  F8 s, r;
+  std::memcpy(&s, sb, sizeof s);
+  r = (__builtin_convertvector(acc, F8) * sa) * s;
+  if (bias != nullptr) {
+    F8 b;
+    std::memcpy(&b, bias, sizeof b);
+    r = r + b;
+  }
+  if (valid == kLanes && step == 1) {
+    std::memcpy(dst, &r, sizeof r);
+  } else {
+    for (int v = 0; v < valid; ++v) dst[v * step] = r[v];
+  }
+}
+
+// The kernel taps [lo, hi) of one dimension that fall inside the input for a window starting at `origin`.
+inline void tap_range(int64_t origin, int64_t taps, int64_t dil, int64_t size, int64_t& lo, int64_t& hi) {
+  lo = origin >= 0 ? 0 : (-origin + dil - 1) / dil;
+  hi = origin >= size ? 0 : (size - origin + dil - 1) / dil;
+  if (hi > taps) hi = taps;
+  if (lo > hi) lo = hi;
+}
+
+}  // namespace
+
+extern "C" {
+
+// A depthwise 2-D convolution (one input channel per group, `mult` output channels per group: o = g * mult + j)
+// of float32 input x in one pass, without the patch matrix, equal bit for bit to pynqtorch_im2col_quantize (per
+// row), the exact integer product with the weight, pynqtorch_dequantize and torch's float32 bias add:
+//   out[b, o, oy, ox] = ((float) sum_t q[t] * wq[g, t, j] * sa) * sb[o * sbo] (+ bias[o])
+// where q and sa quantize the window of (b, g, oy, ox) (geo and the layout of x as in pynqtorch_im2col_quantize,
+// with groups == c). wq: int8 [groups, kh*kw, mult] (the caller guarantees kh*kw * qmax * max|wq| < 2**31); sb: the
+// weight's scales at stride sbo (0: one scale); bias: groups*mult floats or null; out: float32 [n, groups*mult,
+// oh, ow] at element strides ostride. kLanes outputs share each vector pass: adjacent channels when the channels of
+// x are contiguous (channels-last: the lanes read the same pixels, taps outside the input are skipped), else
+// adjacent output positions of one channel plane. Returns the status of a non-finite or tiny window (1, 2) or 3
+// when pynqtorch_dequantize's overflow guard trips on the scales; out is then incomplete and the caller takes the
+// general path.
+PYNQTORCH_CLONES int pynqtorch_depthwise_conv(const float* x, const int64_t* geo, int64_t mult, float qmax,
+                                              const int8_t* wq, const float* sb, int64_t sbo, const float* bias,
+                                              float* out, const int64_t* ostride) {
+  const Windows win(x, geo);
+  const int64_t groups = win.groups, kh = win.kh, kw = win.kw, k = kh * kw, oh = win.oh, ow = win.ow;
+  const int64_t on = ostride[0], oc = ostride[1], ohs = ostride[2], ows = ostride[3];
+  // Weights as int32 [mult][k][gp], channels padded to whole vectors with zeros.
+  const int64_t gp = (groups + kLanes - 1) / kLanes * kLanes;
+  std::vector<int32_t> wl(static_cast<size_t>(mult * k * gp), 0);
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int64_t t = 0; t < k; ++t) {
+      for (int64_t j = 0; j < mult; ++j) wl[(j * k + t) * gp + g] = wq[(g * k + t) * mult + j];
+    }
+  }
+  I8 lane_valid[kLanes + 1];  // [v]: all bits set in the first v lanes
+  for (int v = 0; v <= kLanes; ++v) {
+    for (int l = 0; l < kLanes; ++l) lane_valid[v][l] = l < v ? -1 : 0;
+  }
+  // Lanes over channels where they are adjacent in memory, or where a plane has too few outputs to fill vectors.
+  const int64_t npos = oh * ow;
+  const bool by_channel = groups >= kLanes && (win.sc == 1 || npos < 2 * kLanes);
+  // Lanes over positions: per block of kLanes positions of a plane (row-major; the last block's unused lanes repeat
+  // its first), each lane's window origin and output offset, and whether the block's windows lie inside the input
+  // (1), as kLanes adjacent pixels (2) or every other pixel (3) of a row.
+  const int64_t nblocks = by_channel ? 0 : (npos + kLanes - 1) / kLanes;
+  std::vector<int64_t> ly(static_cast<size_t>(nblocks * kLanes)), lx(ly.size()), lo(ly.size());
+  std::vector<char> kind(static_cast<size_t>(nblocks));
+  const int64_t span_h = (kh - 1) * win.dil_h, span_w = (kw - 1) * win.dil_w;
+  for (int64_t bl = 0; bl < nblocks; ++bl) {
+    bool inside = true;
+    for (int v = 0; v < kLanes; ++v) {
+      const int64_t p = bl * kLanes + (bl * kLanes + v < npos ? v : 0), i = bl * kLanes + v;
+      const int64_t oy = p / ow, ox = p % ow;
+      ly[i] = oy * win.st_h - win.pad_h;
+      lx[i] = ox * win.st_w - win.pad_w;
+      lo[i] = oy * ohs + ox * ows;
+      inside = inside && ly[i] >= 0 && ly[i] + span_h < win.h && lx[i] >= 0 && lx[i] + span_w < win.w;
+    }
+    const int64_t p0 = bl * kLanes;
+    const bool row = p0 + kLanes <= npos && p0 % ow + kLanes <= ow && win.sw == 1;
+    kind[bl] = !inside ? 0 : row && win.st_w == 1 ? 2 : row && win.st_w == 2 ? 3 : 1;
+  }
+  // Tap offsets from a window's origin.
+  std::vector<int64_t> toff(static_cast<size_t>(k));
+  for (int64_t i = 0; i < kh; ++i) {
+    for (int64_t j = 0; j < kw; ++j) toff[i * kw + j] = i * win.dil_h * win.sh + j * win.dil_w * win.sw;
+  }
+  const int64_t items = by_channel ? win.n * (gp / kLanes) : win.n * groups;
+  const bool par = win.n * groups * mult * npos * k >= kParallel / 2;
+  int status = kOk;
+  uint32_t sa_max = 0;
+#pragma omp parallel if (par) reduction(max : sa_max)
+  {
+    std::vector<float> buf(static_cast<size_t>(k * kLanes));
+    std::vector<int32_t> qbuf(static_cast<size_t>(k * kLanes));
+    // Per output channel j of the item: the lanes' weight scales and biases.
+    std::vector<float> sbv(static_cast<size_t>(mult * kLanes)), bv(static_cast<size_t>(mult * kLanes));
+    I8 smax = I8{};
+#pragma omp for schedule(static)
+    for (int64_t it = 0; it < items; ++it) {
+      int st = kOk;
+      if (by_channel) {  // lanes: channels g0 .. g0 + valid - 1 at one output position
+        const int64_t b = it / (gp / kLanes), g0 = it % (gp / kLanes) * kLanes;
+        const int valid = static_cast<int>(groups - g0 < kLanes ? groups - g0 : kLanes);
+        for (int64_t j = 0; j < mult; ++j) {
+          for (int v = 0; v < kLanes; ++v) {
+            const int64_t o = (g0 + (v < valid ? v : 0)) * mult + j;
+            sbv[j * kLanes + v] = sb[o * sbo];
+            bv[j * kLanes + v] = bias != nullptr ? bias[o] : 0.0f;
+          }
+        }
+        const float* xb = x + b * win.sn + g0 * win.sc;
+        for (int64_t oy = 0; oy < oh && st == kOk; ++oy) {
+          const int64_t y0 = oy * win.st_h - win.pad_h;
+          int64_t i0, i1;
+          tap_range(y0, kh, win.dil_h, win.h, i0, i1);
+          for (int64_t ox = 0; ox < ow && st == kOk; ++ox) {
+            const int64_t x0 = ox * win.st_w - win.pad_w;
+            int64_t j0, j1;
+            tap_range(x0, kw, win.dil_w, win.w, j0, j1);
+            const float* origin = xb + y0 * win.sh + x0 * win.sw;
+            auto taps = [&](auto f) {
+              for (int64_t i = i0; i < i1; ++i) {
+                for (int64_t j = j0; j < j1; ++j) {
+                  const int64_t t = i * kw + j;
+                  const float* src = origin + toff[t];
+                  F8 v = F8{};
+                  if (valid == kLanes && win.sc == 1) {
+                    std::memcpy(&v, src, sizeof v);
+                  } else {
+                    for (int l = 0; l < valid; ++l) v[l] = src[l * win.sc];
+                  }
+                  f(t, v);
+                }
+              }
+            };
+            float* ob = out + b * on + oy * ohs + ox * ows + g0 * mult * oc;
+            st = conv_lanes<false>(taps, k, wl.data() + g0, gp, mult, k * gp, lane_valid[valid], qmax, qbuf.data(),
+                                   smax,
+                            [&](int64_t j, const I8& acc, const F8& sa) {
+                              dequantize_lanes(acc, sa, &sbv[j * kLanes], bias != nullptr ? &bv[j * kLanes] : nullptr,
+                                               valid, ob + j * oc, mult * oc);
+                            });
+          }
+        }
+      } else {  // lanes: kLanes output positions of the plane (b, g)
+        const int64_t b = it / groups, g = it % groups;
+        for (int64_t j = 0; j < mult; ++j) {
+          const int64_t o = g * mult + j;
+          for (int v = 0; v < kLanes; ++v) {
+            sbv[j * kLanes + v] = sb[o * sbo];
+            bv[j * kLanes + v] = bias != nullptr ? bias[o] : 0.0f;
+          }
+        }
+        const float* xp = x + b * win.sn + g * win.sc;
+        float* op = out + b * on + g * mult * oc;
+        const bool run = ows == 1 && ohs == ow;  // the plane's outputs are adjacent in memory
+        for (int64_t bl = 0; bl < nblocks && st == kOk; ++bl) {
+          const int64_t p0 = bl * kLanes;
+          const int valid = static_cast<int>(npos - p0 < kLanes ? npos - p0 : kLanes);
+          const int64_t* bly = &ly[p0];
+          const int64_t* blx = &lx[p0];
+          auto emit = [&](int64_t j, const I8& acc, const F8& sa) {
+            const float* bj = bias != nullptr ? &bv[j * kLanes] : nullptr;
+            if (run) {
+              dequantize_lanes(acc, sa, &sbv[j * kLanes], bj, valid, op + j * oc + p0, 1);
+            } else {
+              float r[kLanes];
+              dequantize_lanes(acc, sa, &sbv[j * kLanes], bj, kLanes, r, 1);
+              for (int v = 0; v < valid; ++v) op[j * oc + lo[p0 + v]] = r[v];
+            }
+          };
+          const int32_t* wg = wl.data() + g;
+          if (kind[bl] == 2) {  // kLanes adjacent pixels per tap
+            const float* src = xp + bly[0] * win.sh + blx[0];
+            auto taps = [&](auto f) {
+              for (int64_t t = 0; t < k; ++t) {
+                F8 v;
+                std::memcpy(&v, src + toff[t], sizeof v);
+                f(t, v);
+              }
+            };
+            st = conv_lanes<true>(taps, k, wg, gp, mult, k * gp, lane_valid[valid], qmax, qbuf.data(), smax, emit);
+            continue;
+          }
+          if (kind[bl] == 3) {  // every other pixel: the even ones of two overlapping runs, never read past the last
+            const float* src = xp + bly[0] * win.sh + blx[0];
+            auto taps = [&](auto f) {
+              for (int64_t t = 0; t < k; ++t) {
+                F8 a, c;
+                std::memcpy(&a, src + toff[t], sizeof a);
+                std::memcpy(&c, src + toff[t] + kLanes - 1, sizeof c);
+                f(t, __builtin_shuffle(a, c, I8{0, 2, 4, 6, 9, 11, 13, 15}));
+              }
+            };
+            st = conv_lanes<true>(taps, k, wg, gp, mult, k * gp, lane_valid[valid], qmax, qbuf.data(), smax, emit);
+            continue;
+          }
+          if (kind[bl] == 1) {
+            for (int v = 0; v < kLanes; ++v) {
+              const float* src = xp + bly[v] * win.sh + blx[v] * win.sw;
+              for (int64_t t = 0; t < k; ++t) buf[t * kLanes + v] = src[toff[t]];
+            }
+          } else {
+            for (int v = 0; v < kLanes; ++v) {
+              for (int64_t i = 0; i < kh; ++i) {
+                const int64_t yy = bly[v] + i * win.dil_h;
+                for (int64_t j = 0; j < kw; ++j) {
+                  const int64_t xx = blx[v] + j * win.dil_w;
+                  buf[(i * kw + j) * kLanes + v] =
+                      yy < 0 || yy >= win.h || xx < 0 || xx >= win.w ? 0.0f : xp[yy * win.sh + xx * win.sw];
+                }
+              }
+            }
+          }
+          auto taps = [&](auto f) {
+            for (int64_t t = 0; t < k; ++t) {
+              F8 v;
+              std::memcpy(&v, buf.data() + t * kLanes, sizeof v);
+              f(t, v);
+            }
+          };
+          st = conv_lanes<true>(taps, k, wg, gp, mult, k * gp, lane_valid[valid], qmax, qbuf.data(), smax, emit);
+        }
+      }
+      report(&status, st);
+    }
+    for (int v = 0; v < kLanes; ++v) {
+      const uint32_t u = static_cast<uint32_t>(smax[v]);
+      sa_max = u > sa_max ? u : sa_max;
+    }
+  }
+  if (status != kOk) return status;
+  uint32_t sb_max = 0;
+  for (int64_t o = 0; o < (sbo ? groups * mult : 1); ++o) {
+    const uint32_t u = bits(sb[o * sbo]) & kAbsMask;
+    sb_max = u > sb_max ? u : sb_max;
+  }
+  return overflow_risk(sa_max, sb_max) ? 3 : kOk;
+}
+
 // out[b, i, j] = ((float) acc[b, i, j] * sa[b * sab + i * sai]) * sb[b * sbb + j * sbj], all contiguous
 // [nb, m, n]; a zero stride broadcasts a scale (0-dim scales have every stride 0). Returns 1 without writing
 // when float32 could overflow where the result is finite: the guard of engine.quant.Scheme.dequantize,

@@ -16,7 +16,7 @@ from torch._prims_common import suggest_memory_format
 from ..device.fallback import run_on_cpu
 from ..hostops.patches import Patches
 from ._common import NotOffloadable, accelerated, to_cpu
-from .engine_bridge import gemm_derived
+from .engine_bridge import depthwise_derived, gemm_derived
 from .gemm import _check
 
 aten = torch.ops.aten
@@ -60,14 +60,19 @@ def conv2d_as_gemm(x: torch.Tensor, w: torch.Tensor, w_owner: torch.Tensor | Non
     # generation (`gemm_derived`) together with its quantization.
     a = Patches(x, (kh, kw), (stride[0], stride[1]), (padding[0], padding[1]), (dilation[0], dilation[1]), groups,
                 (oh, ow))
-    if matmul is not None:
-        m = a.materialize()
-        out = matmul(m if groups > 1 else m[0], _weight_matrix(w, groups))
-    else:
-        out = gemm_derived(a, w_owner, ("conv2d", groups), lambda: _weight_matrix(w, groups))
-    og = o // groups
     if channels_last is None:
         channels_last = channels_last_output(x, w)
+    key, make = ("conv2d", groups), lambda: _weight_matrix(w, groups)
+    if matmul is not None:
+        m = a.materialize()
+        out = matmul(m if groups > 1 else m[0], make())
+    else:
+        # Depthwise (one input channel per group): the whole convolution below in one pass where the engine takes it.
+        res = depthwise_derived(a, w_owner, key, make, bias, channels_last) if cg == 1 else None
+        if res is not None:
+            return res
+        out = gemm_derived(a, w_owner, key, make)
+    og = o // groups
     if groups == 1 and channels_last:  # the [N*OH*OW, O] product is the channels-last result already
         return (out if bias is None else out.add_(bias)).reshape(n, oh, ow, o).permute(0, 3, 1, 2)
     # [G, N*OH*OW, Og] (or [N*OH*OW, O]) as [N, G, Og, OH, OW], copied into the result with the bias in one pass

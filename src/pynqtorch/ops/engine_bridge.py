@@ -75,12 +75,28 @@ def gemm_derived(a: torch.Tensor | Patches, src: torch.Tensor | None, key: Hasha
     """
     if not is_zynq(src):
         return _engine_gemm(a, make())
+    b, owner, gen = _derived(src, key, make)
+    return _engine_gemm(a, b, owner, gen)
+
+
+def depthwise_derived(p: Patches, src: torch.Tensor | None, key: Hashable, make: Callable[[], torch.Tensor],
+                      bias: torch.Tensor | None, channels_last: bool) -> torch.Tensor | None:
+    """`engine.depthwise_conv` of `p` with the B operand `gemm_derived` gives for the same `src`, `key` and `make`
+    (cached alike), or None: the caller then runs ``gemm_derived``. Without a zynq `src`, None."""
+    if not is_zynq(src):
+        return None
+    b, owner, gen = _derived(src, key, make)
+    return engine.depthwise_conv(p, b, bias, channels_last, owner=owner, version=gen)
+
+
+def _derived(src: torch.Tensor, key: Hashable, make: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, _Derived, int]:
+    """The copy `make()` of zynq view `src` under `key`, its owner object and the write generation it was made at."""
     owner = _derived_owner(src)
     gen = write_generation(src)
     hit = owner.copies.get(key)
     if hit is None or hit[0] != gen:
         hit = owner.copies[key] = (gen, make())
-    return _engine_gemm(a, hit[1], owner, gen)
+    return hit[1], owner, gen
 
 
 def _engine_gemm(a: torch.Tensor | Patches, b: torch.Tensor, owner: object = None, version: int | None = None
