@@ -265,3 +265,81 @@ def test_rows_gemm_takes_its_weight_once_and_declines_other_operands() -> None:
     for bad in (torch.randn(2, 15), a.double(), torch.randn(16, 2).t(), nan, a[:0]):
         assert rows(bad) is None
     assert rows(a, add=torch.randn(2, 7)) is None and rows(a, bias=torch.randn(8).double()) is None
+
+
+def _depthwise_by_parts(p: Patches, wq: torch.Tensor, sb: torch.Tensor, bias: torch.Tensor | None,
+                        channels_last: bool) -> torch.Tensor:
+    """The depthwise convolution as the general path computes it: `im2col_quantize`, the exact product, `dequantize`,
+    then the bias added while copied into the output layout (ops/conv.py)."""
+    g, k, m = wq.shape
+    n = p.x.shape[0]
+    qa, sa = hostops.im2col_quantize(p, True, 127)
+    acc = torch.bmm(qa.double(), wq.double()).to(torch.int32)  # exact: |sums| < 2**53
+    c = hostops.dequantize(acc.contiguous(), sa, sb.reshape(-1).expand(g * m).reshape(g, 1, m).contiguous())
+    out = torch.empty((n, g * m, *p.out), memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    prod = c.reshape(g, n, *p.out, m).permute(1, 0, 4, 2, 3)
+    dst = out.view(n, g, m, *p.out)
+    if bias is None:
+        dst.copy_(prod)
+    else:
+        torch.add(prod, bias.view(1, g, m, 1, 1), out=dst)
+    return out
+
+
+DEPTHWISE = [  # (N, C, H, W), kernel, stride, padding, dilation, output channels per group
+    ((2, 16, 20, 21), (3, 3), (1, 1), (1, 1), (1, 1), 1),   # rows of 8 adjacent pixels
+    ((2, 16, 21, 33), (3, 3), (2, 2), (0, 0), (1, 1), 1),   # every other pixel
+    ((3, 24, 9, 9), (7, 7), (1, 1), (3, 3), (1, 1), 1),     # mostly padding
+    ((2, 12, 11, 10), (3, 5), (2, 1), (2, 1), (2, 1), 2),   # dilated, two outputs per channel
+    ((1, 20, 3, 4), (3, 3), (1, 1), (1, 1), (1, 1), 1),     # small planes: lanes over channels
+    ((2, 1, 12, 12), (5, 5), (1, 1), (2, 2), (1, 1), 6),    # one input channel (LeNet's conv1)
+    ((2, 9, 6, 6), (6, 6), (1, 1), (0, 0), (1, 1), 1),      # one window per plane
+]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("conv", DEPTHWISE, ids=[str(c[0]) + str(c[1]) + str(c[2]) for c in DEPTHWISE])
+def test_depthwise_conv_equals_the_general_passes(conv: tuple, bias: bool) -> None:
+    """`hostops.depthwise_conv` equals quantize-patches / exact product / dequantize / bias add bit for bit, in both
+    output layouts, for contiguous, channels-last and W-major inputs."""
+    shape, k, stride, padding, dilation, mult = conv
+    gen = torch.Generator().manual_seed(shape[1] * 7 + mult)
+    x = torch.randn(shape, generator=gen) * torch.logspace(-2, 2, shape[-1])
+    x.view(-1)[5] = 1e4
+    c = shape[1]
+    wq = torch.randint(-127, 128, (c, k[0] * k[1], mult), generator=gen, dtype=torch.int8)
+    sb = torch.rand(c * mult, generator=gen) + 0.01
+    b = torch.randn(c * mult, generator=gen) if bias else None
+    for layout in (x, x.contiguous(memory_format=torch.channels_last), x.transpose(2, 3).contiguous().transpose(2, 3)):
+        p = _patches(layout, k, stride, padding, dilation, c)
+        for channels_last in (False, True):
+            got = hostops.depthwise_conv(p, wq, sb, b, channels_last, 127)
+            want = _depthwise_by_parts(p, wq, sb, b, channels_last)
+            assert got is not None and got.stride() == want.stride()
+            assert torch.equal(got, want)
+    one = hostops.depthwise_conv(p, wq, sb[:1], b, False, 127)  # one weight scale
+    assert torch.equal(one, _depthwise_by_parts(p, wq, sb[:1].expand(c * mult), b, False))
+
+
+def test_depthwise_conv_declines_what_the_general_path_handles() -> None:
+    """None for non-finite or tiny windows, scales where float32 dequantization could overflow, and operands the
+    pass does not take (another dtype, a grouped convolution, mismatched weights, scales or bias)."""
+    x = torch.randn(2, 8, 6, 6)
+    wq = torch.randint(-127, 128, (8, 9, 1), dtype=torch.int8)
+    sb = torch.rand(8) + 0.1
+    p = _patches(x, (3, 3), padding=(1, 1), groups=8)
+    assert hostops.depthwise_conv(p, wq, sb, None, False, 127) is not None
+    for value in (float("nan"), float("inf"), 1e-35):
+        bad = x.clone()
+        bad[1, 3] = 0.0  # the only non-zero value of its windows
+        bad[1, 3, 5, 0] = value
+        assert hostops.depthwise_conv(_patches(bad, (3, 3), padding=(1, 1), groups=8), wq, sb, None, False, 127) is None
+    huge = _patches(x * 1e31, (3, 3), padding=(1, 1), groups=8)  # (2**31 - 1) * max(sa) beyond FLT_MAX
+    assert hostops.depthwise_conv(huge, wq, sb, None, False, 127) is None
+    qa, sa = hostops.im2col_quantize(huge, True, 127)  # the general path's dequantization declines too
+    assert hostops.dequantize(torch.zeros(8, 72, 1, dtype=torch.int32), sa, sb.reshape(8, 1, 1)) is None
+    grouped = _patches(torch.randn(2, 16, 6, 6), (3, 3), padding=(1, 1), groups=8)
+    for args in ((_patches(x.double(), (3, 3), padding=(1, 1), groups=8), wq, sb, None),
+                 (grouped, wq, sb, None), (p, wq[:, :4], sb, None), (p, wq.float(), sb, None), (p, wq, sb[:3], None),
+                 (p, wq, sb.double(), None), (p, wq, sb, torch.randn(8).double()), (p, wq, sb, torch.randn(7))):
+        assert hostops.depthwise_conv(*args, False, 127) is None

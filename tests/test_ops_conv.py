@@ -11,6 +11,9 @@ import torch.nn.functional as F
 
 import pynqtorch
 from pynqtorch.ops.conv import conv2d_as_gemm
+from pynqtorch.targets import registry
+
+CSIM_REASON = registry.unavailable_reason("csim")
 
 # (in_ch, out_ch, kernel, stride, padding, dilation, groups, bias)
 CONV2D = [
@@ -190,8 +193,6 @@ def test_grouped_conv_shares_kernel_calls_and_stays_exact(groups):
     """Hardware-shaped calls: the groups' products go to the kernel as diagonal blocks of shared calls (far
     fewer calls than groups, no more tiles); the golden model takes all groups in one invocation. Both give
     the same result bit for bit."""
-    from pynqtorch.targets import registry
-
     torch.manual_seed(5)
     conv = torch.nn.Conv2d(96, 96, 3, padding=1, groups=groups).eval().to("zynq")
     x = torch.randn(2, 96, 9, 9).to("zynq")
@@ -207,3 +208,90 @@ def test_grouped_conv_shares_kernel_calls_and_stays_exact(groups):
         registry.reset()
     assert torch.equal(outs["stack"], outs["hw"])
     assert calls["stack"] == 1 and calls["hw"] <= groups // 2
+
+
+def _conv_on(target: dict, conv: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """`conv(x)` on zynq with `registry.use(**target)` active, and the engine's counters."""
+    from pynqtorch import engine
+
+    try:
+        registry.use(**target)
+        engine.reset_stats()
+        with torch.no_grad():
+            out = conv(x)
+        return out, engine.stats()["counters"]
+    finally:
+        registry.reset()
+
+
+# (in_ch, out_ch, kernel, stride, padding, dilation, bias, channels_last, batch, (H, W)): groups = in_ch
+DEPTHWISE = [
+    (16, 16, 3, 1, 1, 1, False, False, 2, (20, 19)),
+    (16, 16, 3, 2, 0, 1, True, False, 1, (21, 33)),
+    (24, 24, 7, 1, 3, 1, True, True, 2, (9, 9)),
+    (8, 16, (3, 5), (2, 1), (2, 1), (1, 2), True, True, 3, (11, 10)),
+    (12, 12, 3, 1, 1, 1, False, False, 3, (3, 4)),
+    (1, 6, 5, 1, 2, 1, True, False, 2, (12, 12)),
+    (6, 6, 3, 1, "same", 2, True, True, 2, (7, 8)),
+]
+
+
+@pytest.mark.parametrize("cfg", DEPTHWISE, ids=str)
+def test_depthwise_conv_is_one_native_pass_equal_to_the_general_path(cfg):
+    """On exact units (ref in large-call mode) a depthwise convolution is one host pass, accounted as one call; it
+    equals, bit for bit and stride for stride, the im2col path that hardware-shaped calls take."""
+    c_in, c_out, k, s, p, d, bias, channels_last, n, hw = cfg
+    torch.manual_seed(zlib.crc32(repr(cfg).encode()))
+    conv = torch.nn.Conv2d(c_in, c_out, k, stride=s, padding=p, dilation=d, groups=c_in, bias=bias).eval()
+    x = torch.randn(n, c_in, *hw)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        want = conv(x)
+    zc, zx = conv.to("zynq"), x.to("zynq")
+    fused, counters = _conv_on({"target": "ref"}, zc, zx)
+    general, general_counters = _conv_on({"target": "ref", "large_calls": False}, zc, zx)
+    assert counters.get("host_gemms") == 1 and counters["kernel_calls"] == 1
+    assert "host_gemms" not in general_counters
+    assert fused.stride() == general.stride() == want.stride()
+    assert torch.equal(fused.cpu(), general.cpu())
+    assert rel_err(fused.cpu(), want) < 0.02
+
+
+def test_depthwise_conv_with_nonfinite_inputs_or_other_schemes_takes_the_general_path():
+    """NaN/Inf windows: the pass declines, the general path puts non-finite results where CPU does. Per-tensor
+    activations are not the pass's scheme: the general path, unchanged."""
+    from pynqtorch import engine
+
+    torch.manual_seed(6)
+    conv = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8).eval()
+    x = torch.randn(2, 8, 9, 9)
+    x[1, 2, 4, 4] = float("nan")
+    x[0, 5, 0, 0] = float("inf")
+    with torch.no_grad():
+        want = conv(x)
+    zc, zx = conv.to("zynq"), x.to("zynq")
+    got, counters = _conv_on({"target": "ref"}, zc, zx)
+    general, _ = _conv_on({"target": "ref", "large_calls": False}, zc, zx)
+    assert "host_gemms" not in counters and counters["nonfinite_patches"] == 1
+    torch.testing.assert_close(got.cpu(), general.cpu(), rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(got.cpu().isnan(), want.isnan()) and torch.equal(got.cpu().isinf(), want.isinf())
+    x[1, 2, 4, 4] = x[0, 5, 0, 0] = 0.5
+    with engine.quant_config(engine.QuantConfig(activations="per_tensor")):
+        per_tensor, counters = _conv_on({"target": "ref"}, zc, x.to("zynq"))
+    assert "host_gemms" not in counters
+    assert rel_err(per_tensor.cpu(), conv.cpu()(x)) < 0.02
+
+
+@pytest.mark.skipif(CSIM_REASON is not None, reason=str(CSIM_REASON))
+def test_depthwise_conv_equals_the_kernels_cpp():
+    """The native pass on ref equals the kernel's HLS C++ (csim) bit for bit: 7x7 channels-last with bias, 3x3 stride 2."""
+    torch.manual_seed(7)
+    for conv, x in ((torch.nn.Conv2d(16, 16, 7, padding=3, groups=16), torch.randn(2, 16, 8, 8).contiguous(
+            memory_format=torch.channels_last)), (torch.nn.Conv2d(8, 8, 3, stride=2, groups=8, bias=False),
+                                                  torch.randn(2, 8, 19, 21))):
+        zc, zx = conv.eval().to("zynq"), x.to("zynq")
+        ref, counters = _conv_on({"target": "ref"}, zc, zx)
+        csim, _ = _conv_on({"target": "csim"}, zc, zx)
+        assert counters.get("host_gemms") == 1
+        assert torch.equal(ref.cpu(), csim.cpu()) and ref.stride() == csim.stride()
