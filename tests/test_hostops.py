@@ -271,7 +271,7 @@ def _depthwise_by_parts(p: Patches, wq: torch.Tensor, sb: torch.Tensor, bias: to
                         channels_last: bool) -> torch.Tensor:
     """The depthwise convolution as the general path computes it: `im2col_quantize`, the exact product, `dequantize`,
     then the bias added while copied into the output layout (ops/conv.py)."""
-    g, k, m = wq.shape
+    g, _, m = wq.shape
     n = p.x.shape[0]
     qa, sa = hostops.im2col_quantize(p, True, 127)
     acc = torch.bmm(qa.double(), wq.double()).to(torch.int32)  # exact: |sums| < 2**53
@@ -336,7 +336,7 @@ def test_depthwise_conv_declines_what_the_general_path_handles() -> None:
         assert hostops.depthwise_conv(_patches(bad, (3, 3), padding=(1, 1), groups=8), wq, sb, None, False, 127) is None
     huge = _patches(x * 1e31, (3, 3), padding=(1, 1), groups=8)  # (2**31 - 1) * max(sa) beyond FLT_MAX
     assert hostops.depthwise_conv(huge, wq, sb, None, False, 127) is None
-    qa, sa = hostops.im2col_quantize(huge, True, 127)  # the general path's dequantization declines too
+    _, sa = hostops.im2col_quantize(huge, True, 127)  # the general path's dequantization declines too
     assert hostops.dequantize(torch.zeros(8, 72, 1, dtype=torch.int32), sa, sb.reshape(8, 1, 1)) is None
     grouped = _patches(torch.randn(2, 16, 6, 6), (3, 3), padding=(1, 1), groups=8)
     for args in ((_patches(x.double(), (3, 3), padding=(1, 1), groups=8), wq, sb, None),
