@@ -564,6 +564,7 @@ PYNQTORCH_CLONES int pynqtorch_depthwise_conv(const float* x, const int64_t* geo
           }
         }
         const float* xb = x + b * win.sn + g0 * win.sc;
+        const bool direct = valid == kLanes && win.sc == 1;
         for (int64_t oy = 0; oy < oh && st == kOk; ++oy) {
           const int64_t y0 = oy * win.st_h - win.pad_h;
           int64_t i0, i1;
@@ -573,28 +574,35 @@ PYNQTORCH_CLONES int pynqtorch_depthwise_conv(const float* x, const int64_t* geo
             int64_t j0, j1;
             tap_range(x0, kw, win.dil_w, win.w, j0, j1);
             const float* origin = xb + y0 * win.sh + x0 * win.sw;
+            // The taps inside the input, read from x (all lanes adjacent) or from buf, gathered there first.
+            const float* from = direct ? origin : buf.data();
+            const int64_t lane = direct ? 1 : kLanes;
+            if (!direct) {
+              for (int64_t i = i0; i < i1; ++i) {
+                for (int64_t j = j0; j < j1; ++j) {
+                  const float* src = origin + toff[i * kw + j];
+                  float* dst = buf.data() + (i * kw + j) * kLanes;
+                  for (int l = 0; l < kLanes; ++l) dst[l] = l < valid ? src[l * win.sc] : 0.0f;
+                }
+              }
+            }
             auto taps = [&](auto f) {
               for (int64_t i = i0; i < i1; ++i) {
                 for (int64_t j = j0; j < j1; ++j) {
                   const int64_t t = i * kw + j;
-                  const float* src = origin + toff[t];
-                  F8 v = F8{};
-                  if (valid == kLanes && win.sc == 1) {
-                    std::memcpy(&v, src, sizeof v);
-                  } else {
-                    for (int l = 0; l < valid; ++l) v[l] = src[l * win.sc];
-                  }
+                  F8 v;
+                  std::memcpy(&v, from + (direct ? toff[t] : t * lane), sizeof v);
                   f(t, v);
                 }
               }
             };
             float* ob = out + b * on + oy * ohs + ox * ows + g0 * mult * oc;
             st = conv_lanes<false>(taps, k, wl.data() + g0, gp, mult, k * gp, lane_valid[valid], qmax, qbuf.data(),
-                                   smax,
-                            [&](int64_t j, const I8& acc, const F8& sa) {
-                              dequantize_lanes(acc, sa, &sbv[j * kLanes], bias != nullptr ? &bv[j * kLanes] : nullptr,
-                                               valid, ob + j * oc, mult * oc);
-                            });
+                                   smax, [&](int64_t j, const I8& acc, const F8& sa) {
+                                     dequantize_lanes(acc, sa, &sbv[j * kLanes],
+                                                      bias != nullptr ? &bv[j * kLanes] : nullptr, valid, ob + j * oc,
+                                                      mult * oc);
+                                   });
           }
         }
       } else {  // lanes: kLanes output positions of the plane (b, g)
