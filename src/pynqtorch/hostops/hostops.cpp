@@ -388,20 +388,26 @@ inline bool any(const I8& v) {
 // with the weight as exact int32 sums, dequantized and emitted.
 // taps(f) calls f(t, x) with the lanes' values x of every kernel tap t inside the input (taps it skips read
 // zeros, which change neither the amax nor the sums). w + j * wjs + t * ws holds tap t's weight for output channel
-// j of the lanes' groups: one int32 for all lanes (Bcast) or a vector. `valid` has all bits set in the lanes that count (the others
-// may hold anything); smax grows to their largest scale's bits. emit(j, acc, sa) gets the sums of output channel
+// j of the lanes' groups: one int32 for all lanes (Bcast) or a vector. amax, if not null, holds the lanes' max |x|
+// bit patterns (else taps gives them). `valid` has all bits set in the lanes that count (the others may hold
+// anything); smax grows to their largest scale's bits. emit(j, acc, sa) gets the sums of output channel
 // j and the scales. qbuf (k * kLanes int32) holds the integers when a group has several output channels.
 // Returns the first non-OK status of the valid lanes.
 template <bool Bcast, class Taps, class Emit>
-inline int conv_lanes(const Taps& taps, int64_t k, const int32_t* w, int64_t ws, int64_t mult, int64_t wjs,
-                      const I8& valid, float qmax, int32_t* qbuf, I8& smax, const Emit& emit) {
+__attribute__((always_inline)) inline int conv_lanes(const Taps& taps, int64_t k, const int32_t* w, int64_t ws, int64_t mult, int64_t wjs,
+                      const int32_t* amax, const I8& valid, float qmax, int32_t* qbuf, I8& smax,
+                      const Emit& emit) {
   I8 m = I8{};
-  taps([&](int64_t, const F8& x) {
-    I8 u;
-    std::memcpy(&u, &x, sizeof u);
-    u &= static_cast<int32_t>(kAbsMask);
-    m = u > m ? u : m;
-  });
+  if (amax != nullptr) {
+    std::memcpy(&m, amax, sizeof m);
+  } else {
+    taps([&](int64_t, const F8& x) __attribute__((always_inline)) {
+      I8 u;
+      std::memcpy(&u, &x, sizeof u);
+      u &= static_cast<int32_t>(kAbsMask);
+      m = u > m ? u : m;
+    });
+  }
   if (any((m >= static_cast<int32_t>(kInfBits)) & valid)) return kNonFinite;
   if (any((m != 0) & (m < static_cast<int32_t>(kTinyBits)) & valid)) return kTiny;
   F8 am;
@@ -421,7 +427,7 @@ inline int conv_lanes(const Taps& taps, int64_t k, const int32_t* w, int64_t ws,
   };
   if (mult == 1) {
     I8 acc = I8{};
-    taps([&](int64_t t, const F8& x) {
+    taps([&](int64_t t, const F8& x) __attribute__((always_inline)) {
       I8 q, wv;
       quant(x, q);
       load_weight<Bcast>(w + t * ws, wv);
@@ -431,7 +437,7 @@ inline int conv_lanes(const Taps& taps, int64_t k, const int32_t* w, int64_t ws,
     return kOk;
   }
   std::memset(qbuf, 0, static_cast<size_t>(k * kLanes) * sizeof(int32_t));
-  taps([&](int64_t t, const F8& x) {
+  taps([&](int64_t t, const F8& x) __attribute__((always_inline)) {
     I8 q;
     quant(x, q);
     std::memcpy(qbuf + t * kLanes, &q, sizeof q);
@@ -546,6 +552,7 @@ PYNQTORCH_CLONES int pynqtorch_depthwise_conv(const float* x, const int64_t* geo
 #pragma omp parallel if (par) reduction(max : sa_max)
   {
     std::vector<float> buf(static_cast<size_t>(k * kLanes));
+    std::vector<int32_t> rmax(static_cast<size_t>(by_channel ? win.h * ow * kLanes : 0));
     std::vector<int32_t> qbuf(static_cast<size_t>(k * kLanes));
     // Per output channel j of the item: the lanes' weight scales and biases.
     std::vector<float> sbv(static_cast<size_t>(mult * kLanes)), bv(static_cast<size_t>(mult * kLanes));
@@ -565,6 +572,25 @@ PYNQTORCH_CLONES int pynqtorch_depthwise_conv(const float* x, const int64_t* geo
         }
         const float* xb = x + b * win.sn + g0 * win.sc;
         const bool direct = valid == kLanes && win.sc == 1;
+        const int64_t step_w = win.dil_w * win.sw;
+        if (direct) {  // max |x| over each input row's part of each output's window, for every output column
+          for (int64_t y = 0; y < win.h; ++y) {
+            for (int64_t ox = 0; ox < ow; ++ox) {
+              const int64_t x0 = ox * win.st_w - win.pad_w;
+              int64_t j0, j1;
+              tap_range(x0, kw, win.dil_w, win.w, j0, j1);
+              const float* src = xb + y * win.sh + (x0 + j0 * win.dil_w) * win.sw;
+              I8 m = I8{};
+              for (int64_t j = j0; j < j1; ++j, src += step_w) {
+                I8 u;
+                std::memcpy(&u, src, sizeof u);
+                u &= static_cast<int32_t>(kAbsMask);
+                m = u > m ? u : m;
+              }
+              std::memcpy(&rmax[(y * ow + ox) * kLanes], &m, sizeof m);
+            }
+          }
+        }
         for (int64_t oy = 0; oy < oh && st == kOk; ++oy) {
           const int64_t y0 = oy * win.st_h - win.pad_h;
           int64_t i0, i1;
@@ -586,18 +612,29 @@ PYNQTORCH_CLONES int pynqtorch_depthwise_conv(const float* x, const int64_t* geo
                 }
               }
             }
-            auto taps = [&](auto f) {
+            auto taps = [&](auto f) __attribute__((always_inline)) {
               for (int64_t i = i0; i < i1; ++i) {
-                for (int64_t j = j0; j < j1; ++j) {
-                  const int64_t t = i * kw + j;
+                const float* src = from + (direct ? toff[i * kw + j0] : (i * kw + j0) * lane);
+                for (int64_t t = i * kw + j0; t < i * kw + j1; ++t, src += direct ? step_w : lane) {
                   F8 v;
-                  std::memcpy(&v, from + (direct ? toff[t] : t * lane), sizeof v);
+                  std::memcpy(&v, src, sizeof v);
                   f(t, v);
                 }
               }
             };
+            int32_t am[kLanes];
+            if (direct) {
+              I8 m = I8{};
+              for (int64_t i = i0; i < i1; ++i) {
+                I8 u;
+                std::memcpy(&u, &rmax[((y0 + i * win.dil_h) * ow + ox) * kLanes], sizeof u);
+                m = u > m ? u : m;
+              }
+              std::memcpy(am, &m, sizeof m);
+            }
             float* ob = out + b * on + oy * ohs + ox * ows + g0 * mult * oc;
-            st = conv_lanes<false>(taps, k, wl.data() + g0, gp, mult, k * gp, lane_valid[valid], qmax, qbuf.data(),
+            st = conv_lanes<false>(taps, k, wl.data() + g0, gp, mult, k * gp, direct ? am : nullptr,
+                                   lane_valid[valid], qmax, qbuf.data(),
                                    smax, [&](int64_t j, const I8& acc, const F8& sa) {
                                      dequantize_lanes(acc, sa, &sbv[j * kLanes],
                                                       bias != nullptr ? &bv[j * kLanes] : nullptr, valid, ob + j * oc,
@@ -635,19 +672,19 @@ PYNQTORCH_CLONES int pynqtorch_depthwise_conv(const float* x, const int64_t* geo
           const int32_t* wg = wl.data() + g;
           if (kind[bl] == 2) {  // kLanes adjacent pixels per tap
             const float* src = xp + bly[0] * win.sh + blx[0];
-            auto taps = [&](auto f) {
+            auto taps = [&](auto f) __attribute__((always_inline)) {
               for (int64_t t = 0; t < k; ++t) {
                 F8 v;
                 std::memcpy(&v, src + toff[t], sizeof v);
                 f(t, v);
               }
             };
-            st = conv_lanes<true>(taps, k, wg, gp, mult, k * gp, lane_valid[valid], qmax, qbuf.data(), smax, emit);
+            st = conv_lanes<true>(taps, k, wg, gp, mult, k * gp, nullptr, lane_valid[valid], qmax, qbuf.data(), smax, emit);
             continue;
           }
           if (kind[bl] == 3) {  // every other pixel: the even ones of two overlapping runs, never read past the last
             const float* src = xp + bly[0] * win.sh + blx[0];
-            auto taps = [&](auto f) {
+            auto taps = [&](auto f) __attribute__((always_inline)) {
               for (int64_t t = 0; t < k; ++t) {
                 F8 a, c;
                 std::memcpy(&a, src + toff[t], sizeof a);
@@ -655,7 +692,7 @@ PYNQTORCH_CLONES int pynqtorch_depthwise_conv(const float* x, const int64_t* geo
                 f(t, __builtin_shuffle(a, c, I8{0, 2, 4, 6, 9, 11, 13, 15}));
               }
             };
-            st = conv_lanes<true>(taps, k, wg, gp, mult, k * gp, lane_valid[valid], qmax, qbuf.data(), smax, emit);
+            st = conv_lanes<true>(taps, k, wg, gp, mult, k * gp, nullptr, lane_valid[valid], qmax, qbuf.data(), smax, emit);
             continue;
           }
           if (kind[bl] == 1) {
@@ -675,14 +712,14 @@ PYNQTORCH_CLONES int pynqtorch_depthwise_conv(const float* x, const int64_t* geo
               }
             }
           }
-          auto taps = [&](auto f) {
+          auto taps = [&](auto f) __attribute__((always_inline)) {
             for (int64_t t = 0; t < k; ++t) {
               F8 v;
               std::memcpy(&v, buf.data() + t * kLanes, sizeof v);
               f(t, v);
             }
           };
-          st = conv_lanes<true>(taps, k, wg, gp, mult, k * gp, lane_valid[valid], qmax, qbuf.data(), smax, emit);
+          st = conv_lanes<true>(taps, k, wg, gp, mult, k * gp, nullptr, lane_valid[valid], qmax, qbuf.data(), smax, emit);
         }
       }
       report(&status, st);
