@@ -518,7 +518,7 @@ PYNQTORCH_CLONES int pynqtorch_depthwise_conv(const float* x, const int64_t* geo
   }
   // Lanes over channels where they are adjacent in memory, or where a plane has too few outputs to fill vectors.
   const int64_t npos = oh * ow;
-  const bool by_channel = groups >= kLanes && (win.sc == 1 || npos < 2 * kLanes);
+  const bool by_channel = groups >= kLanes && (win.sc == 1 || npos < 4 * kLanes);
   // Lanes over positions: per block of kLanes positions of a plane (row-major; the last block's unused lanes repeat
   // its first), each lane's window origin and output offset, and whether the block's windows lie inside the input
   // (1), as kLanes adjacent pixels (2) or every other pixel (3) of a row.
