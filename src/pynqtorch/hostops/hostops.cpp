@@ -367,6 +367,7 @@ namespace {
 // like F8).
 const int kLanes = 8;
 typedef int32_t I8 __attribute__((vector_size(32)));
+typedef uint32_t U8 __attribute__((vector_size(32)));
 
 template <bool Bcast>
 __attribute__((always_inline)) inline void load_weight(const int32_t* w, I8& v) {
@@ -388,14 +389,15 @@ inline bool any(const I8& v) {
 // with the weight as exact int32 sums, dequantized and emitted.
 // taps(f) calls f(t, x) with the lanes' values x of every kernel tap t inside the input (taps it skips read
 // zeros, which change neither the amax nor the sums). w + j * wjs + t * ws holds tap t's weight for output channel
-// j of the lanes' groups: one int32 for all lanes (Bcast) or a vector. amax, if not null, holds the lanes' max |x|
+// j of the lanes' groups: one int32 for all lanes (Bcast: taps then visits every tap, and wsum is the sum of the
+// first channel's k weights) or a vector. amax, if not null, holds the lanes' max |x|
 // bit patterns (else taps gives them). `valid` has all bits set in the lanes that count (the others may hold
 // anything); smax grows to their largest scale's bits. emit(j, acc, sa) gets the sums of output channel
 // j and the scales. qbuf (k * kLanes int32) holds the integers when a group has several output channels.
 // Returns the first non-OK status of the valid lanes.
 template <bool Bcast, class Taps, class Emit>
 __attribute__((always_inline)) inline int conv_lanes(const Taps& taps, int64_t k, const int32_t* w, int64_t ws, int64_t mult, int64_t wjs,
-                      const int32_t* amax, const I8& valid, float qmax, int32_t* qbuf, I8& smax,
+                      const int32_t* amax, int32_t wsum, const I8& valid, float qmax, int32_t* qbuf, I8& smax,
                       const Emit& emit) {
   I8 m = I8{};
   if (amax != nullptr) {
@@ -425,6 +427,20 @@ __attribute__((always_inline)) inline int conv_lanes(const Taps& taps, int64_t k
     std::memcpy(&q, &r, sizeof q);
     q -= kRoundBits;
   };
+  if (Bcast && mult == 1) {  // sum_t (r_t - R) w_t = sum_t r_t w_t - R sum_t w_t, modulo 2**32: exact in int32
+    U8 acc = U8{};
+    taps([&](int64_t t, const F8& x) __attribute__((always_inline)) {
+      const F8 r = x * inv + kRound;  // two roundings (-ffp-contract=off), as in quant
+      U8 rb;
+      std::memcpy(&rb, &r, sizeof rb);
+      acc += rb * static_cast<uint32_t>(w[t * ws]);
+    });
+    acc -= static_cast<uint32_t>(kRoundBits) * static_cast<uint32_t>(wsum);
+    I8 sacc;
+    std::memcpy(&sacc, &acc, sizeof sacc);
+    emit(0, sacc, sa);
+    return kOk;
+  }
   if (mult == 1) {
     I8 acc = I8{};
     taps([&](int64_t t, const F8& x) __attribute__((always_inline)) {
@@ -633,7 +649,7 @@ PYNQTORCH_CLONES int pynqtorch_depthwise_conv(const float* x, const int64_t* geo
               std::memcpy(am, &m, sizeof m);
             }
             float* ob = out + b * on + oy * ohs + ox * ows + g0 * mult * oc;
-            st = conv_lanes<false>(taps, k, wl.data() + g0, gp, mult, k * gp, direct ? am : nullptr,
+            st = conv_lanes<false>(taps, k, wl.data() + g0, gp, mult, k * gp, direct ? am : nullptr, 0,
                                    lane_valid[valid], qmax, qbuf.data(),
                                    smax, [&](int64_t j, const I8& acc, const F8& sa) {
                                      dequantize_lanes(acc, sa, &sbv[j * kLanes],
@@ -651,6 +667,8 @@ PYNQTORCH_CLONES int pynqtorch_depthwise_conv(const float* x, const int64_t* geo
             bv[j * kLanes + v] = bias != nullptr ? bias[o] : 0.0f;
           }
         }
+        int32_t wsum = 0;
+        for (int64_t t = 0; t < k; ++t) wsum += wl[t * gp + g];
         const float* xp = x + b * win.sn + g * win.sc;
         float* op = out + b * on + g * mult * oc;
         const bool run = ows == 1 && ohs == ow;  // the plane's outputs are adjacent in memory
@@ -679,7 +697,7 @@ PYNQTORCH_CLONES int pynqtorch_depthwise_conv(const float* x, const int64_t* geo
                 f(t, v);
               }
             };
-            st = conv_lanes<true>(taps, k, wg, gp, mult, k * gp, nullptr, lane_valid[valid], qmax, qbuf.data(), smax, emit);
+            st = conv_lanes<true>(taps, k, wg, gp, mult, k * gp, nullptr, wsum, lane_valid[valid], qmax, qbuf.data(), smax, emit);
             continue;
           }
           if (kind[bl] == 3) {  // every other pixel: the even ones of two overlapping runs, never read past the last
@@ -692,7 +710,7 @@ PYNQTORCH_CLONES int pynqtorch_depthwise_conv(const float* x, const int64_t* geo
                 f(t, __builtin_shuffle(a, c, I8{0, 2, 4, 6, 9, 11, 13, 15}));
               }
             };
-            st = conv_lanes<true>(taps, k, wg, gp, mult, k * gp, nullptr, lane_valid[valid], qmax, qbuf.data(), smax, emit);
+            st = conv_lanes<true>(taps, k, wg, gp, mult, k * gp, nullptr, wsum, lane_valid[valid], qmax, qbuf.data(), smax, emit);
             continue;
           }
           if (kind[bl] == 1) {
@@ -719,7 +737,7 @@ PYNQTORCH_CLONES int pynqtorch_depthwise_conv(const float* x, const int64_t* geo
               f(t, v);
             }
           };
-          st = conv_lanes<true>(taps, k, wg, gp, mult, k * gp, nullptr, lane_valid[valid], qmax, qbuf.data(), smax, emit);
+          st = conv_lanes<true>(taps, k, wg, gp, mult, k * gp, nullptr, wsum, lane_valid[valid], qmax, qbuf.data(), smax, emit);
         }
       }
       report(&status, st);
