@@ -390,15 +390,16 @@ inline bool any(const I8& v) {
 // taps(f) calls f(t, x) with the lanes' values x of every kernel tap t inside the input (taps it skips read
 // zeros, which change neither the amax nor the sums). w + j * wjs + t * ws holds tap t's weight for output channel
 // j of the lanes' groups: one int32 for all lanes (Bcast: taps then visits every tap, and wsum is the sum of the
-// first channel's k weights) or a vector. amax, if not null, holds the lanes' max |x|
-// bit patterns (else taps gives them). `valid` has all bits set in the lanes that count (the others may hold
-// anything); smax grows to their largest scale's bits. emit(j, acc, sa) gets the sums of output channel
-// j and the scales. qbuf (k * kLanes int32) holds the integers when a group has several output channels.
-// Returns the first non-OK status of the valid lanes.
+// first channel's k weights) or a vector. amax, if not null, holds the lanes' max |x| bit patterns (else taps gives
+// them). `valid` has all bits set in the lanes that count (the others may hold anything); smax grows to their
+// largest scale's bits. emit(j, acc, sa) gets the sums of output channel j and the scales. qbuf (k * kLanes int32)
+// holds the integers when a group has several output channels. Returns the first non-OK status of the valid lanes.
+// Inlined with its lambdas: one call per tap would cost more than the tap.
 template <bool Bcast, class Taps, class Emit>
-__attribute__((always_inline)) inline int conv_lanes(const Taps& taps, int64_t k, const int32_t* w, int64_t ws, int64_t mult, int64_t wjs,
-                      const int32_t* amax, int32_t wsum, const I8& valid, float qmax, int32_t* qbuf, I8& smax,
-                      const Emit& emit) {
+__attribute__((always_inline)) inline int conv_lanes(const Taps& taps, int64_t k, const int32_t* w, int64_t ws,
+                                                     int64_t mult, int64_t wjs, const int32_t* amax, int32_t wsum,
+                                                     const I8& valid, float qmax, int32_t* qbuf, I8& smax,
+                                                     const Emit& emit) {
   I8 m = I8{};
   if (amax != nullptr) {
     std::memcpy(&m, amax, sizeof m);
@@ -510,8 +511,9 @@ extern "C" {
 // with groups == c). wq: int8 [groups, kh*kw, mult] (the caller guarantees kh*kw * qmax * max|wq| < 2**31); sb: the
 // weight's scales at stride sbo (0: one scale); bias: groups*mult floats or null; out: float32 [n, groups*mult,
 // oh, ow] at element strides ostride. kLanes outputs share each vector pass: adjacent channels when the channels of
-// x are contiguous (channels-last: the lanes read the same pixels, taps outside the input are skipped), else
-// adjacent output positions of one channel plane. Returns the status of a non-finite or tiny window (1, 2) or 3
+// x are contiguous (channels-last) or the planes small (the lanes read the same pixels, taps outside the input are
+// skipped; for contiguous channels the window max comes from per-row maxima), else adjacent output positions of one
+// channel plane (contiguous, every other, or gathered pixels). Returns the status of a non-finite or tiny window (1, 2) or 3
 // when pynqtorch_dequantize's overflow guard trips on the scales; out is then incomplete and the caller takes the
 // general path.
 PYNQTORCH_CLONES int pynqtorch_depthwise_conv(const float* x, const int64_t* geo, int64_t mult, float qmax,
@@ -697,7 +699,8 @@ PYNQTORCH_CLONES int pynqtorch_depthwise_conv(const float* x, const int64_t* geo
                 f(t, v);
               }
             };
-            st = conv_lanes<true>(taps, k, wg, gp, mult, k * gp, nullptr, wsum, lane_valid[valid], qmax, qbuf.data(), smax, emit);
+            st = conv_lanes<true>(taps, k, wg, gp, mult, k * gp, nullptr, wsum, lane_valid[valid], qmax, qbuf.data(),
+                                  smax, emit);
             continue;
           }
           if (kind[bl] == 3) {  // every other pixel: the even ones of two overlapping runs, never read past the last
@@ -710,7 +713,8 @@ PYNQTORCH_CLONES int pynqtorch_depthwise_conv(const float* x, const int64_t* geo
                 f(t, __builtin_shuffle(a, c, I8{0, 2, 4, 6, 9, 11, 13, 15}));
               }
             };
-            st = conv_lanes<true>(taps, k, wg, gp, mult, k * gp, nullptr, wsum, lane_valid[valid], qmax, qbuf.data(), smax, emit);
+            st = conv_lanes<true>(taps, k, wg, gp, mult, k * gp, nullptr, wsum, lane_valid[valid], qmax, qbuf.data(),
+                                  smax, emit);
             continue;
           }
           if (kind[bl] == 1) {
@@ -737,7 +741,8 @@ PYNQTORCH_CLONES int pynqtorch_depthwise_conv(const float* x, const int64_t* geo
               f(t, v);
             }
           };
-          st = conv_lanes<true>(taps, k, wg, gp, mult, k * gp, nullptr, wsum, lane_valid[valid], qmax, qbuf.data(), smax, emit);
+          st = conv_lanes<true>(taps, k, wg, gp, mult, k * gp, nullptr, wsum, lane_valid[valid], qmax, qbuf.data(),
+                                  smax, emit);
         }
       }
       report(&status, st);
