@@ -298,7 +298,7 @@ def test_ref_units_in_large_call_mode_get_edge_calls_unpadded(large_calls: bool)
     seen: list[tuple[int, int, int]] = []
     run, run_stack = unit._run, unit.run_stack
     unit._run = lambda a, b: (seen.append((a.shape[0], b.shape[1], a.shape[1])), run(a, b))[1]
-    unit.run_stack = lambda a, b: (seen.append((a.shape[1], b.shape[2], a.shape[2])), run_stack(a, b))[1]
+    unit.run_stack = lambda a, b, *c: (seen.append((a.shape[1], b.shape[2], a.shape[2])), run_stack(a, b, *c))[1]
     g = torch.Generator().manual_seed(3)
     a = torch.randint(-128, 128, (300, 1100), dtype=torch.int8, generator=g)
     b = torch.randint(-128, 128, (1100, 70), dtype=torch.int8, generator=g)
@@ -562,9 +562,9 @@ def test_small_gemms_on_exact_units_run_inline_with_the_pools_results(monkeypatc
 
     registry.use("ref", kernel="gemm_i8_packed")
     g = torch.Generator().manual_seed(13)
-    x, w = torch.randn(5000, 25, generator=g), torch.randn(25, 6, generator=g)  # two calls of <= 4096 rows
-    a, b = torch.randint(-128, 128, (5000, 40), dtype=torch.int8, generator=g), torch.randint(
-        -128, 128, (40, 3), dtype=torch.int8, generator=g)
+    x, w = torch.randn(20, 5000, generator=g), torch.randn(5000, 6, generator=g)  # two calls of <= 4096 along K
+    a, b = torch.randint(-128, 128, (20, 5000), dtype=torch.int8, generator=g), torch.randint(
+        -128, 128, (5000, 3), dtype=torch.int8, generator=g)
     results, threads = {}, {}
     run = scheduler.Scheduler._run
     for label, limit in (("inline", scheduler.INLINE_WORK), ("pool", 0)):
@@ -584,3 +584,37 @@ def test_small_gemms_on_exact_units_run_inline_with_the_pools_results(monkeypatc
     assert threads["inline"] == {threading.main_thread().name}
     assert threading.main_thread().name not in threads["pool"]
     assert all(torch.equal(i, p) for i, p in zip(results["inline"], results["pool"], strict=True))
+
+
+def test_gemm_cut_only_along_m_is_one_product_counted_as_its_calls(fresh_target: None) -> None:
+    """On the large-call golden model a GEMM whose N and K fit one call but M does not runs as one stacked product
+    (one unit invocation), counted as the calls of its M blocks (kernel calls, unit calls, padded calls), with the
+    results of its row blocks computed apart bit for bit (float per-row quantization, exact integers, a batch)."""
+    from pynqtorch.hw.tiling import blocks
+
+    registry.use("ref", kernel="gemm_i8_packed")
+    active = registry.active()
+    unit_calls = [0]
+    for unit in active.units:
+        run_stack = unit.run_stack
+        unit.run_stack = lambda a, b, *c, _r=run_stack: (unit_calls.__setitem__(0, unit_calls[0] + 1), _r(a, b, *c))[1]
+    m_limit = active.limits.m
+    rows = 2 * m_limit + 37
+    calls = len(blocks(rows, active.desc.tile.m, m_limit))
+    assert calls == 3
+    g = torch.Generator().manual_seed(21)
+    x, w = torch.randn(rows, 25, generator=g), torch.randn(25, 6, generator=g)
+    a = torch.randint(-128, 128, (2, rows, 40), dtype=torch.int8, generator=g)
+    b = torch.randint(-128, 128, (2, 40, 3), dtype=torch.int8, generator=g)
+    engine.reset_stats()
+    got = engine.gemm(x, w, weight=True, owner=w, version=0)
+    got_int = engine.gemm(a, b, out_dtype=torch.int32)
+    st = engine.stats()
+    assert unit_calls[0] == 2
+    assert st["counters"]["kernel_calls"] == 2 * calls == sum(u["calls"] for u in st["units"].values())
+    assert sum(u.calls for u in active.units) == 2 * calls
+    assert sum(u["padded_calls"] for u in st["units"].values()) == 2 * calls  # N=6 and N=3 pad every call
+    assert torch.equal(got_int, a.int() @ b.int())
+    cut = [engine.gemm(x[s:s + size], w, weight=True, owner=w, version=0) for s, size, _ in
+           blocks(rows, active.desc.tile.m, m_limit)]
+    assert torch.equal(got, torch.cat(cut))

@@ -165,8 +165,8 @@ class Scheduler:
         t0 = time.perf_counter()
         tile, lim = self._tile, self.active.limits
         one_call = m <= lim.m and n <= lim.n and k <= min(lim.k, k_call)
-        if one_call and self._stacks:
-            return self._stack(a, b, t0)
+        if self._stacks and n <= lim.n and k <= min(lim.k, k_call):  # one call, or M blocks of one each
+            return self._stack(a, b, t0, len(blocks(m, tile[0], lim.m)))
         p = (pack_factor(bt, n, k, tile[1], tile[2], lim.n, min(lim.k, k_call)) if pack and not self._stacks
              else 1)
         if p > 1:
@@ -251,24 +251,32 @@ class Scheduler:
         out = self.gemm(ap, bp, k_call, key, narrow, pack=False)
         return out.reshape(g, m, p, n).permute(0, 2, 1, 3).reshape(g * p, m, n)[:bt]
 
-    def _stack(self, a: torch.Tensor, b: torch.Tensor, start: float) -> torch.Tensor:
-        """GEMMs that are one call each (a batch of them, or one), as one invocation of one unit in the caller's
-        thread; tensors in and out, no copies."""
+    def _stack(self, a: torch.Tensor, b: torch.Tensor, start: float, calls: int) -> torch.Tensor:
+        """A batch of GEMMs whose N and K fit one call, on units taking stacks, as one invocation of one unit in the
+        caller's thread; tensors in and out, no copies.
+
+        The batch entries share each call (a stack). M may be cut into `calls` blocks (M beyond the call limit):
+        the stacked product of all rows at once is the concatenation of the blocks' products, bit for bit (every
+        output row is its own sums), so it runs as one product and counts as the `calls` kernel calls the tiling
+        makes, all of this unit's."""
         u = next(self._next_unit) % len(self.units)
         with self._unit_locks[u]:
             t1 = time.perf_counter()
-            out = self.units[u].run_stack(a, b)
+            out = self.units[u].run_stack(a, b, calls)
             t2 = time.perf_counter()
         bt, m, k = a.shape
-        STATS.record({"prepare": t1 - start, "run": t2 - t1, "schedule_wall": t2 - start}, {"kernel_calls": 1},
-                     (self.units[u].name, 1, *self._volume(bt, m, b.shape[2], k), t2 - t1))
+        STATS.record({"prepare": t1 - start, "run": t2 - t1, "schedule_wall": t2 - start}, {"kernel_calls": calls},
+                     (self.units[u].name, calls, *self._volume(bt, m, b.shape[2], k, calls), t2 - t1))
         return out
 
-    def _volume(self, bt: int, m: int, n: int, k: int) -> tuple[int, int]:
-        """(tiles, padded calls) of one call computing ``bt`` products ``[m, k] @ [k, n]`` unpadded."""
+    def _volume(self, bt: int, m: int, n: int, k: int, calls: int = 1) -> tuple[int, int]:
+        """(tiles, padded calls) of `calls` unpadded calls computing ``bt`` products ``[m, k] @ [k, n]`` with M cut
+        into `calls` blocks (all but the last a multiple of the M tile)."""
         tile = self._tile
         tiles = bt * -(-m // tile[0]) * -(-n // tile[1]) * -(-k // tile[2])
-        return tiles, int(m % tile[0] != 0 or n % tile[1] != 0 or k % tile[2] != 0)
+        if n % tile[1] or k % tile[2]:
+            return tiles, calls
+        return tiles, int(m % tile[0] != 0)
 
     def host_call(self, m: int, n: int, k: int, seconds: float, counters: dict[str, int], calls: int = 1,
                   batch: int = 1) -> None:

@@ -222,9 +222,10 @@ class ComputeUnit(abc.ABC):
         with self._lock:
             self.calls += 1
 
-    def run_stack(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """The calls ``a[i] @ b[i]`` of int8 stacks ``[B, m, k]`` and ``[B, k, n]`` as one unit invocation (units
-        with `stacks` only)."""
+    def run_stack(self, a: torch.Tensor, b: torch.Tensor, calls: int = 1) -> torch.Tensor:
+        """The calls ``a[i] @ b[i]`` of int8 stacks ``[B, m, k]`` and ``[B, k, n]`` as one unit invocation, counted
+        as `calls` calls (the M blocks of products cut only along M, see `Scheduler._stack`) (units with `stacks`
+        only)."""
         raise NotImplementedError(f"{type(self).__name__} runs one call at a time")
 
     @abc.abstractmethod

@@ -36,9 +36,9 @@ class RefUnit(ComputeUnit):
     def _run(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return golden_gemm(a, b, self.desc.arith, narrow=True)
 
-    def run_stack(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    def run_stack(self, a: torch.Tensor, b: torch.Tensor, calls: int = 1) -> torch.Tensor:
         with self._lock:
-            self.calls += 1
+            self.calls += calls
             return golden_stack(a, b, self.desc.arith)
 
 
