@@ -194,6 +194,11 @@ CONVS = [  # (N, C, H, W), kernel, stride, padding, dilation, groups
     ((1, 2, 5, 5), (1, 1), (3, 3), (0, 0), (1, 1), 1),    # stride skipping pixels: per-tensor amax from windows
     ((8, 16, 16, 16), (3, 3), (1, 1), (1, 1), (1, 1), 1),  # large enough to run on several threads
     ((4, 32, 12, 12), (3, 3), (1, 1), (1, 1), (1, 1), 32), # depthwise, large
+    ((4, 1, 28, 28), (5, 5), (1, 1), (2, 2), (1, 1), 1),   # one channel: walked by output positions
+    ((2, 1, 9, 11), (3, 2), (2, 3), (2, 1), (2, 1), 1),    # one channel, strided, dilated, padded
+    ((3, 24, 5, 7), (1, 1), (1, 1), (0, 0), (1, 1), 1),    # 1x1: images as single rows of pixels when planar
+    ((2, 7, 9, 9), (1, 1), (2, 2), (1, 1), (1, 1), 1),     # 1x1 strided and padded: zero rows at the border
+    ((8, 16, 32, 32), (1, 1), (1, 1), (0, 0), (1, 1), 1),  # 1x1, large enough to run on several threads
 ]
 
 

@@ -42,6 +42,7 @@ _SIGNATURES = {
     "pynqtorch_quantize_cols": ([_ptr, _i64, _i64, _i64, _i64, _i64, _f32, _ptr, _ptr, _ptr], ctypes.c_int),
     "pynqtorch_quantize_tensor": ([_ptr, _i64, _i64, _i64, _i64, _i64, _f32, _ptr, _ptr], ctypes.c_int),
     "pynqtorch_im2col_quantize": ([_ptr, ctypes.POINTER(_i64), ctypes.c_int, _f32, _ptr, _ptr], ctypes.c_int),
+    "pynqtorch_im2col_quantize_runs": ([_ptr, ctypes.POINTER(_i64), _f32, _ptr, _ptr], ctypes.c_int),
     "pynqtorch_dequantize": ([_ptr, _i64, _i64, _i64, _ptr, _i64, _i64, _ptr, _i64, _i64, _ptr], ctypes.c_int),
     "pynqtorch_gemm_rows": ([_ptr, _i64, _i64, _i64, ctypes.c_int, _f32, _ptr, _i64, _ptr, _i64, _ptr, _ptr, _i64, _ptr,
                              _ptr], ctypes.c_int),
@@ -130,19 +131,26 @@ def quantize(x: torch.Tensor, dim: int, per_line: bool, qmax: int) -> tuple[torc
 
 def im2col_quantize(p: Patches, per_line: bool, qmax: int) -> tuple[torch.Tensor, torch.Tensor] | None:
     """`quantize` of the matrix `p` describes (``p.materialize()``, lines along K) built from its input
-    directly, or None (then quantize the materialized matrix)."""
+    directly, or None (then quantize the materialized matrix): by gathering rows, or for short windows per row
+    scale by walking output positions (`Patches.position_walk`)."""
     lib = library()
     if lib is None or p.dtype not in (torch.float32, torch.float16, torch.bfloat16) or p.x.numel() == 0:
         return None
     if p.dtype != torch.float32:
         p = dataclasses.replace(p, x=p.x.float())
-    xh = p.gather_layout()
-    geo = p.geometry(xh)
     groups, rows, k = p.shape
     q = torch.empty((groups, rows, k), dtype=torch.int8)
     scale = torch.empty((groups, rows, 1) if per_line else (), dtype=torch.float32)
-    st = lib.pynqtorch_im2col_quantize(xh.data_ptr(), (_i64 * len(geo))(*geo), int(per_line), float(qmax),
-                                       q.data_ptr(), scale.data_ptr())
+    walk = p.position_walk() if per_line else None
+    if walk is not None:
+        xh, geo = walk
+        st = lib.pynqtorch_im2col_quantize_runs(xh.data_ptr(), (_i64 * len(geo))(*geo), float(qmax), q.data_ptr(),
+                                                scale.data_ptr())
+    else:
+        xh = p.gather_layout()
+        geo = p.geometry(xh)
+        st = lib.pynqtorch_im2col_quantize(xh.data_ptr(), (_i64 * len(geo))(*geo), int(per_line), float(qmax),
+                                           q.data_ptr(), scale.data_ptr())
     return (q, scale) if st == 0 else None
 
 

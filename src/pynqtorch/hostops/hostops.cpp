@@ -41,7 +41,7 @@ const int32_t kRoundBits = 0x4b400000;   // its bit pattern
 const int64_t kParallel = int64_t(1) << 15;
 const int kRows = 4;  // rows of A per pass over B in pynqtorch_gemm_rows
 
-enum Status { kOk = 0, kNonFinite = 1, kTiny = 2 };
+enum Status { kOk = 0, kNonFinite = 1, kTiny = 2, kNotTaken = 3 };
 
 // The first non-OK status reported by any thread (OpenMP loops cannot return early).
 inline void report(int* status, int st) {
@@ -759,6 +759,77 @@ PYNQTORCH_CLONES int pynqtorch_depthwise_conv(const float* x, const int64_t* geo
     sb_max = u > sb_max ? u : sb_max;
   }
   return overflow_risk(sa_max, sb_max) ? 3 : kOk;
+}
+
+// pynqtorch_im2col_quantize for a plain convolution (groups == 1) with one scale per patch row, walking one output
+// image row (b, oy) at a time with the output positions ox innermost: each (kernel pixel, channel) is one strided
+// run of the input across ox, so the window maxima build up vectorized over ox and the int8 values are written
+// without gathering float rows first; the input may have any layout (no channels-last copy). Cheaper than the
+// row gather when windows are short (few channels, small kernels) or the channels are not contiguous. Same
+// arguments (geo[7] must be 1), values, scales and statuses as pynqtorch_im2col_quantize(per_row = 1).
+PYNQTORCH_CLONES int pynqtorch_im2col_quantize_runs(const float* x, const int64_t* geo, float qmax, int8_t* q,
+                                                    float* scale) {
+  const Windows win(x, geo);
+  if (win.groups != 1) return kNotTaken;
+  const int64_t k = win.k, ow = win.ow, lines = win.n * win.oh;
+  const bool pad = win.pad_h != 0 || win.pad_w != 0;
+  // The range [lo, hi) of ox whose pixel of kernel column j lies inside the input (others read the zero padding).
+  std::vector<int64_t> lo(static_cast<size_t>(win.kw)), hi(static_cast<size_t>(win.kw));
+  for (int64_t j = 0; j < win.kw; ++j) {
+    const int64_t off = j * win.dil_w - win.pad_w;  // input column of ox = 0
+    const int64_t l = off >= 0 ? 0 : (-off + win.st_w - 1) / win.st_w;
+    const int64_t h = win.w - 1 - off < 0 ? 0 : (win.w - 1 - off) / win.st_w + 1;
+    hi[j] = h < ow ? h : ow;
+    lo[j] = l < hi[j] ? l : hi[j];
+  }
+  const int64_t step = win.st_w * win.sw;
+  int status = kOk;
+#pragma omp parallel if (lines * ow * k >= kParallel / 2)
+  {
+    std::vector<uint32_t> amax(static_cast<size_t>(ow));
+    std::vector<float> inv(static_cast<size_t>(ow));
+#pragma omp for
+    for (int64_t line = 0; line < lines; ++line) {
+      const int64_t b = line / win.oh, oy = line % win.oh;
+      for (int64_t ox = 0; ox < ow; ++ox) amax[ox] = 0;
+      for (int64_t i = 0; i < win.kh; ++i) {
+        const int64_t y = oy * win.st_h - win.pad_h + i * win.dil_h;
+        if (y < 0 || y >= win.h) continue;  // zero padding: |0| adds nothing to a max
+        for (int64_t j = 0; j < win.kw; ++j) {
+          const float* src = x + b * win.sn + y * win.sh + (j * win.dil_w - win.pad_w) * win.sw;
+          for (int64_t ch = 0; ch < win.c; ++ch, src += win.sc) {
+            for (int64_t ox = lo[j]; ox < hi[j]; ++ox) {
+              const uint32_t u = bits(src[ox * step]) & kAbsMask;
+              amax[ox] = u > amax[ox] ? u : amax[ox];
+            }
+          }
+        }
+      }
+      int st = kOk;
+      for (int64_t ox = 0; ox < ow && st == kOk; ++ox) st = check(amax[ox]);
+      if (st != kOk) {
+        report(&status, st);
+        continue;
+      }
+      float* srow = scale + line * ow;
+      for (int64_t ox = 0; ox < ow; ++ox) srow[ox] = scale_of(amax[ox], qmax);
+      for (int64_t ox = 0; ox < ow; ++ox) inv[ox] = 1.0f / srow[ox];
+      int8_t* qline = q + line * ow * k;
+      if (pad) std::memset(qline, 0, static_cast<size_t>(ow * k));
+      for (int64_t i = 0; i < win.kh; ++i) {
+        const int64_t y = oy * win.st_h - win.pad_h + i * win.dil_h;
+        if (y < 0 || y >= win.h) continue;
+        for (int64_t j = 0; j < win.kw; ++j) {
+          const float* src = x + b * win.sn + y * win.sh + (j * win.dil_w - win.pad_w) * win.sw;
+          int8_t* dst = qline + (i * win.kw + j) * win.c;
+          for (int64_t ch = 0; ch < win.c; ++ch, src += win.sc, ++dst) {
+            for (int64_t ox = lo[j]; ox < hi[j]; ++ox) dst[ox * k] = round_to_int8(src[ox * step] * inv[ox]);
+          }
+        }
+      }
+    }
+  }
+  return status;
 }
 
 // out[b, i, j] = ((float) acc[b, i, j] * sa[b * sab + i * sai]) * sb[b * sbb + j * sbj], all contiguous

@@ -56,6 +56,22 @@ class Patches:
         return [n, c, h, w, xh.stride(0), xh.stride(1), xh.stride(2), self.groups, *self.kernel, *self.stride,
                 *self.padding, *self.dilation, *self.out, xh.stride(3)]
 
+    def position_walk(self) -> tuple[torch.Tensor, list[int]] | None:
+        """The input and layout numbers for the native pass that walks output positions
+        (``pynqtorch_im2col_quantize_runs``) where it beats gathering rows: a plain convolution with one input
+        channel, or with a 1x1 kernel over an input whose channels are not contiguous (no channels-last copy
+        then); None otherwise. A 1x1 kernel of stride 1 without padding over whole planes reads each image as one
+        row of H*W pixels."""
+        (kh, kw), c = self.kernel, self.x.shape[1]
+        xh = self.x.permute(0, 2, 3, 1)
+        if self.groups != 1 or not (c == 1 or (kh == kw == 1 and xh.stride(-1) != 1)):
+            return None
+        geo = self.geometry(xh)
+        n, h, w, _ = xh.shape
+        if kh == kw == 1 and self.stride == (1, 1) and self.padding == (0, 0) and xh.stride(1) == w * xh.stride(2):
+            geo[2:4], geo[16:18] = [1, h * w], [1, h * w]  # height 1, width H*W: one line per image
+        return xh, geo
+
     def materialize(self) -> torch.Tensor:
         """The float matrix: one padded channels-last copy, then one copy of all windows."""
         (kh, kw), (oh, ow), groups = self.kernel, self.out, self.groups
