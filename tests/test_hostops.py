@@ -112,6 +112,26 @@ def test_dequantize_large_on_several_threads_matches_torch() -> None:
     assert torch.equal(hostops.dequantize(acc, sa, sb), acc.to(torch.float32).mul_(sa).mul_(sb))
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_first", "channels_last"])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_dequantize_into_a_layout_with_bias_matches_torch(layout: str, with_bias: bool) -> None:
+    """Written into any layout (a convolution's [N, C, H, W] result seen as [N, H*W, C]), the bias added as a separate
+    rounding: bit for bit torch's dequantization followed by ``torch.add``; small and threaded sizes."""
+    g = torch.Generator().manual_seed(4)
+    for n, hw, c in ((2, 15, 7), (4, 400, 48)):
+        acc = torch.randint(-(1 << 30), 1 << 30, (n, hw, c), dtype=torch.int32, generator=g)
+        sa, sb = torch.rand(n, hw, 1, generator=g) + 1e-3, torch.rand(1, 1, c, generator=g) * 1e-4
+        bias = torch.randn(c, generator=g) * 1e4 if with_bias else None
+        fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+        result = torch.empty((n, c, 5, hw // 5), memory_format=fmt)
+        out = (torch.empty(n, hw, c) if layout == "contiguous" else result.permute(0, 2, 3, 1).flatten(1, 2))
+        assert hostops.dequantize(acc, sa, sb, out, bias) is out
+        want = acc.to(torch.float32).mul_(sa).mul_(sb)
+        assert torch.equal(out, want if bias is None else torch.add(want, bias))
+    assert hostops.dequantize(acc, sa, sb, torch.empty(n, hw, c + 1)) is None  # the wrong shape: declined
+    assert hostops.dequantize(acc, sa, sb, out, torch.ones(2 * c)[::2]) is None  # a strided bias: declined
+
+
 def test_dequantize_declines_other_dtypes_and_layouts() -> None:
     acc = torch.ones(1, 4, 4, dtype=torch.int32)
     s = torch.ones(1, 4, 1)
@@ -218,6 +238,33 @@ def test_im2col_quantize_matches_quantizing_the_matrix(conv: tuple, per_line: bo
         want = quantize_torch(p.materialize(), -1, per_line, 127)
         assert got[0].shape == want.q.shape == p.shape
         assert torch.equal(got[0], want.q) and torch.equal(got[1], want.scale)
+
+
+@pytest.mark.parametrize("case", ["native", "nan", "per_group", "half"])
+def test_engine_conv_patches_into_the_result_layout_with_bias(case: str) -> None:
+    """A plain convolution's product written by the engine into the result's layout with the bias equals the
+    product followed by torch's add into that layout, bit for bit: in the dequantization's native pass, and on the
+    paths that do not take it (NaN rows, a grouped weight scheme, float16)."""
+    g = torch.Generator().manual_seed(9)
+    x, w, bias = torch.randn(2, 5, 9, 9, generator=g), torch.randn(45, 7, generator=g), torch.randn(7, generator=g)
+    config = engine.QuantConfig(weights="per_group_32") if case == "per_group" else None
+    if case == "nan":
+        x[1, 2, 3, 4] = float("nan")
+    if case == "half":
+        x, w, bias = x.half(), w.half(), bias.half()
+    p = _patches(x, (3, 3), padding=(1, 1))
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        for b in (None, bias):
+            result = torch.empty((2, 7, 9, 9), dtype=x.dtype, memory_format=fmt)
+            out = result.permute(0, 2, 3, 1).flatten(1, 2)
+            assert engine.gemm(p, w, weight=True, owner=w, version=0, config=config, bias=b, out=out) is out
+            want = engine.gemm(p, w, weight=True, owner=w, version=0, config=config).view(2, 81, 7)
+            want = want if b is None else torch.add(want, b)
+            assert torch.equal(out.nan_to_num(), want.nan_to_num()) and torch.equal(out.isnan(), want.isnan())
+    with pytest.raises(ValueError, match="one group"):
+        engine.gemm(p, w, out=torch.empty(2, 80, 7))
+    with pytest.raises(ValueError, match="Patches only"):
+        engine.gemm(torch.randn(3, 45), w, bias=bias)
 
 
 def test_engine_conv_patches_equal_the_materialized_matrix() -> None:

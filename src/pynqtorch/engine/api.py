@@ -70,7 +70,8 @@ def _check(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 def gemm(a: torch.Tensor | Patches, b: torch.Tensor, *, weight: bool | QuantizedWeight = False, owner: object = None,
          version: Hashable | None = None, config: QuantConfig | None = None,
-         out_dtype: torch.dtype | None = None) -> torch.Tensor:
+         out_dtype: torch.dtype | None = None, bias: torch.Tensor | None = None,
+         out: torch.Tensor | None = None) -> torch.Tensor:
     """``a @ b`` for CPU tensors on the active target's kernel.
 
     Forms: `a` ``[..., M, K]`` with `b` ``[K, N]`` gives ``[..., M, N]``; `a` ``[B, M, K]`` with `b`
@@ -86,13 +87,19 @@ def gemm(a: torch.Tensor | Patches, b: torch.Tensor, *, weight: bool | Quantized
     from `prepare_weight` may be passed instead (used if still current).
 
     `a` may be a convolution's `Patches` (``[G, R, K]``) with `b` ``[G, K, O]``, or ``[K, O]`` when G is 1
-    (result ``[R, O]``): the patch matrix is then quantized from the input without being built.
+    (result ``[R, O]``): the patch matrix is then quantized from the input without being built. For one group
+    (a plain convolution of a float input) the result may go into `out`, ``[N, OH*OW, O]`` in any layout (a view of
+    the convolution's result), with `bias` (``[O]``) added as torch adds it (a separate rounding): written in the
+    dequantization's pass when the native passes take the case; `out` is returned.
     """
     if (a.requires_grad or b.requires_grad) and torch.is_grad_enabled():
         with torch.no_grad():
-            return gemm(a, b, weight=weight, owner=owner, version=version, config=config, out_dtype=out_dtype)
+            return gemm(a, b, weight=weight, owner=owner, version=version, config=config, out_dtype=out_dtype,
+                        bias=bias, out=out)
     if isinstance(a, Patches):
-        return _patches_gemm(a, b, weight, owner, version, config)
+        return _patches_gemm(a, b, weight, owner, version, config, bias, out)
+    if bias is not None or out is not None:
+        raise ValueError("engine.gemm takes bias= and out= with a convolution's Patches only")
     batched = _check(a, b)
     a, b = a.resolve_neg(), b.resolve_neg()  # views with the negative bit set (no-op otherwise)
     k, n = b.shape[-2], b.shape[-1]
@@ -119,17 +126,33 @@ def gemm(a: torch.Tensor | Patches, b: torch.Tensor, *, weight: bool | Quantized
 
 
 def _patches_gemm(p: Patches, b: torch.Tensor, weight: bool | QuantizedWeight, owner: object,
-                  version: Hashable | None, config: QuantConfig | None) -> torch.Tensor:
-    g, _, k = p.shape
+                  version: Hashable | None, config: QuantConfig | None, bias: torch.Tensor | None,
+                  out: torch.Tensor | None) -> torch.Tensor:
+    g, rows, k = p.shape
     b3 = b if b.dim() == 3 else b.unsqueeze(0)
     if b3.dim() != 3 or b3.shape[0] != g or b3.shape[1] != k:
         raise RuntimeError(f"convolution patches {list(p.shape)} need a weight matrix [{g}, {k}, O]"
                            f"{f' or [{k}, O]' if g == 1 else ''}, got {list(b.shape)}")
+    if out is not None or bias is not None:
+        n = p.x.shape[0]
+        want = (n, rows // n, b3.shape[2])
+        if out is None or g != 1 or tuple(out.shape) != want or (bias is not None and tuple(bias.shape) != want[2:]):
+            raise ValueError(f"engine.gemm: out= (and bias=) of a convolution take one group, out {list(want)} and "
+                             f"bias [{want[2]}]; got {g} groups, out {None if out is None else list(out.shape)}, bias "
+                             f"{None if bias is None else list(bias.shape)}")
     if not b.is_cpu or b.dtype != p.dtype or not p.dtype.is_floating_point:
-        return gemm(p.materialize() if b.dim() == 3 else p.materialize()[0], b, weight=weight, owner=owner,
-                    version=version, config=config)  # errors and integer inputs: the general path
-    out = _float_gemm(p, b3, b if weight is not False else None, weight, owner, version, resolve_config(config))
-    return out if b.dim() == 3 else out[0]
+        c = gemm(p.materialize() if b.dim() == 3 else p.materialize()[0], b, weight=weight, owner=owner,
+                 version=version, config=config)  # errors and integer inputs: the general path
+    else:
+        c = _float_gemm(p, b3, b if weight is not False else None, weight, owner, version, resolve_config(config), out,
+                        bias)
+        if c is out:
+            return out
+        c = c if b.dim() == 3 else c[0]
+    if out is None:
+        return c
+    c = c.view(out.shape)
+    return out.copy_(c) if bias is None else torch.add(c, bias, out=out)
 
 
 def prepare_weight(b: torch.Tensor, config: QuantConfig | None = None, *, owner: object = None,
@@ -216,12 +239,14 @@ def _direct(s: Scheduler, a_scheme: object, b_scheme: object, qw: QuantizedWeigh
 
 
 def _fast_float(s: Scheduler, a3: torch.Tensor | Patches, b3: torch.Tensor, qw: QuantizedWeight | None,
-                cfg: QuantConfig) -> torch.Tensor | None:
+                cfg: QuantConfig, out: torch.Tensor | None = None, bias: torch.Tensor | None = None
+                ) -> torch.Tensor | None:
     """`_float_gemm`'s dominant case in fewer steps, computing the same thing (the same native passes and the
     same product): float32 operands, the built-in per-line / per-tensor schemes (their native passes are
     their definition, checked bit for bit by the tests), one limb per operand (qmax within a digit), nothing
     non-finite. `qw` is the prepared weight (None: B is not a weight). None when any of that does not hold
-    (a native pass declines): the general path then runs."""
+    (a native pass declines): the general path then runs. A convolution's `out` and `bias` (`_patches_gemm`) are
+    written by the native dequantization when it takes them (`out` is returned then)."""
     a_scheme = cfg.activation_scheme
     b_scheme = cfg.weight_scheme if qw is not None else a_scheme
     qmax = s.qmax
@@ -243,7 +268,13 @@ def _fast_float(s: Scheduler, a3: torch.Tensor | Patches, b3: torch.Tensor, qw: 
     _, m, k = a3.shape
     acc = _product(s, Operand(qa[0], 1, qmax, s.digit_bits), bo, m, b3.shape[2], k, b_key)
     t0 = time.perf_counter()
-    c = b_scheme.dequantize(acc, qa[1], sb)
+    c = None
+    if (out is not None and out.dtype == torch.float32 and acc.is_contiguous()
+            and (bias is None or bias.dtype == torch.float32)):
+        sa = qa[1] if qa[1].dim() == 0 else qa[1].view(*out.shape[:2], 1)  # the rows of each image
+        c = hostops.dequantize(acc.view(out.shape), sa, sb, out, None if bias is None else bias.contiguous())
+    if c is None:
+        c = b_scheme.dequantize(acc, qa[1], sb)
     STATS.record({"quantize": t_quant, "dequantize": time.perf_counter() - t0},
                  {"gemm_float": 1, "limb_products": 1})
     return c
@@ -406,11 +437,12 @@ def depthwise_conv(p: Patches, b: torch.Tensor, bias: torch.Tensor | None, chann
 
 def _float_gemm(a3: torch.Tensor | Patches, b3: torch.Tensor, weight_src: torch.Tensor | None,
                 handle: bool | QuantizedWeight, owner: object, version: Hashable | None,
-                cfg: QuantConfig) -> torch.Tensor:
+                cfg: QuantConfig, out: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """The float GEMM; a convolution's `out` and `bias` go to `_fast_float` (the caller writes them otherwise)."""
     s = _kernel()
     d, qmax = s.digit_bits, s.qmax
     qw = _weight(s, b3, weight_src, handle, owner, version, cfg) if weight_src is not None else None
-    fast = _fast_float(s, a3, b3, qw, cfg)
+    fast = _fast_float(s, a3, b3, qw, cfg, out, bias)
     if fast is not None:
         return fast
     t0 = time.perf_counter()

@@ -43,7 +43,8 @@ _SIGNATURES = {
     "pynqtorch_quantize_tensor": ([_ptr, _i64, _i64, _i64, _i64, _i64, _f32, _ptr, _ptr], ctypes.c_int),
     "pynqtorch_im2col_quantize": ([_ptr, ctypes.POINTER(_i64), ctypes.c_int, _f32, _ptr, _ptr], ctypes.c_int),
     "pynqtorch_im2col_quantize_runs": ([_ptr, ctypes.POINTER(_i64), _f32, _ptr, _ptr], ctypes.c_int),
-    "pynqtorch_dequantize": ([_ptr, _i64, _i64, _i64, _ptr, _i64, _i64, _ptr, _i64, _i64, _ptr], ctypes.c_int),
+    "pynqtorch_dequantize_into": ([_ptr, _i64, _i64, _i64, _ptr, _i64, _i64, _ptr, _i64, _i64, _ptr, _ptr, _i64, _i64,
+                                   _i64], ctypes.c_int),
     "pynqtorch_gemm_rows": ([_ptr, _i64, _i64, _i64, ctypes.c_int, _f32, _ptr, _i64, _ptr, _i64, _ptr, _ptr, _i64, _ptr,
                              _ptr], ctypes.c_int),
     "pynqtorch_rnn_vnni": ([], ctypes.c_int),
@@ -190,11 +191,13 @@ def _strides(s: torch.Tensor, line_dim: int) -> tuple[int, int]:
     return (s.stride(0) if s.shape[0] > 1 else 0), (s.stride(line_dim) if s.shape[line_dim] > 1 else 0)
 
 
-def dequantize(acc: torch.Tensor, sa: torch.Tensor, sb: torch.Tensor) -> torch.Tensor | None:
+def dequantize(acc: torch.Tensor, sa: torch.Tensor, sb: torch.Tensor, out: torch.Tensor | None = None,
+               bias: torch.Tensor | None = None) -> torch.Tensor | None:
     """``acc.to(float32) * sa * sb`` for a contiguous int32 ``[B, M, N]`` accumulator and float32 scales
     (`Quantized.scale` shapes), bit-identical to the torch ops, or None: also when float32 could overflow
     where the result is finite (`engine.quant.Scheme.dequantize`'s guard, taken on the scales in the same
-    pass) or a scale is not finite."""
+    pass) or a scale is not finite. Written into `out` (float32 ``[B, M, N]``, any strides) if given, with
+    ``+ bias`` (float32 ``[N]``, contiguous; torch's addition, rounded separately) if given."""
     lib = library()
     if (lib is None or acc.dtype != torch.int32 or not acc.is_contiguous() or sa.dtype != torch.float32
             or sb.dtype != torch.float32):
@@ -202,9 +205,15 @@ def dequantize(acc: torch.Tensor, sa: torch.Tensor, sb: torch.Tensor) -> torch.T
     nb, m, n = acc.shape
     if sa.dim() == 3 and sa.shape[0] not in (1, nb) or sb.dim() == 3 and sb.shape[0] not in (1, nb):
         return None
-    out = torch.empty((nb, m, n), dtype=torch.float32)
-    st = lib.pynqtorch_dequantize(acc.data_ptr(), nb, m, n, sa.data_ptr(), *_strides(sa, 1), sb.data_ptr(),
-                                  *_strides(sb, 2), out.data_ptr())
+    if out is None:
+        out = torch.empty((nb, m, n), dtype=torch.float32)
+    elif out.dtype != torch.float32 or out.shape != acc.shape:
+        return None
+    if bias is not None and not (_flat(bias) and bias.shape == (n,)):
+        return None
+    st = lib.pynqtorch_dequantize_into(acc.data_ptr(), nb, m, n, sa.data_ptr(), *_strides(sa, 1), sb.data_ptr(),
+                                       *_strides(sb, 2), None if bias is None else bias.data_ptr(), out.data_ptr(),
+                                       *out.stride())
     return out if st == 0 else None
 
 

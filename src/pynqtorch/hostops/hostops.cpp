@@ -832,14 +832,16 @@ PYNQTORCH_CLONES int pynqtorch_im2col_quantize_runs(const float* x, const int64_
   return status;
 }
 
-// out[b, i, j] = ((float) acc[b, i, j] * sa[b * sab + i * sai]) * sb[b * sbb + j * sbj], all contiguous
-// [nb, m, n]; a zero stride broadcasts a scale (0-dim scales have every stride 0). Returns 1 without writing
-// when float32 could overflow where the result is finite: the guard of engine.quant.Scheme.dequantize,
-// (2**31 - 1) * max(sa) * max(1, max(sb)) >= FLT_MAX in float64, evaluated in the same order (also when a
-// scale is not finite: the caller then decides); 0 after writing out.
-PYNQTORCH_CLONES int pynqtorch_dequantize(const int32_t* acc, int64_t nb, int64_t m, int64_t n, const float* sa,
-                                          int64_t sab, int64_t sai, const float* sb, int64_t sbb, int64_t sbj,
-                                          float* out) {
+// out[b, i, j] = ((float) acc[b, i, j] * sa[b * sab + i * sai]) * sb[b * sbb + j * sbj] for a contiguous acc
+// [nb, m, n]; a zero stride broadcasts a scale (0-dim scales have every stride 0). out[b, i, j] is at
+// out[b * sob + i * soi + j * soj] (any layout, e.g. a convolution's channels-first result); if bias is not null,
+// bias[j] is added as a separate float32 rounding (torch's add of the dequantized product and the bias).
+// Returns 1 without writing when float32 could overflow where the result is finite: the guard of
+// engine.quant.Scheme.dequantize, (2**31 - 1) * max(sa) * max(1, max(sb)) >= FLT_MAX in float64, evaluated in the
+// same order (also when a scale is not finite: the caller then decides); 0 after writing out.
+PYNQTORCH_CLONES int pynqtorch_dequantize_into(const int32_t* acc, int64_t nb, int64_t m, int64_t n, const float* sa,
+                                               int64_t sab, int64_t sai, const float* sb, int64_t sbb, int64_t sbj,
+                                               const float* bias, float* out, int64_t sob, int64_t soi, int64_t soj) {
   uint32_t sa_max = 0, sb_max = 0;  // scales are positive: the largest bit pattern is the largest value
   for (int64_t b = 0; b < (sab || sbb ? nb : 1); ++b) {
     for (int64_t i = 0; i < (sai ? m : 1); ++i) {
@@ -855,16 +857,22 @@ PYNQTORCH_CLONES int pynqtorch_dequantize(const int32_t* acc, int64_t nb, int64_
 #pragma omp parallel for collapse(2) if (nb * m * n >= kParallel)
   for (int64_t b = 0; b < nb; ++b) {
     for (int64_t i = 0; i < m; ++i) {  // (b, i) counted, not divided out of a line number: short rows are common
-      const int64_t l = b * m + i;
       const float* sbr = sb + b * sbb;
       const float a = sa[b * sab + i * sai];
-      const int32_t* src = acc + l * n;
-      float* dst = out + l * n;
-      if (sbj == 0) {
-        const float s = sbr[0];
-        for (int64_t j = 0; j < n; ++j) dst[j] = (static_cast<float>(src[j]) * a) * s;
+      const int32_t* src = acc + (b * m + i) * n;
+      float* dst = out + b * sob + i * soi;
+      if (soj == 1 && bias == nullptr) {  // the plain layout: contiguous rows
+        if (sbj == 0) {
+          const float s = sbr[0];
+          for (int64_t j = 0; j < n; ++j) dst[j] = (static_cast<float>(src[j]) * a) * s;
+        } else {
+          for (int64_t j = 0; j < n; ++j) dst[j] = (static_cast<float>(src[j]) * a) * sbr[j * sbj];
+        }
       } else {
-        for (int64_t j = 0; j < n; ++j) dst[j] = (static_cast<float>(src[j]) * a) * sbr[j * sbj];
+        for (int64_t j = 0; j < n; ++j) {
+          const float v = (static_cast<float>(src[j]) * a) * sbr[j * sbj];
+          dst[j * soj] = bias == nullptr ? v : v + bias[j];
+        }
       }
     }
   }
@@ -1128,7 +1136,7 @@ extern "C" {
 // _tensor give it, multiplied by the quantized weight b (float32 [k, n], contiguous, holding its int8 values) with
 // float sums, exact because
 // the caller guarantees k * qmax * max|b| <= 2**24 (every partial sum is an integer float32 holds, in any order),
-// and dequantized as pynqtorch_dequantize gives it (sb: n scales, or one with sbj = 0).
+// and dequantized as pynqtorch_dequantize_into gives it (sb: n scales, or one with sbj = 0).
 // Then, optionally, out += bias (n floats) and out += add ([m, n], rows at element stride sadd), each a separate
 // float32 rounding as torch's add_. work holds m * k + m floats. Returns the quantization's status, or 1 when the
 // dequantization guard trips (nothing useful is written then: the caller takes the general path).

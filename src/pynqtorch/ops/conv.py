@@ -63,6 +63,7 @@ def conv2d_as_gemm(x: torch.Tensor, w: torch.Tensor, w_owner: torch.Tensor | Non
     if channels_last is None:
         channels_last = channels_last_output(x, w)
     key, make = ("conv2d", groups), lambda: _weight_matrix(w, groups)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     if matmul is not None:
         m = a.materialize()
         out = matmul(m if groups > 1 else m[0], make())
@@ -71,13 +72,16 @@ def conv2d_as_gemm(x: torch.Tensor, w: torch.Tensor, w_owner: torch.Tensor | Non
         res = depthwise_derived(a, w_owner, key, make, bias, channels_last) if cg == 1 else None
         if res is not None:
             return res
+        if groups == 1:  # the engine writes the [N*OH*OW, O] product into the result's layout, with the bias
+            result = torch.empty((n, o, oh, ow), dtype=x.dtype, memory_format=fmt)
+            gemm_derived(a, w_owner, key, make, bias=bias, out=result.permute(0, 2, 3, 1).flatten(1, 2))
+            return result
         out = gemm_derived(a, w_owner, key, make)
     og = o // groups
     if groups == 1 and channels_last:  # the [N*OH*OW, O] product is the channels-last result already
         return (out if bias is None else out.add_(bias)).reshape(n, oh, ow, o).permute(0, 3, 1, 2)
     # [G, N*OH*OW, Og] (or [N*OH*OW, O]) as [N, G, Og, OH, OW], copied into the result with the bias in one pass
-    result = torch.empty((n, o, oh, ow), dtype=out.dtype,
-                         memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    result = torch.empty((n, o, oh, ow), dtype=out.dtype, memory_format=fmt)
     prod, dst = out.reshape(groups, n, oh, ow, og).permute(1, 0, 4, 2, 3), result.view(n, groups, og, oh, ow)
     if bias is None:
         dst.copy_(prod)

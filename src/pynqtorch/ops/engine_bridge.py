@@ -67,16 +67,18 @@ def bind(b: torch.Tensor, *, b_owner: torch.Tensor | None) -> engine.BoundGemm:
 
 
 def gemm_derived(a: torch.Tensor | Patches, src: torch.Tensor | None, key: Hashable,
-                 make: Callable[[], torch.Tensor]) -> torch.Tensor:
-    """``a @ make()``, where `make()` copies the B operand out of zynq view `src` (e.g. a reordered conv weight).
+                 make: Callable[[], torch.Tensor], *, bias: torch.Tensor | None = None,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
+    """``a @ make()``, where `make()` copies the B operand out of zynq view `src` (e.g. a reordered conv weight);
+    a convolution's `bias` and `out` as `engine.gemm` takes them.
 
     The copy is made once per view of `src` and `key`, kept on that view's owner object with its cached
     quantization, and made again after the device writes `src`'s storage; without a zynq `src`, every call.
     """
     if not is_zynq(src):
-        return _engine_gemm(a, make())
+        return _engine_gemm(a, make(), bias=bias, out=out)
     b, owner, gen = _derived(src, key, make)
-    return _engine_gemm(a, b, owner, gen)
+    return _engine_gemm(a, b, owner, gen, bias=bias, out=out)
 
 
 def depthwise_derived(p: Patches, src: torch.Tensor | None, key: Hashable, make: Callable[[], torch.Tensor],
@@ -99,13 +101,14 @@ def _derived(src: torch.Tensor, key: Hashable, make: Callable[[], torch.Tensor])
     return hit[1], owner, gen
 
 
-def _engine_gemm(a: torch.Tensor | Patches, b: torch.Tensor, owner: object = None, version: int | None = None
-                 ) -> torch.Tensor:
+def _engine_gemm(a: torch.Tensor | Patches, b: torch.Tensor, owner: object = None, version: int | None = None, *,
+                 bias: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """`engine.gemm`, with `b` a weight cached on `owner` at `version` when an owner is given."""
+    epilogue = {} if bias is None and out is None else {"bias": bias, "out": out}
     try:
         if owner is None:
-            return engine.gemm(a, b)
-        return engine.gemm(a, b, weight=True, owner=owner, version=version)
+            return engine.gemm(a, b, **epilogue)
+        return engine.gemm(a, b, weight=True, owner=owner, version=version, **epilogue)
     except OverflowError as e:
         raise OverflowError(f"{e}. With torch ops the result has the operands' dtype: cast the operands to a "
                             "wider integer type first, e.g. a.long() @ b.long()") from None
