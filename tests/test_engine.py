@@ -618,3 +618,43 @@ def test_gemm_cut_only_along_m_is_one_product_counted_as_its_calls(fresh_target:
     cut = [engine.gemm(x[s:s + size], w, weight=True, owner=w, version=0) for s, size, _ in
            blocks(rows, active.desc.tile.m, m_limit)]
     assert torch.equal(got, torch.cat(cut))
+
+
+@pytest.mark.parametrize("config", [engine.QuantConfig(), engine.QuantConfig.per_tensor(),
+                                    engine.QuantConfig(weights="per_tensor")])
+def test_small_products_of_cached_weights_are_one_native_pass_with_the_units_results(
+        config: engine.QuantConfig, fresh_target: None) -> None:
+    """On the large-call golden model a small product of a cached weight (``M·K·N <= HOST_VOLUME``) is one native
+    pass counted as one unit call, with the bits of the units' own products (ref with hardware-sized calls, whose
+    units are not exact): few rows, a zero row, NaN/Inf rows, a strided A, operands needing float64 dequantization;
+    an uncached weight and past `HOST_VOLUME` take the units' product."""
+    from pynqtorch.engine import api
+
+    g = torch.Generator().manual_seed(31)
+    w = torch.randn(96, 64, generator=g)
+    special = torch.randn(3, 64, generator=g)
+    special[1] = 0
+    special[2, 5] = float("nan")
+    zero = torch.randn(3, 64, generator=g)
+    zero[1] = 0
+    rows = {"two": torch.randn(2, 64, generator=g), "zero": zero, "strided": torch.randn(3, 128, generator=g)[:, ::2],
+            "special": special, "inf": torch.full((1, 64), float("inf")),
+            "huge": torch.randn(2, 64, generator=g) * 1e32,
+            "many": torch.randn(api.HOST_VOLUME // (64 * 96) + 1, 64, generator=g)}
+    results: dict[str, list[torch.Tensor]] = {}
+    for label, kwargs in (("host", {}), ("units", {"large_calls": False})):
+        registry.use("ref", kernel="gemm_i8_packed", **kwargs)
+        engine.reset_stats()
+        results[label] = [engine.gemm(a, w.t(), weight=True, owner=w, version=0, config=config) for a in rows.values()]
+        host = engine.stats()["counters"].get("host_gemms", 0)
+        assert host == (2 if label == "host" else 0)  # "two" and "zero": the others decline or are too large
+        st = engine.stats()
+        assert st["counters"]["kernel_calls"] == sum(u["calls"] for u in st["units"].values())
+    for label, got, want in zip(rows, results["host"], results["units"], strict=True):
+        assert torch.equal(got.isnan(), want.isnan()) and torch.equal(got.nan_to_num(), want.nan_to_num()), label
+    registry.use("ref", kernel="gemm_i8_packed")
+    engine.reset_stats()
+    with torch.inference_mode():  # an inference tensor is quantized per call, never cached: the units' product
+        wi = w.clone()
+        assert torch.equal(engine.gemm(rows["two"], wi.t(), weight=True, config=config), results["units"][0])
+    assert engine.stats()["counters"].get("host_gemms", 0) == 0

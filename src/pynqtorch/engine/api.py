@@ -245,14 +245,23 @@ def _fast_float(s: Scheduler, a3: torch.Tensor | Patches, b3: torch.Tensor, qw: 
     same product): float32 operands, the built-in per-line / per-tensor schemes (their native passes are
     their definition, checked bit for bit by the tests), one limb per operand (qmax within a digit), nothing
     non-finite. `qw` is the prepared weight (None: B is not a weight). None when any of that does not hold
-    (a native pass declines): the general path then runs. A convolution's `out` and `bias` (`_patches_gemm`) are
-    written by the native dequantization when it takes them (`out` is returned then)."""
+    (a native pass declines): the general path then runs. On exact units a small product of a cached weight
+    (``M·K·N <= HOST_VOLUME``) is one native pass (`_host_rows`, as `BoundGemm` runs it). A convolution's `out`
+    and `bias` (`_patches_gemm`) are written by the native dequantization when it takes them (`out` is returned
+    then)."""
     a_scheme = cfg.activation_scheme
     b_scheme = cfg.weight_scheme if qw is not None else a_scheme
     qmax = s.qmax
     if a3.dtype != torch.float32 or b3.dtype != torch.float32 or not _direct(s, a_scheme, b_scheme, qw):
         return None
     t0 = time.perf_counter()
+    _, m, k = a3.shape
+    if (qw is not None and qw.serial is not None and s.exact and not isinstance(a3, Patches) and a3.shape[0] == 1
+            and 0 < m * k * b3.shape[2] <= HOST_VOLUME and (rows := _host_rows(s, qw, a_scheme.per_line)) is not None):
+        c = rows(a3[0])  # a small product of a cached weight: one native pass (as `BoundGemm`), one unit call
+        if c is not None:
+            s.host_call(m, rows.n, k, time.perf_counter() - t0, _HOST_COUNTERS)
+            return c[None]
     if qw is not None:
         bo, sb, b_key = qw.operand, qw.scale, qw.serial
     else:
@@ -265,7 +274,6 @@ def _fast_float(s: Scheduler, a3: torch.Tensor | Patches, b3: torch.Tensor, qw: 
     if qa is None:
         return None
     t_quant = time.perf_counter() - t0
-    _, m, k = a3.shape
     acc = _product(s, Operand(qa[0], 1, qmax, s.digit_bits), bo, m, b3.shape[2], k, b_key)
     t0 = time.perf_counter()
     c = None
@@ -278,6 +286,21 @@ def _fast_float(s: Scheduler, a3: torch.Tensor | Patches, b3: torch.Tensor, qw: 
     STATS.record({"quantize": t_quant, "dequantize": time.perf_counter() - t0},
                  {"gemm_float": 1, "limb_products": 1})
     return c
+
+
+def _host_rows(s: Scheduler, qw: QuantizedWeight, per_line: bool) -> hostops.RowsGemm | None:
+    """The one-pass native form (`hostops.RowsGemm`, `_rows_gemm`) of prepared weight `qw` (one limb, ``[1, K, N]``)
+    for activations quantized per row (`per_line`) or per tensor; None where it is not the golden model's product:
+    units that are not `exact`, a weight past `HOST_VOLUME` or one call's K, or sums that float32 could not hold
+    exactly (every partial sum must be an integer below 2**24, and the golden model's sum is the exact one while it
+    fits the accumulator: one call, nothing wraps or saturates)."""
+    bo = qw.operand
+    _, k, n = bo.stacked.shape
+    if not (s.exact and k * n <= HOST_VOLUME and k <= s.active.limits.k and qw.scale.numel() in (1, n)
+            and k * s.qmax * bo.bound <= min(1 << 24, (1 << (s.active.desc.arith.acc_bits - 1)) - 1)
+            and hostops.library() is not None):
+        return None
+    return _rows_gemm(qw, per_line, s.qmax)
 
 
 class BoundGemm:
@@ -314,14 +337,8 @@ class BoundGemm:
         self._s, self._qw, self._k, self._qmax = s, qw, k, qmax
         self._per_line, self._dequantize = a_scheme.per_line, b_scheme.dequantize
         self._direct = True
-        # The host pass sums in float32: exact while every partial sum is an integer below 2**24 (and the golden
-        # model's sum is the exact one while it fits the accumulator: one call, nothing wraps or saturates).
-        n = b.shape[1]
-        self._host = (s.exact and k * n <= HOST_VOLUME and k <= s.active.limits.k and qw.scale.numel() in (1, n)
-                      and k * qmax * bo.bound <= min(1 << 24, (1 << (desc.arith.acc_bits - 1)) - 1)
-                      and hostops.library() is not None)
-        if self._host:
-            self._rows = _rows_gemm(qw, a_scheme.per_line, qmax)
+        self._rows = _host_rows(s, qw, a_scheme.per_line)
+        self._host = self._rows is not None
 
     def steps(self, gru: bool, gx: torch.Tensor, out: torch.Tensor, first: int, count: int, step: int,
               h0: torch.Tensor, c: torch.Tensor | None, bias: torch.Tensor | None) -> int:
