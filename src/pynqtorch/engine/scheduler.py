@@ -5,7 +5,9 @@ each dimension into blocks of the largest multiple of the kernel tile the target
 limited so the accumulator cannot overflow). Only blocks at the far edge of a dimension are shorter than
 the call and get zero padding (output cropped), unless every unit takes any shape (`ComputeUnit.any_shape`,
 the large-call golden model).
-Calls are spread round-robin over all units by a persistent pool with two workers per unit: while one holds
+On units taking stacks (the large-call golden model) a GEMM whose N and K fit one call runs as one stacked
+product in the caller's thread whatever its M and batch, counted as the calls of its M blocks (`Scheduler._stack`).
+Other calls are spread round-robin over all units by a persistent pool with two workers per unit: while one holds
 the unit, the other prepares its next call (slice, pad, make contiguous) and collects its previous result
 (K partial results summed in a cache-resident int64 buffer, stored once per output block) — double
 buffering without hand-off queues. Small GEMMs on units that compute on the host anyway (`ComputeUnit.exact`) run
@@ -166,7 +168,7 @@ class Scheduler:
         tile, lim = self._tile, self.active.limits
         one_call = m <= lim.m and n <= lim.n and k <= min(lim.k, k_call)
         if self._stacks and n <= lim.n and k <= min(lim.k, k_call):  # one call, or M blocks of one each
-            return self._stack(a, b, t0, len(blocks(m, tile[0], lim.m)))
+            return self._stack(a, b, t0, 1 if m <= lim.m else len(blocks(m, tile[0], lim.m)))
         p = (pack_factor(bt, n, k, tile[1], tile[2], lim.n, min(lim.k, k_call)) if pack and not self._stacks
              else 1)
         if p > 1:
