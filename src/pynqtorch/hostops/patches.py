@@ -67,7 +67,7 @@ class Patches:
         if self.groups != 1 or not (c == 1 or (kh == kw == 1 and xh.stride(-1) != 1)):
             return None
         geo = self.geometry(xh)
-        n, h, w, _ = xh.shape
+        h, w = xh.shape[1:3]
         if kh == kw == 1 and self.stride == (1, 1) and self.padding == (0, 0) and xh.stride(1) == w * xh.stride(2):
             geo[2:4], geo[16:18] = [1, h * w], [1, h * w]  # height 1, width H*W: one line per image
         return xh, geo
