@@ -627,7 +627,8 @@ def test_small_products_of_cached_weights_are_one_native_pass_with_the_units_res
     """On the large-call golden model a small product of a cached weight (``M·K·N <= HOST_VOLUME``) is one native
     pass counted as one unit call, with the bits of the units' own products (ref with hardware-sized calls, whose
     units are not exact): few rows, a zero row, NaN/Inf rows, a strided A, operands needing float64 dequantization;
-    an uncached weight and past `HOST_VOLUME` take the units' product."""
+    an uncached weight, a product past `HOST_VOLUME` or with many columns beyond the pass's vector blocks
+    (`_HOST_TAIL`) take the units' product."""
     from pynqtorch.engine import api
 
     g = torch.Generator().manual_seed(31)
@@ -653,6 +654,10 @@ def test_small_products_of_cached_weights_are_one_native_pass_with_the_units_res
     for label, got, want in zip(rows, results["host"], results["units"], strict=True):
         assert torch.equal(got.isnan(), want.isnan()) and torch.equal(got.nan_to_num(), want.nan_to_num()), label
     registry.use("ref", kernel="gemm_i8_packed")
+    w10 = torch.randn(10, 512, generator=g)  # 10 columns, all outside the pass's vector blocks: too slow there
+    engine.reset_stats()
+    engine.gemm(torch.randn(64, 512, generator=g), w10.t(), weight=True, owner=w10, version=0, config=config)
+    assert engine.stats()["counters"].get("host_gemms", 0) == 0
     engine.reset_stats()
     with torch.inference_mode():  # an inference tensor is quantized per call, never cached: the units' product
         wi = w.clone()

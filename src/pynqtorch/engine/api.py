@@ -31,6 +31,10 @@ _NATIVE_SCHEMES = (PerLine, PerTensor)
 # Largest M·K·N a `BoundGemm` computes in its one native pass on exact units (larger: the unit's product, whose
 # integer GEMM is faster from a few rows on).
 HOST_VOLUME = 1 << 19
+# Largest M·K·(N mod 16) of a product `gemm` gives the rows pass (`_host_rows`): its product keeps 16 output columns
+# in vector registers and computes the remaining ones scalar, slower than the units' integer GEMM beyond this
+# (64×512 @ 512×10: 180 against 70 µs).
+_HOST_TAIL = 1 << 15
 _HOST_COUNTERS = {"gemm_float": 1, "limb_products": 1, "host_gemms": 1, "kernel_calls": 1}
 
 
@@ -246,9 +250,9 @@ def _fast_float(s: Scheduler, a3: torch.Tensor | Patches, b3: torch.Tensor, qw: 
     their definition, checked bit for bit by the tests), one limb per operand (qmax within a digit), nothing
     non-finite. `qw` is the prepared weight (None: B is not a weight). None when any of that does not hold
     (a native pass declines): the general path then runs. On exact units a small product of a cached weight
-    (``M·K·N <= HOST_VOLUME``) is one native pass (`_host_rows`, as `BoundGemm` runs it). A convolution's `out`
-    and `bias` (`_patches_gemm`) are written by the native dequantization when it takes them (`out` is returned
-    then)."""
+    (``M·K·N <= HOST_VOLUME``, few columns beyond whole blocks of 16: `_HOST_TAIL`) is one native pass
+    (`_host_rows`, as `BoundGemm` runs it). A convolution's `out` and `bias` (`_patches_gemm`) are written by the
+    native dequantization when it takes them (`out` is returned then)."""
     a_scheme = cfg.activation_scheme
     b_scheme = cfg.weight_scheme if qw is not None else a_scheme
     qmax = s.qmax
@@ -257,7 +261,8 @@ def _fast_float(s: Scheduler, a3: torch.Tensor | Patches, b3: torch.Tensor, qw: 
     t0 = time.perf_counter()
     _, m, k = a3.shape
     if (qw is not None and qw.serial is not None and s.exact and not isinstance(a3, Patches) and a3.shape[0] == 1
-            and 0 < m * k * b3.shape[2] <= HOST_VOLUME and (rows := _host_rows(s, qw, a_scheme.per_line)) is not None):
+            and 0 < m * k * b3.shape[2] <= HOST_VOLUME and m * k * (b3.shape[2] % 16) <= _HOST_TAIL
+            and (rows := _host_rows(s, qw, a_scheme.per_line)) is not None):
         c = rows(a3[0])  # a small product of a cached weight: one native pass (as `BoundGemm`), one unit call
         if c is not None:
             s.host_call(m, rows.n, k, time.perf_counter() - t0, _HOST_COUNTERS)
