@@ -13,6 +13,9 @@
 //   native fallback is on (the Python kernels, over the Python host allocator, serve otherwise).
 // * The native CPU fallback: boxed PrivateUse1 kernels, registered on a `torch::Library` of its own for the
 //   ops `device/native.py` selects, doing what `device/fallback.py: run_on_cpu` does without Python.
+// * The backend choice of `scaled_dot_product_attention`: PyTorch asks the `_fused_sdp_choice_stub`
+//   DispatchStub (C++ only), not the dispatcher; its PrivateUse1 entry forwards to the zynq kernel of
+//   `aten::_fused_sdp_choice` (registered in Python by the ops layer), which decides.
 //
 // Loaded with ctypes; `pynqtorch_install` registers the hooks once, `pynqtorch_fallback_enable/disable`
 // switch the native fallback.
@@ -21,6 +24,7 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/detail/PrivateUse1HooksInterface.h>
+#include <ATen/native/transformers/attention.h>
 #include <ATen/record_function.h>
 #include <c10/core/InferenceMode.h>
 #include <c10/core/TensorImpl.h>
@@ -506,11 +510,25 @@ at::Tensor host_bytes(int64_t ptr, int64_t nbytes) {
 
 TORCH_LIBRARY(pynqtorch_host, m) { m.def("host_bytes(int ptr, int nbytes) -> Tensor", &host_bytes); }
 
+// sdpa's backend choice for zynq tensors: the PrivateUse1 kernel of `aten::_fused_sdp_choice`, called
+// directly (a redispatch, so fake tensors whose meta kernel asks this stub do not come back here).
+int64_t fused_sdp_choice(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
+                         const std::optional<at::Tensor>& attn_mask, double dropout_p, bool is_causal,
+                         std::optional<double> scale, bool enable_gqa) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("aten::_fused_sdp_choice", "")
+                       .typed<int64_t(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                      const std::optional<at::Tensor>&, double, bool, std::optional<double>,
+                                      bool)>();
+  return op.redispatch(c10::DispatchKeySet(c10::DispatchKey::PrivateUse1), query, key, value, attn_mask,
+                       dropout_p, is_causal, scale, enable_gqa);
+}
+
 }  // namespace
 
 extern "C" {
 
-// Register hooks, guard and allocator (once); returns 1 if the hooks are ours, 0 if others came first.
+// Register hooks, guard, allocator and the sdpa choice (once); returns 1 if the hooks are ours, 0 if others came first.
 int pynqtorch_install(int device_count, StatsFn stats) {
   static std::once_flag once;
   static int ours = 0;
@@ -522,6 +540,7 @@ int pynqtorch_install(int device_count, StatsFn stats) {
     c10::impl::registerDeviceGuard(kZynq, new Guard());
     static DeviceAllocator allocator;
     c10::SetAllocator(kZynq, &allocator);
+    at::native::_fused_sdp_choice_stub.set_privateuse1_dispatch_ptr(&fused_sdp_choice);
     ours = 1;
   });
   return ours;

@@ -8,21 +8,21 @@ from ..device import native
 from ..hw.families import ROWS_OPS, aten_op
 from ..targets import registry
 from ..targets.offload import Offload, declared_ops, parse_offload
-from . import attention, blockops, conv, gemm, pointwise, recurrent, rows
+from . import attention, blockops, conv, gemm, pointwise, recurrent, rows, sdpa
 
 _lib: list[torch.library.Library] = []
 
 
 def register() -> None:
     """Install the GEMM-family kernels (every overload of `gemm.VALUES`'s ops), the convolution, the decomposed
-    transformer fast paths, the LSTM/GRU layers (at the autograd key: they hand PyTorch's composite the cases
+    transformer fast paths, the overrideable SDPA backend (and its choice), the LSTM/GRU layers (at the autograd key: they hand PyTorch's composite the cases
     that need gradients) and the kernels of the ops map/rows kernels declare (`blockops`)."""
     if _lib:
         return
     lib = torch.library.Library("aten", "IMPL")
     for kernel in gemm.KERNELS + conv.KERNELS:
         lib.impl(blockops.impl_name(kernel.op), kernel, "PrivateUse1")
-    for name, fn in {**conv.BACKWARD, **attention.KERNELS}.items():
+    for name, fn in {**conv.BACKWARD, **attention.KERNELS, **sdpa.KERNELS}.items():
         lib.impl(name, fn, "PrivateUse1")
     for name, fn in recurrent.AUTOGRAD_KERNELS.items():
         lib.impl(name, fn, "AutogradPrivateUse1")
