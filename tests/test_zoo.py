@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 import pynqtorch
 from pynqtorch.bench import zoo
-from pynqtorch.device.report import Report
 from pynqtorch.cli import app
+from pynqtorch.device.report import Report
 from pynqtorch.targets import registry
 
 runner = CliRunner()

@@ -3,20 +3,38 @@
 In eval mode `nn.MultiheadAttention` and `nn.TransformerEncoderLayer` call `_native_multi_head_attention` /
 `_transformer_encoder_layer_fwd`, which accept PrivateUse1 tensors. Their CPU kernels would compute every
 projection on CPU; these kernels compute the same math (PyTorch's `transformer.cpp` / `attention.cpp`) with
-torch ops on the zynq tensors: the linear layers and batched products reach the GEMM-family kernels, the
-rest (softmax, layer norm) the CPU fallback. Nested (padded-batch) inputs run on CPU as before.
+torch ops on the zynq tensors: the linear layers reach the GEMM-family kernels, the two batched products of
+the attention are engine GEMMs on CPU views with the activation scheme on both operands (`sdpa.product`:
+keys and values are data, not weights to cache; each counted as an accelerated `_native_multi_head_attention`),
+the rest (softmax, layer norm) runs on the CPU fallback. Nested (padded-batch) inputs run on CPU as before.
 """
 
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 import torch.nn.functional as F
 
 from ..device.fallback import run_on_cpu
+from ..device.report import record
+from ..device.storage import adopt_result, cpu_view, is_zynq
+from .sdpa import product
 
 aten = torch.ops.aten
+_MHA = "aten::_native_multi_head_attention"
+
+
+def _matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """One of the attention's batched products: on zynq an engine GEMM on CPU views (`sdpa.product`), counted as
+    the fast path's; elsewhere (the composite traced by torch.compile) `torch.matmul`."""
+    if not is_zynq(a):
+        return torch.matmul(a, b)
+    t0 = time.perf_counter()
+    out = adopt_result(product(cpu_view(a), cpu_view(b)))
+    record(_MHA, time.perf_counter() - t0, accelerated=True)
+    return out
 
 
 # aten::_native_multi_head_attention(Tensor query, Tensor key, Tensor value, int embed_dim, int num_head,
@@ -42,13 +60,13 @@ def native_multi_head_attention(query: torch.Tensor, key: torch.Tensor, value: t
     q = heads(F.linear(query, wq, bq) * (1.0 / math.sqrt(dh)))
     k = heads(F.linear(key, wk, bk))
     v = heads(F.linear(value, wv, bv))
-    scores = torch.matmul(q, k.transpose(-2, -1))
+    scores = _matmul(q, k.transpose(-2, -1))
     if mask is None:
         attn = scores.softmax(-1)
     else:  # a non-zero mask entry masks the score out, as in PyTorch's masked_softmax
         attn = torch._masked_softmax(scores, mask if mask.dtype == torch.bool else mask.bool(), scores.dim() - 1,
                                      mask_type)
-    ctx = torch.matmul(attn, v).transpose(1, 2).reshape(b, t, d)
+    ctx = _matmul(attn, v).transpose(1, 2).reshape(b, t, d)
     out = F.linear(ctx, proj_weight, proj_bias)
     if not need_weights:
         return out, None

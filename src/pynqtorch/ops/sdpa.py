@@ -92,6 +92,22 @@ def _matching_layout(query: torch.Tensor, shape: tuple[int, ...]) -> torch.Tenso
     return torch.empty_strided(shape, strides, dtype=query.dtype)
 
 
+def _stack(x: torch.Tensor) -> torch.Tensor:
+    """``[..., R, C]`` as ``[B, R, C]``: a view when the batch dims merge, else a copy that keeps which of the
+    last two dims is contiguous (a transposed key stays column-major, which its per-column quantization reads
+    fastest)."""
+    if x.stride(-2) == 1 and x.stride(-1) != 1:
+        return x.transpose(-2, -1).reshape(-1, x.shape[-1], x.shape[-2]).transpose(1, 2)
+    return x.reshape(-1, x.shape[-2], x.shape[-1])
+
+
+def product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` for CPU tensors ``[..., M, K]`` and ``[..., K, N]`` of one batch shape: one batched engine GEMM
+    with the activation scheme on both operands (`b` is data, not a weight to cache)."""
+    out = gemm(_stack(a), _stack(b), b_owner=None)
+    return out.view(*a.shape[:-1], b.shape[-1])
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, dropout_p: float,
               is_causal: bool, scale: float | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Output and logsumexp of ``softmax(q @ k^T * scale + bias) @ v`` on CPU tensors (3-D ``[H, L, E]`` or 4-D
@@ -107,11 +123,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Ten
             raise RuntimeError(f"{_NAME}: {hq} query heads cannot attend to {hk} key and {v.shape[-3]} value heads")
         k, v = k.repeat_interleave(hq // hk, -3), v.repeat_interleave(hq // hk, -3)
     lead, (length, e), source, ev = q.shape[:-2], q.shape[-2:], k.shape[-2], v.shape[-1]
-    b = lead.numel()
     scale = 1.0 / math.sqrt(e) if scale is None else scale
     # Per-row scales make q * scale quantize to q's integers: the product is the math path's (q√s)(k√s)^T.
-    s = gemm((q * scale).reshape(b, length, e), k.reshape(b, source, e).transpose(1, 2), b_owner=None)
-    s = s.view(*lead, length, source)
+    s = product(q * scale, k.transpose(-2, -1))
     if is_causal:
         s.masked_fill_(_above_diagonal(length, source), -math.inf)
     if bias is not None:
@@ -130,7 +144,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Ten
         lse.masked_fill_(dead, -math.inf)
     if dropout_p > 0:
         p = torch.dropout(p, dropout_p, True)
-    ctx = gemm(p.view(b, length, source), v.reshape(b, source, ev), b_owner=None)
+    ctx = product(p, v)
     out = _matching_layout(q, (*lead, length, ev))
     out.copy_(ctx.view(out.shape))
     return out, lse.view(lead.numel() // hq, hq, length).float()
