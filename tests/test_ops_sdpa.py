@@ -163,6 +163,11 @@ def test_choice_routes_unusual_calls_to_the_math_path() -> None:
     assert _choice(q[:, :2], q[:, :1], q[:, :1], enable_gqa=True) == over
     assert _choice(q[None], q[None], q[None]) == math_  # 5-D
     assert _choice(q, q, q, attn_mask=torch.zeros(3, 2, 3, 7, 7).to("zynq")) == math_  # mask enlarges the result
+    try:
+        registry.use("ref", offload="softmax")  # the math path's _softmax runs on the rows kernel selected
+        assert _choice(q, q, q) == math_
+    finally:
+        registry.reset()
     wants_grad = q.clone().requires_grad_()
     assert _choice(wants_grad, q, q) == math_
     with torch.no_grad():

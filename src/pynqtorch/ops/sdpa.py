@@ -4,8 +4,9 @@ PyTorch asks a device which SDPA implementation to run through a C++ DispatchStu
 (`device/native.cpp`) forwards that question to the zynq kernel of `aten::_fused_sdp_choice` here. It
 answers `SDPBackend.OVERRIDEABLE` for the cases this module computes exactly as ATen's math path does (no
 gradients needed, no dropout, float32, dense 3-D/4-D inputs of one batch, a mask that broadcasts to the
-scores), and `SDPBackend.MATH` otherwise, so training, dropout and unusual inputs keep PyTorch's own
-decomposition. `aten::_scaled_dot_product_fused_attention_overrideable` then computes, on CPU views,
+scores, a softmax not selected for a rows kernel), and `SDPBackend.MATH` otherwise, so training, dropout,
+an offloaded softmax and unusual inputs keep PyTorch's own decomposition.
+`aten::_scaled_dot_product_fused_attention_overrideable` then computes, on CPU views,
 ``softmax(q @ k^T * scale + mask) @ v`` with both products as batched engine GEMMs (activation scheme for
 both operands) and the softmax of the math path (`_safe_softmax`: a row whose scores are all -inf gives 0),
 and returns the logsumexp the schema demands. Without the native runtime the math path serves.
@@ -22,6 +23,8 @@ from torch.nn.attention import SDPBackend
 
 from ..device.report import record
 from ..device.storage import adopt_result, is_zynq
+from ..targets import registry
+from . import blockops
 from ._common import to_cpu, traced
 from .engine_bridge import gemm
 
@@ -29,6 +32,7 @@ aten = torch.ops.aten
 MATH, OVERRIDEABLE = int(SDPBackend.MATH), int(SDPBackend.OVERRIDEABLE)
 _NAME = "_scaled_dot_product_fused_attention_overrideable"
 _QUALIFIED = f"aten::{_NAME}"
+_SOFTMAX = "aten::_softmax"
 
 
 def _broadcasts_into(mask: torch.Tensor, shape: torch.Size) -> bool:
@@ -44,6 +48,8 @@ def math_reason(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, att
         return "gradients needed"
     if dropout_p > 0:
         return "dropout"
+    if _SOFTMAX in blockops.registered() and registry.active().offload.selects(_SOFTMAX):
+        return "softmax offloaded"  # the math path's `_softmax` runs on the rows kernel selected for it
     if any(t.is_nested or not is_zynq(t) or t.layout != torch.strided for t in tensors):
         return "not dense zynq tensors"
     if query.dtype != torch.float32 or key.dtype != query.dtype or value.dtype != query.dtype:
