@@ -25,7 +25,7 @@ from .ops.attention import transformer_encoder_layer_fwd
 from .ops.conv import conv2d_as_gemm
 from .ops.engine_bridge import gemm as engine_gemm
 from .ops.gemm import _check
-from .ops.recurrent import GRU_CELL, LSTM_CELL, Cell, run
+from .ops.recurrent import GRU_CELL, LSTM_CELL, Cell, run, runs
 
 
 def _owner(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -122,8 +122,7 @@ def _recurrent(op: torch._ops.OpOverload, cell: Cell) -> Callable[..., tuple]:
         args = (x, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
         states = [hx] if isinstance(hx, torch.Tensor) else list(hx)
         try:
-            if (train and dropout > 0) or x.dim() != 3 or not x.is_floating_point() \
-                    or len(params) != num_layers * (2 if bidirectional else 1) * (4 if has_biases else 2):
+            if not runs(x, params, has_biases, num_layers, dropout, train, bidirectional):
                 raise NotOffloadable("training-mode dropout, projections or a non-float input")
             _check(x, *params)
         except NotOffloadable:

@@ -335,12 +335,7 @@ class Call {
 
   c10::IValue arg(const c10::IValue& v) {
     if (v.isTensor()) return view(v.toTensor());
-    if (v.isTensorList()) {
-      c10::List<at::Tensor> out;
-      out.reserve(v.toTensorList().size());
-      for (const at::Tensor& t : v.toTensorList()) out.push_back(view(t));
-      return out;
-    }
+    if (v.isTensorList()) return map(v.toTensorList(), [this](const at::Tensor& t) { return view(t); });
     if (v.isOptionalTensorList()) {
       c10::List<std::optional<at::Tensor>> out;
       for (const std::optional<at::Tensor>& t : v.toOptionalTensorList()) {
@@ -352,7 +347,6 @@ class Call {
       c10::Device d = v.toDevice();
       if (d.type() == kZynq) {
         check_device(d);  // a factory's device: zynq:0 only
-        if (d.has_index()) index_ = d.index();
         return c10::Device(c10::kCPU);
       }
       wrap_ = false;
@@ -362,16 +356,19 @@ class Call {
 
   c10::IValue result(const c10::IValue& v) {
     if (v.isTensor()) return out(v.toTensor());
-    if (v.isTensorList()) {
-      c10::List<at::Tensor> res;
-      res.reserve(v.toTensorList().size());
-      for (const at::Tensor& t : v.toTensorList()) res.push_back(out(t));
-      return res;
-    }
+    if (v.isTensorList()) return map(v.toTensorList(), [this](const at::Tensor& t) { return out(t); });
     return v;
   }
 
  private:
+  template <typename F>
+  static c10::List<at::Tensor> map(const c10::List<at::Tensor>& in, F f) {
+    c10::List<at::Tensor> res;
+    res.reserve(in.size());
+    for (const at::Tensor& t : in) res.push_back(f(t));
+    return res;
+  }
+
   at::Tensor view(const at::Tensor& t) {
     if (!t.defined()) return t;
     if (t.device().type() == kZynq) {

@@ -131,6 +131,14 @@ def run(x: torch.Tensor, hx: Sequence[torch.Tensor], params: Sequence[torch.Tens
     return (output, *(torch.stack(f) for f in finals))
 
 
+def runs(x: torch.Tensor, params: Sequence[torch.Tensor], has_biases: bool, num_layers: int, dropout: float,
+         train: bool, bidirectional: bool) -> bool:
+    """Whether `run` computes this layer stack: a 3-D float input, no training-mode dropout, no projections (their
+    weights would make more parameters than the layers' own)."""
+    return (not (train and dropout > 0) and x.dim() == 3 and x.is_floating_point()
+            and len(params) == num_layers * (2 if bidirectional else 1) * (4 if has_biases else 2))
+
+
 def _accelerated(op: torch._ops.OpOverload, cell: Cell, n_state: int) -> Callable[..., tuple]:
     name = f"{op._schema.name}.{op._schema.overload_name}"
 
@@ -140,11 +148,9 @@ def _accelerated(op: torch._ops.OpOverload, cell: Cell, n_state: int) -> Callabl
         args = (x, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
         states = list(hx) if n_state > 1 else [hx]
         tensors = [x, *states, *params]
-        dirs = 2 if bidirectional else 1
-        if (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)) or (train and dropout > 0) \
-                or len(params) != num_layers * dirs * (4 if has_biases else 2) \
-                or not all(t.device.type == "zynq" for t in tensors) or x.dim() != 3 \
-                or not x.is_floating_point() or any(is_fake(t) for t in tensors):
+        if (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)) \
+                or not runs(x, params, has_biases, num_layers, dropout, train, bidirectional) \
+                or not all(t.device.type == "zynq" for t in tensors) or any(is_fake(t) for t in tensors):
             return op.decompose(*args)
         t0 = time.perf_counter()
         try:
