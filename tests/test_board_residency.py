@@ -83,11 +83,13 @@ def test_resident_tiles_are_lru_bounded(boards: Boards, packed_overlay, monkeypa
     a = rng.integers(-128, 128, (3, 64), dtype=np.int8)
     bs = {key: rng.integers(-128, 128, (64, 32), dtype=np.int8) for key in ("w1", "w2", "w3")}
     # w3 evicts w2 (w1 was used since), the last w2 evicts w3.
-    for key, resident in (("w1", False), ("w2", False), ("w1", True), ("w3", False), ("w1", True), ("w2", False)):
+    for step, (key, resident) in enumerate((("w1", False), ("w2", False), ("w1", True), ("w3", False), ("w1", True),
+                                            ("w2", False))):
         writes = vb.memory.writes
         assert np.array_equal(unit.run(a, bs[key], b_key=key), golden_gemm(a, bs[key], PACKED.arith))
-        assert vb.memory.writes - writes == (1 if resident else 2)  # A only, or A and the B tile
-        assert weights.used <= weights.budget and weights.resident <= 2
+        state = f"step {step} ({key}): {vb.memory.writes - writes} write(s), {weights.stats}, used {weights.used}"
+        assert vb.memory.writes - writes == (1 if resident else 2), state  # A only, or A and the B tile
+        assert weights.used <= weights.budget and weights.resident <= 2, state
     assert (weights.stats.uploads, weights.stats.evictions, weights.stats.hits) == (4, 2, 2)
     oversized = rng.integers(-128, 128, (1024, 32), dtype=np.int8)  # 32 KiB: never resident, still right
     a_big = rng.integers(-128, 128, (1, 1024), dtype=np.int8)
