@@ -40,6 +40,8 @@ const int32_t kRoundBits = 0x4b400000;   // its bit pattern
 
 const int64_t kParallel = int64_t(1) << 15;
 const int kRows = 4;  // rows of A per pass over B in pynqtorch_gemm_rows
+// Rows per strip (per parallel work item) of pynqtorch_dequantize_into's transposed write.
+const int64_t kStripRows = 64;
 
 enum Status { kOk = 0, kNonFinite = 1, kTiny = 2, kNotTaken = 3 };
 
@@ -832,9 +834,69 @@ PYNQTORCH_CLONES int pynqtorch_im2col_quantize_runs(const float* x, const int64_
   return status;
 }
 
+namespace {
+
+// dst[j * sd + i] = r[i][j] for an 8 x 8 block.
+__attribute__((always_inline)) inline void store_transposed8(const F8* r, float* dst, int64_t sd) {
+  typedef int32_t Idx __attribute__((vector_size(32)));
+  const Idx lo{0, 8, 1, 9, 4, 12, 5, 13}, hi{2, 10, 3, 11, 6, 14, 7, 15};
+  const Idx lo2{0, 1, 8, 9, 4, 5, 12, 13}, hi2{2, 3, 10, 11, 6, 7, 14, 15};
+  const Idx lo4{0, 1, 2, 3, 8, 9, 10, 11}, hi4{4, 5, 6, 7, 12, 13, 14, 15};
+  F8 t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = __builtin_shuffle(r[i], r[i + 1], lo);
+    t[i + 1] = __builtin_shuffle(r[i], r[i + 1], hi);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = __builtin_shuffle(t[i], t[i + 2], lo2);
+    u[i + 1] = __builtin_shuffle(t[i], t[i + 2], hi2);
+    u[i + 2] = __builtin_shuffle(t[i + 1], t[i + 3], lo2);
+    u[i + 3] = __builtin_shuffle(t[i + 1], t[i + 3], hi2);
+  }
+  for (int j = 0; j < 4; ++j) {
+    const F8 c0 = __builtin_shuffle(u[j], u[j + 4], lo4), c1 = __builtin_shuffle(u[j], u[j + 4], hi4);
+    std::memcpy(dst + j * sd, &c0, sizeof c0);
+    std::memcpy(dst + (j + 4) * sd, &c1, sizeof c1);
+  }
+}
+
+// pynqtorch_dequantize_into for rows [i0, i1) of one batch entry whose rows are adjacent in out (out[i + j * soj]):
+// 8 x 8 blocks dequantized as rows of acc, then transposed; the edges element by element.
+__attribute__((always_inline)) inline void dequantize_transposed(const int32_t* acc, int64_t n, const float* sa,
+                                                                 int64_t sai, const float* sb, int64_t sbj,
+                                                                 const float* bias, float* out, int64_t soj,
+                                                                 int64_t i0, int64_t i1) {
+  const int64_t i8 = i0 + (i1 - i0) / 8 * 8, j8 = n / 8 * 8;
+  for (int64_t j = 0; j < j8; j += 8) {
+    F8 s, bv = F8{};
+    for (int l = 0; l < 8; ++l) s[l] = sb[(j + l) * sbj];
+    if (bias != nullptr) load8(bv, bias + j);
+    for (int64_t i = i0; i < i8; i += 8) {
+      F8 r[8];
+      for (int l = 0; l < 8; ++l) {
+        I8 v;
+        std::memcpy(&v, acc + (i + l) * n + j, sizeof v);
+        r[l] = (__builtin_convertvector(v, F8) * sa[(i + l) * sai]) * s;
+        if (bias != nullptr) r[l] = r[l] + bv;
+      }
+      store_transposed8(r, out + i + j * soj, soj);
+    }
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    const float s = sb[j * sbj];
+    for (int64_t i = j < j8 ? i8 : i0; i < i1; ++i) {
+      const float v = (static_cast<float>(acc[i * n + j]) * sa[i * sai]) * s;
+      out[i + j * soj] = bias == nullptr ? v : v + bias[j];
+    }
+  }
+}
+
+}  // namespace
+
 // out[b, i, j] = ((float) acc[b, i, j] * sa[b * sab + i * sai]) * sb[b * sbb + j * sbj] for a contiguous acc
 // [nb, m, n]; a zero stride broadcasts a scale (0-dim scales have every stride 0). out[b, i, j] is at
-// out[b * sob + i * soi + j * soj] (any layout, e.g. a convolution's channels-first result); if bias is not null,
+// out[b * sob + i * soi + j * soj] (any layout, e.g. a convolution's channels-first result, written in transposed
+// 8 x 8 blocks when rows are adjacent: soi == 1); if bias is not null,
 // bias[j] is added as a separate float32 rounding (torch's add of the dequantized product and the bias).
 // Returns 1 without writing when float32 could overflow where the result is finite: the guard of
 // engine.quant.Scheme.dequantize, (2**31 - 1) * max(sa) * max(1, max(sb)) >= FLT_MAX in float64, evaluated in the
@@ -854,7 +916,20 @@ PYNQTORCH_CLONES int pynqtorch_dequantize_into(const int32_t* acc, int64_t nb, i
     }
   }
   if (overflow_risk(sa_max, sb_max)) return 1;
-#pragma omp parallel for collapse(2) if (nb * m * n >= kParallel)
+  const bool par = nb * m * n >= kParallel;
+  if (soi == 1 && soj != 1) {  // rows adjacent in out (a channels-first result): transposed in strips of rows
+    const int64_t strips = (m + kStripRows - 1) / kStripRows;
+#pragma omp parallel for collapse(2) if (par)
+    for (int64_t b = 0; b < nb; ++b) {
+      for (int64_t t = 0; t < strips; ++t) {
+        const int64_t i0 = t * kStripRows, i1 = m - i0 < kStripRows ? m : i0 + kStripRows;
+        dequantize_transposed(acc + b * m * n, n, sa + b * sab, sai, sb + b * sbb, sbj, bias, out + b * sob, soj, i0,
+                              i1);
+      }
+    }
+    return 0;
+  }
+#pragma omp parallel for collapse(2) if (par)
   for (int64_t b = 0; b < nb; ++b) {
     for (int64_t i = 0; i < m; ++i) {  // (b, i) counted, not divided out of a line number: short rows are common
       const float* sbr = sb + b * sbb;
