@@ -322,3 +322,75 @@ def test_factories_refuse_devices_beyond_zynq0_on_both_paths(native_on: bool) ->
     with pytest.raises(RuntimeError, match="zynq:5 does not exist"):
         torch.tril_indices(3, 3, device="zynq:5")
     assert torch.tril_indices(3, 3, device="zynq:0").device == torch.device("zynq", 0)
+
+
+# Accelerated ops (the ops layer's Python kernels) whose fresh CPU results are wrapped natively while the native
+# fallback serves (`storage.adopt_result`).
+ACCELERATED: dict[str, Callable[[dict[str, torch.Tensor]], object]] = {
+    "linear": lambda t: torch.nn.functional.linear(t["x"], t["x"][:3], t["w"][:3]),
+    "mm_transposed": lambda t: t["x"].t() @ t["y"],
+    "conv2d": lambda t: torch.nn.functional.conv2d(t["x"].view(1, 2, 3, 4), t["x"][:3, :2].reshape(3, 2, 1, 1)),
+    "inference_linear": lambda t: _inference(lambda: torch.nn.functional.linear(t["x"], t["y"])),
+    "addmm_out": lambda t: torch.addmm(t["w"][:4], t["x"], t["y"].t(), out=torch.empty(0, device="zynq")),
+    "linear_backward": lambda t: _linear_grad(t["x"], t["y"]),
+}
+
+
+def _linear_grad(x: torch.Tensor, w: torch.Tensor) -> list[torch.Tensor]:
+    x = x.detach().requires_grad_()
+    y = torch.nn.functional.linear(x, w)
+    y.sum().backward()
+    return [y.detach(), x.grad]
+
+
+@pytest.mark.parametrize("name", sorted(ACCELERATED))
+def test_accelerated_results_are_wrapped_alike_on_both_paths(name: str) -> None:
+    """Values (bit for bit), geometry, inference bit and report counts of accelerated ops' results are the same
+    whether the native runtime or the Python host allocator wraps them."""
+    def run() -> tuple[object, dict, tuple[int, int]]:
+        pynqtorch.reset_report()
+        pynqtorch.engine.reset_stats()
+        out = _describe(_run(ACCELERATED[name], ins := _inputs()), ins)
+        rep = pynqtorch.report()
+        units = rep.engine["units"].values()  # the units take calls in turn: totals
+        return out, {k: v.calls for k, v in rep.accelerated.items()}, (
+            sum(s["calls"] for s in units), sum(s["tiles"] for s in units))
+
+    native_run = run()
+    native.fallback_enabled(False)
+    python_run = run()
+    assert native_run == python_run
+    assert native_run[1], "no accelerated op ran"
+
+
+@pytest.mark.parametrize("native_on", [True, False])
+def test_adopted_results_resolve_conj_and_neg_bits(native_on: bool) -> None:
+    native.fallback_enabled(native_on)
+    c = torch.randn(3, dtype=torch.complex64)
+    z = pynqtorch.device.storage.adopt_result(c.conj())
+    assert z.device.type == "zynq" and not z.is_conj() and torch.equal(z.cpu(), c.conj().resolve_conj())
+    r = torch.randn(4)
+    z = pynqtorch.device.storage.adopt_result(torch._neg_view(r))
+    assert not z.is_neg() and torch.equal(z.cpu(), -r)
+
+
+def test_accelerated_results_are_adopted_natively_and_accounted_until_freed() -> None:
+    """While the native fallback serves, an accelerated op's result is wrapped in C++: its memory is counted with the
+    native fallback's (not by the Python allocator), in `torch.zynq.memory_allocated()`, until freed; its storage
+    works from Python (CPU views, in-place writes, a following accelerated op)."""
+    x, w = torch.randn(16, 32).to("zynq"), torch.randn(24, 32).to("zynq")
+    memory = native._NativeMemory()
+    count, before, storages = pynqtorch.device.get_allocator()._count, torch.zynq.memory_allocated(), \
+        memory.stats()[1]
+    y = torch.nn.functional.linear(x, w)
+    assert pynqtorch.report().accelerated["aten::mm"].calls >= 1
+    assert pynqtorch.device.get_allocator()._count == count and memory.stats()[1] == storages + 1
+    assert torch.zynq.memory_allocated() == before + 16 * 24 * 4
+    assert torch.zynq.max_memory_allocated() >= before + 16 * 24 * 4
+    first = y.cpu()
+    y.mul_(2)
+    assert torch.equal(y.cpu(), first * 2)
+    z = y @ w[:, :24]
+    assert torch.equal(z.cpu(), (y.cpu().to("zynq") @ w[:, :24]).cpu())
+    del y, z
+    assert torch.zynq.memory_allocated() == before and memory.stats()[1] == storages

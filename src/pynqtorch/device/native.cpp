@@ -326,6 +326,16 @@ at::Tensor cpu_view(const at::Tensor& t) {
   return make_tensor(std::move(cpu), c10::DispatchKey::CPU, t);
 }
 
+// A zynq tensor on device `index` holding `r`, a fresh dense CPU result nobody else holds: its storage is taken over
+// (not copied, accounted as adopted memory), conj/neg bits resolved first; built in the current inference mode.
+at::Tensor adopt(const at::Tensor& r, c10::DeviceIndex index) {
+  at::Tensor fresh = r.is_conj() || r.is_neg() ? r.resolve_conj().resolve_neg() : r;
+  c10::Storage cpu = fresh.storage();
+  size_t nbytes = cpu.nbytes();
+  c10::Storage zynq(c10::Storage::use_byte_size_t(), nbytes, adopt_data(std::move(cpu), index), nullptr, false);
+  return make_tensor(std::move(zynq), c10::DispatchKey::PrivateUse1, fresh);
+}
+
 void check_device(const std::optional<c10::Device>& device);  // below: tensors live on zynq:0
 
 // One call: zynq arguments become CPU views, results become zynq tensors (`fallback.py: _Unwrapper`).
@@ -400,11 +410,7 @@ class Call {
         return make_tensor(z.storage(), c10::DispatchKey::PrivateUse1, r);
       }
     }
-    at::Tensor fresh = r.is_conj() || r.is_neg() ? r.resolve_conj().resolve_neg() : r;
-    c10::Storage cpu = fresh.storage();
-    size_t nbytes = cpu.nbytes();
-    c10::Storage zynq(c10::Storage::use_byte_size_t(), nbytes, adopt_data(std::move(cpu), index_), nullptr, false);
-    return make_tensor(std::move(zynq), c10::DispatchKey::PrivateUse1, fresh);
+    return adopt(r, index_);
   }
 
   const std::string& name_;
@@ -505,7 +511,18 @@ at::Tensor host_bytes(int64_t ptr, int64_t nbytes) {
   return at::Tensor(std::move(impl));
 }
 
-TORCH_LIBRARY(pynqtorch_host, m) { m.def("host_bytes(int ptr, int nbytes) -> Tensor", &host_bytes); }
+// `storage.adopt_result` in C++ (the ops layer's fresh CPU results as zynq tensors), used while the native fallback
+// serves: a dense CPU tensor on zynq:0, as the native fallback wraps its results.
+at::Tensor adopt_result(const at::Tensor& r) {
+  TORCH_CHECK(r.device().is_cpu() && r.layout() == c10::kStrided && !r.is_nested(),
+              "adopt_result takes a dense CPU tensor, got a ", layout_name(r.layout()), " tensor on ", r.device());
+  return adopt(r, 0);
+}
+
+TORCH_LIBRARY(pynqtorch_host, m) {
+  m.def("host_bytes(int ptr, int nbytes) -> Tensor", &host_bytes);
+  m.def("adopt_result(Tensor r) -> Tensor", &adopt_result);
+}
 
 // sdpa's backend choice for zynq tensors: the PrivateUse1 kernel of `aten::_fused_sdp_choice`, called
 // directly (a redispatch, so fake tensors whose meta kernel asks this stub do not come back here).

@@ -29,7 +29,7 @@ import torch
 import torch.utils.cpp_extension as cpp
 
 from ..buildcache import BuildError, cached_build
-from . import allocator, fallback, report
+from . import allocator, fallback, report, storage
 from .allocator import get_allocator
 
 log = logging.getLogger(__name__)
@@ -147,6 +147,7 @@ def sync() -> None:
         _ids.setdefault(name, len(_ids))
     if want == _registered:
         return
+    storage.native_adopt(None)
     if not want:
         _lib.pynqtorch_fallback_disable()
         _registered.clear()
@@ -160,6 +161,8 @@ def sync() -> None:
         _registered.clear()
         return
     _registered[:] = want
+    # The ops layer's results are wrapped as the native fallback wraps its own (same memory accounting).
+    storage.native_adopt(torch.ops.pynqtorch_host.adopt_result.default)
 
 
 def fallback_enabled(enabled: bool | None = None) -> bool:

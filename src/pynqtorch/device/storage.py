@@ -14,7 +14,7 @@ CPU tensor over the storage's own memory (`_attach`).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -199,9 +199,23 @@ def _bytes_of(st: torch.UntypedStorage) -> torch.Tensor:
     return torch.empty(0, dtype=torch.uint8).set_(st)
 
 
+# `adopt_result` in C++ (``pynqtorch_host::adopt_result``), while the native fallback serves (`native.sync`).
+_native_adopt: list[Callable[[torch.Tensor], torch.Tensor] | None] = [None]
+
+
+def native_adopt(fn: Callable[[torch.Tensor], torch.Tensor] | None) -> None:
+    """Let `adopt_result` run `fn` (the native runtime's form, which accounts the memory as the native fallback's
+    results; None: the Python host allocator adopts every result)."""
+    _native_adopt[0] = fn
+
+
 def adopt_result(x: torch.Tensor) -> torch.Tensor:
-    """A new zynq tensor holding `x`, a fresh CPU result nobody else holds: its memory is taken over, not copied,
-    and `x` itself becomes the storage's CPU-view base, so the tensor's first use builds none."""
+    """A new zynq tensor holding `x`, a fresh CPU result nobody else holds: its memory is taken over, not copied.
+    In Python `x` itself becomes the storage's CPU-view base, so the tensor's first use builds none; natively
+    (`native_adopt`) it is made as the native fallback makes its results."""
+    fn = _native_adopt[0]
+    if fn is not None:
+        return fn(x)
     if x.is_conj() or x.is_neg():
         x = x.resolve_conj().resolve_neg()
     return new_tensor(x.size(), x.stride(), x.dtype, base=x)

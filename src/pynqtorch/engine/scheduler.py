@@ -285,14 +285,16 @@ class Scheduler:
         """Account `calls` calls of `batch` ``[m, k] @ [k, n]`` products each (a call of several products as `_stack`
         counts a stack) that the engine computed itself in `seconds` (units with `exact`), one call each of the next
         units in turn; `counters` (including ``kernel_calls: calls``) are added to the statistics."""
-        per_unit = collections.Counter(next(self._next_unit) % len(self.units) for _ in range(calls))
-        STATS.record({"run": seconds, "schedule_wall": seconds}, counters)
-        for u, c in per_unit.items():
+        units = len(self.units)
+        per_unit = (((next(self._next_unit) % units, 1),) if calls == 1
+                    else collections.Counter(next(self._next_unit) % units for _ in range(calls)).items())
+        phases = {"run": seconds, "schedule_wall": seconds}
+        for u, c in per_unit:
             unit = self.units[u]
-            for _ in range(c):
-                unit.counted()
+            unit.counted(c)
             tiles, padded = self._volume(c * batch, m, n, k)
-            STATS.record({}, {}, (unit.name, c, tiles, padded * c, seconds * c / calls))
+            STATS.record(phases, counters, (unit.name, c, tiles, padded * c, seconds * c / calls))
+            phases = counters = {}  # once, with the first unit
 
     def _work(self, job: _Job, u: int) -> None:
         unit: ComputeUnit = self.units[u]

@@ -45,10 +45,10 @@ _SIGNATURES = {
     "pynqtorch_im2col_quantize_runs": ([_ptr, ctypes.POINTER(_i64), _f32, _ptr, _ptr], ctypes.c_int),
     "pynqtorch_dequantize_into": ([_ptr, _i64, _i64, _i64, _ptr, _i64, _i64, _ptr, _i64, _i64, _ptr, _ptr, _i64, _i64,
                                    _i64], ctypes.c_int),
-    "pynqtorch_gemm_rows": ([_ptr, _i64, _i64, _i64, ctypes.c_int, _f32, _ptr, _i64, _ptr, _i64, _ptr, _ptr, _i64, _ptr,
+    "pynqtorch_gemm_rows": ([_ptr, _i64, _i64, _i64, ctypes.c_int, _f32, _ptr, _i64, _i64, _ptr, _i64, _ptr, _ptr, _i64,
                              _ptr], ctypes.c_int),
     "pynqtorch_rnn_vnni": ([], ctypes.c_int),
-    "pynqtorch_rnn_steps": ([ctypes.c_int, _i64, _i64, ctypes.c_int, _f32, _ptr, _ptr, _ptr, _i64, _i64, _ptr, _i64,
+    "pynqtorch_rnn_steps": ([ctypes.c_int, _i64, _i64, ctypes.c_int, _f32, _ptr, _i64, _ptr, _ptr, _i64, _i64, _ptr, _i64,
                              _ptr, _ptr, _i64, _ptr, _ptr, _ptr, _i64, _ptr, ctypes.POINTER(ctypes.c_int)], _i64),
     "pynqtorch_rnn_cell": ([ctypes.c_int, _i64, _i64, _ptr, _ptr, _ptr, _ptr, _ptr], None),
     "pynqtorch_depthwise_conv": ([_ptr, ctypes.POINTER(_i64), _i64, _f32, _ptr, _ptr, _i64, _ptr, _ptr,
@@ -220,7 +220,8 @@ def dequantize(acc: torch.Tensor, sa: torch.Tensor, sb: torch.Tensor, out: torch
 class RowsGemm:
     """Small float GEMMs against one quantized weight in one native pass each (``pynqtorch_gemm_rows``), and the
     steps of a recurrent layer in one native pass (`steps`): `b` holds the weight's int8 values as float32 ``[K, N]``,
-    `sb` its float32 scales (N of them, or one); the weight's checks and pointers are taken once, here. The caller
+    `sb` its float32 scales (N of them, or one); the weight's checks and pointers are taken once, here, and its rows
+    padded with zero columns to a multiple of 16 (the product computes whole vector blocks of columns). The caller
     guarantees ``K * qmax * max|b| <= 2**24``: the product's float32 sums are then the exact integer product. On CPUs
     with AVX-512 VNNI the steps compute that product with integer dot products (the same integers; `vnni=False`
     keeps the float sums)."""
@@ -231,9 +232,11 @@ class RowsGemm:
             raise ValueError("RowsGemm needs the native library, a contiguous float32 [K, N] weight and 1 or N "
                              "contiguous float32 scales")
         self._fn, self._steps = lib.pynqtorch_gemm_rows, lib.pynqtorch_rnn_steps
-        self._b, self._sb = b, sb  # kept alive for the pointers below
         self.k, self.n = b.shape
-        self._fixed = (int(per_line), float(qmax), b.data_ptr(), self.n, sb.data_ptr(), int(sb.numel() > 1))
+        padded = torch.nn.functional.pad(b, (0, -self.n % 16))
+        self._b, self._sb = padded, sb  # kept alive for the pointers below
+        self._fixed = (int(per_line), float(qmax), padded.data_ptr(), padded.shape[1], self.n, sb.data_ptr(),
+                       int(sb.numel() > 1))
         self._packed: tuple[torch.Tensor, torch.Tensor] | None = None
         if vnni and lib.pynqtorch_rnn_vnni() and self.k * 255 * 127 < 1 << 31:
             self._packed = _pack_vnni(b.to(torch.int8))
@@ -255,10 +258,8 @@ class RowsGemm:
                     add.dtype != torch.float32 or add.shape != (m, self.n) or add.stride(1) != 1))):
             return None
         out = torch.empty((m, self.n), dtype=torch.float32)
-        work = torch.empty(m * k + m, dtype=torch.float32)
         st = self._fn(a.data_ptr(), m, k, a.stride(0), *self._fixed, None if bias is None else bias.data_ptr(),
-                      None if add is None else add.data_ptr(), 0 if add is None else add.stride(0), out.data_ptr(),
-                      work.data_ptr())
+                      None if add is None else add.data_ptr(), 0 if add is None else add.stride(0), out.data_ptr())
         return out if st == 0 else None
 
     def steps(self, gru: bool, gx: torch.Tensor, out: torch.Tensor, first: int, count: int, step: int,
@@ -283,8 +284,8 @@ class RowsGemm:
         bv, bsum = self._packed if self._packed is not None else (None, None)
         work = torch.empty(m * (n + hid + 5), dtype=torch.float32)
         status = ctypes.c_int(0)
-        per_row, qmax, b, _, sb, sbj = self._fixed
-        return self._steps(int(gru), count, m, per_row, qmax, b, None if bv is None else bv.data_ptr(),
+        per_row, qmax, b, ldb, _, sb, sbj = self._fixed
+        return self._steps(int(gru), count, m, per_row, qmax, b, ldb, None if bv is None else bv.data_ptr(),
                            None if bsum is None else bsum.data_ptr(), hid, n, sb, sbj,
                            None if bias is None else bias.data_ptr(), gx.data_ptr() + first * gx.stride(0) * 4,
                            step * gx.stride(0), h0.data_ptr(), None if c is None else c.data_ptr(),

@@ -104,34 +104,38 @@ inline void quantize_row_cols(const float* x, int64_t n, const float* inv, int8_
   for (int64_t i = 0; i < n; ++i) q[i] = round_to_int8(x[i] * inv[i]);
 }
 
-// out[r, j] = sum_t qa[r, t] * b[t, j] for R rows of qa ([R, k]) and b [k, n], float32 holding int8 values, in
-// float32: exact under pynqtorch_gemm_rows's bound. Columns go in blocks of 16 held in vector registers (GCC vector
-// extensions: AVX2 registers in the AVX2 clone, pairs of SSE or NEON registers elsewhere), each B row read once
-// for all R rows.
+// out[r, j] = sum_t qa[r, t] * b[t, j] for R rows of qa ([R, k]) and b [k, n] (rows ldb >= n floats apart), float32
+// holding int8 values, in float32: exact under pynqtorch_gemm_rows's bound. Columns go in blocks of 16 held in vector
+// registers (GCC vector extensions: AVX2 registers in the AVX2 clone, pairs of SSE or NEON registers elsewhere), each
+// B row read once for all R rows; a last block of fewer than 16 columns too when the rows of b are padded to it (ldb),
+// else column by column.
 typedef float F8 __attribute__((vector_size(32)));
 
 __attribute__((always_inline)) inline void load8(F8& v, const float* p) { std::memcpy(&v, p, sizeof v); }
 
 template <int R>
-__attribute__((always_inline)) inline void product_rows(const float* qa, int64_t k, const float* b, int64_t n,
-                                                        float* out) {
+__attribute__((always_inline)) inline void product_rows(const float* qa, int64_t k, const float* b, int64_t ldb,
+                                                        int64_t n, float* out) {
   int64_t j0 = 0;
-  for (; j0 + 16 <= n; j0 += 16) {
+  for (; j0 < n && j0 + 16 <= ldb; j0 += 16) {
     F8 lo[R], hi[R];
     for (int r = 0; r < R; ++r) lo[r] = hi[r] = F8{};
     for (int64_t t = 0; t < k; ++t) {
       F8 b0, b1;
-      load8(b0, b + t * n + j0);
-      load8(b1, b + t * n + j0 + 8);
+      load8(b0, b + t * ldb + j0);
+      load8(b1, b + t * ldb + j0 + 8);
       for (int r = 0; r < R; ++r) {
         const F8 q = F8{} + qa[r * k + t];
         lo[r] += q * b0;
         hi[r] += q * b1;
       }
     }
+    const int64_t w = n - j0 < 16 ? n - j0 : 16;
     for (int r = 0; r < R; ++r) {
-      std::memcpy(out + r * n + j0, &lo[r], sizeof(F8));
-      std::memcpy(out + r * n + j0 + 8, &hi[r], sizeof(F8));
+      float part[16];
+      std::memcpy(part, &lo[r], sizeof(F8));
+      std::memcpy(part + 8, &hi[r], sizeof(F8));
+      std::memcpy(out + r * n + j0, part, static_cast<size_t>(w) * sizeof(float));
     }
   }
   for (int r = 0; r < R && j0 < n; ++r) {
@@ -139,7 +143,7 @@ __attribute__((always_inline)) inline void product_rows(const float* qa, int64_t
     for (int64_t j = j0; j < n; ++j) dst[j] = 0.0f;
     for (int64_t t = 0; t < k; ++t) {
       const float q = qa[r * k + t];
-      for (int64_t j = j0; j < n; ++j) dst[j] += q * b[t * n + j];
+      for (int64_t j = j0; j < n; ++j) dst[j] += q * b[t * ldb + j];
     }
   }
 }
@@ -964,10 +968,10 @@ namespace {
 // sbj = 0), and optionally, on CPUs with AVX-512 VNNI, the same values packed for vpdpbusd (bv: [ceil(n/16)]
 // [ceil(k/4)][16][4] int8, zero beyond k and n) with bsum = 128 * the column sums (int32, padded to ceil(n/16) * 16).
 struct RowsWeight {
-  const float* bf;
+  const float* bf;  // rows ldb floats apart
   const int8_t* bv;
   const int32_t* bsum;
-  int64_t k, n;
+  int64_t k, n, ldb;
   const float* sb;
   int64_t sbj;
 };
@@ -1027,10 +1031,10 @@ PYNQTORCH_INLINE void rows_product(const float* qa, const uint8_t* ua, int64_t m
     }
 #endif
     switch (rows) {
-      case 1: product_rows<1>(qa + i0 * k, k, w.bf, n, out + i0 * n); break;
-      case 2: product_rows<2>(qa + i0 * k, k, w.bf, n, out + i0 * n); break;
-      case 3: product_rows<3>(qa + i0 * k, k, w.bf, n, out + i0 * n); break;
-      default: product_rows<kRows>(qa + i0 * k, k, w.bf, n, out + i0 * n); break;
+      case 1: product_rows<1>(qa + i0 * k, k, w.bf, w.ldb, n, out + i0 * n); break;
+      case 2: product_rows<2>(qa + i0 * k, k, w.bf, w.ldb, n, out + i0 * n); break;
+      case 3: product_rows<3>(qa + i0 * k, k, w.bf, w.ldb, n, out + i0 * n); break;
+      default: product_rows<kRows>(qa + i0 * k, k, w.bf, w.ldb, n, out + i0 * n); break;
     }
   }
   (void)ua;
@@ -1211,15 +1215,17 @@ extern "C" {
 // _tensor give it, multiplied by the quantized weight b (float32 [k, n], contiguous, holding its int8 values) with
 // float sums, exact because
 // the caller guarantees k * qmax * max|b| <= 2**24 (every partial sum is an integer float32 holds, in any order),
-// and dequantized as pynqtorch_dequantize_into gives it (sb: n scales, or one with sbj = 0).
+// and dequantized as pynqtorch_dequantize_into gives it (sb: n scales, or one with sbj = 0); b's rows are ldb >= n
+// floats apart (padded with zero columns to a multiple of 16, the product's last block of columns is vectors too).
 // Then, optionally, out += bias (n floats) and out += add ([m, n], rows at element stride sadd), each a separate
-// float32 rounding as torch's add_. work holds m * k + m floats. Returns the quantization's status, or 1 when the
-// dequantization guard trips (nothing useful is written then: the caller takes the general path).
+// float32 rounding as torch's add_. Returns the quantization's status, or 1 when the dequantization guard trips
+// (nothing useful is written then: the caller takes the general path).
 PYNQTORCH_CLONES int pynqtorch_gemm_rows(const float* a, int64_t m, int64_t k, int64_t sr, int per_row, float qmax,
-                                         const float* b, int64_t n, const float* sb, int64_t sbj, const float* bias,
-                                         const float* add, int64_t sadd, float* out, float* work) {
-  const RowsWeight w{b, nullptr, nullptr, k, n, sb, sbj};
-  return rows_pass(a, m, sr, per_row, qmax, w, bias, add, sadd, out, work);
+                                         const float* b, int64_t ldb, int64_t n, const float* sb, int64_t sbj,
+                                         const float* bias, const float* add, int64_t sadd, float* out) {
+  const RowsWeight w{b, nullptr, nullptr, k, n, ldb, sb, sbj};
+  std::vector<float> work(static_cast<size_t>(m * k + m));
+  return rows_pass(a, m, sr, per_row, qmax, w, bias, add, sadd, out, work.data());
 }
 
 // Whether this CPU runs the AVX-512 VNNI product of the recurrent steps (then pynqtorch_rnn_steps takes a packed
@@ -1238,15 +1244,16 @@ int pynqtorch_rnn_vnni() {
 // k, n = 4 * hid (LSTM, gru = 0) or 3 * hid (GRU). Step s reads its input projection gx + s * sgx ([m, n], b_ih added)
 // and the previous hidden state (h0 for s = 0, else step s - 1's output; rows of hid floats), and writes its hidden
 // state to out + s * sout ([m, hid]); the strides may be negative (a reverse direction). The LSTM's cell state c
-// ([m, hid]) is updated in place. The product: bv/bsum (VNNI, when not null) or bf, as RowsWeight. work holds
+// ([m, hid]) is updated in place. The product: bv/bsum (VNNI, when not null) or bf (rows ldb floats apart), as
+// RowsWeight. work holds
 // m * (n + k + 5) floats. Returns the number of steps done; when below `steps`, *status is the rows pass's status
 // for the next step (nothing of it written: the caller computes it another way and resumes).
 PYNQTORCH_CLONES int64_t pynqtorch_rnn_steps(int gru, int64_t steps, int64_t m, int per_row, float qmax,
-                                             const float* bf, const int8_t* bv, const int32_t* bsum, int64_t k,
-                                             int64_t n, const float* sb, int64_t sbj, const float* bias,
+                                             const float* bf, int64_t ldb, const int8_t* bv, const int32_t* bsum,
+                                             int64_t k, int64_t n, const float* sb, int64_t sbj, const float* bias,
                                              const float* gx, int64_t sgx, const float* h0, float* c, float* out,
                                              int64_t sout, float* work, int* status) {
-  const RowsWeight w{bf, bv, bsum, k, n, sb, sbj};
+  const RowsWeight w{bf, bv, bsum, k, n, ldb, sb, sbj};
   float* gates = work;
   for (int64_t s = 0; s < steps; ++s) {
     const float* h = s == 0 ? h0 : out + (s - 1) * sout;

@@ -217,10 +217,10 @@ class ComputeUnit(abc.ABC):
             self.calls += 1
             return self._run(a, b)
 
-    def counted(self) -> None:
-        """Count one call computed for this unit elsewhere (units with `exact` only)."""
+    def counted(self, calls: int = 1) -> None:
+        """Count `calls` calls computed for this unit elsewhere (units with `exact` only)."""
         with self._lock:
-            self.calls += 1
+            self.calls += calls
 
     def run_stack(self, a: torch.Tensor, b: torch.Tensor, calls: int = 1) -> torch.Tensor:
         """The calls ``a[i] @ b[i]`` of int8 stacks ``[B, m, k]`` and ``[B, k, n]`` as one unit invocation, counted
