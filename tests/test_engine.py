@@ -663,3 +663,18 @@ def test_small_products_of_cached_weights_are_one_native_pass_with_the_units_res
         wi = w.clone()
         assert torch.equal(engine.gemm(rows["two"], wi.t(), weight=True, config=config), results["units"][0])
     assert engine.stats()["counters"].get("host_gemms", 0) == 0
+
+
+@pytest.mark.parametrize("n", [1, 10, 16, 20, 33])
+def test_native_rows_pass_equals_the_units_product_for_any_column_count(n: int, fresh_target: None) -> None:
+    """The one-pass native product (its weight padded to whole vector blocks of 16 columns) gives the units' own
+    product bit for bit, bias added, whatever the column count."""
+    g = torch.Generator().manual_seed(n)
+    w, bias, a = torch.randn(n, 84, generator=g), torch.randn(n, generator=g), torch.randn(32, 84, generator=g)
+    results = {}
+    for label, kwargs in (("host", {}), ("units", {"large_calls": False})):
+        registry.use("ref", kernel="gemm_i8_packed", **kwargs)
+        engine.reset_stats()
+        results[label] = engine.bind(w.t(), owner=w, version=0)(a, bias)
+        assert engine.stats()["counters"].get("host_gemms", 0) == (label == "host")
+    assert torch.equal(results["host"], results["units"])

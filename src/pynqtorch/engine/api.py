@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-import weakref
 from collections.abc import Hashable
 
 import torch
@@ -105,7 +104,8 @@ def gemm(a: torch.Tensor | Patches, b: torch.Tensor, *, weight: bool | Quantized
     if bias is not None or out is not None:
         raise ValueError("engine.gemm takes bias= and out= with a convolution's Patches only")
     batched = _check(a, b)
-    a, b = a.resolve_neg(), b.resolve_neg()  # views with the negative bit set (no-op otherwise)
+    if a.is_neg() or b.is_neg():  # views with the negative bit set
+        a, b = a.resolve_neg(), b.resolve_neg()
     k, n = b.shape[-2], b.shape[-1]
     if batched:
         a3, b3, shape = a, b, None
@@ -294,18 +294,26 @@ def _fast_float(s: Scheduler, a3: torch.Tensor | Patches, b3: torch.Tensor, qw: 
 
 
 def _host_rows(s: Scheduler, qw: QuantizedWeight, per_line: bool) -> hostops.RowsGemm | None:
-    """The one-pass native form (`hostops.RowsGemm`, `_rows_gemm`) of prepared weight `qw` (one limb, ``[1, K, N]``)
+    """The one-pass native form (`hostops.RowsGemm`) of prepared weight `qw` (one limb, ``[1, K, N]``) on `s`'s units
     for activations quantized per row (`per_line`) or per tensor; None where it is not the golden model's product:
     units that are not `exact`, a weight past `HOST_VOLUME` or one call's K, or sums that float32 could not hold
     exactly (every partial sum must be an integer below 2**24, and the golden model's sum is the exact one while it
-    fits the accumulator: one call, nothing wraps or saturates)."""
+    fits the accumulator: one call, nothing wraps or saturates). Decided and made once per scheduler, weight and
+    activation quantization (`Scheduler.derived`: an entry dies with its weight's cache entry)."""
+    try:
+        return s.derived[qw][per_line]
+    except KeyError:
+        pass
     bo = qw.operand
     _, k, n = bo.stacked.shape
-    if not (s.exact and k * n <= HOST_VOLUME and k <= s.active.limits.k and qw.scale.numel() in (1, n)
+    rows = None
+    if (s.exact and k * n <= HOST_VOLUME and k <= s.active.limits.k and qw.scale.numel() in (1, n)
             and k * s.qmax * bo.bound <= min(1 << 24, (1 << (s.active.desc.arith.acc_bits - 1)) - 1)
             and hostops.library() is not None):
-        return None
-    return _rows_gemm(qw, per_line, s.qmax)
+        rows = hostops.RowsGemm(bo.stacked[0].float(), qw.scale.reshape(-1).contiguous(), per_line, s.qmax)
+    with _ROWS_LOCK:
+        s.derived.setdefault(qw, {})[per_line] = rows
+    return rows
 
 
 class BoundGemm:
@@ -389,21 +397,7 @@ class BoundGemm:
         return _added(c, bias, add)
 
 
-# The native rows pass of each prepared weight (its float and packed copies), made once per weight and activation
-# quantization; an entry dies with its weight's cache entry.
-_ROWS: weakref.WeakKeyDictionary[QuantizedWeight, dict[tuple[bool, int], hostops.RowsGemm]] = \
-    weakref.WeakKeyDictionary()
-_ROWS_LOCK = threading.Lock()
-
-
-def _rows_gemm(qw: QuantizedWeight, per_line: bool, qmax: int) -> hostops.RowsGemm:
-    with _ROWS_LOCK:
-        entries = _ROWS.setdefault(qw, {})
-        rows = entries.get((per_line, qmax))
-        if rows is None:
-            rows = entries[per_line, qmax] = hostops.RowsGemm(qw.operand.stacked[0].float(),
-                                                              qw.scale.reshape(-1).contiguous(), per_line, qmax)
-    return rows
+_ROWS_LOCK = threading.Lock()  # writes of `Scheduler.derived`
 
 
 def _added(c: torch.Tensor, bias: torch.Tensor | None, add: torch.Tensor | None) -> torch.Tensor:

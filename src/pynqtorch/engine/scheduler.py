@@ -20,6 +20,7 @@ import collections
 import itertools
 import threading
 import time
+import weakref
 from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
@@ -145,6 +146,8 @@ class Scheduler:
         # Digit width for exact limbs and the symmetric quantization range of this kernel.
         self.digit_bits = digit_bits(arith, active.desc.tile.k)
         self.qmax = (1 << (min(arith.operand_bits, 8) - 1)) - 1
+        # What the engine derives from a prepared weight for this target's units (its native rows pass), per weight.
+        self.derived: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

@@ -47,7 +47,7 @@ _serials = itertools.count(1)
 
 
 def geometry(t: torch.Tensor) -> tuple:
-    return (t.dtype, tuple(t.shape), tuple(t.stride()), t.storage_offset())
+    return t.dtype, t.shape, t.stride(), t.storage_offset()
 
 
 def _owner(t: torch.Tensor, owner: object | None) -> object:

@@ -23,7 +23,7 @@ import torch
 from .. import engine
 from ..device.fallback import mark_written_args, run_on_cpu
 from ..device.report import record
-from ..device.storage import adopt_result, cpu_view, is_zynq, resize
+from ..device.storage import adopt_result, cpu_view, resize
 from ._common import NotOffloadable, to_cpu, traced
 from .engine_bridge import gemm
 
@@ -140,13 +140,22 @@ _META_CACHE: dict[tuple, Any] = {}
 _META_CACHE_SIZE = 4096
 
 
+class _MixesDevices(Exception):
+    """A call with a CPU tensor of one or more dimensions among zynq ones."""
+
+
 def _geometry(v: Any) -> Any:
-    return (v.size(), v.stride(), v.dtype) if isinstance(v, torch.Tensor) else (type(v), v)
+    if isinstance(v, torch.Tensor):
+        if v.device.type != "zynq" and v.dim() > 0:
+            raise _MixesDevices
+        return v.size(), v.stride(), v.dtype
+    return type(v), v
 
 
 def _meta_result(op: torch._ops.OpOverload, args: tuple, kwargs: dict) -> Any:
     """The overload's meta kernel on meta twins of the arguments (raises what it raises), cached by the
-    arguments' geometry and scalars: PyTorch's meta formulas run as Python decompositions (~0.8 ms)."""
+    arguments' geometry and scalars: PyTorch's meta formulas run as Python decompositions (~0.8 ms).
+    `_MixesDevices` first when the call mixes devices (the meta kernel would not see it)."""
     key = (op, tuple(map(_geometry, args)),
            tuple((k, _geometry(kwargs[k])) for k in sorted(kwargs)) if kwargs else ())
     try:
@@ -162,13 +171,6 @@ def _meta_result(op: torch._ops.OpOverload, args: tuple, kwargs: dict) -> Any:
     return meta
 
 
-def _mixes_devices(args: tuple, kwargs: dict) -> bool:
-    for v in (*args, *kwargs.values()) if kwargs else args:
-        if isinstance(v, torch.Tensor) and not is_zynq(v) and v.dim() > 0:
-            return True
-    return False
-
-
 def family_kernel(op: torch._ops.OpOverload, base: str) -> Callable[..., Any]:
     """Zynq kernel of `op`, an overload of family op `base`: values from `VALUES[base]`, semantics from the
     meta kernel (dtype, shape, strides, errors), `out=` resized like CPU's, in-place writing `self`."""
@@ -181,13 +183,11 @@ def family_kernel(op: torch._ops.OpOverload, base: str) -> Callable[..., Any]:
 
     def kernel(*args: Any, **kwargs: Any) -> Any:
         t0 = time.perf_counter()
-        if _mixes_devices(args, kwargs):
-            return run_on_cpu(op, args, kwargs)  # PyTorch's device error
         try:
             meta = _meta_result(op, args, kwargs)
-        except Exception:  # noqa: BLE001 - the call is invalid: CPU raises its own error
+        except Exception:  # noqa: BLE001 - mixed devices or an invalid call: CPU raises its own error
             return run_on_cpu(op, args, kwargs)
-        fkwargs = {k: v for k, v in kwargs.items() if k not in outs}
+        fkwargs = {k: v for k, v in kwargs.items() if k not in outs} if kwargs else kwargs
         try:
             r = traced(name, values, *args, **fkwargs)
         except NotOffloadable:
