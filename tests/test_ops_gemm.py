@@ -319,3 +319,38 @@ def test_kernel_from_any_folder_runs_on_csim(tmp_path):
     finally:
         registry.reset()
     assert torch.equal(got, a @ b)
+
+
+@pytest.mark.parametrize("target_name", ["ref", "csim"])
+def test_linear_bias_added_by_the_engine_equals_the_separate_addition(target_name: str, fresh_target: None) -> None:
+    """A linear layer's bias is added by the engine (in the native pass of a small product on `ref`): bit for bit
+    the product followed by torch's addition, for small and large products, few and many columns, NaN rows and
+    weights; counted as one accelerated addmm."""
+    from pynqtorch.targets import registry
+
+    if (reason := registry.unavailable_reason(target_name)) is not None:
+        pytest.skip(f"{target_name} unavailable: {reason}")
+    registry.use(target_name)
+    g = torch.Generator().manual_seed(5)
+    for m, k, n in ((32, 84, 10), (4, 64, 96), (256, 128, 130), (3, 16, 16)):
+        x, w, b = torch.randn(m, k, generator=g), torch.randn(n, k, generator=g), torch.randn(n, generator=g)
+        x[1, 2] = float("nan") if m == 3 else x[1, 2]
+        xz, wz, bz = x.to("zynq"), w.to("zynq"), b.to("zynq")
+        pynqtorch.reset_report()
+        got = nn.functional.linear(xz, wz, bz)
+        assert accelerated_calls("aten::addmm") == 1 and not {"aten::addmm", "aten::add.Tensor", "aten::add_.Tensor"} \
+            & set(pynqtorch.report().cpu)
+        got = got.cpu()
+        want = nn.functional.linear(xz, wz).cpu().add_(b)
+        assert torch.equal(got.isnan(), want.isnan()) and torch.equal(got.nan_to_num(), want.nan_to_num()), (m, k, n)
+
+
+def test_engine_gemm_takes_a_bias_of_the_products_columns() -> None:
+    a, b = torch.randn(3, 8), torch.randn(8, 5)
+    bias = torch.randn(5)
+    assert torch.equal(engine.gemm(a, b, bias=bias), engine.gemm(a, b).add_(bias))
+    for bad in (torch.randn(3, 5), torch.randn(4), bias.double()):
+        with pytest.raises(ValueError, match=r"bias \[N\] of its dtype"):
+            engine.gemm(a, b, bias=bad)
+    with pytest.raises(ValueError, match="bias="):
+        engine.gemm(a[None], b[None], bias=bias)

@@ -134,7 +134,9 @@ def cpu_view(t: torch.Tensor) -> torch.Tensor:
     dtype = t.dtype
     base = bases.get(dtype)
     if base is None:
-        base = bases[dtype] = torch.empty(0, dtype=dtype).set_(storage_host(st).untyped_storage())
+        host = storage_host(st)
+        base = bases[dtype] = (host.view(dtype) if host.numel() % dtype.itemsize == 0
+                               else torch.empty(0, dtype=dtype).set_(host.untyped_storage()))
     out = base.as_strided(t.size(), t.stride(), t.storage_offset())
     if t.is_conj():
         out = out.conj()

@@ -94,6 +94,9 @@ def gemm(a: torch.Tensor | Patches, b: torch.Tensor, *, weight: bool | Quantized
     (a plain convolution of a float input) the result may go into `out`, ``[N, OH*OW, O]`` in any layout (a view of
     the convolution's result), with `bias` (``[O]``) added as torch adds it (a separate rounding): written in the
     dequantization's pass when the native passes take the case; `out` is returned.
+
+    A float product ``[M, K] @ [K, N]`` takes a `bias` too (``[N]``, its dtype), added as torch's ``add_`` adds it (a
+    separate rounding): in the native pass of a small product of a cached weight (`_host_rows`) when it takes it.
     """
     if (a.requires_grad or b.requires_grad) and torch.is_grad_enabled():
         with torch.no_grad():
@@ -101,8 +104,10 @@ def gemm(a: torch.Tensor | Patches, b: torch.Tensor, *, weight: bool | Quantized
                         bias=bias, out=out)
     if isinstance(a, Patches):
         return _patches_gemm(a, b, weight, owner, version, config, bias, out)
-    if bias is not None or out is not None:
-        raise ValueError("engine.gemm takes bias= and out= with a convolution's Patches only")
+    if out is not None or (bias is not None and not (a.dim() == b.dim() == 2 and a.dtype.is_floating_point
+                                                     and bias.dtype == a.dtype and bias.shape == b.shape[1:])):
+        raise ValueError("engine.gemm takes out= with a convolution's Patches only, bias= with those or a 2-D float "
+                         "product [M, K] @ [K, N] (bias [N] of its dtype)")
     batched = _check(a, b)
     if a.is_neg() or b.is_neg():  # views with the negative bit set
         a, b = a.resolve_neg(), b.resolve_neg()
@@ -117,7 +122,7 @@ def gemm(a: torch.Tensor | Patches, b: torch.Tensor, *, weight: bool | Quantized
         if out_dtype is not None and out_dtype != a.dtype:
             raise ValueError(f"out_dtype={out_dtype} is only for integer inputs (float results keep {a.dtype})")
         out = _float_gemm(a3, b3, b if weight is not False else None, weight, owner, version,
-                          resolve_config(config))
+                          resolve_config(config), bias=bias)
     else:
         if out_dtype is not None and (out_dtype.is_floating_point or out_dtype.is_complex
                                       or out_dtype == torch.bool):
@@ -252,7 +257,7 @@ def _fast_float(s: Scheduler, a3: torch.Tensor | Patches, b3: torch.Tensor, qw: 
     (a native pass declines): the general path then runs. On exact units a small product of a cached weight
     (``M·K·N <= HOST_VOLUME``, few columns beyond whole blocks of 16: `_HOST_TAIL`) is one native pass
     (`_host_rows`, as `BoundGemm` runs it). A convolution's `out` and `bias` (`_patches_gemm`) are written by the
-    native dequantization when it takes them (`out` is returned then)."""
+    native dequantization when it takes them (`out` is returned then); without `out`, `bias` is added (``add_``)."""
     a_scheme = cfg.activation_scheme
     b_scheme = cfg.weight_scheme if qw is not None else a_scheme
     qmax = s.qmax
@@ -263,7 +268,7 @@ def _fast_float(s: Scheduler, a3: torch.Tensor | Patches, b3: torch.Tensor, qw: 
     if (qw is not None and qw.serial is not None and s.exact and not isinstance(a3, Patches) and a3.shape[0] == 1
             and 0 < m * k * b3.shape[2] <= HOST_VOLUME and m * k * (b3.shape[2] % 16) <= _HOST_TAIL
             and (rows := _host_rows(s, qw, a_scheme.per_line)) is not None):
-        c = rows(a3[0])  # a small product of a cached weight: one native pass (as `BoundGemm`), one unit call
+        c = rows(a3[0], bias)  # a small product of a cached weight: one native pass (as `BoundGemm`), one unit call
         if c is not None:
             s.host_call(m, rows.n, k, time.perf_counter() - t0, _HOST_COUNTERS)
             return c[None]
@@ -288,6 +293,8 @@ def _fast_float(s: Scheduler, a3: torch.Tensor | Patches, b3: torch.Tensor, qw: 
         c = hostops.dequantize(acc.view(out.shape), sa, sb, out, None if bias is None else bias.contiguous())
     if c is None:
         c = b_scheme.dequantize(acc, qa[1], sb)
+        if out is None and bias is not None:
+            c.add_(bias)
     STATS.record({"quantize": t_quant, "dequantize": time.perf_counter() - t0},
                  {"gemm_float": 1, "limb_products": 1})
     return c
@@ -454,7 +461,8 @@ def depthwise_conv(p: Patches, b: torch.Tensor, bias: torch.Tensor | None, chann
 def _float_gemm(a3: torch.Tensor | Patches, b3: torch.Tensor, weight_src: torch.Tensor | None,
                 handle: bool | QuantizedWeight, owner: object, version: Hashable | None,
                 cfg: QuantConfig, out: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """The float GEMM; a convolution's `out` and `bias` go to `_fast_float` (the caller writes them otherwise)."""
+    """The float GEMM; a convolution's `out` and `bias` go to `_fast_float` (the caller writes them otherwise); without
+    `out`, `bias` is added to the result (``add_``)."""
     s = _kernel()
     d, qmax = s.digit_bits, s.qmax
     qw = _weight(s, b3, weight_src, handle, owner, version, cfg) if weight_src is not None else None
@@ -488,7 +496,8 @@ def _float_gemm(a3: torch.Tensor | Patches, b3: torch.Tensor, weight_src: torch.
         _patch_nonfinite(c, a3.materialize() if isinstance(a3, Patches) else a3, b3, qa.bad, bad_b)
         STATS.count("nonfinite_patches")
         STATS.phase("nonfinite", time.perf_counter() - t0)
-    return c if c.dtype == a3.dtype else c.to(a3.dtype)
+    c = c if c.dtype == a3.dtype else c.to(a3.dtype)
+    return c if out is not None or bias is None else c.add_(bias)
 
 
 def _patch_nonfinite(c: torch.Tensor, a3: torch.Tensor, b3: torch.Tensor, bad_a: torch.Tensor | None,

@@ -39,8 +39,10 @@ def _derived_owner(src: torch.Tensor) -> _Derived:
     return owner
 
 
-def gemm(a: torch.Tensor, b: torch.Tensor, *, b_owner: torch.Tensor | None) -> torch.Tensor:
-    """``a @ b`` on CPU views through the engine (operands already checked by `gemm._check`).
+def gemm(a: torch.Tensor, b: torch.Tensor, *, b_owner: torch.Tensor | None,
+         bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``a @ b`` (``+ bias`` as `engine.gemm` takes it) on CPU views through the engine (operands already checked by
+    `gemm._check`).
 
     When `b` views a zynq tensor's memory, its quantization is cached on that tensor's storage and reused
     until the device writes the storage again (the write generation covers in-place ops, `out=`, `copy_`
@@ -48,8 +50,8 @@ def gemm(a: torch.Tensor, b: torch.Tensor, *, b_owner: torch.Tensor | None) -> t
     view of `b_owner`.
     """
     if is_zynq(b_owner):
-        return _engine_gemm(a, b, _owner(b, b_owner), write_generation(b_owner))
-    return _engine_gemm(a, b)
+        return _engine_gemm(a, b, _owner(b, b_owner), write_generation(b_owner), bias=bias)
+    return _engine_gemm(a, b, bias=bias)
 
 
 def _owner(b: torch.Tensor, b_owner: torch.Tensor) -> object:

@@ -55,14 +55,19 @@ def _scale_add(acc: torch.Tensor, bias: torch.Tensor | None, beta: complex, alph
     return acc + bias
 
 
-def _mm(self: torch.Tensor, mat2: torch.Tensor) -> torch.Tensor:
+def _mm(self: torch.Tensor, mat2: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     _check(self, mat2)
-    return gemm(to_cpu(self), to_cpu(mat2), b_owner=mat2)
+    return gemm(to_cpu(self), to_cpu(mat2), b_owner=mat2, bias=bias)
 
 
 def _addmm(self: torch.Tensor, mat1: torch.Tensor, mat2: torch.Tensor, *, beta: complex = 1,
            alpha: complex = 1) -> torch.Tensor:
-    return _scale_add(_mm(mat1, mat2), to_cpu(self), beta, alpha)
+    bias = to_cpu(self)
+    if (beta == 1 and alpha == 1 and bias.dim() == 1 and mat1.dtype == bias.dtype == torch.float32
+            and mat2.dtype == torch.float32 and bias.shape == mat2.shape[1:]):
+        # a linear layer's bias: added by the engine (as `_scale_add` adds it), in the native pass of a small product
+        return _mm(mat1, mat2, bias)
+    return _scale_add(_mm(mat1, mat2), bias, beta, alpha)
 
 
 def _addmm_activation(self: torch.Tensor, mat1: torch.Tensor, mat2: torch.Tensor, *, beta: complex = 1,
@@ -152,11 +157,11 @@ def _geometry(v: Any) -> Any:
     return type(v), v
 
 
-def _meta_result(op: torch._ops.OpOverload, args: tuple, kwargs: dict) -> Any:
-    """The overload's meta kernel on meta twins of the arguments (raises what it raises), cached by the
-    arguments' geometry and scalars: PyTorch's meta formulas run as Python decompositions (~0.8 ms).
+def _meta_result(op: torch._ops.OpOverload, name: str, args: tuple, kwargs: dict) -> Any:
+    """The meta kernel of overload `op` (named `name`) on meta twins of the arguments (raises what it raises), cached
+    by the arguments' geometry and scalars: PyTorch's meta formulas run as Python decompositions (~0.8 ms).
     `_MixesDevices` first when the call mixes devices (the meta kernel would not see it)."""
-    key = (op, tuple(map(_geometry, args)),
+    key = (name, tuple(map(_geometry, args)),
            tuple((k, _geometry(kwargs[k])) for k in sorted(kwargs)) if kwargs else ())
     try:
         return _META_CACHE[key]
@@ -184,7 +189,7 @@ def family_kernel(op: torch._ops.OpOverload, base: str) -> Callable[..., Any]:
     def kernel(*args: Any, **kwargs: Any) -> Any:
         t0 = time.perf_counter()
         try:
-            meta = _meta_result(op, args, kwargs)
+            meta = _meta_result(op, name, args, kwargs)
         except Exception:  # noqa: BLE001 - mixed devices or an invalid call: CPU raises its own error
             return run_on_cpu(op, args, kwargs)
         fkwargs = {k: v for k, v in kwargs.items() if k not in outs} if kwargs else kwargs
