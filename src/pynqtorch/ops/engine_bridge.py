@@ -32,7 +32,7 @@ def _derived_owner(src: torch.Tensor) -> _Derived:
     if owners is None:
         owners = {}
         setattr(st, _DERIVED_ATTR, owners)
-    key = (src.dtype, tuple(src.shape), tuple(src.stride()), src.storage_offset())
+    key = (src.dtype, src.shape, src.stride(), src.storage_offset())
     owner = owners.get(key)
     if owner is None:
         owner = owners[key] = _Derived()
