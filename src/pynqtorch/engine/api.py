@@ -306,7 +306,10 @@ def _host_rows(s: Scheduler, qw: QuantizedWeight, per_line: bool) -> hostops.Row
     units that are not `exact`, a weight past `HOST_VOLUME` or one call's K, or sums that float32 could not hold
     exactly (every partial sum must be an integer below 2**24, and the golden model's sum is the exact one while it
     fits the accumulator: one call, nothing wraps or saturates). Decided and made once per scheduler, weight and
-    activation quantization (`Scheduler.derived`: an entry dies with its weight's cache entry)."""
+    activation quantization (`Scheduler.derived`: an entry dies with its weight's cache entry); None without the
+    native library."""
+    if hostops.library() is None:
+        return None
     try:
         return s.derived[qw][per_line]
     except KeyError:
@@ -315,8 +318,7 @@ def _host_rows(s: Scheduler, qw: QuantizedWeight, per_line: bool) -> hostops.Row
     _, k, n = bo.stacked.shape
     rows = None
     if (s.exact and k * n <= HOST_VOLUME and k <= s.active.limits.k and qw.scale.numel() in (1, n)
-            and k * s.qmax * bo.bound <= min(1 << 24, (1 << (s.active.desc.arith.acc_bits - 1)) - 1)
-            and hostops.library() is not None):
+            and k * s.qmax * bo.bound <= min(1 << 24, (1 << (s.active.desc.arith.acc_bits - 1)) - 1)):
         rows = hostops.RowsGemm(bo.stacked[0].float(), qw.scale.reshape(-1).contiguous(), per_line, s.qmax)
     with _ROWS_LOCK:
         s.derived.setdefault(qw, {})[per_line] = rows
