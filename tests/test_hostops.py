@@ -267,7 +267,9 @@ def test_engine_conv_patches_into_the_result_layout_with_bias(case: str) -> None
     with pytest.raises(ValueError, match="one group"):
         engine.gemm(p, w, out=torch.empty(2, 80, 7))
     with pytest.raises(ValueError, match="Patches only"):
-        engine.gemm(torch.randn(3, 45), w, bias=bias)
+        engine.gemm(torch.randn(3, 45), w, out=torch.empty(3, w.shape[1]))
+    with pytest.raises(ValueError, match="bias="):  # a bias for a 2-D product has its columns
+        engine.gemm(torch.randn(3, 45), w, bias=bias[:-1])
 
 
 def test_engine_conv_patches_equal_the_materialized_matrix() -> None:
