@@ -30,9 +30,9 @@ _NATIVE_SCHEMES = (PerLine, PerTensor)
 # Largest M·K·N a `BoundGemm` computes in its one native pass on exact units (larger: the unit's product, whose
 # integer GEMM is faster from a few rows on).
 HOST_VOLUME = 1 << 19
-# Largest M·K·(N mod 16) of a product `gemm` gives the rows pass (`_host_rows`): its product keeps 16 output columns
-# in vector registers and computes the remaining ones scalar, slower than the units' integer GEMM beyond this
-# (64×512 @ 512×10: 180 against 70 µs).
+# Largest M·K·(N mod 16) of a product `gemm` gives the rows pass (`_host_rows`): set when the pass computed the columns
+# beyond whole blocks of 16 scalar (64×512 @ 512×10: 180 against 70 µs); since `RowsGemm` pads its weight to whole
+# blocks that product costs about what the units' path does (~52 against ~58 µs), and the rule stays as it was.
 _HOST_TAIL = 1 << 15
 _HOST_COUNTERS = {"gemm_float": 1, "limb_products": 1, "host_gemms": 1, "kernel_calls": 1}
 
