@@ -222,6 +222,13 @@ CONVS = [  # (N, C, H, W), kernel, stride, padding, dilation, groups
     ((3, 24, 5, 7), (1, 1), (1, 1), (0, 0), (1, 1), 1),    # 1x1: images as single rows of pixels when planar
     ((2, 7, 9, 9), (1, 1), (2, 2), (1, 1), (1, 1), 1),     # 1x1 strided and padded: zero rows at the border
     ((8, 16, 32, 32), (1, 1), (1, 1), (0, 0), (1, 1), 1),  # 1x1, large enough to run on several threads
+    # plain convolutions from a zero-padded channels-last copy, kernel rows as runs of kw * C floats:
+    ((1, 2, 7, 9), (3, 3), (1, 1), (1, 1), (1, 1), 1),     # runs of 6 (< 8), one image: items are blocks of rows
+    ((3, 4, 6, 10), (2, 3), (1, 3), (1, 2), (1, 2), 1),    # dilated width: one run of C per pixel
+    ((2, 3, 5, 6), (3, 3), (1, 1), (3, 2), (1, 1), 1),     # padding beyond the kernel: windows of zeros only
+    ((5, 8, 9, 9), (1, 3), (2, 1), (0, 1), (1, 1), 1),     # runs of 24: whole vectors
+    ((1, 3, 64, 64), (7, 7), (2, 2), (3, 3), (1, 1), 1),   # ResNet's stem on one image
+    ((4, 6, 14, 14), (5, 5), (1, 1), (0, 0), (1, 1), 1),   # LeNet's conv2
 ]
 
 
@@ -241,6 +248,27 @@ def test_im2col_quantize_matches_quantizing_the_matrix(conv: tuple, per_line: bo
         want = quantize_torch(p.materialize(), -1, per_line, 127)
         assert got[0].shape == want.q.shape == p.shape
         assert torch.equal(got[0], want.q) and torch.equal(got[1], want.scale)
+
+
+@pytest.mark.parametrize("kernel", [(3, 3), (1, 5)])
+def test_im2col_quantize_declines_nonfinite_and_tiny_windows_only(kernel: tuple[int, int]) -> None:
+    """A NaN, Inf or tiny (float64-scale) value in a window makes the native pass decline (the engine then quantizes
+    the matrix with torch, which marks the rows); one in a pixel no window reads changes nothing."""
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(2, 3, 8, 8, generator=g)
+    for layout in (lambda t: t, lambda t: t.contiguous(memory_format=torch.channels_last)):
+        for value in (float("nan"), float("inf"), 1e-35):
+            bad = x.clone()
+            bad[1, :, 2:7, 2:8] = 0.0  # the value is alone in its windows (the tiny case)
+            bad[1, 2, 3, 5] = value  # read by both kernels (stride 2, padding 1)
+            assert hostops.im2col_quantize(_patches(layout(bad), kernel, (2, 2), (1, 1)), True, 127) is None
+            unread = x.clone()
+            unread[0, 1, 7, :] = value  # stride 2 without padding: row and column 7 are in no window
+            unread[1, 0, :, 7] = value
+            p = _patches(layout(unread), kernel, (2, 2))
+            got, want = hostops.im2col_quantize(p, True, 127), quantize_torch(p.materialize(), -1, True, 127)
+            assert got is not None and want.bad is None
+            assert torch.equal(got[0], want.q) and torch.equal(got[1], want.scale)
 
 
 @pytest.mark.parametrize("case", ["native", "nan", "per_group", "half"])
@@ -351,6 +379,10 @@ DEPTHWISE = [  # (N, C, H, W), kernel, stride, padding, dilation, output channel
     ((1, 20, 3, 4), (3, 3), (1, 1), (1, 1), (1, 1), 1),     # small planes: lanes over channels
     ((2, 1, 12, 12), (5, 5), (1, 1), (2, 2), (1, 1), 6),    # one input channel (LeNet's conv1)
     ((2, 9, 6, 6), (6, 6), (1, 1), (0, 0), (1, 1), 1),      # one window per plane
+    ((1, 3, 9, 23), (3, 3), (3, 3), (1, 0), (1, 1), 3),     # stride 3: gathered pixels; rows of 7 (< 8) outputs
+    ((2, 2, 8, 8), (3, 3), (2, 2), (0, 0), (1, 1), 5),      # the last pixel column in no window; 5 = 4 + 1 outputs
+    ((1, 1, 6, 40), (2, 3), (1, 1), (0, 1), (1, 3), 9),     # dilated width, rows of 34 outputs; 9 = 4 + 4 + 1
+    ((1, 1, 33, 33), (33, 33), (1, 1), (0, 0), (1, 1), 2),  # k = 1089: integer sums (beyond exact float ones)
 ]
 
 
@@ -376,6 +408,21 @@ def test_depthwise_conv_equals_the_general_passes(conv: tuple, bias: bool) -> No
             assert torch.equal(got, want)
     one = hostops.depthwise_conv(p, wq, sb[:1], b, False, 127)  # one weight scale
     assert torch.equal(one, _depthwise_by_parts(p, wq, sb[:1].expand(c * mult), b, False))
+
+
+def test_depthwise_conv_ignores_pixels_no_window_reads() -> None:
+    """NaN and Inf in the row and column no window of a stride-2 convolution reads (lanes beyond a row's outputs read
+    them): the pass takes the case and equals the general passes."""
+    gen = torch.Generator().manual_seed(12)
+    x = torch.randn(2, 3, 10, 10, generator=gen)
+    x[:, :, 9, :] = float("nan")
+    x[:, :, :, 9] = float("inf")
+    wq = torch.randint(-127, 128, (3, 9, 2), generator=gen, dtype=torch.int8)
+    sb = torch.rand(6, generator=gen) + 0.01
+    for layout in (x, x.contiguous(memory_format=torch.channels_last)):
+        p = _patches(layout, (3, 3), (2, 2), groups=3)
+        got = hostops.depthwise_conv(p, wq, sb, None, False, 127)
+        assert got is not None and torch.equal(got, _depthwise_by_parts(p, wq, sb, None, False))
 
 
 def test_depthwise_conv_declines_what_the_general_path_handles() -> None:

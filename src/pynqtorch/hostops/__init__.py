@@ -43,6 +43,7 @@ _SIGNATURES = {
     "pynqtorch_quantize_tensor": ([_ptr, _i64, _i64, _i64, _i64, _i64, _f32, _ptr, _ptr], ctypes.c_int),
     "pynqtorch_im2col_quantize": ([_ptr, ctypes.POINTER(_i64), ctypes.c_int, _f32, _ptr, _ptr], ctypes.c_int),
     "pynqtorch_im2col_quantize_runs": ([_ptr, ctypes.POINTER(_i64), _f32, _ptr, _ptr], ctypes.c_int),
+    "pynqtorch_im2col_quantize_padded": ([_ptr, ctypes.POINTER(_i64), _f32, _ptr, _ptr], ctypes.c_int),
     "pynqtorch_dequantize_into": ([_ptr, _i64, _i64, _i64, _ptr, _i64, _i64, _ptr, _i64, _i64, _ptr, _ptr, _i64, _i64,
                                    _i64], ctypes.c_int),
     "pynqtorch_gemm_rows": ([_ptr, _i64, _i64, _i64, ctypes.c_int, _f32, _ptr, _i64, _i64, _ptr, _i64, _ptr, _ptr, _i64,
@@ -147,6 +148,11 @@ def im2col_quantize(p: Patches, per_line: bool, qmax: int) -> tuple[torch.Tensor
         xh, geo = walk
         st = lib.pynqtorch_im2col_quantize_runs(xh.data_ptr(), (_i64 * len(geo))(*geo), float(qmax), q.data_ptr(),
                                                 scale.data_ptr())
+    elif per_line and p.groups == 1 and p.kernel != (1, 1):
+        xh = p.x.permute(0, 2, 3, 1)
+        geo = p.geometry(xh)
+        st = lib.pynqtorch_im2col_quantize_padded(xh.data_ptr(), (_i64 * len(geo))(*geo), float(qmax), q.data_ptr(),
+                                                  scale.data_ptr())
     else:
         xh = p.gather_layout()
         geo = p.geometry(xh)

@@ -390,6 +390,34 @@ inline bool any(const I8& v) {
   return (w[0] | w[1] | w[2] | w[3]) != 0;
 }
 
+// Output channels j0 .. j0 + NJ - 1 of conv_lanes's float products: acc_j = sum_t q_t * w[j * wjs + t * ws] over the
+// k taps' integers qf (kLanes floats each), w one float per tap broadcast to the lanes (Bcast) or a vector. Every
+// product and partial sum is an integer below 2**24 (the caller's bound), so each is exact and the float sums equal
+// the int32 sums in any order.
+template <int NJ, bool Bcast, class Emit>
+__attribute__((always_inline)) inline void product_chunk(const float* qf, int64_t k, const float* w, int64_t ws,
+                                                         int64_t wjs, int64_t j0, const F8& sa, const Emit& emit) {
+  F8 acc[NJ];
+  for (int j = 0; j < NJ; ++j) acc[j] = F8{};
+  for (int64_t t = 0; t < k; ++t) {
+    F8 q;
+    load8(q, qf + t * kLanes);
+    for (int j = 0; j < NJ; ++j) {
+      F8 wv;
+      if (Bcast) {
+        wv = F8{} + w[j * wjs + t * ws];
+      } else {
+        load8(wv, w + j * wjs + t * ws);
+      }
+      acc[j] += q * wv;
+    }
+  }
+  for (int j = 0; j < NJ; ++j) {
+    const I8 a = __builtin_convertvector(acc[j], I8);
+    emit(j0 + j, a, sa);
+  }
+}
+
 // One vector pass of pynqtorch_depthwise_conv: kLanes windows quantized per lane exactly as
 // pynqtorch_im2col_quantize quantizes a patch row (amax, scale_of, the same reciprocal and rounding), multiplied
 // with the weight as exact int32 sums, dequantized and emitted.
@@ -399,10 +427,13 @@ inline bool any(const I8& v) {
 // first channel's k weights) or a vector. amax, if not null, holds the lanes' max |x| bit patterns (else taps gives
 // them). `valid` has all bits set in the lanes that count (the others may hold anything); smax grows to their
 // largest scale's bits. emit(j, acc, sa) gets the sums of output channel j and the scales. qbuf (k * kLanes int32)
-// holds the integers when a group has several output channels. Returns the first non-OK status of the valid lanes.
+// holds the integers when a group has several output channels; wf, if not null, holds the weights as floats (same
+// layout as w) and the caller guarantees k * (qmax + 1) * 128 <= 2**24: several output channels then take float sums of
+// products of integers, all exact (`product_chunk`). Returns the first non-OK status of the valid lanes.
 // Inlined with its lambdas: one call per tap would cost more than the tap.
 template <bool Bcast, class Taps, class Emit>
-__attribute__((always_inline)) inline int conv_lanes(const Taps& taps, int64_t k, const int32_t* w, int64_t ws,
+__attribute__((always_inline)) inline int conv_lanes(const Taps& taps, int64_t k, const int32_t* w, const float* wf,
+                                                     int64_t ws,
                                                      int64_t mult, int64_t wjs, const int32_t* amax, int32_t wsum,
                                                      const I8& valid, float qmax, int32_t* qbuf, I8& smax,
                                                      const Emit& emit) {
@@ -457,6 +488,25 @@ __attribute__((always_inline)) inline int conv_lanes(const Taps& taps, int64_t k
       acc += q * wv;
     });
     emit(0, acc, sa);
+    return kOk;
+  }
+  if (wf != nullptr) {
+    float* qf = reinterpret_cast<float*>(qbuf);
+    if (!Bcast) std::memset(qf, 0, static_cast<size_t>(k * kLanes) * sizeof(float));  // taps skipped: zeros
+    taps([&](int64_t t, const F8& x) __attribute__((always_inline)) {
+      const F8 y = x * inv;  // as quant, then r - kRound: the rounded integer, exactly
+      const F8 r = y + kRound;
+      const F8 qv = r - kRound;
+      std::memcpy(qf + t * kLanes, &qv, sizeof qv);
+    });
+    for (int64_t j0 = 0; j0 < mult; j0 += 4) {
+      switch (mult - j0) {
+        case 1: product_chunk<1, Bcast>(qf, k, wf + j0 * wjs, ws, wjs, j0, sa, emit); break;
+        case 2: product_chunk<2, Bcast>(qf, k, wf + j0 * wjs, ws, wjs, j0, sa, emit); break;
+        case 3: product_chunk<3, Bcast>(qf, k, wf + j0 * wjs, ws, wjs, j0, sa, emit); break;
+        default: product_chunk<4, Bcast>(qf, k, wf + j0 * wjs, ws, wjs, j0, sa, emit); break;
+      }
+    }
     return kOk;
   }
   std::memset(qbuf, 0, static_cast<size_t>(k * kLanes) * sizeof(int32_t));
@@ -518,10 +568,11 @@ extern "C" {
 // weight's scales at stride sbo (0: one scale); bias: groups*mult floats or null; out: float32 [n, groups*mult,
 // oh, ow] at element strides ostride. kLanes outputs share each vector pass: adjacent channels when the channels of
 // x are contiguous (channels-last) or the planes small (the lanes read the same pixels, taps outside the input are
-// skipped; for contiguous channels the window max comes from per-row maxima), else adjacent output positions of one
-// channel plane (contiguous, every other, or gathered pixels). Returns the status of a non-finite or tiny window (1, 2) or 3
-// when pynqtorch_dequantize's overflow guard trips on the scales; out is then incomplete and the caller takes the
-// general path.
+// skipped; for contiguous channels the window max comes from per-row maxima), else adjacent output positions of a row
+// of one channel plane, read from a zero-padded copy of the plane (adjacent, every other, or gathered pixels).
+// Several output channels per group take float sums of the integer products (exact, see product_chunk). Returns the
+// status of a non-finite or tiny window (1, 2) or 3 when pynqtorch_dequantize's overflow guard trips on the scales;
+// out is then incomplete and the caller takes the general path.
 PYNQTORCH_CLONES int pynqtorch_depthwise_conv(const float* x, const int64_t* geo, int64_t mult, float qmax,
                                               const int8_t* wq, const float* sb, int64_t sbo, const float* bias,
                                               float* out, const int64_t* ostride) {
@@ -536,6 +587,11 @@ PYNQTORCH_CLONES int pynqtorch_depthwise_conv(const float* x, const int64_t* geo
       for (int64_t j = 0; j < mult; ++j) wl[(j * k + t) * gp + g] = wq[(g * k + t) * mult + j];
     }
   }
+  // The same as floats for the float products of several output channels per group: exact while every partial sum
+  // stays below 2**24 (|q| <= qmax, |w| <= 128).
+  std::vector<float> wlf;
+  if (mult > 1 && static_cast<double>(k) * (qmax + 1.0) * 128.0 <= 16777216.0) wlf.assign(wl.begin(), wl.end());
+  const float* wfl = wlf.empty() ? nullptr : wlf.data();
   I8 lane_valid[kLanes + 1];  // [v]: all bits set in the first v lanes
   for (int v = 0; v <= kLanes; ++v) {
     for (int l = 0; l < kLanes; ++l) lane_valid[v][l] = l < v ? -1 : 0;
@@ -543,26 +599,15 @@ PYNQTORCH_CLONES int pynqtorch_depthwise_conv(const float* x, const int64_t* geo
   // Lanes over channels where they are adjacent in memory, or where a plane has too few outputs to fill vectors.
   const int64_t npos = oh * ow;
   const bool by_channel = groups >= kLanes && (win.sc == 1 || npos < 4 * kLanes);
-  // Lanes over positions: per block of kLanes positions of a plane (row-major; the last block's unused lanes repeat
-  // its first), each lane's window origin and output offset, and whether the block's windows lie inside the input
-  // (1), as kLanes adjacent pixels (2) or every other pixel (3) of a row.
-  const int64_t nblocks = by_channel ? 0 : (npos + kLanes - 1) / kLanes;
-  std::vector<int64_t> ly(static_cast<size_t>(nblocks * kLanes)), lx(ly.size()), lo(ly.size());
-  std::vector<char> kind(static_cast<size_t>(nblocks));
-  const int64_t span_h = (kh - 1) * win.dil_h, span_w = (kw - 1) * win.dil_w;
-  for (int64_t bl = 0; bl < nblocks; ++bl) {
-    bool inside = true;
-    for (int v = 0; v < kLanes; ++v) {
-      const int64_t p = bl * kLanes + (bl * kLanes + v < npos ? v : 0), i = bl * kLanes + v;
-      const int64_t oy = p / ow, ox = p % ow;
-      ly[i] = oy * win.st_h - win.pad_h;
-      lx[i] = ox * win.st_w - win.pad_w;
-      lo[i] = oy * ohs + ox * ows;
-      inside = inside && ly[i] >= 0 && ly[i] + span_h < win.h && lx[i] >= 0 && lx[i] + span_w < win.w;
-    }
-    const int64_t p0 = bl * kLanes;
-    const bool row = p0 + kLanes <= npos && p0 % ow + kLanes <= ow && win.sw == 1;
-    kind[bl] = !inside ? 0 : row && win.st_w == 1 ? 2 : row && win.st_w == 2 ? 3 : 1;
+  // Lanes over positions: each plane copied with its zero padding, wide enough for the last block of a row to read
+  // kLanes windows (kLanes - 1 more pixels for a stride of 2); the taps' offsets in that copy.
+  const int64_t span_w = (kw - 1) * win.dil_w, blocks_w = (ow + kLanes - 1) / kLanes * kLanes;
+  const int64_t hp = by_channel ? 0 : win.h + 2 * win.pad_h;
+  const int64_t wp_min = (blocks_w - 1) * win.st_w + span_w + 1;
+  const int64_t wp = win.w + 2 * win.pad_w > wp_min ? win.w + 2 * win.pad_w : wp_min;
+  std::vector<int64_t> poff(static_cast<size_t>(k));
+  for (int64_t i = 0; i < kh; ++i) {
+    for (int64_t j = 0; j < kw; ++j) poff[i * kw + j] = i * win.dil_h * wp + j * win.dil_w;
   }
   // Tap offsets from a window's origin.
   std::vector<int64_t> toff(static_cast<size_t>(k));
@@ -578,6 +623,7 @@ PYNQTORCH_CLONES int pynqtorch_depthwise_conv(const float* x, const int64_t* geo
     std::vector<float> buf(static_cast<size_t>(k * kLanes));
     std::vector<int32_t> rmax(static_cast<size_t>(by_channel ? win.h * ow * kLanes : 0));
     std::vector<int32_t> qbuf(static_cast<size_t>(k * kLanes));
+    std::vector<float> plane(static_cast<size_t>(hp * wp));
     // Per output channel j of the item: the lanes' weight scales and biases.
     std::vector<float> sbv(static_cast<size_t>(mult * kLanes)), bv(static_cast<size_t>(mult * kLanes));
     I8 smax = I8{};
@@ -657,8 +703,8 @@ PYNQTORCH_CLONES int pynqtorch_depthwise_conv(const float* x, const int64_t* geo
               std::memcpy(am, &m, sizeof m);
             }
             float* ob = out + b * on + oy * ohs + ox * ows + g0 * mult * oc;
-            st = conv_lanes<false>(taps, k, wl.data() + g0, gp, mult, k * gp, direct ? am : nullptr, 0,
-                                   lane_valid[valid], qmax, qbuf.data(),
+            st = conv_lanes<false>(taps, k, wl.data() + g0, wfl == nullptr ? nullptr : wfl + g0, gp, mult, k * gp,
+                                   direct ? am : nullptr, 0, lane_valid[valid], qmax, qbuf.data(),
                                    smax, [&](int64_t j, const I8& acc, const F8& sa) {
                                      dequantize_lanes(acc, sa, &sbv[j * kLanes],
                                                       bias != nullptr ? &bv[j * kLanes] : nullptr, valid, ob + j * oc,
@@ -666,7 +712,7 @@ PYNQTORCH_CLONES int pynqtorch_depthwise_conv(const float* x, const int64_t* geo
                                    });
           }
         }
-      } else {  // lanes: kLanes output positions of the plane (b, g)
+      } else {  // lanes: kLanes adjacent output positions of a row of the plane (b, g), read from a zero-padded copy
         const int64_t b = it / groups, g = it % groups;
         for (int64_t j = 0; j < mult; ++j) {
           const int64_t o = g * mult + j;
@@ -678,77 +724,67 @@ PYNQTORCH_CLONES int pynqtorch_depthwise_conv(const float* x, const int64_t* geo
         int32_t wsum = 0;
         for (int64_t t = 0; t < k; ++t) wsum += wl[t * gp + g];
         const float* xp = x + b * win.sn + g * win.sc;
-        float* op = out + b * on + g * mult * oc;
-        const bool run = ows == 1 && ohs == ow;  // the plane's outputs are adjacent in memory
-        for (int64_t bl = 0; bl < nblocks && st == kOk; ++bl) {
-          const int64_t p0 = bl * kLanes;
-          const int valid = static_cast<int>(npos - p0 < kLanes ? npos - p0 : kLanes);
-          const int64_t* bly = &ly[p0];
-          const int64_t* blx = &lx[p0];
-          auto emit = [&](int64_t j, const I8& acc, const F8& sa) {
-            const float* bj = bias != nullptr ? &bv[j * kLanes] : nullptr;
-            if (run) {
-              dequantize_lanes(acc, sa, &sbv[j * kLanes], bj, valid, op + j * oc + p0, 1);
-            } else {
-              float r[kLanes];
-              dequantize_lanes(acc, sa, &sbv[j * kLanes], bj, kLanes, r, 1);
-              for (int v = 0; v < valid; ++v) op[j * oc + lo[p0 + v]] = r[v];
-            }
-          };
-          const int32_t* wg = wl.data() + g;
-          if (kind[bl] == 2) {  // kLanes adjacent pixels per tap
-            const float* src = xp + bly[0] * win.sh + blx[0];
-            auto taps = [&](auto f) __attribute__((always_inline)) {
-              for (int64_t t = 0; t < k; ++t) {
-                F8 v;
-                std::memcpy(&v, src + toff[t], sizeof v);
-                f(t, v);
-              }
-            };
-            st = conv_lanes<true>(taps, k, wg, gp, mult, k * gp, nullptr, wsum, lane_valid[valid], qmax, qbuf.data(),
-                                  smax, emit);
+        for (int64_t yy = 0; yy < hp; ++yy) {
+          float* dst = plane.data() + yy * wp;
+          const int64_t y = yy - win.pad_h;
+          if (y < 0 || y >= win.h) {
+            std::memset(dst, 0, static_cast<size_t>(wp) * sizeof(float));
             continue;
           }
-          if (kind[bl] == 3) {  // every other pixel: the even ones of two overlapping runs, never read past the last
-            const float* src = xp + bly[0] * win.sh + blx[0];
-            auto taps = [&](auto f) __attribute__((always_inline)) {
-              for (int64_t t = 0; t < k; ++t) {
-                F8 a, c;
-                std::memcpy(&a, src + toff[t], sizeof a);
-                std::memcpy(&c, src + toff[t] + kLanes - 1, sizeof c);
-                f(t, __builtin_shuffle(a, c, I8{0, 2, 4, 6, 9, 11, 13, 15}));
-              }
-            };
-            st = conv_lanes<true>(taps, k, wg, gp, mult, k * gp, nullptr, wsum, lane_valid[valid], qmax, qbuf.data(),
-                                  smax, emit);
-            continue;
-          }
-          if (kind[bl] == 1) {
-            for (int v = 0; v < kLanes; ++v) {
-              const float* src = xp + bly[v] * win.sh + blx[v] * win.sw;
-              for (int64_t t = 0; t < k; ++t) buf[t * kLanes + v] = src[toff[t]];
-            }
+          std::memset(dst, 0, static_cast<size_t>(win.pad_w) * sizeof(float));
+          const float* src = xp + y * win.sh;
+          if (win.sw == 1) {
+            std::memcpy(dst + win.pad_w, src, static_cast<size_t>(win.w) * sizeof(float));
           } else {
-            for (int v = 0; v < kLanes; ++v) {
-              for (int64_t i = 0; i < kh; ++i) {
-                const int64_t yy = bly[v] + i * win.dil_h;
-                for (int64_t j = 0; j < kw; ++j) {
-                  const int64_t xx = blx[v] + j * win.dil_w;
-                  buf[(i * kw + j) * kLanes + v] =
-                      yy < 0 || yy >= win.h || xx < 0 || xx >= win.w ? 0.0f : xp[yy * win.sh + xx * win.sw];
+            for (int64_t xx = 0; xx < win.w; ++xx) dst[win.pad_w + xx] = src[xx * win.sw];
+          }
+          std::memset(dst + win.pad_w + win.w, 0, static_cast<size_t>(wp - win.pad_w - win.w) * sizeof(float));
+        }
+        const int32_t* wg = wl.data() + g;
+        const float* wfg = wfl == nullptr ? nullptr : wfl + g;
+        float* op = out + b * on + g * mult * oc;
+        for (int64_t oy = 0; oy < oh && st == kOk; ++oy) {
+          for (int64_t ox0 = 0; ox0 < ow && st == kOk; ox0 += kLanes) {
+            const int valid = static_cast<int>(ow - ox0 < kLanes ? ow - ox0 : kLanes);
+            const float* src = plane.data() + oy * win.st_h * wp + ox0 * win.st_w;
+            float* ob = op + oy * ohs + ox0 * ows;
+            auto emit = [&](int64_t j, const I8& acc, const F8& sa) {
+              dequantize_lanes(acc, sa, &sbv[j * kLanes], bias != nullptr ? &bv[j * kLanes] : nullptr, valid,
+                               ob + j * oc, ows);
+            };
+            if (win.st_w == 1) {  // kLanes adjacent pixels per tap
+              auto taps = [&](auto f) __attribute__((always_inline)) {
+                for (int64_t t = 0; t < k; ++t) {
+                  F8 v;
+                  std::memcpy(&v, src + poff[t], sizeof v);
+                  f(t, v);
                 }
-              }
+              };
+              st = conv_lanes<true>(taps, k, wg, wfg, gp, mult, k * gp, nullptr, wsum, lane_valid[valid], qmax,
+                                    qbuf.data(), smax, emit);
+            } else if (win.st_w == 2) {  // every other pixel: the even ones of two overlapping runs
+              auto taps = [&](auto f) __attribute__((always_inline)) {
+                for (int64_t t = 0; t < k; ++t) {
+                  F8 a, c;
+                  std::memcpy(&a, src + poff[t], sizeof a);
+                  std::memcpy(&c, src + poff[t] + kLanes - 1, sizeof c);
+                  f(t, __builtin_shuffle(a, c, I8{0, 2, 4, 6, 9, 11, 13, 15}));
+                }
+              };
+              st = conv_lanes<true>(taps, k, wg, wfg, gp, mult, k * gp, nullptr, wsum, lane_valid[valid], qmax,
+                                    qbuf.data(), smax, emit);
+            } else {
+              auto taps = [&](auto f) __attribute__((always_inline)) {
+                for (int64_t t = 0; t < k; ++t) {
+                  F8 v;
+                  for (int l = 0; l < kLanes; ++l) v[l] = src[poff[t] + l * win.st_w];
+                  f(t, v);
+                }
+              };
+              st = conv_lanes<true>(taps, k, wg, wfg, gp, mult, k * gp, nullptr, wsum, lane_valid[valid], qmax,
+                                    qbuf.data(), smax, emit);
             }
           }
-          auto taps = [&](auto f) __attribute__((always_inline)) {
-            for (int64_t t = 0; t < k; ++t) {
-              F8 v;
-              std::memcpy(&v, buf.data() + t * kLanes, sizeof v);
-              f(t, v);
-            }
-          };
-          st = conv_lanes<true>(taps, k, wg, gp, mult, k * gp, nullptr, wsum, lane_valid[valid], qmax, qbuf.data(),
-                                  smax, emit);
         }
       }
       report(&status, st);
@@ -833,6 +869,141 @@ PYNQTORCH_CLONES int pynqtorch_im2col_quantize_runs(const float* x, const int64_
           }
         }
       }
+    }
+  }
+  return status;
+}
+
+namespace {
+
+typedef int8_t B32 __attribute__((vector_size(32)));
+const B32 kLowBytes{0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28,
+                    0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28};  // the low byte of each int32 first
+
+// row_amax_bits in vectors of 8 (the last one overlapping the one before) for runs of at least 8 floats.
+inline uint32_t run_amax_bits(const float* x, int64_t n) {
+  if (n < kLanes) return row_amax_bits(x, n);
+  I8 m = I8{};
+  for (int64_t t = 0;; t += kLanes) {
+    if (t + kLanes > n) t = n - kLanes;
+    I8 u;
+    std::memcpy(&u, x + t, sizeof u);
+    u &= static_cast<int32_t>(kAbsMask);  // sign cleared: signed order is the order of the bit patterns
+    m = u > m ? u : m;
+    if (t + kLanes >= n) break;
+  }
+  uint32_t r = 0;
+  for (int l = 0; l < kLanes; ++l) r = static_cast<uint32_t>(m[l]) > r ? static_cast<uint32_t>(m[l]) : r;
+  return r;
+}
+
+// quantize_row in vectors of 8 (the last one overlapping the one before: it writes the same values again) for runs
+// of at least 8 floats.
+inline void quantize_run(const float* x, int64_t n, float inv, int8_t* q) {
+  if (n < kLanes) {
+    quantize_row(x, n, inv, q);
+    return;
+  }
+  const F8 iv = F8{} + inv;
+  for (int64_t t = 0;; t += kLanes) {
+    if (t + kLanes > n) t = n - kLanes;
+    F8 v;
+    load8(v, x + t);
+    const F8 y = v * iv;  // rounded, then the rounding addition (-ffp-contract=off), as round_to_int8
+    const F8 r = y + kRound;
+    B32 rb;  // the int8 value is the low byte of r's bits (kRoundBits ends in a zero byte)
+    std::memcpy(&rb, &r, sizeof rb);
+    const B32 qb = __builtin_shuffle(rb, kLowBytes);
+    std::memcpy(q + t, &qb, kLanes);
+    if (t + kLanes >= n) break;
+  }
+}
+
+}  // namespace
+
+// pynqtorch_im2col_quantize for a plain convolution (groups == 1) with one scale per patch row, from a zero-padded
+// channels-last copy of the input rows each work item needs (an image, or a block of its output rows when there are
+// few images), built here from x in any layout: a kernel row's pixels are then one run of kw * c floats (kw runs of c
+// with dilation), read in vectors without bounds checks. The window maxima come from per-row maxima (each input row's
+// part of each output column's window, computed once for the kh windows that share it), and the int8 values are
+// written run by run. Same arguments (geo[7] must be 1), values, scales and statuses as
+// pynqtorch_im2col_quantize(per_row = 1).
+PYNQTORCH_CLONES int pynqtorch_im2col_quantize_padded(const float* x, const int64_t* geo, float qmax, int8_t* q,
+                                                      float* scale) {
+  const Windows win(x, geo);
+  if (win.groups != 1) return kNotTaken;
+  const int64_t c = win.c, k = win.k, kh = win.kh, kw = win.kw, oh = win.oh, ow = win.ow, w = win.w;
+  const int64_t pad_w = win.pad_w, rs = (w + 2 * pad_w) * c;  // floats per padded row
+  const int64_t nrun = win.dil_w == 1 ? 1 : kw, len = win.dil_w == 1 ? kw * c : c, rstep = win.dil_w * c;
+  const int64_t span_h = (kh - 1) * win.dil_h, xstep = win.st_w * c;
+  const int64_t blocks = win.n >= 4 ? 1 : (oh < 4 ? oh : 4);  // items per image
+  const int64_t blk = (oh + blocks - 1) / blocks, ipb = (oh + blk - 1) / blk;
+  int status = kOk;
+#pragma omp parallel if (win.rows * k >= kParallel / 2)
+  {
+    std::vector<float> band;
+    std::vector<uint32_t> rmax, amax(static_cast<size_t>(ow));
+    std::vector<float> inv(static_cast<size_t>(ow));
+#pragma omp for schedule(static)
+    for (int64_t it = 0; it < win.n * ipb; ++it) {
+      const int64_t b = it / ipb, oy0 = it % ipb * blk, oy1 = oh - oy0 < blk ? oh : oy0 + blk;
+      const int64_t y0 = oy0 * win.st_h, rows = (oy1 - 1) * win.st_h + span_h + 1 - y0;  // padded rows [y0, y0+rows)
+      band.resize(static_cast<size_t>(rows * rs));
+      rmax.resize(static_cast<size_t>(rows * ow));
+      for (int64_t r = 0; r < rows; ++r) {
+        float* dst = band.data() + r * rs;
+        const int64_t y = y0 + r - win.pad_h;
+        if (y < 0 || y >= win.h) {
+          std::memset(dst, 0, static_cast<size_t>(rs) * sizeof(float));
+        } else {
+          std::memset(dst, 0, static_cast<size_t>(pad_w * c) * sizeof(float));
+          std::memset(dst + (pad_w + w) * c, 0, static_cast<size_t>(pad_w * c) * sizeof(float));
+          const float* src = x + b * win.sn + y * win.sh;
+          float* row = dst + pad_w * c;
+          if (win.sc == 1 && win.sw == c) {
+            std::memcpy(row, src, static_cast<size_t>(w * c) * sizeof(float));
+          } else if (win.sw == 1) {  // planes: read each channel's row contiguously
+            for (int64_t ch = 0; ch < c; ++ch) {
+              for (int64_t xx = 0; xx < w; ++xx) row[xx * c + ch] = src[ch * win.sc + xx];
+            }
+          } else {
+            for (int64_t xx = 0; xx < w; ++xx) {
+              for (int64_t ch = 0; ch < c; ++ch) row[xx * c + ch] = src[xx * win.sw + ch * win.sc];
+            }
+          }
+        }
+        for (int64_t ox = 0; ox < ow; ++ox) {
+          uint32_t m = 0;
+          for (int64_t j = 0; j < nrun; ++j) {
+            const uint32_t mj = run_amax_bits(dst + ox * xstep + j * rstep, len);
+            m = mj > m ? mj : m;
+          }
+          rmax[r * ow + ox] = m;
+        }
+      }
+      int st = kOk;
+      for (int64_t oy = oy0; oy < oy1 && st == kOk; ++oy) {
+        const int64_t yb = oy * win.st_h - y0;
+        for (int64_t ox = 0; ox < ow; ++ox) amax[ox] = 0;
+        for (int64_t i = 0; i < kh; ++i) {
+          const uint32_t* rm = rmax.data() + (yb + i * win.dil_h) * ow;
+          for (int64_t ox = 0; ox < ow; ++ox) amax[ox] = rm[ox] > amax[ox] ? rm[ox] : amax[ox];
+        }
+        for (int64_t ox = 0; ox < ow && st == kOk; ++ox) st = check(amax[ox]);
+        if (st != kOk) break;
+        const int64_t line = b * oh + oy;
+        float* srow = scale + line * ow;
+        for (int64_t ox = 0; ox < ow; ++ox) srow[ox] = scale_of(amax[ox], qmax);
+        for (int64_t ox = 0; ox < ow; ++ox) inv[ox] = 1.0f / srow[ox];
+        for (int64_t ox = 0; ox < ow; ++ox) {
+          int8_t* dst = q + (line * ow + ox) * k;
+          for (int64_t i = 0; i < kh; ++i) {
+            const float* src = band.data() + (yb + i * win.dil_h) * rs + ox * xstep;
+            for (int64_t j = 0; j < nrun; ++j, dst += len) quantize_run(src + j * rstep, len, inv[ox], dst);
+          }
+        }
+      }
+      report(&status, st);
     }
   }
   return status;
