@@ -405,7 +405,8 @@ __attribute__((always_inline)) inline void product_chunk(const float* qf, int64_
     for (int j = 0; j < NJ; ++j) {
       F8 wv;
       if (Bcast) {
-        wv = F8{} + w[j * wjs + t * ws];
+        const float wb = w[j * wjs + t * ws];
+        wv = F8{wb, wb, wb, wb, wb, wb, wb, wb};
       } else {
         load8(wv, w + j * wjs + t * ws);
       }
@@ -499,12 +500,17 @@ __attribute__((always_inline)) inline int conv_lanes(const Taps& taps, int64_t k
       const F8 qv = r - kRound;
       std::memcpy(qf + t * kLanes, &qv, sizeof qv);
     });
-    for (int64_t j0 = 0; j0 < mult; j0 += 4) {
+    for (int64_t j0 = 0; j0 < mult; j0 += 8) {  // up to 8 independent sums per pass over the taps
+      const float* wj = wf + j0 * wjs;
       switch (mult - j0) {
-        case 1: product_chunk<1, Bcast>(qf, k, wf + j0 * wjs, ws, wjs, j0, sa, emit); break;
-        case 2: product_chunk<2, Bcast>(qf, k, wf + j0 * wjs, ws, wjs, j0, sa, emit); break;
-        case 3: product_chunk<3, Bcast>(qf, k, wf + j0 * wjs, ws, wjs, j0, sa, emit); break;
-        default: product_chunk<4, Bcast>(qf, k, wf + j0 * wjs, ws, wjs, j0, sa, emit); break;
+        case 2: product_chunk<2, Bcast>(qf, k, wj, ws, wjs, j0, sa, emit); break;
+        case 3: product_chunk<3, Bcast>(qf, k, wj, ws, wjs, j0, sa, emit); break;
+        case 4: product_chunk<4, Bcast>(qf, k, wj, ws, wjs, j0, sa, emit); break;
+        case 5: product_chunk<5, Bcast>(qf, k, wj, ws, wjs, j0, sa, emit); break;
+        case 6: product_chunk<6, Bcast>(qf, k, wj, ws, wjs, j0, sa, emit); break;
+        case 7: product_chunk<7, Bcast>(qf, k, wj, ws, wjs, j0, sa, emit); break;
+        case 1: product_chunk<1, Bcast>(qf, k, wj, ws, wjs, j0, sa, emit); break;
+        default: product_chunk<8, Bcast>(qf, k, wj, ws, wjs, j0, sa, emit); break;
       }
     }
     return kOk;
@@ -623,7 +629,7 @@ PYNQTORCH_CLONES int pynqtorch_depthwise_conv(const float* x, const int64_t* geo
     std::vector<float> buf(static_cast<size_t>(k * kLanes));
     std::vector<int32_t> rmax(static_cast<size_t>(by_channel ? win.h * ow * kLanes : 0));
     std::vector<int32_t> qbuf(static_cast<size_t>(k * kLanes));
-    std::vector<float> plane(static_cast<size_t>(hp * wp));
+    std::vector<float> plane(static_cast<size_t>(hp * wp)), rowmax(plane.size());
     // Per output channel j of the item: the lanes' weight scales and biases.
     std::vector<float> sbv(static_cast<size_t>(mult * kLanes)), bv(static_cast<size_t>(mult * kLanes));
     I8 smax = I8{};
@@ -742,49 +748,73 @@ PYNQTORCH_CLONES int pynqtorch_depthwise_conv(const float* x, const int64_t* geo
         }
         const int32_t* wg = wl.data() + g;
         const float* wfg = wfl == nullptr ? nullptr : wfl + g;
+        // Row maxima: max |x| bit patterns over the kw pixels of a window's row starting at each column.
+        // wp - span_w >= kLanes columns, in vectors (the last one overlapping the one before).
+        for (int64_t yy = 0; yy < hp; ++yy) {
+          const float* row = plane.data() + yy * wp;
+          for (int64_t xx = 0;; xx += kLanes) {
+            if (xx + kLanes > wp - span_w) xx = wp - span_w - kLanes;
+            I8 m = I8{};
+            for (int64_t j = 0; j < kw; ++j) {
+              I8 u;
+              std::memcpy(&u, row + xx + j * win.dil_w, sizeof u);
+              u &= static_cast<int32_t>(kAbsMask);
+              m = u > m ? u : m;
+            }
+            std::memcpy(rowmax.data() + yy * wp + xx, &m, sizeof m);
+            if (xx + kLanes >= wp - span_w) break;
+          }
+        }
         float* op = out + b * on + g * mult * oc;
-        for (int64_t oy = 0; oy < oh && st == kOk; ++oy) {
-          for (int64_t ox0 = 0; ox0 < ow && st == kOk; ox0 += kLanes) {
-            const int valid = static_cast<int>(ow - ox0 < kLanes ? ow - ox0 : kLanes);
-            const float* src = plane.data() + oy * win.st_h * wp + ox0 * win.st_w;
-            float* ob = op + oy * ohs + ox0 * ows;
-            auto emit = [&](int64_t j, const I8& acc, const F8& sa) {
-              dequantize_lanes(acc, sa, &sbv[j * kLanes], bias != nullptr ? &bv[j * kLanes] : nullptr, valid,
-                               ob + j * oc, ows);
-            };
-            if (win.st_w == 1) {  // kLanes adjacent pixels per tap
+        // All rows of output blocks with `load` reading the kLanes values of a block's lanes from the copy's pixel of
+        // the first lane (or from the row maxima at that place).
+        auto rows = [&](const auto& load) __attribute__((always_inline)) {
+          for (int64_t oy = 0; oy < oh && st == kOk; ++oy) {
+            for (int64_t ox0 = 0; ox0 < ow && st == kOk; ox0 += kLanes) {
+              const int valid = static_cast<int>(ow - ox0 < kLanes ? ow - ox0 : kLanes);
+              const int64_t origin = oy * win.st_h * wp + ox0 * win.st_w;
+              I8 m = I8{};
+              for (int64_t i = 0; i < kh; ++i) {
+                F8 v;
+                load(rowmax.data() + origin + i * win.dil_h * wp, v);
+                I8 u;
+                std::memcpy(&u, &v, sizeof u);
+                m = u > m ? u : m;  // bit patterns without the sign: signed order is theirs
+              }
+              int32_t am[kLanes];
+              std::memcpy(am, &m, sizeof am);
+              const float* src = plane.data() + origin;
+              float* ob = op + oy * ohs + ox0 * ows;
               auto taps = [&](auto f) __attribute__((always_inline)) {
                 for (int64_t t = 0; t < k; ++t) {
                   F8 v;
-                  std::memcpy(&v, src + poff[t], sizeof v);
+                  load(src + poff[t], v);
                   f(t, v);
                 }
               };
-              st = conv_lanes<true>(taps, k, wg, wfg, gp, mult, k * gp, nullptr, wsum, lane_valid[valid], qmax,
-                                    qbuf.data(), smax, emit);
-            } else if (win.st_w == 2) {  // every other pixel: the even ones of two overlapping runs
-              auto taps = [&](auto f) __attribute__((always_inline)) {
-                for (int64_t t = 0; t < k; ++t) {
-                  F8 a, c;
-                  std::memcpy(&a, src + poff[t], sizeof a);
-                  std::memcpy(&c, src + poff[t] + kLanes - 1, sizeof c);
-                  f(t, __builtin_shuffle(a, c, I8{0, 2, 4, 6, 9, 11, 13, 15}));
-                }
-              };
-              st = conv_lanes<true>(taps, k, wg, wfg, gp, mult, k * gp, nullptr, wsum, lane_valid[valid], qmax,
-                                    qbuf.data(), smax, emit);
-            } else {
-              auto taps = [&](auto f) __attribute__((always_inline)) {
-                for (int64_t t = 0; t < k; ++t) {
-                  F8 v;
-                  for (int l = 0; l < kLanes; ++l) v[l] = src[poff[t] + l * win.st_w];
-                  f(t, v);
-                }
-              };
-              st = conv_lanes<true>(taps, k, wg, wfg, gp, mult, k * gp, nullptr, wsum, lane_valid[valid], qmax,
-                                    qbuf.data(), smax, emit);
+              st = conv_lanes<true>(taps, k, wg, wfg, gp, mult, k * gp, am, wsum, lane_valid[valid], qmax, qbuf.data(),
+                                    smax, [&](int64_t j, const I8& acc, const F8& sa) {
+                                      dequantize_lanes(acc, sa, &sbv[j * kLanes],
+                                                       bias != nullptr ? &bv[j * kLanes] : nullptr, valid,
+                                                       ob + j * oc, ows);
+                                    });
             }
           }
+        };
+        if (win.st_w == 1) {  // kLanes adjacent pixels
+          rows([](const float* p, F8& v) __attribute__((always_inline)) { std::memcpy(&v, p, sizeof v); });
+        } else if (win.st_w == 2) {  // every other pixel: the even ones of two overlapping runs
+          rows([](const float* p, F8& v) __attribute__((always_inline)) {
+            F8 a, c;
+            std::memcpy(&a, p, sizeof a);
+            std::memcpy(&c, p + kLanes - 1, sizeof c);
+            v = __builtin_shuffle(a, c, I8{0, 2, 4, 6, 9, 11, 13, 15});
+          });
+        } else {
+          const int64_t step = win.st_w;
+          rows([step](const float* p, F8& v) __attribute__((always_inline)) {
+            for (int l = 0; l < kLanes; ++l) v[l] = p[l * step];
+          });
         }
       }
       report(&status, st);
