@@ -133,8 +133,10 @@ def quantize(x: torch.Tensor, dim: int, per_line: bool, qmax: int) -> tuple[torc
 
 def im2col_quantize(p: Patches, per_line: bool, qmax: int) -> tuple[torch.Tensor, torch.Tensor] | None:
     """`quantize` of the matrix `p` describes (``p.materialize()``, lines along K) built from its input
-    directly, or None (then quantize the materialized matrix): by gathering rows, or for short windows per row
-    scale by walking output positions (`Patches.position_walk`)."""
+    directly, or None (then quantize the materialized matrix). With one scale per row: short windows by walking
+    output positions (`Patches.position_walk`), other plain convolutions with a kernel above 1x1 from zero-padded
+    channels-last bands of the input built in the pass (``pynqtorch_im2col_quantize_padded``); otherwise by
+    gathering rows."""
     lib = library()
     if lib is None or p.dtype not in (torch.float32, torch.float16, torch.bfloat16) or p.x.numel() == 0:
         return None
