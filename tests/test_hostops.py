@@ -229,6 +229,7 @@ CONVS = [  # (N, C, H, W), kernel, stride, padding, dilation, groups
     ((5, 8, 9, 9), (1, 3), (2, 1), (0, 1), (1, 1), 1),     # runs of 24: whole vectors
     ((1, 3, 64, 64), (7, 7), (2, 2), (3, 3), (1, 1), 1),   # ResNet's stem on one image
     ((4, 6, 14, 14), (5, 5), (1, 1), (0, 0), (1, 1), 1),   # LeNet's conv2
+    ((4, 700, 6, 48), (3, 1), (1, 1), (1, 0), (1, 1), 1),  # wide rows: bands of a few output rows each
 ]
 
 

@@ -952,8 +952,8 @@ inline void quantize_run(const float* x, int64_t n, float inv, int8_t* q) {
 }  // namespace
 
 // pynqtorch_im2col_quantize for a plain convolution (groups == 1) with one scale per patch row, from a zero-padded
-// channels-last copy of the input rows each work item needs (an image, or a block of its output rows when there are
-// few images), built here from x in any layout: a kernel row's pixels are then one run of kw * c floats (kw runs of c
+// channels-last copy of the input rows each work item needs (a block of output rows: an image where it fits about a
+// megabyte and there are at least four images), built here from x in any layout: a kernel row's pixels are then one run of kw * c floats (kw runs of c
 // with dilation), read in vectors without bounds checks. The window maxima come from per-row maxima (each input row's
 // part of each output column's window, computed once for the kh windows that share it), and the int8 values are
 // written run by run. Same arguments (geo[7] must be 1), values, scales and statuses as
@@ -966,8 +966,13 @@ PYNQTORCH_CLONES int pynqtorch_im2col_quantize_padded(const float* x, const int6
   const int64_t pad_w = win.pad_w, rs = (w + 2 * pad_w) * c;  // floats per padded row
   const int64_t nrun = win.dil_w == 1 ? 1 : kw, len = win.dil_w == 1 ? kw * c : c, rstep = win.dil_w * c;
   const int64_t span_h = (kh - 1) * win.dil_h, xstep = win.st_w * c;
-  const int64_t blocks = win.n >= 4 ? 1 : (oh < 4 ? oh : 4);  // items per image
-  const int64_t blk = (oh + blocks - 1) / blocks, ipb = (oh + blk - 1) / blk;
+  // Items: blocks of blk output rows, whose bands hold at most about 2**18 floats (or the rows of one window), and
+  // at least four blocks per image when there are fewer than four images (work for several threads).
+  const int64_t band_rows = (int64_t(1) << 18) / rs > span_h + 1 ? (int64_t(1) << 18) / rs : span_h + 1;
+  int64_t blk = (band_rows - span_h - 1) / win.st_h + 1;
+  if (win.n < 4 && blk > (oh + 3) / 4) blk = (oh + 3) / 4;
+  if (blk > oh) blk = oh;
+  const int64_t ipb = (oh + blk - 1) / blk;
   int status = kOk;
 #pragma omp parallel if (win.rows * k >= kParallel / 2)
   {
