@@ -117,12 +117,14 @@ def test_dequantize_large_on_several_threads_matches_torch() -> None:
 def test_dequantize_into_a_layout_with_bias_matches_torch(layout: str, with_bias: bool) -> None:
     """Written into any layout (a convolution's [N, C, H, W] result seen as [N, H*W, C]), the bias added as a separate
     rounding: bit for bit torch's dequantization followed by ``torch.add``; small and threaded sizes, channels-first
-    results transposed in 8 x 8 blocks with rows and columns left over, per-tensor scales of either operand, weight scales per batch entry."""
+    results transposed in 8 x 8 blocks with rows and columns left over, per-tensor scales of either operand, weight
+    scales per batch entry."""
     g = torch.Generator().manual_seed(4)
     for n, hw, c, per_tensor in ((2, 15, 7, ""), (4, 400, 48, ""), (1, 80, 8, ""), (3, 135, 13, ""), (2, 70, 17, "a"),
                                  (2, 45, 24, "b"), (1, 40, 9, "ab"), (3, 35, 16, "n")):
         acc = torch.randint(-(1 << 30), 1 << 30, (n, hw, c), dtype=torch.int32, generator=g)
-        sa, sb = torch.rand(n, hw, 1, generator=g) + 1e-3, torch.rand(n if "n" in per_tensor else 1, 1, c, generator=g) * 1e-4
+        sa = torch.rand(n, hw, 1, generator=g) + 1e-3
+        sb = torch.rand(n if "n" in per_tensor else 1, 1, c, generator=g) * 1e-4
         sa, sb = sa[0, 0, 0] if "a" in per_tensor else sa, sb[0, 0, 0] if "b" in per_tensor else sb
         bias = torch.randn(c, generator=g) * 1e4 if with_bias else None
         fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
