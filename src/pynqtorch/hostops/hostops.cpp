@@ -954,9 +954,9 @@ inline void quantize_run(const float* x, int64_t n, float inv, int8_t* q) {
 // pynqtorch_im2col_quantize for a plain convolution (groups == 1) with one scale per patch row, from a zero-padded
 // channels-last copy of the input rows each work item needs (a block of output rows: an image where it fits about a
 // megabyte and there are at least four images), built here from x in any layout: a kernel row's pixels are then one
-// run of kw * c floats (kw runs of c with dilation), read in vectors without bounds checks. The window maxima come from per-row maxima (each input row's
-// part of each output column's window, computed once for the kh windows that share it), and the int8 values are
-// written run by run. Same arguments (geo[7] must be 1), values, scales and statuses as
+// run of kw * c floats (kw runs of c with dilation), read in vectors without bounds checks. The window maxima come
+// from per-row maxima (each input row's part of each output column's window, computed once for the kh windows that
+// share it), and the int8 values are written run by run. Same arguments (geo[7] must be 1), values, scales and statuses as
 // pynqtorch_im2col_quantize(per_row = 1).
 PYNQTORCH_CLONES int pynqtorch_im2col_quantize_padded(const float* x, const int64_t* geo, float qmax, int8_t* q,
                                                       float* scale) {
