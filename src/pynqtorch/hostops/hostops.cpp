@@ -956,8 +956,8 @@ inline void quantize_run(const float* x, int64_t n, float inv, int8_t* q) {
 // megabyte and there are at least four images), built here from x in any layout: a kernel row's pixels are then one
 // run of kw * c floats (kw runs of c with dilation), read in vectors without bounds checks. The window maxima come
 // from per-row maxima (each input row's part of each output column's window, computed once for the kh windows that
-// share it), and the int8 values are written run by run. Same arguments (geo[7] must be 1), values, scales and statuses as
-// pynqtorch_im2col_quantize(per_row = 1).
+// share it), and the int8 values are written run by run. Same arguments (geo[7] must be 1), values, scales and
+// statuses as pynqtorch_im2col_quantize(per_row = 1).
 PYNQTORCH_CLONES int pynqtorch_im2col_quantize_padded(const float* x, const int64_t* geo, float qmax, int8_t* q,
                                                       float* scale) {
   const Windows win(x, geo);
