@@ -450,3 +450,50 @@ def test_depthwise_conv_declines_what_the_general_path_handles() -> None:
                  (grouped, wq, sb, None), (p, wq[:, :4], sb, None), (p, wq.float(), sb, None), (p, wq, sb[:3], None),
                  (p, wq, sb.double(), None), (p, wq, sb, torch.randn(8).double()), (p, wq, sb, torch.randn(7))):
         assert hostops.depthwise_conv(*args, False, 127) is None
+
+
+@pytest.mark.parametrize("vnni", [True, False])
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (3, 5, 7, 9), (2, 17, 33, 18), (32, 64, 32, 64), (2, 64, 130, 33),
+                                   (2, 3, 1030, 5)])
+def test_stack_product_is_the_exact_integer_product(shape: tuple[int, int, int, int], vnni: bool,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The native stack product (AVX-512 VNNI where the CPU has it, else int32 sums) equals int64 bmm for random and
+    extreme (-128 / 127) values, row- and column-major operands."""
+    if vnni and not hostops._vnni():
+        pytest.skip("no AVX-512 VNNI on this CPU")
+    monkeypatch.setattr(hostops, "_vnni", lambda: vnni)
+    bt, m, k, n = shape
+    g = torch.Generator().manual_seed(sum(shape))
+    for extreme in (False, True):
+        a, b = (torch.randint(0, 2, s, generator=g).mul_(255).sub_(128).to(torch.int8) if extreme
+                else torch.randint(-128, 128, s, generator=g, dtype=torch.int8) for s in ((bt, m, k), (bt, k, n)))
+        want = torch.bmm(a.long(), b.long())
+        strided = torch.cat([a, a], 2)[:, :, :k]  # rows 2k apart
+        for aa, bb in ((a, b), (a.mT.contiguous().mT, b.mT.contiguous().mT), (strided, b)):
+            got = hostops.stack_product(aa, bb)
+            assert got.dtype == torch.int32 and torch.equal(got.long(), want)
+    assert hostops.stack_product(a, b.to(torch.int16)) is None
+    assert hostops.stack_product(torch.zeros(1, 1, 1 << 17, dtype=torch.int8),
+                                 torch.zeros(1, 1 << 17, 1, dtype=torch.int8)) is None
+
+
+@pytest.mark.parametrize("layout", ["rows", "columns"])
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (3, 5, 7, 9), (8, 64, 32, 64), (2, 64, 130, 33), (2, 3, 1030, 5)])
+def test_stack_gemm_is_quantize_product_dequantize(shape: tuple[int, int, int, int], layout: str) -> None:
+    """The one-pass activation GEMM of a stack equals its steps: `quantize` (A per row, B per column), the exact
+    integer product and `dequantize`, bit for bit; it declines non-finite lines and CPUs without VNNI."""
+    if not hostops._vnni():
+        pytest.skip("no AVX-512 VNNI on this CPU")
+    bt, m, k, n = shape
+    g = torch.Generator().manual_seed(sum(shape))
+    a = torch.randn(bt, m, k, generator=g) * torch.rand(bt, m, 1, generator=g) * 100
+    b = torch.randn(bt, k, n, generator=g) * torch.rand(bt, 1, n, generator=g)
+    a[0, -1] = 0.0  # a zero row: scale 1
+    if layout == "columns":
+        b = b.mT.contiguous().mT
+    qa, sa = hostops.quantize(a, -1, True, 127)
+    qb, sb = hostops.quantize(b, -2, True, 127)
+    want = hostops.dequantize(torch.bmm(qa.long(), qb.long()).int(), sa, sb)
+    assert torch.equal(hostops.stack_gemm(a, b, 127), want)
+    a[0, 0, 0] = math.nan
+    assert hostops.stack_gemm(a, b, 127) is None

@@ -10,6 +10,7 @@ from torch import nn
 
 import pynqtorch
 from pynqtorch import engine
+from pynqtorch.targets import registry
 
 # Per-row activations × per-channel weights on Gaussian data: relative Frobenius error well under 2 %.
 TOL = {"default": 0.02, "per_tensor": 0.05}
@@ -234,6 +235,37 @@ def test_weight_quantized_once_and_invalidated_by_writes():
         y3 = lin(x).cpu()
     assert engine.stats()["counters"]["weight_quantizations"] == 3
     assert torch.allclose(y3, lin.bias.cpu().expand(4, 8))
+
+
+@pytest.mark.parametrize("name", ["ref", "csim"])
+def test_only_weights_are_cached_b_operands(name, fresh_target):
+    """A B operand that is a parameter (or a view of one) takes the weight scheme and one cache entry; any other B
+    (an attention's keys, a plain tensor) the activation scheme per call and none. Per-tensor weights and per-row
+    activations tell the two apart; ref and csim agree bit for bit."""
+    if name == "csim" and (reason := registry.unavailable_reason("csim")) is not None:
+        pytest.skip(reason)
+    pynqtorch.use(name)
+    torch.manual_seed(12)
+    q, k = torch.randn(2, 3, 7, 8), torch.randn(2, 3, 9, 8)
+    x, w = torch.randn(5, 8), torch.randn(8, 6) * torch.linspace(0.1, 3, 6)
+    zq, zk, zx = q.to("zynq"), k.to("zynq"), x.to("zynq")
+    param = nn.Parameter(w.to("zynq"), requires_grad=False)
+    frozen_view = nn.Parameter(w.t().contiguous().to("zynq")).t()
+    with engine.quant_config(weights="per_tensor", activations="per_row"):
+        data_kt = engine.gemm(q.reshape(6, 7, 8), k.reshape(6, 9, 8).transpose(1, 2)).view(2, 3, 7, 9)
+        data_w, weight_w = engine.gemm(x, w), engine.gemm(x, w, weight=True)
+        assert not torch.equal(data_w, weight_w)  # the schemes differ here
+        engine.reset_stats()
+        with torch.no_grad():
+            for _ in range(3):
+                assert torch.equal((zq @ zk.transpose(-2, -1)).cpu(), data_kt)
+                assert torch.equal((zx @ w.to("zynq")).cpu(), data_w)
+        assert "weight_quantizations" not in engine.stats()["counters"]
+        for b in (param, frozen_view):
+            for _ in range(2):
+                assert torch.equal((zx @ b).cpu(), weight_w)
+        assert engine.stats()["counters"]["weight_quantizations"] == 2
+    assert rel_err(data_kt, q @ k.transpose(-2, -1)) < TOL["default"]
 
 
 def test_concurrent_threads_get_correct_results():

@@ -14,6 +14,7 @@ import torch
 
 from .. import hostops
 from ..hostops.patches import Patches
+from ..hw.tiling import blocks
 from ..targets import registry
 from .limbs import Operand, call_k, check_host_sum, combine, split
 from .quant import PerLine, PerTensor, QuantConfig, resolve_config, split_k
@@ -272,6 +273,15 @@ def _fast_float(s: Scheduler, a3: torch.Tensor | Patches, b3: torch.Tensor, qw: 
         if c is not None:
             s.host_call(m, rows.n, k, time.perf_counter() - t0, _HOST_COUNTERS)
             return c[None]
+    lim = s.active.limits
+    if (qw is None and s.exact and type(a_scheme) is PerLine and not isinstance(a3, Patches) and b3.shape[2] <= lim.n
+            and k <= lim.k and (c := hostops.stack_gemm(a3, b3, qmax)) is not None):
+        # activations on both sides (attention's products) on exact units: the steps below in one native pass per
+        # stack entry, accounted as the stack call(s) the scheduler would make of it (`Scheduler._stack`)
+        calls = 1 if m <= lim.m else len(blocks(m, s.active.desc.tile.m, lim.m))
+        s.host_call(m, b3.shape[2], k, time.perf_counter() - t0, {**_HOST_COUNTERS, "kernel_calls": calls},
+                    calls=calls, batch=a3.shape[0])
+        return c
     if qw is not None:
         bo, sb, b_key = qw.operand, qw.scale, qw.serial
     else:

@@ -52,6 +52,10 @@ _SIGNATURES = {
     "pynqtorch_rnn_steps": ([ctypes.c_int, _i64, _i64, ctypes.c_int, _f32, _ptr, _i64, _ptr, _ptr, _i64, _i64, _ptr, _i64,
                              _ptr, _ptr, _i64, _ptr, _ptr, _ptr, _i64, _ptr, ctypes.POINTER(ctypes.c_int)], _i64),
     "pynqtorch_rnn_cell": ([ctypes.c_int, _i64, _i64, _ptr, _ptr, _ptr, _ptr, _ptr], None),
+    "pynqtorch_stack_gemm": ([_ptr, ctypes.POINTER(_i64), _ptr, ctypes.POINTER(_i64), _i64, _i64, _i64, _i64, _f32,
+                              ctypes.c_int, _ptr], ctypes.c_int),
+    "pynqtorch_stack_product": ([_ptr, ctypes.POINTER(_i64), _ptr, ctypes.POINTER(_i64), _i64, _i64, _i64, _i64,
+                                 ctypes.c_int, _ptr], None),
     "pynqtorch_depthwise_conv": ([_ptr, ctypes.POINTER(_i64), _i64, _f32, _ptr, _ptr, _i64, _ptr, _ptr,
                                   ctypes.POINTER(_i64)], ctypes.c_int),
 }
@@ -309,6 +313,48 @@ def _pack_vnni(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     padded = torch.nn.functional.pad(q, (0, n16 * 16 - n, 0, k4 * 4 - k))
     packed = padded.view(k4, 4, n16, 16).permute(2, 0, 3, 1).contiguous()
     return packed, padded.sum(0, dtype=torch.int32).mul_(128).contiguous()
+
+
+@functools.cache
+def _vnni() -> bool:
+    lib = library()
+    return lib is not None and bool(lib.pynqtorch_rnn_vnni())
+
+
+def stack_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor | None:
+    """The exact int32 products ``a[i] @ b[i]`` of int8 stacks ``[B, M, K]`` and ``[B, K, N]`` (any strides) in one
+    native pass (``pynqtorch_stack_product``: AVX-512 VNNI dot products where the CPU has them), or None: without
+    the native library, other dtypes, or K so long that a sum could leave int32 (``K * 2**14 >= 2**31``)."""
+    lib = library()
+    if lib is None or a.dtype != torch.int8 or b.dtype != torch.int8 or a.shape[2] << 14 >= 1 << 31:
+        return None
+    bt, m, k = a.shape
+    n = b.shape[2]
+    c = torch.empty((bt, m, n), dtype=torch.int32)
+    if c.numel():
+        lib.pynqtorch_stack_product(a.data_ptr(), (_i64 * 3)(*a.stride()), b.data_ptr(), (_i64 * 3)(*b.stride()), bt,
+                                    m, k, n, int(_vnni()), c.data_ptr())
+    return c
+
+
+def stack_gemm(a: torch.Tensor, b: torch.Tensor, qmax: int) -> torch.Tensor | None:
+    """``a[i] @ b[i]`` for float32 stacks ``[B, M, K]`` and ``[B, K, N]`` with the per-line scheme on both (A per row,
+    B per column) in one native pass per entry (``pynqtorch_stack_gemm``): `quantize` of both, their exact integer
+    product and `dequantize`, the same bits; or None (the caller takes those steps): no AVX-512 VNNI, other dtypes,
+    empty operands, K beyond ``2**31 / (255 * 128)``, a non-finite or tiny line, the dequantization's overflow
+    guard."""
+    lib = library()
+    if lib is None or not _vnni() or a.dtype != torch.float32 or b.dtype != torch.float32 or 0 in a.shape or 0 in b.shape:
+        return None
+    if a.stride(2) != 1:
+        a = a.contiguous()
+    if b.stride(1) != 1 and b.stride(2) != 1:
+        b = b.contiguous()
+    bt, m, k = a.shape
+    out = torch.empty((bt, m, b.shape[2]), dtype=torch.float32)
+    st = lib.pynqtorch_stack_gemm(a.data_ptr(), (_i64 * 3)(*a.stride()), b.data_ptr(), (_i64 * 3)(*b.stride()), bt, m,
+                                  k, b.shape[2], float(qmax), 1, out.data_ptr())
+    return out if st == 0 else None
 
 
 def rnn_cell(gru: bool, gx: torch.Tensor, gates: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None,

@@ -1184,13 +1184,22 @@ struct RowsWeight {
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define PYNQTORCH_VNNI 1
-// out[r, j] (float32, exact) = sum_t qa[r, t] * b[t, j] for R rows given as ua = qa + 128 (uint8, rows of 4 * k4
-// bytes): vpdpbusd sums (qa + 128) * b, minus 128 * the column sums. Exact: every term and sum is an integer below
-// 2**31 (k * 255 * 127 < 2**31, checked by the caller) and the result's magnitude is at most 2**24.
-template <int R>
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) void product_vnni(const uint8_t* ua, int64_t k4,
-                                                                          const int8_t* bv, const int32_t* bsum,
-                                                                          int64_t n, float* out) {
+#define PYNQTORCH_AVX512VNNI __attribute__((target("avx512f,avx512bw,avx512vnni")))
+
+// The first w (1..16) lanes of v to out: as float32 (exact: |v| <= 2**24 where the rows pass uses it) or int32.
+PYNQTORCH_AVX512VNNI inline void store_lanes(float* out, __mmask16 mask, __m512i v) {
+  _mm512_mask_storeu_ps(out, mask, _mm512_maskz_cvtepi32_ps(mask, v));
+}
+PYNQTORCH_AVX512VNNI inline void store_lanes(int32_t* out, __mmask16 mask, __m512i v) {
+  _mm512_mask_storeu_epi32(out, mask, v);
+}
+
+// out[r, j] (float32 or int32, exact) = sum_t qa[r, t] * b[t, j] for R rows given as ua = qa + 128 (uint8, rows of
+// 4 * k4 bytes): vpdpbusd sums (qa + 128) * b, minus 128 * the column sums. Exact: every term and sum is an integer
+// below 2**31 (k * 255 * 128 < 2**31, checked by the caller).
+template <int R, typename Out>
+PYNQTORCH_AVX512VNNI void product_vnni(const uint8_t* ua, int64_t k4, const int8_t* bv, const int32_t* bsum,
+                                       int64_t n, Out* out) {
   const int64_t nb = (n + 15) / 16;
   for (int64_t jb = 0; jb < nb; ++jb) {
     __m512i acc[R];
@@ -1207,9 +1216,20 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void product_vnni(const u
     const __m512i sum = _mm512_loadu_si512(bsum + jb * 16);
     const int64_t w = n - jb * 16 < 16 ? n - jb * 16 : 16;
     const __mmask16 mask = static_cast<__mmask16>((1u << w) - 1);
-    for (int r = 0; r < R; ++r) {
-      const __m512 v = _mm512_maskz_cvtepi32_ps(mask, _mm512_sub_epi32(acc[r], sum));
-      _mm512_mask_storeu_ps(out + r * n + jb * 16, mask, v);
+    for (int r = 0; r < R; ++r) store_lanes(out + r * n + jb * 16, mask, _mm512_sub_epi32(acc[r], sum));
+  }
+}
+
+// product_vnni for m rows (rows of 4 * k4 bytes in ua), kRows at a time so that each B block read serves them all.
+template <typename Out>
+void vnni_rows(const uint8_t* ua, int64_t m, int64_t k4, const int8_t* bv, const int32_t* bsum, int64_t n, Out* out) {
+  for (int64_t i0 = 0; i0 < m; i0 += kRows) {
+    const uint8_t* u = ua + i0 * k4 * 4;
+    switch (m - i0 < kRows ? m - i0 : kRows) {
+      case 1: product_vnni<1>(u, k4, bv, bsum, n, out + i0 * n); break;
+      case 2: product_vnni<2>(u, k4, bv, bsum, n, out + i0 * n); break;
+      case 3: product_vnni<3>(u, k4, bv, bsum, n, out + i0 * n); break;
+      default: product_vnni<kRows>(u, k4, bv, bsum, n, out + i0 * n); break;
     }
   }
 }
@@ -1221,21 +1241,14 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void product_vnni(const u
 // 4 * ceil(k / 4) bytes).
 PYNQTORCH_INLINE void rows_product(const float* qa, const uint8_t* ua, int64_t m, const RowsWeight& w, float* out) {
   const int64_t k = w.k, n = w.n;
+#if PYNQTORCH_VNNI
+  if (w.bv != nullptr) {
+    vnni_rows(ua, m, (k + 3) / 4, w.bv, w.bsum, n, out);
+    return;
+  }
+#endif
   for (int64_t i0 = 0; i0 < m; i0 += kRows) {  // rows in groups, so that each B row read serves all of them
     const int64_t rows = m - i0 < kRows ? m - i0 : kRows;
-#if PYNQTORCH_VNNI
-    if (w.bv != nullptr) {
-      const int64_t k4 = (k + 3) / 4;
-      const uint8_t* u = ua + i0 * k4 * 4;
-      switch (rows) {
-        case 1: product_vnni<1>(u, k4, w.bv, w.bsum, n, out + i0 * n); break;
-        case 2: product_vnni<2>(u, k4, w.bv, w.bsum, n, out + i0 * n); break;
-        case 3: product_vnni<3>(u, k4, w.bv, w.bsum, n, out + i0 * n); break;
-        default: product_vnni<kRows>(u, k4, w.bv, w.bsum, n, out + i0 * n); break;
-      }
-      continue;
-    }
-#endif
     switch (rows) {
       case 1: product_rows<1>(qa + i0 * k, k, w.bf, w.ldb, n, out + i0 * n); break;
       case 2: product_rows<2>(qa + i0 * k, k, w.bf, w.ldb, n, out + i0 * n); break;
@@ -1496,6 +1509,241 @@ PYNQTORCH_CLONES void pynqtorch_rnn_cell(int gru, int64_t m, int64_t hid, const 
       lstm_cell(gates + i * n, hid, c + i * hid, h_out + i * hid);
     }
   }
+}
+
+}  // extern "C"
+
+namespace {
+
+// c = a @ b for int8 a [m, k] and b [k, n] (strides in elements: rows ar / br, columns ac / bc), int32 c (row-major):
+// sums of int32 products the compiler vectorizes along n for a row-major b (exact while k * 2**14 < 2**31).
+PYNQTORCH_INLINE void stack_product_plain(const int8_t* a, int64_t ar, int64_t ac, const int8_t* b, int64_t br,
+                                          int64_t bc, int64_t m, int64_t k, int64_t n, int32_t* c) {
+  for (int64_t i = 0; i < m; ++i) {
+    int32_t* dst = c + i * n;
+    for (int64_t j = 0; j < n; ++j) dst[j] = 0;
+    for (int64_t t = 0; t < k; ++t) {
+      const int32_t av = a[i * ar + t * ac];
+      const int8_t* row = b + t * br;
+      if (bc == 1) {
+        for (int64_t j = 0; j < n; ++j) dst[j] += av * row[j];
+      } else {
+        for (int64_t j = 0; j < n; ++j) dst[j] += av * row[j * bc];
+      }
+    }
+  }
+}
+
+#if PYNQTORCH_VNNI
+// b [k, n] (element strides br, bc) as RowsWeight's bv (zeroed by the caller) and bsum: blocks of 4 rows and 16
+// columns of a row-major b are transposed with SSE2 byte and word interleaves, the 4 values of a column-major b's
+// column are one 4-byte copy, the rest element by element.
+PYNQTORCH_INLINE void pack_vnni(const int8_t* b, int64_t br, int64_t bc, int64_t k, int64_t n, int8_t* bv,
+                                int32_t* bsum) {
+  const int64_t k4 = (k + 3) / 4, nb = (n + 15) / 16;
+  for (int64_t jb = 0; jb < nb; ++jb) {
+    const int64_t w = n - jb * 16 < 16 ? n - jb * 16 : 16;
+    int8_t* blk = bv + jb * k4 * 64;
+    const int8_t* col = b + jb * 16 * bc;
+    int64_t t = 0;
+    if (bc == 1 && w == 16) {
+      for (; t + 4 <= k; t += 4) {
+        const __m128i r0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(col + t * br));
+        const __m128i r1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(col + (t + 1) * br));
+        const __m128i r2 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(col + (t + 2) * br));
+        const __m128i r3 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(col + (t + 3) * br));
+        const __m128i lo01 = _mm_unpacklo_epi8(r0, r1), hi01 = _mm_unpackhi_epi8(r0, r1);
+        const __m128i lo23 = _mm_unpacklo_epi8(r2, r3), hi23 = _mm_unpackhi_epi8(r2, r3);
+        __m128i* dst = reinterpret_cast<__m128i*>(blk + (t >> 2) * 64);
+        _mm_storeu_si128(dst, _mm_unpacklo_epi16(lo01, lo23));
+        _mm_storeu_si128(dst + 1, _mm_unpackhi_epi16(lo01, lo23));
+        _mm_storeu_si128(dst + 2, _mm_unpacklo_epi16(hi01, hi23));
+        _mm_storeu_si128(dst + 3, _mm_unpackhi_epi16(hi01, hi23));
+      }
+    } else if (br == 1) {
+      for (; t + 4 <= k; t += 4) {
+        int8_t* dst = blk + (t >> 2) * 64;
+        for (int64_t jj = 0; jj < w; ++jj) std::memcpy(dst + jj * 4, col + jj * bc + t, 4);
+      }
+    }
+    for (; t < k; ++t) {
+      int8_t* dst = blk + (t >> 2) * 64 + (t & 3);
+      for (int64_t jj = 0; jj < w; ++jj) dst[jj * 4] = col[t * br + jj * bc];
+    }
+  }
+  if (bc == 1) {
+    for (int64_t t = 0; t < k; ++t) {
+      for (int64_t j = 0; j < n; ++j) bsum[j] += b[t * br + j];
+    }
+  } else {
+    for (int64_t j = 0; j < n; ++j) {
+      int32_t sum = 0;
+      for (int64_t t = 0; t < k; ++t) sum += b[t * br + j * bc];
+      bsum[j] = sum;
+    }
+  }
+  for (int64_t j = 0; j < n; ++j) bsum[j] *= 128;
+}
+
+// The same product with vpdpbusd (vnni_rows): b packed as RowsWeight's bv and bsum, a as uint8 a + 128 (a ^ 0x80)
+// in rows of 4 * k4 bytes padded with 128 (b's padding is 0, so the padding adds nothing).
+PYNQTORCH_INLINE void stack_product_vnni(const int8_t* a, int64_t ar, int64_t ac, const int8_t* b, int64_t br,
+                                         int64_t bc, int64_t m, int64_t k, int64_t n, int32_t* c,
+                                         std::vector<uint8_t>& ua, std::vector<int8_t>& bv,
+                                         std::vector<int32_t>& bsum) {
+  const int64_t k4 = (k + 3) / 4, nb = (n + 15) / 16;
+  ua.resize(m * k4 * 4);
+  bv.assign(nb * k4 * 64, 0);
+  bsum.assign(nb * 16, 0);
+  for (int64_t i = 0; i < m; ++i) {
+    uint8_t* dst = ua.data() + i * k4 * 4;
+    const int8_t* src = a + i * ar;
+    if (ac == 1) {
+      for (int64_t t = 0; t < k; ++t) dst[t] = static_cast<uint8_t>(src[t] ^ 0x80);
+    } else {
+      for (int64_t t = 0; t < k; ++t) dst[t] = static_cast<uint8_t>(src[t * ac] ^ 0x80);
+    }
+    for (int64_t t = k; t < k4 * 4; ++t) dst[t] = 128;
+  }
+  pack_vnni(b, br, bc, k, n, bv.data(), bsum.data());
+  vnni_rows(ua.data(), m, k4, bv.data(), bsum.data(), n, c);
+}
+#endif
+
+#if PYNQTORCH_VNNI
+// pynqtorch_stack_gemm for one stack entry: a [m, k] (rows ar apart, contiguous), b [k, n] (rows br, columns bc apart,
+// one of them 1); qb holds k * n int8, sa m floats, sb n floats. Returns a Status; out is written only with kOk.
+PYNQTORCH_INLINE int stack_gemm_entry(const float* a, int64_t ar, const float* b, int64_t br, int64_t bc, int64_t m,
+                                      int64_t k, int64_t n, float qmax, float* out, std::vector<uint8_t>& ua,
+                                      std::vector<int8_t>& qb, std::vector<int8_t>& bv, std::vector<int32_t>& bsum,
+                                      std::vector<float>& sa, std::vector<float>& sb) {
+  const int64_t k4 = (k + 3) / 4, nb = (n + 15) / 16;
+  ua.resize(m * k4 * 4);
+  qb.resize(k * n);
+  bv.assign(nb * k4 * 64, 0);
+  bsum.assign(nb * 16, 0);
+  sa.resize(m);
+  sb.resize(n);
+  uint32_t sa_max = 0, sb_max = 0;
+  for (int64_t i = 0; i < m; ++i) {  // A per row, as pynqtorch_quantize_rows, stored + 128 for vpdpbusd
+    const float* row = a + i * ar;
+    const uint32_t mi = row_amax_bits(row, k);
+    const int st = check(mi);
+    if (st != kOk) return st;
+    const float scale = scale_of(mi, qmax);
+    sa[i] = scale;
+    sa_max = bits(scale) > sa_max ? bits(scale) : sa_max;
+    const float inv = 1.0f / scale;
+    uint8_t* dst = ua.data() + i * k4 * 4;
+    for (int64_t t = 0; t < k; ++t) dst[t] = static_cast<uint8_t>(round_to_int8(row[t] * inv) + 128);
+    for (int64_t t = k; t < k4 * 4; ++t) dst[t] = 128;
+  }
+  if (br == 1) {  // B's columns contiguous: each quantized as a row (pynqtorch_quantize_rows of the transpose)
+    for (int64_t j = 0; j < n; ++j) {
+      const float* col = b + j * bc;
+      const uint32_t mj = row_amax_bits(col, k);
+      const int st = check(mj);
+      if (st != kOk) return st;
+      sb[j] = scale_of(mj, qmax);
+      quantize_row(col, k, 1.0f / sb[j], qb.data() + j * k);
+    }
+    pack_vnni(qb.data(), 1, k, k, n, bv.data(), bsum.data());
+  } else {  // B's rows contiguous: per column across rows, as pynqtorch_quantize_cols
+    std::vector<float> inv(n);
+    std::vector<uint32_t> mx(n, 0);
+    for (int64_t t = 0; t < k; ++t) {
+      const float* row = b + t * br;
+      for (int64_t j = 0; j < n; ++j) {
+        const uint32_t u = bits(row[j]) & kAbsMask;
+        mx[j] = u > mx[j] ? u : mx[j];
+      }
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      const int st = check(mx[j]);
+      if (st != kOk) return st;
+      sb[j] = scale_of(mx[j], qmax);
+      inv[j] = 1.0f / sb[j];
+    }
+    for (int64_t t = 0; t < k; ++t) quantize_row_cols(b + t * br, n, inv.data(), qb.data() + t * n);
+    pack_vnni(qb.data(), n, 1, k, n, bv.data(), bsum.data());
+  }
+  for (int64_t j = 0; j < n; ++j) sb_max = bits(sb[j]) > sb_max ? bits(sb[j]) : sb_max;
+  if (overflow_risk(sa_max, sb_max)) return kNotTaken;
+  int32_t* acc = reinterpret_cast<int32_t*>(out);  // the accumulators, then their dequantization in place
+  vnni_rows(ua.data(), m, k4, bv.data(), bsum.data(), n, acc);
+  for (int64_t i = 0; i < m; ++i) {
+    float* dst = out + i * n;
+    const int32_t* src = acc + i * n;
+    const float s = sa[i];
+    for (int64_t j = 0; j < n; ++j) dst[j] = (static_cast<float>(src[j]) * s) * sb[j];
+  }
+  return kOk;
+}
+#endif
+
+}  // namespace
+
+extern "C" {
+
+// The exact products of a stack of int8 matrices, as pynqtorch.targets.base.golden_stack defines them while no sum
+// can reach the accumulator's limit: c[i] = a[i] @ b[i] (int32, [bt, m, n] row-major) for a [bt, m, k] and
+// b [bt, k, n] with element strides sa and sb (batch, row, column); the caller guarantees k * 2**14 < 2**31. With
+// `vnni` (pynqtorch_rnn_vnni()) and k * 255 * 128 < 2**31 the products use AVX-512 VNNI dot products, else int32
+// sums; the same integers either way. Large stacks split their entries over the OpenMP threads.
+PYNQTORCH_CLONES void pynqtorch_stack_product(const int8_t* a, const int64_t* sa, const int8_t* b, const int64_t* sb,
+                                              int64_t bt, int64_t m, int64_t k, int64_t n, int vnni, int32_t* c) {
+#pragma omp parallel if (bt > 1 && bt * m * k * n >= 64 * kParallel)
+  {
+    std::vector<uint8_t> ua;
+    std::vector<int8_t> bv;
+    std::vector<int32_t> bsum;
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < bt; ++i) {
+      const int8_t* ai = a + i * sa[0];
+      const int8_t* bi = b + i * sb[0];
+      int32_t* ci = c + i * m * n;
+#if PYNQTORCH_VNNI
+      if (vnni && k * 255 * 128 < (int64_t(1) << 31)) {
+        stack_product_vnni(ai, sa[1], sa[2], bi, sb[1], sb[2], m, k, n, ci, ua, bv, bsum);
+        continue;
+      }
+#endif
+      stack_product_plain(ai, sa[1], sa[2], bi, sb[1], sb[2], m, k, n, ci);
+    }
+  }
+  (void)vnni;
+}
+
+// The float32 GEMM of a stack with the activation scheme on both operands, in one pass per entry: out[i] (float32,
+// [bt, m, n] row-major) = a[i] @ b[i] for a [bt, m, k] (strides sa; rows contiguous) and b [bt, k, n] (strides sb;
+// rows or columns contiguous), quantized per row of a and per column of b (pynqtorch_quantize_rows / _cols), their
+// exact integer product with AVX-512 VNNI (stack_product_vnni's) and the dequantization ((acc * sa) * sb, as
+// pynqtorch_dequantize) — the same operations, so the same bits, as those passes with the golden model's product.
+// Returns a Status: kNotTaken without VNNI, for other layouts, k * 255 * 128 >= 2**31 or the dequantization's
+// overflow guard; kNonFinite / kTiny for a line the per-line scheme cannot take here.
+PYNQTORCH_CLONES int pynqtorch_stack_gemm(const float* a, const int64_t* sa, const float* b, const int64_t* sb,
+                                          int64_t bt, int64_t m, int64_t k, int64_t n, float qmax, int vnni,
+                                          float* out) {
+#if PYNQTORCH_VNNI
+  if (!vnni || sa[2] != 1 || (sb[1] != 1 && sb[2] != 1) || k * 255 * 128 >= (int64_t(1) << 31)) return kNotTaken;
+  int status = kOk;
+#pragma omp parallel if (bt > 1 && bt * m * k * n >= 64 * kParallel)
+  {
+    std::vector<uint8_t> ua;
+    std::vector<int8_t> qb, bv;
+    std::vector<int32_t> bsum;
+    std::vector<float> sa_, sb_;
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < bt; ++i) {
+      report(&status, stack_gemm_entry(a + i * sa[0], sa[1], b + i * sb[0], sb[1], sb[2], m, k, n, qmax,
+                                       out + i * m * n, ua, qb, bv, bsum, sa_, sb_));
+    }
+  }
+  return status;
+#else
+  (void)a, (void)sa, (void)b, (void)sb, (void)bt, (void)m, (void)k, (void)n, (void)qmax, (void)vnni, (void)out;
+  return kNotTaken;
+#endif
 }
 
 }  // extern "C"

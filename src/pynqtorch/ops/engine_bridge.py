@@ -1,4 +1,5 @@
-"""The one call from ops into the engine: B operands owned by zynq tensors are cached as weights."""
+"""The one call from ops into the engine: B operands owned by zynq weights are cached as weights (`weight_of` says
+which B is a weight)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,15 @@ def _derived_owner(src: torch.Tensor) -> _Derived:
     if owner is None:
         owner = owners[key] = _Derived()
     return owner
+
+
+def weight_of(t: torch.Tensor) -> torch.Tensor | None:
+    """`t` if the GEMM-family ops treat it as a weight (a B operand cached as `gemm`'s `b_owner`, with the weight
+    scheme), else None: a module parameter (`nn.Parameter`, also frozen), a leaf tensor that requires grad (trained
+    like one), or a view of either. Anything else (an activation: attention keys and values, any computed or plain
+    tensor) is data that may change every call: quantized per call with the activation scheme, no cache entry."""
+    root = t._base if t._base is not None else t
+    return t if isinstance(root, torch.nn.Parameter) or (root.requires_grad and root.grad_fn is None) else None
 
 
 def gemm(a: torch.Tensor, b: torch.Tensor, *, b_owner: torch.Tensor | None,

@@ -2,8 +2,9 @@
 baddbmm, addbmm, addr, mv, addmv, dot, vdot and _addmm_activation.
 
 `matmul` and `linear` are composite in PyTorch and reach these (linear → addmm/matmul → mm/bmm), so every
-broadcasting case of matmul lands here. The second operand (B) is the one whose quantization is cached:
-for linear layers it is the weight.
+broadcasting case of matmul lands here. The second operand (B) is the one whose quantization is cached when it
+is a weight (`engine_bridge.weight_of`: a parameter, as in linear layers); any other B (``q @ k.transpose(-2, -1)``)
+takes the activation scheme per call.
 
 Each op's values come from one function of its functional form (`VALUES`); the overloads are taken from
 PyTorch's registry (`family_overloads`), so a new `out=` or in-place overload cannot silently miss the
@@ -25,7 +26,7 @@ from ..device.fallback import mark_written_args, run_on_cpu
 from ..device.report import record
 from ..device.storage import adopt_result, cpu_view, resize
 from ._common import NotOffloadable, to_cpu, traced
-from .engine_bridge import gemm
+from .engine_bridge import gemm, weight_of
 
 aten = torch.ops.aten
 
@@ -57,7 +58,7 @@ def _scale_add(acc: torch.Tensor, bias: torch.Tensor | None, beta: complex, alph
 
 def _mm(self: torch.Tensor, mat2: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     _check(self, mat2)
-    return gemm(to_cpu(self), to_cpu(mat2), b_owner=mat2, bias=bias)
+    return gemm(to_cpu(self), to_cpu(mat2), b_owner=weight_of(mat2), bias=bias)
 
 
 def _addmm(self: torch.Tensor, mat1: torch.Tensor, mat2: torch.Tensor, *, beta: complex = 1,
@@ -87,14 +88,14 @@ def _addbmm(self: torch.Tensor, batch1: torch.Tensor, batch2: torch.Tensor, *, b
     _check(batch1, batch2)
     b, m, k = batch1.shape
     a = to_cpu(batch1).permute(1, 0, 2).reshape(m, b * k)
-    acc = gemm(a, to_cpu(batch2).reshape(b * k, batch2.shape[2]), b_owner=batch2)
+    acc = gemm(a, to_cpu(batch2).reshape(b * k, batch2.shape[2]), b_owner=weight_of(batch2))
     return _scale_add(acc, to_cpu(self), beta, alpha)
 
 
 def _mv(self: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
     _check(self, vec)
-    # y = A v  ==  (v^T A^T)^T: the matrix is the cached B operand.
-    return gemm(to_cpu(vec).unsqueeze(0), to_cpu(self).t(), b_owner=self).squeeze(0)
+    # y = A v  ==  (v^T A^T)^T: the matrix is the B operand (cached if a weight).
+    return gemm(to_cpu(vec).unsqueeze(0), to_cpu(self).t(), b_owner=weight_of(self)).squeeze(0)
 
 
 def _addmv(self: torch.Tensor, mat: torch.Tensor, vec: torch.Tensor, *, beta: complex = 1,
@@ -105,13 +106,13 @@ def _addmv(self: torch.Tensor, mat: torch.Tensor, vec: torch.Tensor, *, beta: co
 def _addr(self: torch.Tensor, vec1: torch.Tensor, vec2: torch.Tensor, *, beta: complex = 1,
           alpha: complex = 1) -> torch.Tensor:
     _check(vec1, vec2)
-    acc = gemm(to_cpu(vec1).unsqueeze(1), to_cpu(vec2).unsqueeze(0), b_owner=vec2)
+    acc = gemm(to_cpu(vec1).unsqueeze(1), to_cpu(vec2).unsqueeze(0), b_owner=weight_of(vec2))
     return _scale_add(acc, to_cpu(self), beta, alpha)
 
 
 def _dot(self: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:
     _check(self, tensor)
-    return gemm(to_cpu(self).unsqueeze(0), to_cpu(tensor).unsqueeze(1), b_owner=tensor).reshape(())
+    return gemm(to_cpu(self).unsqueeze(0), to_cpu(tensor).unsqueeze(1), b_owner=weight_of(tensor)).reshape(())
 
 
 # The functional form of each family op, computing its values from zynq (or 0-dim CPU) arguments.
