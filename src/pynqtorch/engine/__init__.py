@@ -7,6 +7,8 @@ Public API for the ops layer and users:
   `a` (a recurrent layer's steps).
 - `depthwise_conv(p, b, bias, channels_last, owner=..., version=...)`: a depthwise convolution in one native pass
   where the units' calls are exact integer products (None elsewhere: use `gemm`).
+- `activation_gemm(a, b, scale=..., out=...)`: a batched product of two activations (attention's) in one native pass
+  per product where the units' calls are exact integer products (None elsewhere: use `gemm`).
 - `QuantConfig`, `set_quant_config`, `get_quant_config`, `quant_config` (context), `resolve_config`.
 - `Scheme` (`PerTensor`, `PerLine`, `PerGroup`), `register_scheme`, `get_scheme`, `schemes`: quantization schemes;
   `unsupported(config)` says why the active kernel cannot run one (None if it can).
@@ -26,6 +28,7 @@ from .api import (
     INT_DTYPES,
     SUPPORTED_DTYPES,
     BoundGemm,
+    activation_gemm,
     bind,
     depthwise_conv,
     gemm,
@@ -68,7 +71,7 @@ def reset_stats() -> None:
 
 __all__ = [
     "FLOAT_DTYPES", "INT_DTYPES", "SUPPORTED_DTYPES", "BoundGemm", "Patches", "PerGroup", "PerLine", "PerTensor", "QuantConfig",
-    "Quantized", "QuantizedWeight", "Scheme", "active", "available_targets", "bind", "depthwise_conv", "gemm", "get_quant_config",
+    "Quantized", "QuantizedWeight", "Scheme", "activation_gemm", "active", "available_targets", "bind", "depthwise_conv", "gemm", "get_quant_config",
     "get_scheme", "invalidate_weights", "prepare_weight", "quant_config", "register_scheme", "reset_stats",
     "resolve_config", "schemes", "set_quant_config", "stats", "unsupported", "use",
 ]

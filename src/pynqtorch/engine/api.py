@@ -273,15 +273,8 @@ def _fast_float(s: Scheduler, a3: torch.Tensor | Patches, b3: torch.Tensor, qw: 
         if c is not None:
             s.host_call(m, rows.n, k, time.perf_counter() - t0, _HOST_COUNTERS)
             return c[None]
-    lim = s.active.limits
-    if (qw is None and s.exact and type(a_scheme) is PerLine and not isinstance(a3, Patches) and b3.shape[2] <= lim.n
-            and k <= lim.k and (c := hostops.stack_gemm(a3, b3, qmax)) is not None):
-        # activations on both sides (attention's products) on exact units: the steps below in one native pass per
-        # stack entry, accounted as the stack call(s) the scheduler would make of it (`Scheduler._stack`)
-        calls = 1 if m <= lim.m else len(blocks(m, s.active.desc.tile.m, lim.m))
-        s.host_call(m, b3.shape[2], k, time.perf_counter() - t0, {**_HOST_COUNTERS, "kernel_calls": calls},
-                    calls=calls, batch=a3.shape[0])
-        return c
+    if qw is None and not isinstance(a3, Patches) and (c := _stack_gemm(s, a_scheme, a3, b3)) is not None:
+        return c  # activations on both sides: the steps below in one native pass per stack entry
     if qw is not None:
         bo, sb, b_key = qw.operand, qw.scale, qw.serial
     else:
@@ -308,6 +301,44 @@ def _fast_float(s: Scheduler, a3: torch.Tensor | Patches, b3: torch.Tensor, qw: 
     STATS.record({"quantize": t_quant, "dequantize": time.perf_counter() - t0},
                  {"gemm_float": 1, "limb_products": 1})
     return c
+
+
+def _stack_gemm(s: Scheduler, scheme: object, a: torch.Tensor, b: torch.Tensor, scale: float = 1.0,
+                out: torch.Tensor | None = None) -> torch.Tensor | None:
+    """``(a * scale) @ b`` of float32 activations (``[..., M, K]``, ``[..., K, N]``, one or two equal batch dims) with
+    per-line `scheme` on both, as one native pass per product (`hostops.stack_gemm`: quantize, the exact integer
+    product, dequantize), into `out` if given; or None: units that are not `exact`, another scheme, N or K beyond one
+    call, or a case the pass declines. Accounted as the stack call(s) the scheduler makes of such a product on these
+    units (`Scheduler._stack`: one, or one per M block)."""
+    m, k = a.shape[-2:]
+    n, lim = b.shape[-1], s.active.limits
+    if not (s.exact and type(scheme) is PerLine and s.qmax < 1 << (s.digit_bits - 1) and n <= lim.n and k <= lim.k):
+        return None
+    t0 = time.perf_counter()
+    c = hostops.stack_gemm(a, b, s.qmax, pre=scale, out=out)
+    if c is None:
+        return None
+    calls = 1 if m <= lim.m else len(blocks(m, s.active.desc.tile.m, lim.m))
+    s.host_call(m, n, k, time.perf_counter() - t0, {**_HOST_COUNTERS, "kernel_calls": calls}, calls=calls,
+                batch=a.shape[:-2].numel())
+    return c
+
+
+def activation_gemm(a: torch.Tensor, b: torch.Tensor, *, scale: float = 1.0, out: torch.Tensor | None = None,
+                    config: QuantConfig | None = None) -> torch.Tensor | None:
+    """``(a * scale) @ b`` of two float32 CPU activations ``[..., M, K]`` and ``[..., K, N]`` (one or two equal batch
+    dims: attention's ``q @ kᵀ`` and ``p @ v`` per head), with the activation scheme on both, as `gemm` computes
+    ``gemm(a * scale, b)`` bit for bit (``a * scale`` as torch multiplies by a float32 scalar), into `out` (``[..., M,
+    N]``, rows contiguous) if given — or None, and the caller does exactly that (`out` may be partly written).
+
+    Taken when every unit's call is the exact integer product (`ComputeUnit.exact`, the `ref` golden model), the
+    activation scheme is per row and the native pass takes the operands (AVX-512 VNNI, finite lines, N and K within
+    one call): one pass per product reading each operand in place, whatever its batch strides."""
+    if (a.requires_grad or b.requires_grad) and torch.is_grad_enabled():
+        return None
+    if not (a.is_cpu and b.is_cpu):
+        raise ValueError("engine.activation_gemm takes CPU tensors")
+    return _stack_gemm(_kernel(), resolve_config(config).activation_scheme, a, b, scale, out)
 
 
 def _host_rows(s: Scheduler, qw: QuantizedWeight, per_line: bool) -> hostops.RowsGemm | None:

@@ -52,8 +52,8 @@ _SIGNATURES = {
     "pynqtorch_rnn_steps": ([ctypes.c_int, _i64, _i64, ctypes.c_int, _f32, _ptr, _i64, _ptr, _ptr, _i64, _i64, _ptr, _i64,
                              _ptr, _ptr, _i64, _ptr, _ptr, _ptr, _i64, _ptr, ctypes.POINTER(ctypes.c_int)], _i64),
     "pynqtorch_rnn_cell": ([ctypes.c_int, _i64, _i64, _ptr, _ptr, _ptr, _ptr, _ptr], None),
-    "pynqtorch_stack_gemm": ([_ptr, ctypes.POINTER(_i64), _ptr, ctypes.POINTER(_i64), _i64, _i64, _i64, _i64, _f32,
-                              ctypes.c_int, _ptr], ctypes.c_int),
+    "pynqtorch_stack_gemm": ([_ptr, ctypes.POINTER(_i64), _f32, _ptr, ctypes.POINTER(_i64), _ptr, ctypes.POINTER(_i64),
+                              _i64, _i64, _i64, _i64, _i64, _f32, ctypes.c_int], ctypes.c_int),
     "pynqtorch_stack_product": ([_ptr, ctypes.POINTER(_i64), _ptr, ctypes.POINTER(_i64), _i64, _i64, _i64, _i64,
                                  ctypes.c_int, _ptr], None),
     "pynqtorch_depthwise_conv": ([_ptr, ctypes.POINTER(_i64), _i64, _f32, _ptr, _ptr, _i64, _ptr, _ptr,
@@ -337,23 +337,34 @@ def stack_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor | None:
     return c
 
 
-def stack_gemm(a: torch.Tensor, b: torch.Tensor, qmax: int) -> torch.Tensor | None:
-    """``a[i] @ b[i]`` for float32 stacks ``[B, M, K]`` and ``[B, K, N]`` with the per-line scheme on both (A per row,
-    B per column) in one native pass per entry (``pynqtorch_stack_gemm``): `quantize` of both, their exact integer
-    product and `dequantize`, the same bits; or None (the caller takes those steps): no AVX-512 VNNI, other dtypes,
+def stack_gemm(a: torch.Tensor, b: torch.Tensor, qmax: int, *, pre: float = 1.0,
+               out: torch.Tensor | None = None) -> torch.Tensor | None:
+    """``(a * pre) @ b`` for float32 stacks ``[..., M, K]`` and ``[..., K, N]`` (one or two batch dims, equal) with the
+    per-line scheme on both (A per row, B per column) in one native pass per entry (``pynqtorch_stack_gemm``):
+    `quantize` of both, their exact integer product and `dequantize`, the same bits (``a * pre`` as torch multiplies by
+    a float32 scalar); written into `out` (``[..., M, N]``, rows contiguous) if given, else a new contiguous tensor;
+    or None (the caller takes those steps; `out` may be partly written): no AVX-512 VNNI, other dtypes or shapes,
     empty operands, K beyond ``2**31 / (255 * 128)``, a non-finite or tiny line, the dequantization's overflow
     guard."""
     lib = library()
-    if lib is None or not _vnni() or a.dtype != torch.float32 or b.dtype != torch.float32 or 0 in a.shape or 0 in b.shape:
+    if (lib is None or not _vnni() or a.dtype != torch.float32 or b.dtype != torch.float32 or a.dim() not in (3, 4)
+            or b.dim() != a.dim() or a.shape[:-2] != b.shape[:-2] or a.shape[-1] != b.shape[-2] or 0 in a.shape
+            or 0 in b.shape):
         return None
-    if a.stride(2) != 1:
+    if a.stride(-1) != 1:
         a = a.contiguous()
-    if b.stride(1) != 1 and b.stride(2) != 1:
+    if b.stride(-2) != 1 and b.stride(-1) != 1:
         b = b.contiguous()
-    bt, m, k = a.shape
-    out = torch.empty((bt, m, b.shape[2]), dtype=torch.float32)
-    st = lib.pynqtorch_stack_gemm(a.data_ptr(), (_i64 * 3)(*a.stride()), b.data_ptr(), (_i64 * 3)(*b.stride()), bt, m,
-                                  k, b.shape[2], float(qmax), 1, out.data_ptr())
+    shape = (*a.shape[:-1], b.shape[-1])
+    if out is None:
+        out = torch.empty(shape, dtype=torch.float32)
+    elif out.dtype != torch.float32 or out.shape != shape or out.stride(-1) != 1:
+        return None
+    a4, b4, o4 = (t if t.dim() == 4 else t[None] for t in (a, b, out))
+    b1, b2, m, k = a4.shape
+    st = lib.pynqtorch_stack_gemm(a4.data_ptr(), (_i64 * 4)(*a4.stride()), float(pre), b4.data_ptr(),
+                                  (_i64 * 4)(*b4.stride()), o4.data_ptr(), (_i64 * 4)(*o4.stride()), b1, b2, m, k,
+                                  b4.shape[3], float(qmax), 1)
     return out if st == 0 else None
 
 

@@ -1611,33 +1611,48 @@ PYNQTORCH_INLINE void stack_product_vnni(const int8_t* a, int64_t ar, int64_t ac
 #endif
 
 #if PYNQTORCH_VNNI
-// pynqtorch_stack_gemm for one stack entry: a [m, k] (rows ar apart, contiguous), b [k, n] (rows br, columns bc apart,
-// one of them 1); qb holds k * n int8, sa m floats, sb n floats. Returns a Status; out is written only with kOk.
-PYNQTORCH_INLINE int stack_gemm_entry(const float* a, int64_t ar, const float* b, int64_t br, int64_t bc, int64_t m,
-                                      int64_t k, int64_t n, float qmax, float* out, std::vector<uint8_t>& ua,
-                                      std::vector<int8_t>& qb, std::vector<int8_t>& bv, std::vector<int32_t>& bsum,
-                                      std::vector<float>& sa, std::vector<float>& sb) {
+// Buffers of one thread of pynqtorch_stack_gemm.
+struct StackGemmWork {
+  std::vector<uint8_t> ua;
+  std::vector<int8_t> qb, bv;
+  std::vector<int32_t> bsum, acc;
+  std::vector<float> sa, sb, row;
+};
+
+// pynqtorch_stack_gemm for one stack entry: a [m, k] (rows ar apart, contiguous; times `pre` unless it is 1), b [k, n]
+// (rows br, columns bc apart, one of them 1), out [m, n] (rows orow apart, contiguous). Returns a Status; out is
+// written only with kOk.
+PYNQTORCH_INLINE int stack_gemm_entry(const float* a, int64_t ar, float pre, const float* b, int64_t br, int64_t bc,
+                                      float* out, int64_t orow, int64_t m, int64_t k, int64_t n, float qmax,
+                                      StackGemmWork& w) {
   const int64_t k4 = (k + 3) / 4, nb = (n + 15) / 16;
-  ua.resize(m * k4 * 4);
-  qb.resize(k * n);
-  bv.assign(nb * k4 * 64, 0);
-  bsum.assign(nb * 16, 0);
-  sa.resize(m);
-  sb.resize(n);
+  w.ua.resize(m * k4 * 4);
+  w.qb.resize(k * n);
+  w.bv.assign(nb * k4 * 64, 0);
+  w.bsum.assign(nb * 16, 0);
+  w.acc.resize(m * n);
+  w.sa.resize(m);
+  w.sb.resize(n);
+  w.row.resize(k);
   uint32_t sa_max = 0, sb_max = 0;
   for (int64_t i = 0; i < m; ++i) {  // A per row, as pynqtorch_quantize_rows, stored + 128 for vpdpbusd
     const float* row = a + i * ar;
+    if (pre != 1.0f) {  // the row of a * pre, as torch multiplies by a float32 scalar
+      for (int64_t t = 0; t < k; ++t) w.row[t] = row[t] * pre;
+      row = w.row.data();
+    }
     const uint32_t mi = row_amax_bits(row, k);
     const int st = check(mi);
     if (st != kOk) return st;
     const float scale = scale_of(mi, qmax);
-    sa[i] = scale;
+    w.sa[i] = scale;
     sa_max = bits(scale) > sa_max ? bits(scale) : sa_max;
     const float inv = 1.0f / scale;
-    uint8_t* dst = ua.data() + i * k4 * 4;
+    uint8_t* dst = w.ua.data() + i * k4 * 4;
     for (int64_t t = 0; t < k; ++t) dst[t] = static_cast<uint8_t>(round_to_int8(row[t] * inv) + 128);
     for (int64_t t = k; t < k4 * 4; ++t) dst[t] = 128;
   }
+  float* sb = w.sb.data();
   if (br == 1) {  // B's columns contiguous: each quantized as a row (pynqtorch_quantize_rows of the transpose)
     for (int64_t j = 0; j < n; ++j) {
       const float* col = b + j * bc;
@@ -1645,9 +1660,9 @@ PYNQTORCH_INLINE int stack_gemm_entry(const float* a, int64_t ar, const float* b
       const int st = check(mj);
       if (st != kOk) return st;
       sb[j] = scale_of(mj, qmax);
-      quantize_row(col, k, 1.0f / sb[j], qb.data() + j * k);
+      quantize_row(col, k, 1.0f / sb[j], w.qb.data() + j * k);
     }
-    pack_vnni(qb.data(), 1, k, k, n, bv.data(), bsum.data());
+    pack_vnni(w.qb.data(), 1, k, k, n, w.bv.data(), w.bsum.data());
   } else {  // B's rows contiguous: per column across rows, as pynqtorch_quantize_cols
     std::vector<float> inv(n);
     std::vector<uint32_t> mx(n, 0);
@@ -1664,17 +1679,16 @@ PYNQTORCH_INLINE int stack_gemm_entry(const float* a, int64_t ar, const float* b
       sb[j] = scale_of(mx[j], qmax);
       inv[j] = 1.0f / sb[j];
     }
-    for (int64_t t = 0; t < k; ++t) quantize_row_cols(b + t * br, n, inv.data(), qb.data() + t * n);
-    pack_vnni(qb.data(), n, 1, k, n, bv.data(), bsum.data());
+    for (int64_t t = 0; t < k; ++t) quantize_row_cols(b + t * br, n, inv.data(), w.qb.data() + t * n);
+    pack_vnni(w.qb.data(), n, 1, k, n, w.bv.data(), w.bsum.data());
   }
   for (int64_t j = 0; j < n; ++j) sb_max = bits(sb[j]) > sb_max ? bits(sb[j]) : sb_max;
   if (overflow_risk(sa_max, sb_max)) return kNotTaken;
-  int32_t* acc = reinterpret_cast<int32_t*>(out);  // the accumulators, then their dequantization in place
-  vnni_rows(ua.data(), m, k4, bv.data(), bsum.data(), n, acc);
-  for (int64_t i = 0; i < m; ++i) {
-    float* dst = out + i * n;
-    const int32_t* src = acc + i * n;
-    const float s = sa[i];
+  vnni_rows(w.ua.data(), m, k4, w.bv.data(), w.bsum.data(), n, w.acc.data());
+  for (int64_t i = 0; i < m; ++i) {  // ((float) acc * sa) * sb, as pynqtorch_dequantize
+    float* dst = out + i * orow;
+    const int32_t* src = w.acc.data() + i * n;
+    const float s = w.sa[i];
     for (int64_t j = 0; j < n; ++j) dst[j] = (static_cast<float>(src[j]) * s) * sb[j];
   }
   return kOk;
@@ -1714,34 +1728,36 @@ PYNQTORCH_CLONES void pynqtorch_stack_product(const int8_t* a, const int64_t* sa
   (void)vnni;
 }
 
-// The float32 GEMM of a stack with the activation scheme on both operands, in one pass per entry: out[i] (float32,
-// [bt, m, n] row-major) = a[i] @ b[i] for a [bt, m, k] (strides sa; rows contiguous) and b [bt, k, n] (strides sb;
-// rows or columns contiguous), quantized per row of a and per column of b (pynqtorch_quantize_rows / _cols), their
-// exact integer product with AVX-512 VNNI (stack_product_vnni's) and the dequantization ((acc * sa) * sb, as
-// pynqtorch_dequantize) — the same operations, so the same bits, as those passes with the golden model's product.
-// Returns a Status: kNotTaken without VNNI, for other layouts, k * 255 * 128 >= 2**31 or the dequantization's
-// overflow guard; kNonFinite / kTiny for a line the per-line scheme cannot take here.
-PYNQTORCH_CLONES int pynqtorch_stack_gemm(const float* a, const int64_t* sa, const float* b, const int64_t* sb,
-                                          int64_t bt, int64_t m, int64_t k, int64_t n, float qmax, int vnni,
-                                          float* out) {
+// The float32 GEMM of a stack with the activation scheme on both operands, in one pass per entry: out[i1, i2] =
+// (a[i1, i2] * pre) @ b[i1, i2] for a [b1, b2, m, k], b [b1, b2, k, n] and out [b1, b2, m, n] (element strides sa, sb,
+// so; a's and out's rows contiguous, b's rows or columns), quantized per row of a * pre (a float32 multiply, skipped
+// for pre = 1) and per column of b (pynqtorch_quantize_rows / _cols), their exact integer product with AVX-512 VNNI
+// (vnni_rows) and the dequantization ((acc * sa) * sb, as pynqtorch_dequantize) — the same operations, so the same
+// bits, as those passes with the golden model's product. Returns a Status (out incomplete unless kOk): kNotTaken
+// without VNNI, for other layouts, k * 255 * 128 >= 2**31 or the dequantization's overflow guard; kNonFinite /
+// kTiny for a line the per-line scheme cannot take here.
+PYNQTORCH_CLONES int pynqtorch_stack_gemm(const float* a, const int64_t* sa, float pre, const float* b,
+                                          const int64_t* sb, float* out, const int64_t* so, int64_t b1, int64_t b2,
+                                          int64_t m, int64_t k, int64_t n, float qmax, int vnni) {
 #if PYNQTORCH_VNNI
-  if (!vnni || sa[2] != 1 || (sb[1] != 1 && sb[2] != 1) || k * 255 * 128 >= (int64_t(1) << 31)) return kNotTaken;
+  if (!vnni || sa[3] != 1 || so[3] != 1 || (sb[2] != 1 && sb[3] != 1) || k * 255 * 128 >= (int64_t(1) << 31)) {
+    return kNotTaken;
+  }
   int status = kOk;
-#pragma omp parallel if (bt > 1 && bt * m * k * n >= 64 * kParallel)
+#pragma omp parallel if (b1 * b2 > 1 && b1 * b2 * m * k * n >= 64 * kParallel)
   {
-    std::vector<uint8_t> ua;
-    std::vector<int8_t> qb, bv;
-    std::vector<int32_t> bsum;
-    std::vector<float> sa_, sb_;
+    StackGemmWork w;
 #pragma omp for schedule(static)
-    for (int64_t i = 0; i < bt; ++i) {
-      report(&status, stack_gemm_entry(a + i * sa[0], sa[1], b + i * sb[0], sb[1], sb[2], m, k, n, qmax,
-                                       out + i * m * n, ua, qb, bv, bsum, sa_, sb_));
+    for (int64_t e = 0; e < b1 * b2; ++e) {
+      const int64_t i1 = e / b2, i2 = e % b2;
+      report(&status, stack_gemm_entry(a + i1 * sa[0] + i2 * sa[1], sa[2], pre, b + i1 * sb[0] + i2 * sb[1], sb[2],
+                                       sb[3], out + i1 * so[0] + i2 * so[1], so[2], m, k, n, qmax, w));
     }
   }
   return status;
 #else
-  (void)a, (void)sa, (void)b, (void)sb, (void)bt, (void)m, (void)k, (void)n, (void)qmax, (void)vnni, (void)out;
+  (void)a, (void)sa, (void)pre, (void)b, (void)sb, (void)out, (void)so, (void)b1, (void)b2, (void)m, (void)k, (void)n;
+  (void)qmax, (void)vnni;
   return kNotTaken;
 #endif
 }

@@ -21,6 +21,7 @@ import time
 import torch
 from torch.nn.attention import SDPBackend
 
+from .. import engine
 from ..device.report import record
 from ..device.storage import adopt_result, is_zynq
 from ..targets import registry
@@ -107,11 +108,17 @@ def _stack(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, x.shape[-2], x.shape[-1])
 
 
-def product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` for CPU tensors ``[..., M, K]`` and ``[..., K, N]`` of one batch shape: one batched engine GEMM
-    with the activation scheme on both operands (`b` is data, not a weight to cache)."""
-    out = gemm(_stack(a), _stack(b), b_owner=None)
-    return out.view(*a.shape[:-1], b.shape[-1])
+def product(a: torch.Tensor, b: torch.Tensor, scale: float = 1.0, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``(a * scale) @ b`` for CPU tensors ``[..., M, K]`` and ``[..., K, N]`` of one batch shape (3-D or 4-D): one
+    batched engine GEMM with the activation scheme on both operands (`b` is data, not a weight to cache), in one
+    native pass per product reading the operands where they lie when the engine takes it (`engine.activation_gemm`);
+    written into `out` if given."""
+    c = engine.activation_gemm(a, b, scale=scale, out=out)
+    if c is not None:
+        return c
+    a = a if scale == 1.0 else a * scale
+    c = gemm(_stack(a), _stack(b), b_owner=None).view(*a.shape[:-1], b.shape[-1])
+    return c if out is None else out.copy_(c)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, dropout_p: float,
@@ -131,7 +138,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Ten
     lead, (length, e), source, ev = q.shape[:-2], q.shape[-2:], k.shape[-2], v.shape[-1]
     scale = 1.0 / math.sqrt(e) if scale is None else scale
     # Per-row scales make q * scale quantize to q's integers: the product is the math path's (q√s)(k√s)^T.
-    s = product(q * scale, k.transpose(-2, -1))
+    s = product(q, k.transpose(-2, -1), scale)
     if is_causal:
         s.masked_fill_(_above_diagonal(length, source), -math.inf)
     if bias is not None:
@@ -150,9 +157,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Ten
         lse.masked_fill_(dead, -math.inf)
     if dropout_p > 0:
         p = torch.dropout(p, dropout_p, True)
-    ctx = product(p, v)
-    out = _matching_layout(q, (*lead, length, ev))
-    out.copy_(ctx.view(out.shape))
+    out = product(p, v, out=_matching_layout(q, (*lead, length, ev)))
     return out, lse.view(lead.numel() // hq, hq, length).float()
 
 
