@@ -678,3 +678,42 @@ def test_native_rows_pass_equals_the_units_product_for_any_column_count(n: int, 
         results[label] = engine.bind(w.t(), owner=w, version=0)(a, bias)
         assert engine.stats()["counters"].get("host_gemms", 0) == (label == "host")
     assert torch.equal(results["host"], results["units"])
+
+
+def test_activation_products_are_one_native_pass_with_the_general_paths_bits(monkeypatch: pytest.MonkeyPatch,
+                                                                              fresh_target: None) -> None:
+    """`engine.activation_gemm` (attention's products: heads as two batch dims, q's scale, the output in q's layout)
+    equals `gemm` of the materialized operands on ref and on csim bit for bit, is one native pass per call on the
+    exact units counted as the scheduler's stack call(s), and declines what it does not take."""
+    from pynqtorch import hostops
+
+    if not hostops._vnni():
+        pytest.skip("no AVX-512 VNNI on this CPU")
+    g = torch.Generator().manual_seed(23)
+    q, k = (torch.randn(2, 9, 3, 8, generator=g).transpose(1, 2) for _ in range(2))  # [B, H, L, E] of [B, L, H, E]
+    kt = k.transpose(-2, -1)
+    want = {}
+    for name in ["ref"] + ([] if registry.unavailable_reason("csim") else ["csim"]):
+        registry.use(name, kernel="gemm_i8_packed")
+        want[name] = engine.gemm((q * 0.3).reshape(6, 9, 8), kt.reshape(6, 8, 9)).view(2, 3, 9, 9)
+        if name == "csim":
+            assert engine.activation_gemm(q, kt, scale=0.3) is None  # not exact units: the caller runs gemm
+            assert torch.equal(want["csim"], want["ref"])
+    registry.use("ref", kernel="gemm_i8_packed")
+    out = torch.empty(2, 9, 3, 9).transpose(1, 2)  # q's layout
+    engine.reset_stats()
+    assert engine.activation_gemm(q, kt, scale=0.3, out=out) is out
+    counters = engine.stats()["counters"]
+    assert counters["host_gemms"] == counters["kernel_calls"] == 1
+    assert torch.equal(out, want["ref"])
+    monkeypatch.setattr(hostops, "stack_gemm", lambda *a, **kw: None)
+    assert torch.equal(engine.gemm((q * 0.3).reshape(6, 9, 8), kt.reshape(6, 8, 9)).view(2, 3, 9, 9), out)
+    monkeypatch.undo()
+    rows = registry.active().limits.m + 5  # M beyond one call: counted as the scheduler's M blocks
+    engine.reset_stats()
+    assert engine.activation_gemm(torch.randn(2, rows, 4), torch.randn(2, 4, 3)) is not None
+    assert engine.stats()["counters"]["kernel_calls"] == 2
+    with engine.quant_config(activations="per_tensor"):
+        assert engine.activation_gemm(q, kt) is None
+    q[0, 0, 0, 0] = float("nan")
+    assert engine.activation_gemm(q, kt) is None
