@@ -26,13 +26,17 @@ aten = torch.ops.aten
 _MHA = "aten::_native_multi_head_attention"
 
 
-def _matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """One of the attention's batched products: on zynq an engine GEMM on CPU views (`sdpa.product`), counted as
-    the fast path's; elsewhere (the composite traced by torch.compile) `torch.matmul`."""
+def _matmul(a: torch.Tensor, b: torch.Tensor, scale: float = 1.0, heads_last: bool = False) -> torch.Tensor:
+    """One of the attention's batched products, ``(a * scale) @ b`` for ``[B, H, T, E]`` operands: on zynq an engine
+    GEMM on CPU views (`sdpa.product`), counted as the fast path's; elsewhere (the composite traced by torch.compile)
+    `torch.matmul`. `heads_last`: the result laid out as ``[B, T, H, E]`` (its heads merge into ``[B, T, H*E]``
+    without a copy)."""
     if not is_zynq(a):
-        return torch.matmul(a, b)
+        return torch.matmul(a if scale == 1.0 else a * scale, b)
     t0 = time.perf_counter()
-    out = adopt_result(product(cpu_view(a), cpu_view(b)))
+    shape = (*a.shape[:-1], b.shape[-1])
+    out = torch.empty(shape[0], shape[2], shape[1], shape[3]).transpose(1, 2) if heads_last else None
+    out = adopt_result(product(cpu_view(a), cpu_view(b), scale, out))
     record(_MHA, time.perf_counter() - t0, accelerated=True)
     return out
 
@@ -57,16 +61,16 @@ def native_multi_head_attention(query: torch.Tensor, key: torch.Tensor, value: t
     def heads(x: torch.Tensor) -> torch.Tensor:  # [B, T, D] -> [B, H, T, dh]
         return x.view(b, -1, num_head, dh).transpose(1, 2)
 
-    q = heads(F.linear(query, wq, bq) * (1.0 / math.sqrt(dh)))
+    q = heads(F.linear(query, wq, bq))
     k = heads(F.linear(key, wk, bk))
     v = heads(F.linear(value, wv, bv))
-    scores = _matmul(q, k.transpose(-2, -1))
+    scores = _matmul(q, k.transpose(-2, -1), 1.0 / math.sqrt(dh))
     if mask is None:
         attn = scores.softmax(-1)
     else:  # a non-zero mask entry masks the score out, as in PyTorch's masked_softmax
         attn = torch._masked_softmax(scores, mask if mask.dtype == torch.bool else mask.bool(), scores.dim() - 1,
                                      mask_type)
-    ctx = _matmul(attn, v).transpose(1, 2).reshape(b, t, d)
+    ctx = _matmul(attn, v, heads_last=True).transpose(1, 2).reshape(b, t, d)
     out = F.linear(ctx, proj_weight, proj_bias)
     if not need_weights:
         return out, None
