@@ -308,17 +308,20 @@ def _stack_gemm(s: Scheduler, scheme: object, a: torch.Tensor, b: torch.Tensor, 
     """``(a * scale) @ b`` of float32 activations (``[..., M, K]``, ``[..., K, N]``, one or two equal batch dims) with
     per-line `scheme` on both, as one native pass per product (`hostops.stack_gemm`: quantize, the exact integer
     product, dequantize), into `out` if given; or None: units that are not `exact`, another scheme, N or K beyond one
-    call, or a case the pass declines. Accounted as the stack call(s) the scheduler makes of such a product on these
+    call (K within the accumulator's bound too), or a case the pass declines. Accounted as the stack call(s) the scheduler makes of such a product on these
     units (`Scheduler._stack`: one, or one per M block)."""
     m, k = a.shape[-2:]
-    n, lim = b.shape[-1], s.active.limits
-    if not (s.exact and type(scheme) is PerLine and s.qmax < 1 << (s.digit_bits - 1) and n <= lim.n and k <= lim.k):
+    n, lim, desc = b.shape[-1], s.active.limits, s.active.desc
+    if not (s.exact and type(scheme) is PerLine and s.qmax < 1 << (s.digit_bits - 1) and n <= lim.n):
+        return None
+    one = Operand(torch.empty(0, dtype=torch.int8), 1, s.qmax, s.digit_bits)  # the bound of either operand: qmax
+    if k > call_k(desc.arith, desc.tile.k, lim.k, one, one):
         return None
     t0 = time.perf_counter()
     c = hostops.stack_gemm(a, b, s.qmax, pre=scale, out=out)
     if c is None:
         return None
-    calls = 1 if m <= lim.m else len(blocks(m, s.active.desc.tile.m, lim.m))
+    calls = 1 if m <= lim.m else len(blocks(m, desc.tile.m, lim.m))
     s.host_call(m, n, k, time.perf_counter() - t0, {**_HOST_COUNTERS, "kernel_calls": calls}, calls=calls,
                 batch=a.shape[:-2].numel())
     return c
