@@ -586,12 +586,16 @@ def test_small_gemms_on_exact_units_run_inline_with_the_pools_results(monkeypatc
     assert all(torch.equal(i, p) for i, p in zip(results["inline"], results["pool"], strict=True))
 
 
-def test_gemm_cut_only_along_m_is_one_product_counted_as_its_calls(fresh_target: None) -> None:
+def test_gemm_cut_only_along_m_is_one_product_counted_as_its_calls(monkeypatch: pytest.MonkeyPatch,
+                                                                   fresh_target: None) -> None:
     """On the large-call golden model a GEMM whose N and K fit one call but M does not runs as one stacked product
     (one unit invocation), counted as the calls of its M blocks (kernel calls, unit calls, padded calls), with the
-    results of its row blocks computed apart bit for bit (float per-row quantization, exact integers, a batch)."""
+    results of its row blocks computed apart bit for bit (float per-row quantization, exact integers, a batch; the
+    engine's own native pass for int8 stacks is off here, see the next tests)."""
+    from pynqtorch import hostops
     from pynqtorch.hw.tiling import blocks
 
+    monkeypatch.setattr(hostops, "stack_product", lambda *a, **kw: None)
     registry.use("ref", kernel="gemm_i8_packed")
     active = registry.active()
     unit_calls = [0]
@@ -717,3 +721,31 @@ def test_activation_products_are_one_native_pass_with_the_general_paths_bits(mon
         assert engine.activation_gemm(q, kt) is None
     q[0, 0, 0, 0] = float("nan")
     assert engine.activation_gemm(q, kt) is None
+
+
+def test_int8_stacks_on_exact_units_are_one_native_pass_with_the_units_results(monkeypatch: pytest.MonkeyPatch,
+                                                                               fresh_target: None) -> None:
+    """A stack of int8 products that the scheduler would hand a stacking unit as one call is computed by the engine
+    (`hostops.stack_product`) on exact units, counted as that call, with the unit's (`golden_stack`'s) results."""
+    from pynqtorch import hostops
+
+    registry.use("ref", kernel="gemm_i8_packed")
+    g = torch.Generator().manual_seed(24)
+    a = torch.randint(-128, 128, (5, 33, 70), dtype=torch.int8, generator=g)
+    b = torch.randint(-128, 128, (5, 70, 19), dtype=torch.int8, generator=g)
+    engine.reset_stats()
+    got = engine.gemm(a, b, out_dtype=torch.int32)
+    counters = engine.stats()["counters"]
+    assert counters["host_gemms"] == counters["kernel_calls"] == 1
+    monkeypatch.setattr(hostops, "stack_product", lambda *a, **kw: None)
+    engine.reset_stats()
+    assert torch.equal(engine.gemm(a, b, out_dtype=torch.int32), got)  # the unit's golden_stack
+    assert engine.stats()["counters"].get("host_gemms", 0) == 0
+    assert torch.equal(got, torch.bmm(a.long(), b.long()).int())
+    monkeypatch.undo()
+    active = registry.active()  # M beyond one call: counted as the scheduler's M blocks, on the units
+    a = torch.randint(-128, 128, (2, active.limits.m + 5, 8), dtype=torch.int8, generator=g)
+    engine.reset_stats()
+    assert torch.equal(engine.gemm(a, b[:2, :8], out_dtype=torch.int32), torch.bmm(a.long(), b[:2, :8].long()).int())
+    st = engine.stats()
+    assert st["counters"]["kernel_calls"] == 2 == sum(u["calls"] for u in st["units"].values())

@@ -229,7 +229,9 @@ def _product(s: Scheduler, ao: Operand, bo: Operand, m: int, n: int, k: int,
     kc = call_k(desc.arith, desc.tile.k, s.active.limits.k, ao, bo)
     check_host_sum(k, ao, bo)
     narrow = k * ao.bound * bo.bound <= _INT32_MAX  # any sum over K of one limb product fits int32
-    p = s.gemm(ao.stacked, bo.stacked, kc, b_key, narrow)
+    p = _host_stack(s, ao.stacked, bo.stacked, kc)
+    if p is None:
+        p = s.gemm(ao.stacked, bo.stacked, kc, b_key, narrow)
     if ao.count * bo.count == 1:
         return p
     p = p.to(torch.int64)
@@ -237,6 +239,23 @@ def _product(s: Scheduler, ao: Operand, bo: Operand, m: int, n: int, k: int,
     out = combine(p, ao.count, bo.count, m, n, ao.digit_bits)
     STATS.phase("combine", time.perf_counter() - t0)
     return out
+
+
+def _host_stack(s: Scheduler, a: torch.Tensor, b: torch.Tensor, k_call: int) -> torch.Tensor | None:
+    """The int32 products of int8 stacks `a` ``[B, M, K]`` and `b` ``[B, K, N]`` (B > 1) that the scheduler would give
+    one unit as one invocation of `golden_stack` (`Scheduler._stack`: exact units, N and K within one call), computed
+    by the engine itself in one native pass (`hostops.stack_product`: the same exact sums) and accounted as those
+    call(s); None for anything else."""
+    bt, m, k = a.shape
+    n, lim = b.shape[2], s.active.limits
+    if not (s.exact and bt > 1 and m and n and k and n <= lim.n and k <= min(lim.k, k_call)):
+        return None
+    t0 = time.perf_counter()
+    c = hostops.stack_product(a, b)
+    if c is not None:
+        calls = 1 if m <= lim.m else len(blocks(m, s.active.desc.tile.m, lim.m))
+        s.host_call(m, n, k, time.perf_counter() - t0, {"kernel_calls": calls, "host_gemms": 1}, calls=calls, batch=bt)
+    return c
 
 
 def _direct(s: Scheduler, a_scheme: object, b_scheme: object, qw: QuantizedWeight | None) -> bool:

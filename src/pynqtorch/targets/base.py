@@ -19,7 +19,6 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .. import hostops
 from ..hw.description import Arith, Description, Tile
 from ..hw.kernels import KernelInfo
 
@@ -171,19 +170,15 @@ def golden_stack(a: torch.Tensor, b: torch.Tensor, arith: Arith) -> torch.Tensor
     accumulators ``[B, m, n]`` (int32 for accumulators of at most 32 bits, else int64).
 
     While ``k * 128 * 128`` fits the accumulator (so neither wrap nor saturation can trigger) the products are
-    exact sums: one exact integer GEMM for a single pair (`int8_gemm_exact`), the native exact stack product for
-    several (`hostops.stack_product`), one float32 batched product while ``k * 128 * 128 <= 2**24``; otherwise
-    call by call.
+    exact sums: one exact integer GEMM for a single pair (`int8_gemm_exact`), one float32 batched product
+    while ``k * 128 * 128 <= 2**24``; otherwise call by call.
     """
     bt, _, k = a.shape
     acc_dtype = torch.int32 if arith.acc_bits <= 32 else torch.int64
     fits = k * (1 << 14) <= (1 << (arith.acc_bits - 1)) - 1
-    int8 = a.dtype == b.dtype == torch.int8 and a.numel() and b.numel()
-    if fits and int8 and bt == 1 and int8_gemm_exact():
+    if fits and bt == 1 and a.dtype == b.dtype == torch.int8 and a.numel() and b.numel() and int8_gemm_exact():
         out = torch._int_mm(_row_major(a.select(0, 0)), _row_major(b.select(0, 0)))
         return (out if out.dtype == acc_dtype else out.to(acc_dtype)).unsqueeze(0)
-    if fits and int8 and (out := hostops.stack_product(a, b)) is not None:
-        return out if out.dtype == acc_dtype else out.to(acc_dtype)
     if fits and k * (1 << 14) <= 1 << 24:
         return torch.bmm(a.to(torch.float32), b.to(torch.float32)).to(acc_dtype)
     an, bn = a.numpy(), b.numpy()
