@@ -245,7 +245,7 @@ def _host_stack(s: Scheduler, a: torch.Tensor, b: torch.Tensor, k_call: int) -> 
     """The int32 products of int8 stacks `a` ``[B, M, K]`` and `b` ``[B, K, N]`` (B > 1) that the scheduler would give
     one unit as one invocation of `golden_stack` (`Scheduler._stack`: exact units, N and K within one call), computed
     by the engine itself in one native pass (`hostops.stack_product`: the same exact sums) and accounted as those
-    call(s); None for anything else."""
+    call(s) (counter ``host_stack_products``); None for anything else."""
     bt, m, k = a.shape
     n, lim = b.shape[2], s.active.limits
     if not (s.exact and bt > 1 and m and n and k and n <= lim.n and k <= min(lim.k, k_call)):
@@ -254,7 +254,8 @@ def _host_stack(s: Scheduler, a: torch.Tensor, b: torch.Tensor, k_call: int) -> 
     c = hostops.stack_product(a, b)
     if c is not None:
         calls = 1 if m <= lim.m else len(blocks(m, s.active.desc.tile.m, lim.m))
-        s.host_call(m, n, k, time.perf_counter() - t0, {"kernel_calls": calls, "host_gemms": 1}, calls=calls, batch=bt)
+        s.host_call(m, n, k, time.perf_counter() - t0, {"kernel_calls": calls, "host_stack_products": 1}, calls=calls,
+                    batch=bt)
     return c
 
 

@@ -1,6 +1,6 @@
 """Native host passes of the engine: fused int8 quantization (of operands and of convolution patches),
-dequantization, small exact GEMMs and depthwise convolutions in one pass, and the steps of recurrent layers
-(``hostops.cpp``).
+dequantization, small exact GEMMs and depthwise convolutions in one pass, exact int8 products of a stack and float
+products of two activations per stack entry in one pass, and the steps of recurrent layers (``hostops.cpp``).
 
 The torch formulation in `engine.quant` takes four to six passes over an operand (|x|, max, multiply,
 round, convert); the C++ here takes one or two and returns bit-identical results (same IEEE float32

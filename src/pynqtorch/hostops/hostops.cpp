@@ -1616,7 +1616,8 @@ struct StackGemmWork {
   std::vector<uint8_t> ua;
   std::vector<int8_t> qb, bv;
   std::vector<int32_t> bsum, acc;
-  std::vector<float> sa, sb, row;
+  std::vector<uint32_t> mx;
+  std::vector<float> sa, sb, inv, row;
 };
 
 // pynqtorch_stack_gemm for one stack entry: a [m, k] (rows ar apart, contiguous; times `pre` unless it is 1), b [k, n]
@@ -1664,8 +1665,9 @@ PYNQTORCH_INLINE int stack_gemm_entry(const float* a, int64_t ar, float pre, con
     }
     pack_vnni(w.qb.data(), 1, k, k, n, w.bv.data(), w.bsum.data());
   } else {  // B's rows contiguous: per column across rows, as pynqtorch_quantize_cols
-    std::vector<float> inv(n);
-    std::vector<uint32_t> mx(n, 0);
+    w.inv.resize(n);
+    w.mx.assign(n, 0);
+    uint32_t* mx = w.mx.data();
     for (int64_t t = 0; t < k; ++t) {
       const float* row = b + t * br;
       for (int64_t j = 0; j < n; ++j) {
@@ -1677,9 +1679,9 @@ PYNQTORCH_INLINE int stack_gemm_entry(const float* a, int64_t ar, float pre, con
       const int st = check(mx[j]);
       if (st != kOk) return st;
       sb[j] = scale_of(mx[j], qmax);
-      inv[j] = 1.0f / sb[j];
+      w.inv[j] = 1.0f / sb[j];
     }
-    for (int64_t t = 0; t < k; ++t) quantize_row_cols(b + t * br, n, inv.data(), w.qb.data() + t * n);
+    for (int64_t t = 0; t < k; ++t) quantize_row_cols(b + t * br, n, w.inv.data(), w.qb.data() + t * n);
     pack_vnni(w.qb.data(), n, 1, k, n, w.bv.data(), w.bsum.data());
   }
   for (int64_t j = 0; j < n; ++j) sb_max = bits(sb[j]) > sb_max ? bits(sb[j]) : sb_max;
