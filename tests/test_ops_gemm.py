@@ -255,11 +255,13 @@ def test_only_weights_are_cached_b_operands(name, fresh_target):
         data_kt = engine.gemm(q.reshape(6, 7, 8), k.reshape(6, 9, 8).transpose(1, 2)).view(2, 3, 7, 9)
         data_w, weight_w = engine.gemm(x, w), engine.gemm(x, w, weight=True)
         assert not torch.equal(data_w, weight_w)  # the schemes differ here
+        bias = torch.randn(6)
         engine.reset_stats()
         with torch.no_grad():
             for _ in range(3):
                 assert torch.equal((zq @ zk.transpose(-2, -1)).cpu(), data_kt)
                 assert torch.equal((zx @ w.to("zynq")).cpu(), data_w)
+                assert torch.equal(torch.addmm(bias.to("zynq"), zx, w.to("zynq")).cpu(), data_w + bias)
         assert "weight_quantizations" not in engine.stats()["counters"]
         for b in (param, frozen_view):
             for _ in range(2):

@@ -293,8 +293,9 @@ def _fast_float(s: Scheduler, a3: torch.Tensor | Patches, b3: torch.Tensor, qw: 
         if c is not None:
             s.host_call(m, rows.n, k, time.perf_counter() - t0, _HOST_COUNTERS)
             return c[None]
-    if qw is None and not isinstance(a3, Patches) and (c := _stack_gemm(s, a_scheme, a3, b3)) is not None:
-        return c  # activations on both sides: the steps below in one native pass per stack entry
+    if (qw is None and out is None and not isinstance(a3, Patches)
+            and (c := _stack_gemm(s, a_scheme, a3, b3)) is not None):
+        return c if bias is None else c.add_(bias)  # activations on both sides: the steps below in one pass per entry
     if qw is not None:
         bo, sb, b_key = qw.operand, qw.scale, qw.serial
     else:
@@ -328,8 +329,8 @@ def _stack_gemm(s: Scheduler, scheme: object, a: torch.Tensor, b: torch.Tensor, 
     """``(a * scale) @ b`` of float32 activations (``[..., M, K]``, ``[..., K, N]``, one or two equal batch dims) with
     per-line `scheme` on both, as one native pass per product (`hostops.stack_gemm`: quantize, the exact integer
     product, dequantize), into `out` if given; or None: units that are not `exact`, another scheme, N or K beyond one
-    call (K within the accumulator's bound too), or a case the pass declines. Accounted as the stack call(s) the scheduler makes of such a product on these
-    units (`Scheduler._stack`: one, or one per M block)."""
+    call (K within the accumulator's bound too), or a case the pass declines. Accounted as the stack call(s) the
+    scheduler makes of such a product on these units (`Scheduler._stack`: one, or one per M block)."""
     m, k = a.shape[-2:]
     n, lim, desc = b.shape[-1], s.active.limits, s.active.desc
     if not (s.exact and type(scheme) is PerLine and s.qmax < 1 << (s.digit_bits - 1) and n <= lim.n):
