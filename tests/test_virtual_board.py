@@ -126,3 +126,26 @@ def test_cli_serves_the_board(board_process: type[BoardProcess]) -> None:
 def test_cli_rejects_unknown_overlay(board_process: type[BoardProcess]) -> None:
     with pytest.raises(RuntimeError, match="unknown overlay 'nope'"):
         board_process("--overlay", "nope")
+
+
+def test_programming_the_pl_prepares_every_ip(packed_overlay) -> None:
+    """The IPs exist once the fabric is programmed: their C-sim libraries are made then (a first call never waits
+    for a build inside its ap_done timeout), once per IP, and a library that cannot be made is logged, not raised."""
+    from pynqtorch.sim.server import VirtualBoard, _csim_library
+
+    made: list[str] = []
+
+    def library(kernel, copy):
+        made.append(kernel.desc.name)
+        return _csim_library(kernel, copy)
+
+    vb = VirtualBoard(packed_overlay, library=library)
+    assert made == ["gemm_i8_packed", "gemm_i8_packed"]
+    vb.load(packed_overlay)  # programming the same design again keeps the IPs' libraries
+    assert len(made) == 2
+
+    def broken(kernel, copy):
+        raise RuntimeError("no compiler")
+
+    bad = VirtualBoard(packed_overlay, library=broken)  # calls of its IPs fail as before; loading does not
+    assert bad.design is not None

@@ -132,8 +132,13 @@ class VirtualBoard:
     def load(self, overlay: str | os.PathLike | OverlayInfo) -> None:
         """Program the fabric with `overlay` (a name, an overlay folder/overlay.json, or a spec)."""
         spec = self.add_overlay(overlay)
-        self.fabric.program(spec.name, [IPSpec(ip.instance, spec.kernels[ip.instance], ip.base_int, ip.range_int)
-                                      for ip in spec.ips])
+        ips = [IPSpec(ip.instance, spec.kernels[ip.instance], ip.base_int, ip.range_int) for ip in spec.ips]
+        for ip in ips:  # the IPs exist once the PL is programmed: a first call never waits for a C-sim build
+            try:
+                self._library(ip.kernel, ip.instance)
+            except Exception as e:  # noqa: BLE001 -- the IP's calls then fail (never raise ap_done), as before
+                log.error("%s: C-sim library of %s unavailable: %s", ip.instance, ip.kernel.desc.name, e)
+        self.fabric.program(spec.name, ips)
         self.files.set_loaded(spec.bitstream.with_suffix(".bin").name)
 
     def program_firmware(self, binfile: str) -> None:
