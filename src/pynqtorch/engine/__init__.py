@@ -5,6 +5,8 @@ Public API for the ops layer and users:
   `a` may be a convolution's `Patches` (its im2col matrix, quantized without being built).
 - `bind(b, owner=..., version=...)`: a `BoundGemm`, ``a -> a @ b`` for a weight looked up once and many small
   `a` (a recurrent layer's steps).
+- `ConvPlan(b, owner, version, config)`: what the convolutions of one group with one cached weight matrix need,
+  decided once (a repeat call: native quantization, the units' product, native dequantization into the result).
 - `depthwise_conv(p, b, bias, channels_last, owner=..., version=...)`: a depthwise convolution in one native pass
   where the units' calls are exact integer products (None elsewhere: use `gemm`).
 - `activation_gemm(a, b, scale=..., out=...)`: a batched product of two activations (attention's) in one native pass
@@ -28,6 +30,7 @@ from .api import (
     INT_DTYPES,
     SUPPORTED_DTYPES,
     BoundGemm,
+    ConvPlan,
     activation_gemm,
     bind,
     depthwise_conv,
@@ -71,7 +74,7 @@ def reset_stats() -> None:
 
 __all__ = [
     "FLOAT_DTYPES", "INT_DTYPES", "SUPPORTED_DTYPES", "BoundGemm", "Patches", "PerGroup", "PerLine", "PerTensor", "QuantConfig",
-    "Quantized", "QuantizedWeight", "Scheme", "activation_gemm", "active", "available_targets", "bind", "depthwise_conv", "gemm", "get_quant_config",
+    "ConvPlan", "Quantized", "QuantizedWeight", "Scheme", "activation_gemm", "active", "available_targets", "bind", "depthwise_conv", "gemm", "get_quant_config",
     "get_scheme", "invalidate_weights", "prepare_weight", "quant_config", "register_scheme", "reset_stats",
     "resolve_config", "schemes", "set_quant_config", "stats", "unsupported", "use",
 ]

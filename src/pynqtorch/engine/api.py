@@ -17,7 +17,7 @@ from ..hostops.patches import Patches
 from ..hw.tiling import blocks
 from ..targets import registry
 from .limbs import Operand, call_k, check_host_sum, combine, split
-from .quant import PerLine, PerTensor, QuantConfig, resolve_config, split_k
+from .quant import PerLine, PerTensor, QuantConfig, Scheme, resolve_config, split_k
 from .scheduler import Scheduler, scheduler
 from .stats import STATS
 from .weights import QuantizedWeight, cached, is_current
@@ -159,8 +159,11 @@ def _patches_gemm(p: Patches, b: torch.Tensor, weight: bool | QuantizedWeight, o
         if c is out:
             return out
         c = c if b.dim() == 3 else c[0]
-    if out is None:
-        return c
+    return c if out is None else _into(c, out, bias)
+
+
+def _into(c: torch.Tensor, out: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """A convolution's product `c` (``[R, O]`` or ``[1, R, O]``) written into its `out` with `bias`."""
     c = c.view(out.shape)
     return out.copy_(c) if bias is None else torch.add(c, bias, out=out)
 
@@ -309,18 +312,28 @@ def _fast_float(s: Scheduler, a3: torch.Tensor | Patches, b3: torch.Tensor, qw: 
         return None
     t_quant = time.perf_counter() - t0
     acc = _product(s, Operand(qa[0], 1, qmax, s.digit_bits), bo, m, b3.shape[2], k, b_key)
+    return _dequantized(acc, qa[1], sb, b_scheme, out, bias, t_quant, _FLOAT_COUNTERS)
+
+
+_FLOAT_COUNTERS = {"gemm_float": 1, "limb_products": 1}
+
+
+def _dequantized(acc: torch.Tensor, sa: torch.Tensor, sb: torch.Tensor, b_scheme: Scheme, out: torch.Tensor | None,
+                 bias: torch.Tensor | None, t_quant: float, counters: dict[str, int]) -> torch.Tensor:
+    """The direct path's last step: accumulator `acc` with scales `sa`, `sb` as float32, by the native pass into a
+    convolution's `out` with its `bias` where it takes them (`out` is returned then), else by `b_scheme`'s definition
+    (``+ bias`` without `out`); the call's phases and `counters` recorded."""
     t0 = time.perf_counter()
     c = None
     if (out is not None and out.dtype == torch.float32 and acc.is_contiguous()
             and (bias is None or bias.dtype == torch.float32)):
-        sa = qa[1] if qa[1].dim() == 0 else qa[1].view(*out.shape[:2], 1)  # the rows of each image
-        c = hostops.dequantize(acc.view(out.shape), sa, sb, out, None if bias is None else bias.contiguous())
+        sa_rows = sa if sa.dim() == 0 else sa.view(*out.shape[:2], 1)  # the rows of each image
+        c = hostops.dequantize(acc.view(out.shape), sa_rows, sb, out, None if bias is None else bias.contiguous())
     if c is None:
-        c = b_scheme.dequantize(acc, qa[1], sb)
+        c = b_scheme.dequantize(acc, sa, sb)
         if out is None and bias is not None:
             c.add_(bias)
-    STATS.record({"quantize": t_quant, "dequantize": time.perf_counter() - t0},
-                 {"gemm_float": 1, "limb_products": 1})
+    STATS.record({"quantize": t_quant, "dequantize": time.perf_counter() - t0}, counters)
     return c
 
 
@@ -523,6 +536,54 @@ def depthwise_conv(p: Patches, b: torch.Tensor, bias: torch.Tensor | None, chann
     if out is not None:
         s.host_call(p.shape[1], m, k, time.perf_counter() - t0, _HOST_COUNTERS, batch=g)
     return out
+
+
+class ConvPlan:
+    """What the convolutions of one group with one weight matrix need on one target and quantization config, decided
+    once (made with the weight matrix `b` (``[K, O]``, CPU, float) cached as a weight on `owner` at `version`,
+    which looks the weight up as `gemm` does): whether `_fast_float`'s direct path serves them (`direct`: float32, the built-in schemes, one
+    limb, a finite weight) with the prepared weight `qw`, K per call and the int32 bound of its product. A call then
+    runs those operations and nothing else (`__call__`), so the same bits as ``gemm(p, b, weight=True, ...)``. The
+    caller keeps a plan with the weight matrix it was made from and its version, and asks `current()` before use."""
+
+    __slots__ = ("s", "config", "override", "qw", "direct", "b_scheme", "per_line", "qmax", "kc", "narrow")
+
+    def __init__(self, b: torch.Tensor, owner: object, version: Hashable, config: QuantConfig | None) -> None:
+        self.s, self.override, self.config = _kernel(), config, resolve_config(config)
+        self.qw = _weight(self.s, b[None], b, True, owner, version, self.config)
+        a_scheme, self.b_scheme = self.config.activation_scheme, self.config.weight_scheme
+        self.direct = b.dtype == torch.float32 and _direct(self.s, a_scheme, self.b_scheme, self.qw)
+        if self.direct:
+            bo, self.qmax, self.per_line = self.qw.operand, self.s.qmax, a_scheme.per_line
+            ao = Operand(torch.empty(0, dtype=torch.int8), 1, self.qmax, self.s.digit_bits)  # the bound of every A
+            desc, k = self.s.active.desc, b.shape[0]
+            self.kc = call_k(desc.arith, desc.tile.k, self.s.active.limits.k, ao, bo)
+            check_host_sum(k, ao, bo)
+            self.narrow = k * ao.bound * bo.bound <= _INT32_MAX
+
+    def current(self) -> bool:
+        """Whether the active target and the quantization config are still the ones the plan was made for."""
+        return self.s is _kernel() and self.config is resolve_config(self.override)
+
+    def __call__(self, p: Patches, bias: torch.Tensor | None, out: torch.Tensor, looked_up: bool
+                 ) -> torch.Tensor | None:
+        """`_fast_float`'s direct path for patches `p` (float32, one group) into `out` (as `gemm` takes it) with
+        `bias`: `out`, or None where a native pass declines (then ``gemm(..., weight=self.qw)``). `looked_up`: the
+        weight was looked up in the cache for this call (at the plan's making), else the call counts a cache hit as
+        `gemm`'s lookup does."""
+        t0 = time.perf_counter()
+        qa = hostops.im2col_quantize(p, self.per_line, self.qmax)
+        if qa is None:
+            return None
+        t_quant = time.perf_counter() - t0
+        qw = self.qw
+        acc = self.s.gemm(qa[0], qw.operand.stacked, self.kc, qw.serial, self.narrow)
+        c = _dequantized(acc, qa[1], qw.scale, self.b_scheme, out, bias, t_quant,
+                         _FLOAT_COUNTERS if looked_up else _PLANNED_COUNTERS)
+        return out if c is out else _into(c, out, bias)
+
+
+_PLANNED_COUNTERS = {**_FLOAT_COUNTERS, "weight_cache_hits": 1}
 
 
 def _float_gemm(a3: torch.Tensor | Patches, b3: torch.Tensor, weight_src: torch.Tensor | None,

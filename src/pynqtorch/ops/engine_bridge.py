@@ -12,14 +12,24 @@ from ..device.storage import is_zynq, write_generation
 from ..hostops.patches import Patches
 
 
+class _Copy:
+    """A B operand copied out of a zynq view at write generation `gen`, and the `engine.ConvPlan` of the convolutions
+    using it (made at the first such call)."""
+
+    __slots__ = ("gen", "b", "plan")
+
+    def __init__(self, gen: int, b: torch.Tensor) -> None:
+        self.gen, self.b, self.plan = gen, b, None
+
+
 class _Derived:
     """Weak-referenceable owner of cache entries of a B operand derived from (copied out of) a zynq view; it also
-    keeps the derived copies themselves (`copies`: key -> (write generation, CPU tensor))."""
+    keeps the derived copies themselves (`copies`: key -> `_Copy`)."""
 
     __slots__ = ("__weakref__", "copies")
 
     def __init__(self) -> None:
-        self.copies: dict[Hashable, tuple[int, torch.Tensor]] = {}
+        self.copies: dict[Hashable, _Copy] = {}
 
 
 _DERIVED_ATTR = "_zynq_derived_owners"
@@ -85,12 +95,24 @@ def gemm_derived(a: torch.Tensor | Patches, src: torch.Tensor | None, key: Hasha
     a convolution's `bias` and `out` as `engine.gemm` takes them.
 
     The copy is made once per view of `src` and `key`, kept on that view's owner object with its cached
-    quantization, and made again after the device writes `src`'s storage; without a zynq `src`, every call.
+    quantization, and made again after the device writes `src`'s storage; without a zynq `src`, every call. A
+    convolution of one group (`out` given) of a float32 input keeps its `engine.ConvPlan` with the copy: made again
+    with it, or when the target or the quantization config changes.
     """
     if not is_zynq(src):
         return _engine_gemm(a, make(), bias=bias, out=out)
-    b, owner, gen = _derived(src, key, make)
-    return _engine_gemm(a, b, owner, gen, bias=bias, out=out)
+    copy, owner = _derived(src, key, make)
+    weight: bool | engine.QuantizedWeight = True
+    if out is not None and a.dtype == torch.float32 and not (a.requires_grad and torch.is_grad_enabled()):
+        plan = copy.plan
+        looked_up = plan is None or not plan.current()
+        if looked_up:
+            plan = copy.plan = engine.ConvPlan(copy.b, owner, copy.gen, None)
+        if plan.direct and plan(a, bias, out, looked_up) is not None:
+            return out
+        if looked_up:  # looked up once for this call already
+            weight = plan.qw
+    return _engine_gemm(a, copy.b, owner, copy.gen, bias=bias, out=out, weight=weight)
 
 
 def depthwise_derived(p: Patches, src: torch.Tensor | None, key: Hashable, make: Callable[[], torch.Tensor],
@@ -99,28 +121,31 @@ def depthwise_derived(p: Patches, src: torch.Tensor | None, key: Hashable, make:
     (cached alike), or None: the caller then runs ``gemm_derived``. Without a zynq `src`, None."""
     if not is_zynq(src):
         return None
-    b, owner, gen = _derived(src, key, make)
-    return engine.depthwise_conv(p, b, bias, channels_last, owner=owner, version=gen)
+    copy, owner = _derived(src, key, make)
+    return engine.depthwise_conv(p, copy.b, bias, channels_last, owner=owner, version=copy.gen)
 
 
-def _derived(src: torch.Tensor, key: Hashable, make: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, _Derived, int]:
-    """The copy `make()` of zynq view `src` under `key`, its owner object and the write generation it was made at."""
+def _derived(src: torch.Tensor, key: Hashable, make: Callable[[], torch.Tensor]) -> tuple[_Copy, _Derived]:
+    """The copy `make()` of zynq view `src` under `key` made at `src`'s current write generation, and its owner
+    object."""
     owner = _derived_owner(src)
     gen = write_generation(src)
-    hit = owner.copies.get(key)
-    if hit is None or hit[0] != gen:
-        hit = owner.copies[key] = (gen, make())
-    return hit[1], owner, gen
+    copy = owner.copies.get(key)
+    if copy is None or copy.gen != gen:
+        copy = owner.copies[key] = _Copy(gen, make())
+    return copy, owner
 
 
 def _engine_gemm(a: torch.Tensor | Patches, b: torch.Tensor, owner: object = None, version: int | None = None, *,
-                 bias: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
-    """`engine.gemm`, with `b` a weight cached on `owner` at `version` when an owner is given."""
+                 bias: torch.Tensor | None = None, out: torch.Tensor | None = None,
+                 weight: bool | engine.QuantizedWeight = True) -> torch.Tensor:
+    """`engine.gemm`, with `b` a weight (`weight`: True or its prepared form) cached on `owner` at `version` when an
+    owner is given."""
     epilogue = {} if bias is None and out is None else {"bias": bias, "out": out}
     try:
         if owner is None:
             return engine.gemm(a, b, **epilogue)
-        return engine.gemm(a, b, weight=True, owner=owner, version=version, **epilogue)
+        return engine.gemm(a, b, weight=weight, owner=owner, version=version, **epilogue)
     except OverflowError as e:
         raise OverflowError(f"{e}. With torch ops the result has the operands' dtype: cast the operands to a "
                             "wider integer type first, e.g. a.long() @ b.long()") from None
