@@ -295,3 +295,97 @@ def test_depthwise_conv_equals_the_kernels_cpp():
         csim, _ = _conv_on({"target": "csim"}, zc, zx)
         assert counters.get("host_gemms") == 1
         assert torch.equal(ref.cpu(), csim.cpu()) and ref.stride() == csim.stride()
+
+
+def _general_conv(conv: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`conv(x)` on zynq through the engine's general entry (`engine.gemm` with the convolution's `Patches`), the
+    weight copied to a fresh zynq tensor so that no plan or cached copy is shared."""
+    zw = conv.weight.detach().cpu().to("zynq")
+    zb = None if conv.bias is None else conv.bias.detach().cpu().to("zynq")
+    from pynqtorch.ops._common import to_cpu
+
+    return conv2d_as_gemm(to_cpu(x), to_cpu(zw), None, to_cpu(zb), conv.stride, conv.padding, conv.dilation,
+                          conv.groups)
+
+
+def test_convolution_plan_is_made_again_after_writes_and_for_other_inputs():
+    """A one-group convolution keeps what it decided with its reordered weight (`engine.ConvPlan`): repeat calls equal
+    the general path bit for bit and stride for stride, for other input sizes and layouts too; an in-place write
+    of the weight (or of the storage through another view) makes the copy, its quantization and the plan again."""
+    from pynqtorch import engine
+    from pynqtorch.ops.engine_bridge import _derived_owner
+
+    torch.manual_seed(8)
+    conv = torch.nn.Conv2d(16, 24, 3, padding=1).eval().to("zynq")
+    with torch.no_grad():
+        for shape, fmt in (((2, 16, 8, 8), torch.contiguous_format), ((3, 16, 5, 7), torch.contiguous_format),
+                           ((2, 16, 8, 8), torch.channels_last), ((1, 16, 1, 1), torch.contiguous_format)):
+            x = torch.randn(shape).contiguous(memory_format=fmt).to("zynq")
+            for _ in range(2):
+                got, want = conv(x), _general_conv(conv, x)
+                assert got.stride() == want.stride() and torch.equal(got.cpu(), want)
+        copy = _derived_owner(conv.weight).copies[("conv2d", 1)]
+        plan = copy.plan
+        assert plan is not None and plan.direct
+        conv.weight.mul_(-0.5)  # in place through the device: a new write generation
+        x = torch.randn(2, 16, 8, 8).to("zynq")
+        engine.reset_stats()
+        got = conv(x)
+        assert engine.stats()["counters"]["weight_quantizations"] == 1
+        assert torch.equal(got.cpu(), _general_conv(conv, x))
+        fresh = _derived_owner(conv.weight).copies[("conv2d", 1)]
+        assert fresh is not copy and fresh.plan is not plan
+        conv.weight.view(-1)[:5] = 3.0  # a write through another view of the storage
+        assert torch.equal(conv(x).cpu(), _general_conv(conv, x))
+
+
+def test_convolution_plan_follows_the_quantization_config_and_the_target():
+    """A changed quantization config or active target makes a new plan: results equal a fresh weight's under that
+    config, and the units of the active target count the calls."""
+    from pynqtorch import engine
+
+    torch.manual_seed(9)
+    conv = torch.nn.Conv2d(8, 32, 1).eval().to("zynq")
+    x = torch.randn(4, 8, 6, 6).to("zynq")
+    with torch.no_grad():
+        default = conv(x).cpu()
+        with engine.quant_config(engine.QuantConfig(weights="per_tensor", activations="per_tensor")):
+            per_tensor = conv(x).cpu()
+            assert torch.equal(conv(x).cpu(), per_tensor)
+            assert torch.equal(per_tensor, _general_conv(conv, x))
+        assert not torch.equal(per_tensor, default)
+        assert torch.equal(conv(x).cpu(), default)
+        try:
+            registry.use("ref", units=2)
+            engine.reset_stats()
+            for _ in range(3):
+                assert torch.equal(conv(x).cpu(), default)
+            units = engine.stats()["units"]
+            assert sum(u["calls"] for u in units.values()) == 3 and len(units) == 2
+        finally:
+            registry.reset()
+
+
+def test_convolution_counts_what_the_general_path_counts():
+    """Repeat calls of a planned convolution record the statistics a call of `engine.gemm` records: one float GEMM,
+    one limb product, one kernel call, one weight-cache hit; its first call one quantization. With non-finite inputs
+    the native pass declines and the general path runs (counted once)."""
+    from pynqtorch import engine
+
+    torch.manual_seed(10)
+    conv = torch.nn.Conv2d(8, 16, 3).eval().to("zynq")
+    x = torch.randn(2, 8, 6, 6)
+    with torch.no_grad():
+        engine.reset_stats()
+        for _ in range(3):
+            conv(x.to("zynq"))
+        assert engine.stats()["counters"] == {"gemm_float": 3, "limb_products": 3, "kernel_calls": 3,
+                                              "weight_quantizations": 1, "weight_cache_hits": 2}
+        x[1, 3, 2, 2] = float("nan")
+        engine.reset_stats()
+        got = conv(x.to("zynq")).cpu()
+        counters = engine.stats()["counters"]
+        want = conv.cpu()(x)
+    assert counters["weight_cache_hits"] == 1 and counters["nonfinite_patches"] == 1
+    assert counters["gemm_float"] == 1 and "weight_quantizations" not in counters
+    assert torch.equal(got.isnan(), want.isnan())
