@@ -74,7 +74,8 @@ def conv2d_as_gemm(x: torch.Tensor, w: torch.Tensor, w_owner: torch.Tensor | Non
             return res
         if groups == 1:  # the engine writes the [N*OH*OW, O] product into the result's layout, with the bias
             result = torch.empty((n, o, oh, ow), dtype=x.dtype, memory_format=fmt)
-            gemm_derived(a, w_owner, key, make, bias=bias, out=result.permute(0, 2, 3, 1).flatten(1, 2))
+            sn, so, _, sw = result.stride()  # [N, OH*OW, O]: an image's positions are one run (sh == ow * sw)
+            gemm_derived(a, w_owner, key, make, bias=bias, out=result.as_strided((n, oh * ow, o), (sn, sw, so)))
             return result
         out = gemm_derived(a, w_owner, key, make)
     og = o // groups
