@@ -394,3 +394,11 @@ def test_convolution_counts_what_the_general_path_counts():
     assert counters["weight_cache_hits"] == 1 and counters["nonfinite_patches"] == 1
     assert counters["gemm_float"] == 1 and "weight_quantizations" not in counters
     assert torch.equal(got.isnan(), want.isnan())
+
+
+def test_conv_with_a_cpu_weight_or_bias_is_a_device_error():
+    """The kernel views the zynq weight only when it copies it; a CPU weight or bias is still PyTorch's device error."""
+    x = torch.randn(1, 3, 5, 5).to("zynq")
+    for w, b in ((torch.randn(4, 3, 3, 3), None), (torch.randn(4, 3, 3, 3).to("zynq"), torch.randn(4))):
+        with pytest.raises(RuntimeError, match="same device"):
+            F.conv2d(x, w, b)

@@ -14,6 +14,7 @@ import torch
 from torch._prims_common import suggest_memory_format
 
 from ..device.fallback import run_on_cpu
+from ..device.storage import cpu_view, is_zynq
 from ..hostops.patches import Patches
 from ._common import NotOffloadable, accelerated, to_cpu
 from .engine_bridge import depthwise_derived, gemm_derived
@@ -36,7 +37,7 @@ def conv2d_as_gemm(x: torch.Tensor, w: torch.Tensor, w_owner: torch.Tensor | Non
                    matmul: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
                    channels_last: bool | None = None) -> torch.Tensor:
     """2-D convolution of CPU tensors as im2col + GEMM (activations as A, weights as the cached B, owned by
-    `w_owner`).
+    `w_owner`). `w` may be the zynq weight itself: its CPU view is then taken only to make the reordered copy.
 
     The result has CPU's layout: channels-last when the input or the weight suggests it (torch's
     `suggest_memory_format`), contiguous otherwise; `channels_last` overrides the choice.
@@ -62,7 +63,7 @@ def conv2d_as_gemm(x: torch.Tensor, w: torch.Tensor, w_owner: torch.Tensor | Non
                 (oh, ow))
     if channels_last is None:
         channels_last = channels_last_output(x, w)
-    key, make = ("conv2d", groups), lambda: _weight_matrix(w, groups)
+    key, make = ("conv2d", groups), lambda: _weight_matrix(cpu_view(w) if is_zynq(w) else w, groups)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     if matmul is not None:
         m = a.materialize()
@@ -113,9 +114,10 @@ def convolution_overrideable(input: torch.Tensor, weight: torch.Tensor, bias: to
     _check(input, weight)
     if transposed or input.dim() not in (3, 4) or not input.is_floating_point():
         raise NotOffloadable("transposed, 3-D or integer convolution")
-    x, w, b = to_cpu(input), to_cpu(weight), to_cpu(bias)
+    x, b = to_cpu(input), to_cpu(bias)
+    w = weight if is_zynq(weight) else to_cpu(weight)  # a CPU weight raises; a zynq one is viewed only when copied
     if x.dim() == 3:  # conv1d as a 2-D convolution of height 1
-        out = conv2d_as_gemm(x.unsqueeze(2), w.unsqueeze(2), weight, b, (1, stride[0]), (0, padding[0]),
+        out = conv2d_as_gemm(x.unsqueeze(2), to_cpu(weight).unsqueeze(2), weight, b, (1, stride[0]), (0, padding[0]),
                              (1, dilation[0]), groups, channels_last=False)  # CPU's conv1d: contiguous
         return out.squeeze(2)
     return conv2d_as_gemm(x, w, weight, b, stride, padding, dilation, groups)
