@@ -73,8 +73,8 @@ def reset_stats() -> None:
 
 
 __all__ = [
-    "FLOAT_DTYPES", "INT_DTYPES", "SUPPORTED_DTYPES", "BoundGemm", "Patches", "PerGroup", "PerLine", "PerTensor", "QuantConfig",
-    "ConvPlan", "Quantized", "QuantizedWeight", "Scheme", "activation_gemm", "active", "available_targets", "bind", "depthwise_conv", "gemm", "get_quant_config",
+    "FLOAT_DTYPES", "INT_DTYPES", "SUPPORTED_DTYPES", "BoundGemm", "ConvPlan", "Patches", "PerGroup", "PerLine", "PerTensor", "QuantConfig",
+    "Quantized", "QuantizedWeight", "Scheme", "activation_gemm", "active", "available_targets", "bind", "depthwise_conv", "gemm", "get_quant_config",
     "get_scheme", "invalidate_weights", "prepare_weight", "quant_config", "register_scheme", "reset_stats",
     "resolve_config", "schemes", "set_quant_config", "stats", "unsupported", "use",
 ]

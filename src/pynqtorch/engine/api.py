@@ -546,7 +546,7 @@ class ConvPlan:
     runs those operations and nothing else (`__call__`), so the same bits as ``gemm(p, b, weight=True, ...)``. The
     caller keeps a plan with the weight matrix it was made from and its version, and asks `current()` before use."""
 
-    __slots__ = ("s", "config", "override", "qw", "direct", "b_scheme", "per_line", "qmax", "kc", "narrow")
+    __slots__ = ("b_scheme", "config", "direct", "kc", "narrow", "override", "per_line", "qmax", "qw", "s")
 
     def __init__(self, b: torch.Tensor, owner: object, version: Hashable, config: QuantConfig | None) -> None:
         self.s, self.override, self.config = _kernel(), config, resolve_config(config)

@@ -16,7 +16,7 @@ class _Copy:
     """A B operand copied out of a zynq view at write generation `gen`, and the `engine.ConvPlan` of the convolutions
     using it (made at the first such call)."""
 
-    __slots__ = ("gen", "b", "plan")
+    __slots__ = ("b", "gen", "plan")
 
     def __init__(self, gen: int, b: torch.Tensor) -> None:
         self.gen, self.b, self.plan = gen, b, None
