@@ -428,12 +428,8 @@ class BoundGemm:
         a_scheme, b_scheme, qmax = cfg.activation_scheme, cfg.weight_scheme, s.qmax
         if b.dtype != torch.float32 or not _direct(s, a_scheme, b_scheme, qw):
             return
-        k, bo = b.shape[0], qw.operand
-        ao = Operand(torch.empty(0, dtype=torch.int8), 1, qmax, s.digit_bits)  # the bound of every A: qmax
-        desc = s.active.desc
-        self._kc = call_k(desc.arith, desc.tile.k, s.active.limits.k, ao, bo)
-        check_host_sum(k, ao, bo)
-        self._narrow = k * qmax * bo.bound <= _INT32_MAX
+        k = b.shape[0]
+        self._kc, self._narrow = _weight_calls(s, qw, k)
         self._s, self._qw, self._k, self._qmax = s, qw, k, qmax
         self._per_line, self._dequantize = a_scheme.per_line, b_scheme.dequantize
         self._direct = True
@@ -485,6 +481,16 @@ class BoundGemm:
 
 
 _ROWS_LOCK = threading.Lock()  # writes of `Scheduler.derived`
+
+
+def _weight_calls(s: Scheduler, qw: QuantizedWeight, k: int) -> tuple[int, bool]:
+    """K per call of products of one-limb prepared weight `qw` (K `k`) with one-limb activations (bound qmax) on `s`'s
+    kernel, and whether their sums over K fit int32 (the int64 host sum checked), as `_product` decides them."""
+    ao = Operand(torch.empty(0, dtype=torch.int8), 1, s.qmax, s.digit_bits)  # the bound of every A: qmax
+    desc = s.active.desc
+    kc = call_k(desc.arith, desc.tile.k, s.active.limits.k, ao, qw.operand)
+    check_host_sum(k, ao, qw.operand)
+    return kc, k * ao.bound * qw.operand.bound <= _INT32_MAX
 
 
 def _added(c: torch.Tensor, bias: torch.Tensor | None, add: torch.Tensor | None) -> torch.Tensor:
@@ -554,12 +560,8 @@ class ConvPlan:
         a_scheme, self.b_scheme = self.config.activation_scheme, self.config.weight_scheme
         self.direct = b.dtype == torch.float32 and _direct(self.s, a_scheme, self.b_scheme, self.qw)
         if self.direct:
-            bo, self.qmax, self.per_line = self.qw.operand, self.s.qmax, a_scheme.per_line
-            ao = Operand(torch.empty(0, dtype=torch.int8), 1, self.qmax, self.s.digit_bits)  # the bound of every A
-            desc, k = self.s.active.desc, b.shape[0]
-            self.kc = call_k(desc.arith, desc.tile.k, self.s.active.limits.k, ao, bo)
-            check_host_sum(k, ao, bo)
-            self.narrow = k * ao.bound * bo.bound <= _INT32_MAX
+            self.qmax, self.per_line = self.s.qmax, a_scheme.per_line
+            self.kc, self.narrow = _weight_calls(self.s, self.qw, b.shape[0])
 
     def current(self) -> bool:
         """Whether the active target and the quantization config are still the ones the plan was made for."""
