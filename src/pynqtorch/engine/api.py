@@ -545,12 +545,13 @@ def depthwise_conv(p: Patches, b: torch.Tensor, bias: torch.Tensor | None, chann
 
 
 class ConvPlan:
-    """What the convolutions of one group with one weight matrix need on one target and quantization config, decided
-    once (made with the weight matrix `b` (``[K, O]``, CPU, float) cached as a weight on `owner` at `version`,
-    which looks the weight up as `gemm` does): whether `_fast_float`'s direct path serves them (`direct`: float32, the built-in schemes, one
-    limb, a finite weight) with the prepared weight `qw`, K per call and the int32 bound of its product. A call then
-    runs those operations and nothing else (`__call__`), so the same bits as ``gemm(p, b, weight=True, ...)``. The
-    caller keeps a plan with the weight matrix it was made from and its version, and asks `current()` before use."""
+    """What the convolutions of one group with weight matrix `b` (``[K, O]``, CPU, float; cached as a weight on `owner`
+    at `version`) need on one target and quantization config, decided once when the plan is made (which looks the
+    weight up as `gemm` does): whether `_fast_float`'s direct path serves them (`direct`: float32, the built-in
+    schemes, one limb, a finite weight), the prepared weight `qw`, K per call and the int32 bound of the product. A
+    call then runs those operations and nothing else (`__call__`), so the same bits as ``gemm(p, b, weight=True,
+    ...)``. The caller keeps a plan with the weight matrix it was made from and its version, and asks `current()`
+    before use."""
 
     __slots__ = ("b_scheme", "config", "direct", "kc", "narrow", "override", "per_line", "qmax", "qw", "s")
 
