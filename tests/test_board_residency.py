@@ -199,3 +199,30 @@ def test_tampered_hwh_is_refused_before_download(boards: Boards, tmp_path) -> No
     with pytest.raises(OverlayError, match=r"IP gemm_i8_packed_0: argument 'b' is at 0x18 in gemm_handoff.hwh but 0x1c"):
         BoardTarget(overlay=overlay).compute_units(PACKED)
     assert vb.design is None  # nothing was downloaded
+
+
+def test_buffer_addresses_follow_the_buffer_not_its_id(boards: Boards, packed_overlay) -> None:
+    """Resident tiles are freed when evicted and Python reuses a dead object's id for the next one: the physical
+    address a unit programs must be the live buffer's own (a stale one sent the kernel outside every buffer)."""
+    vb = boards.start(packed_overlay)
+    boards.connect(vb)
+    target = BoardTarget(overlay=packed_overlay)
+    board = target.compute_units(PACKED)[0].board
+    dead: set[int] = set()  # ids of freed buffers whose addresses the pool has seen
+    reused = 0
+    for _ in range(40):
+        buf = board._allocate(512, np.int32)  # one page, with a live buffer after it: a larger one goes elsewhere
+        fence = board._allocate(512, np.int32)
+        reused += id(buf) in dead
+        assert board.pool.address(buf) == buf.physical_address
+        dead.add(id(buf))
+        buf.freebuffer()
+        del buf
+        other = board._allocate(32 * 1024, np.int8)
+        reused += id(other) in dead
+        assert board.pool.address(other) == other.physical_address
+        dead.add(id(other))
+        other.freebuffer()
+        fence.freebuffer()
+        del other, fence
+    assert reused  # the case the cache must survive did occur

@@ -13,6 +13,7 @@ import importlib.metadata
 import logging
 import os
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,7 +162,7 @@ class BufferPool:
         self._free: dict[tuple[int, str], list[Any]] = {}
         self._keep = keep
         self._lock = threading.Lock()
-        self._addresses: dict[int, int] = {}
+        self._addresses: dict[int, tuple[weakref.ref, int]] = {}
         self.allocated = 0
 
     def take(self, words: int, dtype: Any) -> Any:
@@ -177,11 +178,12 @@ class BufferPool:
         return pynq.allocate((words,), dtype, target=self._device, cacheable=True)
 
     def address(self, buf: Any) -> int:
-        """Physical address of a pool buffer (asked once: on a remote board each query is an RPC)."""
-        key = id(buf)
-        if key not in self._addresses:
-            self._addresses[key] = int(buf.physical_address)
-        return self._addresses[key]
+        """Physical address of a buffer (asked once per buffer: on a remote board each query is an RPC). Kept by
+        `id` with a weak reference that must still be `buf`: a freed buffer's id is reused by later objects."""
+        hit = self._addresses.get(id(buf))
+        if hit is None or hit[0]() is not buf:
+            hit = self._addresses[id(buf)] = (weakref.ref(buf), int(buf.physical_address))
+        return hit[1]
 
     def give(self, buf: Any) -> None:
         key = (buf.shape[0], str(buf.dtype))
