@@ -14,7 +14,6 @@ import torch
 
 from .. import hostops
 from ..hostops.patches import Patches
-from ..hw.tiling import blocks
 from ..targets import registry
 from .limbs import Operand, call_k, check_host_sum, combine, split
 from .quant import PerLine, PerTensor, QuantConfig, Scheme, resolve_config, split_k
@@ -256,7 +255,7 @@ def _host_stack(s: Scheduler, a: torch.Tensor, b: torch.Tensor, k_call: int) -> 
     t0 = time.perf_counter()
     c = hostops.stack_product(a, b)
     if c is not None:
-        calls = 1 if m <= lim.m else len(blocks(m, s.active.desc.tile.m, lim.m))
+        calls = s.stack_calls(m)
         s.host_call(m, n, k, time.perf_counter() - t0, {"kernel_calls": calls, "host_stack_products": 1}, calls=calls,
                     batch=bt)
     return c
@@ -355,7 +354,7 @@ def _stack_gemm(s: Scheduler, scheme: object, a: torch.Tensor, b: torch.Tensor, 
     c = hostops.stack_gemm(a, b, s.qmax, pre=scale, out=out)
     if c is None:
         return None
-    calls = 1 if m <= lim.m else len(blocks(m, desc.tile.m, lim.m))
+    calls = s.stack_calls(m)
     s.host_call(m, n, k, time.perf_counter() - t0, {**_HOST_COUNTERS, "kernel_calls": calls}, calls=calls,
                 batch=a.shape[:-2].numel())
     return c

@@ -171,7 +171,7 @@ class Scheduler:
         tile, lim = self._tile, self.active.limits
         one_call = m <= lim.m and n <= lim.n and k <= min(lim.k, k_call)
         if self._stacks and n <= lim.n and k <= min(lim.k, k_call):  # one call, or M blocks of one each
-            return self._stack(a, b, t0, 1 if m <= lim.m else len(blocks(m, tile[0], lim.m)))
+            return self._stack(a, b, t0, self.stack_calls(m))
         p = (pack_factor(bt, n, k, tile[1], tile[2], lim.n, min(lim.k, k_call)) if pack and not self._stacks
              else 1)
         if p > 1:
@@ -273,6 +273,11 @@ class Scheduler:
         STATS.record({"prepare": t1 - start, "run": t2 - t1, "schedule_wall": t2 - start}, {"kernel_calls": calls},
                      (self.units[u].name, calls, *self._volume(bt, m, b.shape[2], k, calls), t2 - t1))
         return out
+
+    def stack_calls(self, m: int) -> int:
+        """Calls of a stack of products with `m` rows on units that take stacks (`_stack`): one, or one per M block."""
+        lim = self.active.limits
+        return 1 if m <= lim.m else len(blocks(m, self._tile[0], lim.m))
 
     def _volume(self, bt: int, m: int, n: int, k: int, calls: int = 1) -> tuple[int, int]:
         """(tiles, padded calls) of `calls` unpadded calls computing ``bt`` products ``[m, k] @ [k, n]`` with M cut
